@@ -1,0 +1,46 @@
+# genhook: two commands on a fresh machine: `make demo` and `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install demo test lint typecheck unit bench clean schema
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Run every shipped workflow on its sample triggers; assets land in ./out.
+demo: $(STAMP)
+	$(BIN)/python -m genhook.demo --out out
+
+## Every check: lint, format, types, tests.
+test: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
+	$(BIN)/pytest -n 2
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+unit: $(STAMP)
+	$(BIN)/pytest -n 2
+
+## Regenerate docs/schemas/completion-v1.json from the pydantic model.
+schema: $(STAMP)
+	$(BIN)/python -m genhook.contract.schema docs/schemas/completion-v1.json
+
+bench: $(STAMP)
+	$(BIN)/python bench/export.py
+
+clean:
+	rm -rf $(VENV) out var .mypy_cache .ruff_cache .pytest_cache

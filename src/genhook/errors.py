@@ -1,0 +1,160 @@
+"""The one error vocabulary of genhook.
+
+Every failure that reaches a caller carries an :class:`ErrorCode`: a stable snake_case code from a
+closed list. Whether a failure is retried is a property of its code, never decided ad hoc::
+
+    GenhookError                      (code, description, field; .retryable from the code)
+     +-- InvalidInput                 the trigger is wrong: 422, never retried
+     +-- TemplateError                a workflow template is wrong: refused at load, with its line
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Closed list of error codes. Adding one is non-breaking; renaming one is breaking."""
+
+    # invalid input: answered at once with 422, never retried
+    INVALID_JSON = "invalid_json"
+    INVALID_BODY = "invalid_body"
+    MISSING_FIELD = "missing_field"
+    INVALID_TYPE = "invalid_type"
+    INVALID_VALUE = "invalid_value"
+    UNKNOWN_STYLE = "unknown_style"
+    UNKNOWN_PLATFORM = "unknown_platform"
+    INVALID_CALLBACK_URL = "invalid_callback_url"
+    UNKNOWN_WORKFLOW = "unknown_workflow"
+    # generation: transient ones are retried on the retry schedule
+    BACKEND_UNAVAILABLE = "backend_unavailable"
+    BACKEND_TIMEOUT = "backend_timeout"
+    BACKEND_RATE_LIMITED = "backend_rate_limited"
+    BACKEND_ERROR = "backend_error"
+    BACKEND_REJECTED = "backend_rejected"
+    BACKEND_NOT_CONFIGURED = "backend_not_configured"
+    QUALITY_CHECK_FAILED = "quality_check_failed"
+    EXPORT_FAILED = "export_failed"
+    # templates
+    INVALID_TEMPLATE = "invalid_template"
+    # job lifecycle
+    CANCELLED = "cancelled"
+    INTERNAL_ERROR = "internal_error"
+
+
+@dataclass(frozen=True)
+class ErrorSpec:
+    """What a code means, and whether a job that failed with it is tried again."""
+
+    description: str
+    retryable: bool
+    invalid_input: bool = False
+
+
+ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
+    ErrorCode.INVALID_JSON: ErrorSpec("The request body is not valid JSON.", False, True),
+    ErrorCode.INVALID_BODY: ErrorSpec("The trigger must be a JSON object.", False, True),
+    ErrorCode.MISSING_FIELD: ErrorSpec("A required input field is missing.", False, True),
+    ErrorCode.INVALID_TYPE: ErrorSpec("An input field has the wrong JSON type.", False, True),
+    ErrorCode.INVALID_VALUE: ErrorSpec(
+        "An input field has a value outside its allowed set, length or range.", False, True
+    ),
+    ErrorCode.UNKNOWN_STYLE: ErrorSpec(
+        "`target_style` (or another style field) names no style preset.", False, True
+    ),
+    ErrorCode.UNKNOWN_PLATFORM: ErrorSpec(
+        "`target_platform` (or another platform field) names no platform preset or bundle.",
+        False,
+        True,
+    ),
+    ErrorCode.INVALID_CALLBACK_URL: ErrorSpec(
+        "`callback_url` is not an absolute http(s) URL that genhook may call.", False, True
+    ),
+    ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec("No workflow template has this id.", False, True),
+    ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec(
+        "The generation backend could not be reached.", True
+    ),
+    ErrorCode.BACKEND_TIMEOUT: ErrorSpec("The generation backend did not answer in time.", True),
+    ErrorCode.BACKEND_RATE_LIMITED: ErrorSpec(
+        "The generation backend asked genhook to slow down (HTTP 429).", True
+    ),
+    ErrorCode.BACKEND_ERROR: ErrorSpec("The generation backend failed (HTTP 5xx).", True),
+    ErrorCode.BACKEND_REJECTED: ErrorSpec(
+        "The generation backend refused the request (content policy, bad parameters).", False
+    ),
+    ErrorCode.BACKEND_NOT_CONFIGURED: ErrorSpec(
+        "The workflow names a backend that this install has not configured.", False
+    ),
+    ErrorCode.QUALITY_CHECK_FAILED: ErrorSpec(
+        "No generated output passed the quality checks and the workflow's policy is to fail.",
+        False,
+    ),
+    ErrorCode.EXPORT_FAILED: ErrorSpec("An output could not be encoded for a platform.", False),
+    ErrorCode.INVALID_TEMPLATE: ErrorSpec("A workflow template is invalid.", False),
+    ErrorCode.CANCELLED: ErrorSpec("The job was cancelled.", False),
+    ErrorCode.INTERNAL_ERROR: ErrorSpec("An unexpected error inside genhook.", False),
+}
+
+
+class GenhookError(Exception):
+    """The root of genhook's errors: a stable code, a human description, the input field at fault."""
+
+    def __init__(
+        self,
+        code: ErrorCode,
+        description: str | None = None,
+        *,
+        field: str | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        self.code = code
+        self.description = description or ERROR_SPECS[code].description
+        self.field = field
+        self.retry_after = retry_after
+        super().__init__(f"{code.value}: {self.description}")
+
+    @property
+    def retryable(self) -> bool:
+        """True when the job should be tried again on the retry schedule."""
+        return ERROR_SPECS[self.code].retryable
+
+    @property
+    def invalid_input(self) -> bool:
+        """True when the caller's trigger is at fault (422, never retried)."""
+        return ERROR_SPECS[self.code].invalid_input
+
+    def to_dict(self) -> dict[str, str | None]:
+        """The wire form: ``{"error_code", "error_description", "field"}``."""
+        return {
+            "error_code": self.code.value,
+            "error_description": self.description,
+            "field": self.field,
+        }
+
+
+class InvalidInput(GenhookError):
+    """The trigger does not satisfy the workflow's input schema."""
+
+
+class TemplateError(GenhookError):
+    """A workflow template (or a preset file) is invalid; ``problems`` lists each with its line."""
+
+    def __init__(self, path: str, problems: list[TemplateProblem]) -> None:
+        self.path = path
+        self.problems = problems
+        lines = "; ".join(p.format(path) for p in problems)
+        super().__init__(ErrorCode.INVALID_TEMPLATE, lines)
+
+
+@dataclass(frozen=True)
+class TemplateProblem:
+    """One problem in a template: where (dotted path and 1-based line) and what."""
+
+    where: str
+    line: int | None
+    message: str
+
+    def format(self, path: str) -> str:
+        loc = f"{path}:{self.line}" if self.line is not None else path
+        return f"{loc}: {self.where}: {self.message}"

@@ -1,0 +1,147 @@
+"""Style and platform presets, loaded from ``presets/styles.yaml`` and ``presets/platforms.yaml``."""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from genhook.errors import TemplateError, TemplateProblem
+from genhook.paths import presets_dir
+
+ImageFormat = Literal["jpeg", "webp", "png", "avif"]
+
+_HEX = r"^#[0-9a-fA-F]{6}$"
+
+
+class StylePreset(BaseModel):
+    """A look: words for the prompt, a palette, lighting and camera, terms to avoid."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    label: str
+    prompt: str
+    palette: list[str] = Field(min_length=2)
+    lighting: str
+    camera: str
+    negative: list[str] = []
+
+    @field_validator("palette")
+    @classmethod
+    def _hex_colours(cls, value: list[str]) -> list[str]:
+        import re
+
+        for colour in value:
+            if not re.match(_HEX, colour):
+                raise ValueError(f"palette colour {colour!r} is not #rrggbb")
+        return value
+
+
+class PlatformPreset(BaseModel):
+    """One export target: exact pixel size, how to fit the image, encoding and quality."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    code: str
+    label: str
+    width: int = Field(gt=0, le=8192)
+    height: int = Field(gt=0, le=8192)
+    fit: Literal["crop", "pad"] = "crop"
+    format: ImageFormat = "jpeg"
+    quality: int = Field(default=85, ge=1, le=100)
+    background: str = Field(default="#ffffff", pattern=_HEX)
+
+    @property
+    def extension(self) -> str:
+        """The file extension of this preset's format."""
+        return "jpg" if self.format == "jpeg" else self.format
+
+    @property
+    def media_type(self) -> str:
+        """The Content-Type of this preset's format."""
+        return f"image/{self.format}"
+
+
+class Presets(BaseModel):
+    """All styles, platforms and bundles of platforms."""
+
+    model_config = ConfigDict(frozen=True)
+
+    styles: dict[str, StylePreset]
+    platforms: dict[str, PlatformPreset]
+    bundles: dict[str, list[str]]
+
+    @cached_property
+    def platform_targets(self) -> list[str]:
+        """Every valid ``target_platform`` value: platform codes, then bundle names."""
+        return [*self.platforms, *self.bundles]
+
+    def style(self, key: str) -> StylePreset | None:
+        """The style named ``key``, or None."""
+        return self.styles.get(key)
+
+    def resolve_platforms(self, target: str) -> list[PlatformPreset] | None:
+        """The presets a ``target_platform`` value selects (a bundle expands), or None if unknown."""
+        if target in self.platforms:
+            return [self.platforms[target]]
+        if target in self.bundles:
+            return [self.platforms[code] for code in self.bundles[target]]
+        return None
+
+
+def _read(path: Path) -> dict[str, object]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        line = exc.problem_mark.line + 1 if hasattr(exc, "problem_mark") and exc.problem_mark else None
+        raise TemplateError(str(path), [TemplateProblem("(file)", line, str(exc))]) from exc
+    if not isinstance(data, dict):
+        raise TemplateError(str(path), [TemplateProblem("(file)", 1, "expected a mapping")])
+    return data
+
+
+def load_presets(directory: Path | None = None) -> Presets:
+    """Load and check the preset files; any problem raises :class:`TemplateError`."""
+    directory = directory or presets_dir()
+    styles_path, platforms_path = directory / "styles.yaml", directory / "platforms.yaml"
+    raw_styles = _read(styles_path).get("styles") or {}
+    raw_platforms = _read(platforms_path)
+    problems: list[TemplateProblem] = []
+    styles: dict[str, StylePreset] = {}
+    platforms: dict[str, PlatformPreset] = {}
+    assert isinstance(raw_styles, dict)
+    for key, body in raw_styles.items():
+        try:
+            styles[key] = StylePreset.model_validate({"key": key, **(body or {})})
+        except ValidationError as exc:
+            problems.append(TemplateProblem(f"styles.{key}", None, _first(exc)))
+    plat = raw_platforms.get("platforms") or {}
+    assert isinstance(plat, dict)
+    for code, body in plat.items():
+        try:
+            platforms[code] = PlatformPreset.model_validate({"code": code, **(body or {})})
+        except ValidationError as exc:
+            problems.append(TemplateProblem(f"platforms.{code}", None, _first(exc)))
+    bundles_raw = raw_platforms.get("bundles") or {}
+    assert isinstance(bundles_raw, dict)
+    bundles: dict[str, list[str]] = {}
+    for name, members in bundles_raw.items():
+        if name in plat:
+            problems.append(TemplateProblem(f"bundles.{name}", None, "bundle shadows a platform"))
+        missing = [m for m in members if m not in plat]
+        if missing:
+            problems.append(TemplateProblem(f"bundles.{name}", None, f"unknown platforms {missing}"))
+        bundles[name] = list(members)
+    if problems:
+        raise TemplateError(str(directory), problems)
+    return Presets(styles=styles, platforms=platforms, bundles=bundles)
+
+
+def _first(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"])
+    return f"{loc}: {err['msg']}" if loc else str(err["msg"])
