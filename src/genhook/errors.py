@@ -72,9 +72,7 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         "`callback_url` is not an absolute http(s) URL that genhook may call.", False, True
     ),
     ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec("No workflow template has this id.", False, True),
-    ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec(
-        "The generation backend could not be reached.", True
-    ),
+    ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec("The generation backend could not be reached.", True),
     ErrorCode.BACKEND_TIMEOUT: ErrorSpec("The generation backend did not answer in time.", True),
     ErrorCode.BACKEND_RATE_LIMITED: ErrorSpec(
         "The generation backend asked genhook to slow down (HTTP 429).", True
@@ -98,7 +96,7 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
 
 
 class GenhookError(Exception):
-    """The root of genhook's errors: a stable code, a human description, the input field at fault."""
+    """The root of genhook's errors: a stable code, a description, the input field at fault."""
 
     def __init__(
         self,

@@ -1,4 +1,4 @@
-"""Where the shipped workflows and presets live (a wheel carries them; a checkout has them at top)."""
+"""Where the shipped workflows and presets live (inside a wheel, or at a checkout's root)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Style and platform presets, loaded from ``presets/styles.yaml`` and ``presets/platforms.yaml``."""
+"""Style and platform presets, from ``presets/styles.yaml`` and ``presets/platforms.yaml``."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class Presets(BaseModel):
         return self.styles.get(key)
 
     def resolve_platforms(self, target: str) -> list[PlatformPreset] | None:
-        """The presets a ``target_platform`` value selects (a bundle expands), or None if unknown."""
+        """The presets a ``target_platform`` value selects (a bundle expands); None if unknown."""
         if target in self.platforms:
             return [self.platforms[target]]
         if target in self.bundles:
@@ -97,7 +97,9 @@ def _read(path: Path) -> dict[str, object]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        line = exc.problem_mark.line + 1 if hasattr(exc, "problem_mark") and exc.problem_mark else None
+        line = (
+            exc.problem_mark.line + 1 if hasattr(exc, "problem_mark") and exc.problem_mark else None
+        )
         raise TemplateError(str(path), [TemplateProblem("(file)", line, str(exc))]) from exc
     if not isinstance(data, dict):
         raise TemplateError(str(path), [TemplateProblem("(file)", 1, "expected a mapping")])
@@ -134,7 +136,9 @@ def load_presets(directory: Path | None = None) -> Presets:
             problems.append(TemplateProblem(f"bundles.{name}", None, "bundle shadows a platform"))
         missing = [m for m in members if m not in plat]
         if missing:
-            problems.append(TemplateProblem(f"bundles.{name}", None, f"unknown platforms {missing}"))
+            problems.append(
+                TemplateProblem(f"bundles.{name}", None, f"unknown platforms {missing}")
+            )
         bundles[name] = list(members)
     if problems:
         raise TemplateError(str(directory), problems)

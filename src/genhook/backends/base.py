@@ -1,0 +1,116 @@
+"""The generation backend Protocol, its request and result, and the backend registry.
+
+A backend turns a :class:`GenerationRequest` into pixels. It signals failures only with
+:class:`genhook.errors.GenhookError`, whose code says whether the failure is transient
+(``backend_unavailable``, ``backend_timeout``, ``backend_rate_limited``, ``backend_error``:
+retried on the job's retry schedule) or permanent (``backend_rejected``,
+``backend_not_configured``). Heavy imports (SDKs, torch) belong inside the backend's methods.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any, Literal, Protocol
+
+from genhook.errors import ErrorCode, GenhookError
+from genhook.media import Pixels
+from genhook.plugins import load_group
+from genhook.presets import StylePreset
+
+AssetKind = Literal["image", "video"]
+
+
+@dataclass(frozen=True)
+class GenerationRequest:
+    """Everything a backend needs to make one image."""
+
+    prompt: str
+    negative_prompt: str
+    width: int
+    height: int
+    seed: int
+    model: str
+    subject: str = ""
+    style: StylePreset | None = None
+    kind: AssetKind = "image"
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def retried(self, prompt_suffix: str, seed: int) -> GenerationRequest:
+        """The same request with a modified prompt and a new seed (a quality-check retry)."""
+        prompt = f"{self.prompt}, {prompt_suffix}" if prompt_suffix else self.prompt
+        return replace(self, prompt=prompt, seed=seed)
+
+
+@dataclass(frozen=True)
+class GenerationResult:
+    """One generated image and what it cost."""
+
+    pixels: Pixels
+    request: GenerationRequest
+    model_id: str
+    credit_cost: float
+    seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class BackendStatus:
+    """Whether a backend can serve now, and why not."""
+
+    ready: bool
+    detail: str
+
+
+class Backend(Protocol):
+    """A generation backend."""
+
+    name: str
+    kinds: frozenset[AssetKind]
+
+    def status(self) -> BackendStatus:
+        """Configured and reachable?"""
+        ...
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """Credits one generation of ``request`` will cost."""
+        ...
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Make the image, or raise GenhookError (transient or permanent by its code)."""
+        ...
+
+
+class BackendRegistry:
+    """Backends by name: built-ins and plugins from the ``genhook.backends`` entry point group."""
+
+    def __init__(self) -> None:
+        self._backends: dict[str, Backend] = {}
+
+    @classmethod
+    def from_entry_points(cls) -> BackendRegistry:
+        """Every installed backend, each constructed with no arguments (config from env)."""
+        registry = cls()
+        for name, factory in load_group("genhook.backends"):
+            registry.register(factory(), name=name)
+        return registry
+
+    def register(self, backend: Backend, *, name: str | None = None) -> None:
+        """Add (or replace) a backend."""
+        self._backends[name or backend.name] = backend
+
+    def names(self) -> list[str]:
+        """All backend names, sorted."""
+        return sorted(self._backends)
+
+    def has(self, name: str) -> bool:
+        """Is a backend of this name installed?"""
+        return name in self._backends
+
+    def get(self, name: str) -> Backend:
+        """The backend ``name``; a permanent error if this install has none of that name."""
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise GenhookError(
+                ErrorCode.BACKEND_NOT_CONFIGURED, f"no generation backend named {name!r}"
+            ) from None

@@ -1,0 +1,66 @@
+"""The ``procedural`` backend: offline, deterministic, fast, free. The embedded default.
+
+It composes a real image from the prompt and style (palette background, lighting, shapes, the
+subject's name set in type) and labels it honestly as a procedural render. It is what lets every
+workflow run end to end with no GPU and no account.
+"""
+
+from __future__ import annotations
+
+import time
+
+from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
+from genhook.errors import ErrorCode, GenhookError
+
+DEFAULT_PALETTE = ["#1d3557", "#457b9d", "#a8dadc", "#f1faee"]
+MAX_SIDE = 4096
+
+
+class ProceduralBackend:
+    """Renders compositions with numpy and Pillow; costs 0 credits."""
+
+    name = "procedural"
+    kinds: frozenset[AssetKind] = frozenset({"image"})
+    models = ("procedural-v1",)
+
+    def status(self) -> BackendStatus:
+        """Always ready: nothing to configure or reach."""
+        return BackendStatus(True, "offline renderer, models: " + ", ".join(self.models))
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """Free."""
+        return 0.0
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """Render ``request`` deterministically for its seed."""
+        from genhook.media.procedural import render
+
+        if request.model not in self.models:
+            raise GenhookError(
+                ErrorCode.BACKEND_REJECTED,
+                f"procedural backend has no model {request.model!r} (has {list(self.models)})",
+            )
+        if not (16 <= request.width <= MAX_SIDE and 16 <= request.height <= MAX_SIDE):
+            raise GenhookError(
+                ErrorCode.BACKEND_REJECTED,
+                f"size {request.width}x{request.height} outside 16..{MAX_SIDE} pixels",
+            )
+        style = request.style
+        started = time.perf_counter()
+        pixels = render(
+            prompt=request.prompt,
+            subject=request.subject or request.prompt[:40],
+            palette=style.palette if style else DEFAULT_PALETTE,
+            lighting=style.lighting if style else "softbox",
+            width=request.width,
+            height=request.height,
+            seed=request.seed,
+            label=f"procedural render · seed {request.seed}",
+        )
+        return GenerationResult(
+            pixels=pixels,
+            request=request,
+            model_id=f"procedural/{request.model}",
+            credit_cost=0.0,
+            seconds=time.perf_counter() - started,
+        )

@@ -1,0 +1,228 @@
+"""The completion payload, schema version 1: the one builder that the CLI and the service share.
+
+The JSON Schema published at ``/v1/schemas/completion-v1.json`` and in ``docs/schemas/`` is
+generated from these models (``make schema``), never written by hand.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+from genhook.errors import GenhookError
+from genhook.workflow.result import RunResult
+
+
+class _Model(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+
+
+class OutputAsset(_Model):
+    """One delivered file."""
+
+    asset_url: str = Field(
+        description="Where to fetch the bytes (http(s), or file:// from `genhook run`)."
+    )
+    asset_type: Literal["image", "video"]
+    format: str = Field(description="jpeg, webp, png, avif (images); mp4, webm (video).")
+    width: int
+    height: int
+    platform_code: str = Field(description="The platform preset this file was made for.")
+    bytes: int
+    sha256: str
+    alt_text: str
+    filename_suggestion: str = Field(description="Lowercase ASCII slug, at most 100 characters.")
+    caption: str
+
+
+class Seo(_Model):
+    """The job's SEO text (every output carries its own copy too)."""
+
+    alt_text: str
+    filename_suggestion: str
+    caption: str
+
+
+class Metadata(_Model):
+    """How the outputs were made."""
+
+    prompt_used: str | None = Field(description="The prompt of the delivered output.")
+    negative_prompt: str | None = None
+    model_id: str | None
+    credit_cost: float = Field(description="Credits spent on all generations of the job.")
+    processing_time_seconds: float = Field(
+        description="From the job's first claim by a worker to its end, all attempts included; "
+        "queue waiting excluded."
+    )
+    attempts: int = Field(description="Job attempts (transient-failure retries included).")
+    seed: int | None
+    generations: int = Field(0, description="Backend calls, quality-check retries included.")
+
+
+class FailedCheckOut(_Model):
+    """A quality check that a delivered output failed."""
+
+    node: str = Field(description="The quality_check node of the workflow that measured it.")
+    check: str
+    measured: float
+    threshold: float
+    comparison: Literal[">=", "<="]
+    shortfall: float = Field(description="Relative distance from the threshold (0.25 = 25 %).")
+
+
+class QualityWarning(_Model):
+    """Present when the workflow's policy delivered the best output that did not pass QC."""
+
+    message: str
+    failed_checks: list[FailedCheckOut]
+
+
+class ErrorInfo(_Model):
+    """Why a job failed."""
+
+    error_code: str
+    error_description: str
+    field: str | None = Field(description="The trigger field at fault, as sent; null if none.")
+
+
+class CompletionPayload(_Model):
+    """POSTed to ``callback_url`` when a job ends; also the ``result`` of ``GET /v1/jobs/{id}``."""
+
+    schema_version: Literal["1"] = "1"
+    event: Literal["job.completed", "job.failed"]
+    job_id: str
+    workflow_id: str
+    status: Literal["success", "failed"]
+    external_id: str | None
+    outputs: list[OutputAsset]
+    seo: Seo | None
+    metadata: Metadata
+    quality_warning: QualityWarning | None
+    error: ErrorInfo | None
+    timestamp: datetime
+
+    @field_serializer("timestamp")
+    def _zulu(self, value: datetime) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+
+    def to_json(self) -> dict[str, Any]:
+        """The payload as JSON-ready data."""
+        return self.model_dump(mode="json")
+
+
+def now() -> datetime:
+    """The current UTC time."""
+    return datetime.now(UTC)
+
+
+def failure_payload(
+    *,
+    job_id: str,
+    workflow_id: str,
+    external_id: str | None,
+    error: GenhookError,
+    attempts: int = 1,
+    processing_time_seconds: float = 0.0,
+    credit_cost: float = 0.0,
+    generations: int = 0,
+    timestamp: datetime | None = None,
+) -> CompletionPayload:
+    """The ``job.failed`` payload: no outputs, the error with its code and field."""
+    return CompletionPayload(
+        event="job.failed",
+        job_id=job_id,
+        workflow_id=workflow_id,
+        status="failed",
+        external_id=external_id,
+        outputs=[],
+        seo=None,
+        metadata=Metadata(
+            prompt_used=None,
+            model_id=None,
+            credit_cost=credit_cost,
+            processing_time_seconds=round(processing_time_seconds, 3),
+            attempts=attempts,
+            seed=None,
+            generations=generations,
+        ),
+        quality_warning=None,
+        error=ErrorInfo(
+            error_code=error.code.value, error_description=error.description, field=error.field
+        ),
+        timestamp=timestamp or now(),
+    )
+
+
+def quality_warning(result: RunResult) -> QualityWarning | None:
+    """The warning for every quality check that a delivered output failed, or None."""
+    failing = [q for q in result.quality if not q.passed]
+    if not failing:
+        return None
+    checks = [FailedCheckOut(node=q.node, **f) for q in failing for f in q.failed_checks]
+    names = ", ".join(sorted({c.check for c in checks}))
+    tries = ", ".join(f"{q.node}: {q.attempts}" for q in failing)
+    return QualityWarning(
+        message=f"delivered the best output although it failed: {names} (attempts {tries})",
+        failed_checks=checks,
+    )
+
+
+def success_payload(
+    *,
+    job_id: str,
+    workflow_id: str,
+    external_id: str | None,
+    result: RunResult,
+    asset_urls: list[str],
+    attempts: int = 1,
+    processing_time_seconds: float = 0.0,
+    timestamp: datetime | None = None,
+) -> CompletionPayload:
+    """The ``job.completed`` payload for a run whose assets were stored at ``asset_urls``."""
+    outputs = [
+        OutputAsset(
+            asset_url=url,
+            asset_type=a.asset_type,
+            format=a.format,
+            width=a.width,
+            height=a.height,
+            platform_code=a.platform_code,
+            bytes=len(a.data),
+            sha256=a.sha256,
+            alt_text=a.alt_text,
+            filename_suggestion=a.filename,
+            caption=a.caption,
+        )
+        for a, url in zip(result.assets, asset_urls, strict=True)
+    ]
+    primary = result.delivered[0] if result.delivered else None
+    seo = None
+    if result.seo is not None:
+        first = outputs[0].filename_suggestion if outputs else f"{result.seo.stem}"
+        seo = Seo(
+            alt_text=result.seo.alt_text, caption=result.seo.caption, filename_suggestion=first
+        )
+    return CompletionPayload(
+        event="job.completed",
+        job_id=job_id,
+        workflow_id=workflow_id,
+        status="success",
+        external_id=external_id,
+        outputs=outputs,
+        seo=seo,
+        metadata=Metadata(
+            prompt_used=primary.request.prompt if primary else None,
+            negative_prompt=primary.request.negative_prompt if primary else None,
+            model_id=primary.model_id if primary else None,
+            credit_cost=result.credit_cost,
+            processing_time_seconds=round(processing_time_seconds, 3),
+            attempts=attempts,
+            seed=primary.request.seed if primary else None,
+            generations=len(result.generations),
+        ),
+        quality_warning=quality_warning(result),
+        error=None,
+        timestamp=timestamp or now(),
+    )

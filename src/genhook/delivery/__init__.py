@@ -1,0 +1,1 @@
+"""Callback delivery: URL checks, signing, the outbox sender."""

@@ -1,0 +1,163 @@
+"""The engine: workflows, presets, nodes and backends wired once at start-up, and one job run.
+
+:func:`Engine.execute` is the whole life of a job minus the queue: validate the trigger, run the
+graph, store the assets through a sink, build the completion payload (success or failure). The CLI
+calls it with a directory sink; the service's worker with its asset store.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+from genhook.backends.base import BackendRegistry
+from genhook.contract.completion import CompletionPayload, failure_payload, success_payload
+from genhook.errors import ErrorCode, GenhookError, TemplateError, TemplateProblem
+from genhook.ids import new_job_id
+from genhook.paths import workflows_dir
+from genhook.presets import Presets, load_presets
+from genhook.seeds import stable_seed
+from genhook.workflow.inputs import validate_trigger
+from genhook.workflow.node import RunContext
+from genhook.workflow.registry import NodeRegistry
+from genhook.workflow.result import Asset, RunResult
+from genhook.workflow.runner import run_workflow
+from genhook.workflow.template import Workflow, load_workflow
+
+
+class AssetSink(Protocol):
+    """Where a job's files go; returns the URL each can be fetched from."""
+
+    def put(self, job_id: str, asset: Asset) -> str:
+        """Store ``asset``; return its ``asset_url``."""
+        ...
+
+
+@dataclass
+class Outcome:
+    """A finished job: its payload, and the run's result when it succeeded."""
+
+    payload: CompletionPayload
+    result: RunResult | None
+    error: GenhookError | None
+
+
+class Engine:
+    """Everything needed to run jobs, loaded and checked once."""
+
+    def __init__(
+        self,
+        presets: Presets,
+        nodes: NodeRegistry,
+        backends: BackendRegistry,
+        workflows: Mapping[str, Workflow],
+    ) -> None:
+        self.presets = presets
+        self.nodes = nodes
+        self.backends = backends
+        self.workflows = dict(workflows)
+
+    @classmethod
+    def load(
+        cls,
+        workflows: Path | None = None,
+        presets: Presets | None = None,
+        backends: BackendRegistry | None = None,
+    ) -> Engine:
+        """Load presets, plugins and every ``*.yaml`` template of ``workflows`` (checked)."""
+        presets = presets or load_presets()
+        nodes = NodeRegistry.from_entry_points()
+        loaded: dict[str, Workflow] = {}
+        for path in sorted((workflows or workflows_dir()).glob("*.yaml")):
+            wf = load_workflow(path, presets, nodes)
+            if wf.id in loaded:
+                raise TemplateError(
+                    str(path),
+                    [
+                        TemplateProblem(
+                            "id", 1, f"id {wf.id!r} is also used by {loaded[wf.id].source}"
+                        )
+                    ],
+                )
+            loaded[wf.id] = wf
+        return cls(presets, nodes, backends or BackendRegistry.from_entry_points(), loaded)
+
+    def workflow(self, workflow_id: str) -> Workflow:
+        """The workflow of this id, or ``unknown_workflow``."""
+        try:
+            return self.workflows[workflow_id]
+        except KeyError:
+            raise GenhookError(
+                ErrorCode.UNKNOWN_WORKFLOW, f"no workflow {workflow_id!r}", field=None
+            ) from None
+
+    def run(
+        self,
+        workflow: Workflow,
+        trigger: Mapping[str, Any],
+        *,
+        job_id: str,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> RunResult:
+        """Run a validated trigger through ``workflow``; GenhookError on failure."""
+        ctx = RunContext(
+            job_id=job_id,
+            workflow_id=workflow.id,
+            trigger=trigger,
+            presets=self.presets,
+            backends=self.backends,
+            base_seed=stable_seed(workflow.id, workflow.version, dict(trigger)),
+            external_id=external_id(workflow, trigger),
+            is_cancelled=is_cancelled,
+        )
+        return run_workflow(workflow, self.nodes, ctx)
+
+    def execute(
+        self,
+        workflow: Workflow,
+        body: Any,
+        sink: AssetSink,
+        *,
+        job_id: str | None = None,
+        attempts: int = 1,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> Outcome:
+        """Validate, run, store and build the completion payload; never raises GenhookError."""
+        job_id = job_id or new_job_id()
+        started = time.perf_counter()
+        ext = external_id(workflow, body) if isinstance(body, Mapping) else None
+        try:
+            trigger = validate_trigger(workflow, body)
+            result = self.run(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
+            urls = [sink.put(job_id, asset) for asset in result.assets]
+        except GenhookError as exc:
+            payload = failure_payload(
+                job_id=job_id,
+                workflow_id=workflow.id,
+                external_id=ext,
+                error=exc,
+                attempts=attempts,
+                processing_time_seconds=time.perf_counter() - started,
+            )
+            return Outcome(payload, None, exc)
+        payload = success_payload(
+            job_id=job_id,
+            workflow_id=workflow.id,
+            external_id=ext,
+            result=result,
+            asset_urls=urls,
+            attempts=attempts,
+            processing_time_seconds=time.perf_counter() - started,
+        )
+        return Outcome(payload, result, None)
+
+
+def external_id(workflow: Workflow, trigger: Mapping[str, Any]) -> str | None:
+    """The caller's own id, from the workflow's declared ``external_id`` field."""
+    if workflow.external_id is None:
+        return None
+    value = trigger.get(workflow.external_id)
+    return None if value is None else str(value)

@@ -1,0 +1,67 @@
+"""``generate``: one image from a backend. Backend errors keep their code (transient or not)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genhook.backends.base import GenerationRequest, GenerationResult
+from genhook.errors import ErrorCode, GenhookError
+from genhook.media import Pixels
+from genhook.presets import StylePreset
+from genhook.seeds import stable_seed
+from genhook.workflow.node import BaseNode, RunContext
+
+
+class Generate(BaseNode):
+    """Builds a :class:`GenerationRequest` and asks the named backend for it."""
+
+    kind = "generate"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(protected_namespaces=())
+
+        prompt: str
+        negative_prompt: str = ""
+        backend: str = "procedural"
+        model: str = "procedural-v1"
+        subject: str = ""
+        style: StylePreset | None = None
+        width: int = Field(default=1024, ge=16, le=4096)
+        height: int = Field(default=1024, ge=16, le=4096)
+        seed: int | None = Field(default=None, ge=0)
+        options: dict[str, Any] = {}
+
+    outputs: ClassVar[Mapping[str, Any]] = {"result": GenerationResult, "image": Pixels}
+
+    def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
+        """The seed is the template's, else stable for (job seed, node name)."""
+        if ctx.is_cancelled():
+            raise GenhookError(ErrorCode.CANCELLED)
+        style: StylePreset | None = params.style
+        negative = params.negative_prompt
+        if style and style.negative:
+            extra = ", ".join(style.negative)
+            negative = f"{negative}, {extra}" if negative else extra
+        request = GenerationRequest(
+            prompt=params.prompt,
+            negative_prompt=negative,
+            width=params.width,
+            height=params.height,
+            seed=params.seed if params.seed is not None else stable_seed(ctx.base_seed, name),
+            model=params.model,
+            subject=params.subject,
+            style=style,
+            options=params.options,
+        )
+        result = generate_once(ctx, params.backend, request)
+        return {"result": result, "image": result.pixels}
+
+
+def generate_once(ctx: RunContext, backend: str, request: GenerationRequest) -> GenerationResult:
+    """Call ``backend`` once and record the result (and its cost) in the run's ledger."""
+    result = ctx.backends.get(backend).generate(request)
+    ctx.generations.append(result)
+    return result

@@ -1,0 +1,66 @@
+"""``metadata``: alt text, caption and the SEO filename stem from templates over the trigger.
+
+Filenames follow one convention: a lowercase ASCII slug (transliterated by python-slugify), built
+from the template (typically external id and subject); the export node appends the platform and
+size, caps the name at 100 characters and keeps it unique within the job.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, Field
+from slugify import slugify
+
+from genhook.nodes.templating import check_template, render_text
+from genhook.presets import Presets
+from genhook.workflow.node import BaseNode, RunContext
+from genhook.workflow.result import SeoText
+
+ALT_TEXT_LIMIT = 125  # what screen readers and image search expect
+CAPTION_LIMIT = 2200  # the longest caption the common platforms take
+STEM_LIMIT = 70  # leaves room for platform, size and extension within 100 characters
+
+
+def slug(text: str, limit: int = STEM_LIMIT) -> str:
+    """Lowercase ASCII words joined by hyphens, cut at a word boundary to ``limit``."""
+    return str(slugify(text, max_length=limit, word_boundary=True, lowercase=True))
+
+
+class Metadata(BaseNode):
+    """Renders the SEO text once per subject; every exported format shares it."""
+
+    kind = "metadata"
+
+    class Params(BaseModel):
+        alt_text: str
+        caption: str
+        filename: str
+        vars: dict[str, Any] = {}
+        alt_text_limit: int = Field(default=ALT_TEXT_LIMIT, ge=20, le=1000)
+
+    outputs: ClassVar[Mapping[str, Any]] = {"seo": SeoText}
+
+    def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
+        """The three templates compile and use only ``input`` and the declared ``vars``."""
+        allowed = {"input", *(params.get("vars") or {})}
+        problems = []
+        for key in ("alt_text", "caption", "filename"):
+            if isinstance(params.get(key), str):
+                message = check_template(params[key], allowed)
+                if message:
+                    problems.append((key, message))
+        return problems
+
+    def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
+        """Render; the stem falls back to the job id if the template renders no letters."""
+        variables = {**params.vars, "input": ctx.trigger}
+        stem = slug(render_text(params.filename, variables, limit=400)) or slug(ctx.job_id)
+        return {
+            "seo": SeoText(
+                alt_text=render_text(params.alt_text, variables, limit=params.alt_text_limit),
+                caption=render_text(params.caption, variables, limit=CAPTION_LIMIT),
+                stem=stem,
+            )
+        }

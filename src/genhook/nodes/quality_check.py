@@ -1,0 +1,88 @@
+"""``quality_check``: measure the generated image; retry, deliver with a warning, or fail.
+
+Policy: while the output fails a check and retries remain, generate again with the prompt amended
+for the failed checks and a new seed. When none passed, ``on_fail: deliver_with_warning`` delivers
+the best candidate and records a ``quality_warning`` (which checks failed, by how much);
+``on_fail: fail`` ends the job with ``quality_check_failed``. A failing output is never passed on
+as if it had passed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from genhook.backends.base import GenerationResult
+from genhook.errors import ErrorCode, GenhookError
+from genhook.media import Pixels
+from genhook.media.qc import measure
+from genhook.nodes.generate import generate_once
+from genhook.quality import FacePolicy, FailedCheck, Thresholds, evaluate, prompt_fix, score
+from genhook.seeds import stable_seed
+from genhook.workflow.node import BaseNode, QualityReport, RunContext
+
+
+class QualityCheck(BaseNode):
+    """Checks resolution, flatness, blur, exposure and (optionally) faces of ``result``."""
+
+    kind = "quality_check"
+
+    class Params(BaseModel):
+        model_config = ConfigDict(arbitrary_types_allowed=True)
+
+        result: GenerationResult
+        backend: str = "procedural"
+        min_width: int = Field(default=0, ge=0)
+        min_height: int = Field(default=0, ge=0)
+        min_contrast: float = Field(default=8.0, ge=0)
+        min_sharpness: float = Field(default=30.0, ge=0)
+        min_brightness: float = Field(default=12.0, ge=0, le=255)
+        max_brightness: float = Field(default=245.0, ge=0, le=255)
+        faces: FacePolicy = "ignore"
+        min_face_confidence: float = Field(default=0.5, ge=0, le=1)
+        max_retries: int = Field(default=2, ge=0, le=5)
+        on_fail: Literal["deliver_with_warning", "fail"] = "deliver_with_warning"
+
+    outputs: ClassVar[Mapping[str, Any]] = {
+        "result": GenerationResult,
+        "image": Pixels,
+        "passed": bool,
+    }
+
+    def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
+        """Apply the policy; record the outcome in the run's ledger."""
+        thresholds = Thresholds(**{k: getattr(params, k) for k in Thresholds.__dataclass_fields__})
+        candidate: GenerationResult = params.result
+        best: tuple[tuple[int, float], GenerationResult, list[FailedCheck]] | None = None
+        attempts = 0
+        while True:
+            attempts += 1
+            failed = evaluate(
+                measure(candidate.pixels, detect_faces=thresholds.faces != "ignore"), thresholds
+            )
+            if best is None or score(failed) < best[0]:
+                best = (score(failed), candidate, failed)
+            if not failed or attempts > params.max_retries:
+                break
+            if ctx.is_cancelled():
+                raise GenhookError(ErrorCode.CANCELLED)
+            request = candidate.request.retried(
+                prompt_fix(failed, thresholds.faces),
+                stable_seed(candidate.request.seed, name, attempts),
+            )
+            candidate = generate_once(ctx, params.backend, request)
+        _, chosen, failed = best
+        ctx.quality.append(QualityReport(name, not failed, attempts, [asdict(f) for f in failed]))
+        if failed and params.on_fail == "fail":
+            summary = "; ".join(
+                f"{f.check} {f.measured} (needs {f.comparison} {f.threshold})" for f in failed
+            )
+            raise GenhookError(
+                ErrorCode.QUALITY_CHECK_FAILED,
+                f"no output passed quality checks after {attempts} attempts: {summary}",
+            )
+        ctx.delivered.append(chosen)
+        return {"result": chosen, "image": chosen.pixels, "passed": not failed}

@@ -1,0 +1,83 @@
+"""What a node kind is: typed parameters in, named typed outputs out, one ``run`` method.
+
+A node kind is a class with ``kind`` (its name in templates), ``Params`` (a pydantic model of its
+parameters: literal values and wired references are both checked against it when a template is
+loaded), ``outputs`` (the name and type of each output other nodes may wire to), and ``run``.
+Third parties add kinds through the ``genhook.nodes`` entry point group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
+
+from pydantic import BaseModel
+
+if TYPE_CHECKING:
+    from genhook.backends.base import BackendRegistry, GenerationResult
+    from genhook.presets import Presets
+
+
+@dataclass
+class QualityReport:
+    """The outcome of one quality-check node: kept for the completion payload."""
+
+    node: str
+    passed: bool
+    attempts: int
+    failed_checks: list[dict[str, Any]]
+
+
+@dataclass
+class RunContext:
+    """What every node of one run shares: presets, backends, the job's identity and its ledger."""
+
+    job_id: str
+    workflow_id: str
+    trigger: Mapping[str, Any]
+    presets: Presets
+    backends: BackendRegistry
+    base_seed: int
+    external_id: str | None = None
+    is_cancelled: Callable[[], bool] = lambda: False
+    generations: list[GenerationResult] = field(default_factory=list)
+    delivered: list[GenerationResult] = field(default_factory=list)
+    quality: list[QualityReport] = field(default_factory=list)
+    filenames: set[str] = field(default_factory=set)
+
+    def reserve_filename(self, stem: str, extension: str, limit: int = 100) -> str:
+        """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``..."""
+        n = 1
+        while True:
+            suffix = "" if n == 1 else f"-{n}"
+            room = limit - len(suffix) - len(extension) - 1
+            name = f"{stem[:room].rstrip('-')}{suffix}.{extension}"
+            if name not in self.filenames:
+                self.filenames.add(name)
+                return name
+            n += 1
+
+
+class Node(Protocol):
+    """A node kind. Instances are stateless; one instance serves every run."""
+
+    kind: ClassVar[str]
+    Params: ClassVar[type[BaseModel]]
+    outputs: ClassVar[Mapping[str, Any]]
+
+    def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
+        """Extra load-time checks of the raw params (references unresolved): (param, message)."""
+        ...
+
+    def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
+        """Do the work; return a value for every name in ``outputs``."""
+        ...
+
+
+class BaseNode:
+    """Convenience base: no extra checks."""
+
+    def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
+        """No extra checks by default."""
+        return []

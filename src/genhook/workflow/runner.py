@@ -1,0 +1,68 @@
+"""Run a checked workflow's node graph on one validated trigger: pure, no HTTP, no database."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from pydantic import ValidationError
+
+from genhook.errors import ErrorCode, GenhookError, InvalidInput
+from genhook.workflow.node import RunContext
+from genhook.workflow.refs import resolve, whole_ref
+from genhook.workflow.registry import NodeRegistry
+from genhook.workflow.result import Asset, RunResult, SeoText
+from genhook.workflow.template import NodeSpec, Workflow
+
+
+def run_workflow(workflow: Workflow, nodes: NodeRegistry, ctx: RunContext) -> RunResult:
+    """Execute every node in dependency order; collect the declared outputs."""
+    values: dict[str, Mapping[str, Any]] = {"input": ctx.trigger}
+    for name in workflow.order:
+        if ctx.is_cancelled():
+            raise GenhookError(ErrorCode.CANCELLED)
+        spec = workflow.nodes[name]
+        node = nodes.get(spec.kind)
+        if node is None:
+            raise GenhookError(ErrorCode.INTERNAL_ERROR, f"node kind {spec.kind!r} vanished")
+        raw = resolve(spec.params, values)
+        try:
+            params = node.Params.model_validate(raw)
+        except ValidationError as exc:
+            raise _param_error(spec, exc) from exc
+        try:
+            values[name] = node.run(name, params, ctx)
+        except InvalidInput as exc:
+            exc.field = _input_field(spec, exc.field) or exc.field
+            raise
+    assets: list[Asset] = []
+    for ref in workflow.outputs["assets"]:
+        value = resolve(ref, values)
+        assets.extend(value if isinstance(value, list) else [value])
+    seo_ref = workflow.outputs.get("seo")
+    seo = resolve(seo_ref, values) if seo_ref else None
+    return RunResult(
+        assets=assets,
+        seo=seo if isinstance(seo, SeoText) else None,
+        generations=ctx.generations,
+        delivered=ctx.delivered,
+        quality=ctx.quality,
+    )
+
+
+def _input_field(spec: NodeSpec, param: str | None) -> str | None:
+    """The trigger field wired to ``param`` of ``spec``, if it is wired straight from the input."""
+    ref = whole_ref(spec.params.get(param)) if param else None
+    return ref.name if ref is not None and ref.source == "input" else None
+
+
+def _param_error(spec: NodeSpec, exc: ValidationError) -> GenhookError:
+    """A parameter that the trigger filled in but the node refuses is the trigger's fault."""
+    err = exc.errors()[0]
+    param = str(err["loc"][0]) if err["loc"] else None
+    field = _input_field(spec, param)
+    if field is not None:
+        return InvalidInput(ErrorCode.INVALID_VALUE, f"'{field}': {err['msg']}", field=field)
+    return GenhookError(
+        ErrorCode.INTERNAL_ERROR, f"node {spec.name!r} parameter {param!r}: {err['msg']}"
+    )

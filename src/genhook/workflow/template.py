@@ -1,0 +1,375 @@
+"""Workflow templates: YAML in, a checked :class:`Workflow` out, every problem with its line.
+
+Loading checks everything a run would otherwise trip over: the top-level shape, the input schema
+(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files), unknown
+node kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
+nodes or outputs that do not exist, references whose type does not fit, and cycles.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from graphlib import CycleError, TopologicalSorter
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator, SchemaError
+from pydantic import TypeAdapter, ValidationError
+
+from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
+from genhook.presets import Presets
+from genhook.workflow.refs import Ref, find_refs, whole_ref
+from genhook.workflow.registry import NodeRegistry
+from genhook.workflow.types import compatible, describe, json_type
+from genhook.workflow.yamlsrc import Located, YamlSyntaxError, load_located
+
+ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+NODE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
+TOP_KEYS = {"id", "version", "description", "external_id", "input", "nodes", "outputs"}
+NODE_KEYS = {"kind", "with", "description"}
+ENUM_SOURCES = {"styles": ErrorCode.UNKNOWN_STYLE, "platforms": ErrorCode.UNKNOWN_PLATFORM}
+CALLBACK_SCHEMA: dict[str, Any] = {
+    "type": "string",
+    "format": "uri",
+    "maxLength": 2048,
+    "description": "Where genhook POSTs the signed completion payload (http or https).",
+}
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """One node of a template: its name, kind and raw (unresolved) parameters."""
+
+    name: str
+    kind: str
+    params: dict[str, Any]
+    deps: frozenset[str]
+
+
+@dataclass(frozen=True, eq=False)
+class Workflow:
+    """A checked template, ready to run."""
+
+    id: str
+    version: int
+    description: str
+    external_id: str | None
+    input_schema: dict[str, Any]
+    nodes: dict[str, NodeSpec]
+    order: tuple[str, ...]
+    outputs: dict[str, Any]
+    source: str
+    enum_codes: dict[str, ErrorCode] = field(default_factory=dict)
+
+    def error_codes(self) -> list[dict[str, Any]]:
+        """The error codes a trigger of this workflow can end with, documented."""
+        codes = [ErrorCode.INVALID_BODY, ErrorCode.INVALID_TYPE, ErrorCode.INVALID_VALUE]
+        if self.input_schema.get("required"):
+            codes.insert(1, ErrorCode.MISSING_FIELD)
+        codes += sorted(set(self.enum_codes.values()), key=list(ErrorCode).index)
+        codes.append(ErrorCode.INVALID_CALLBACK_URL)
+        kinds = {spec.kind for spec in self.nodes.values()}
+        if "generate" in kinds:
+            codes += [
+                ErrorCode.BACKEND_UNAVAILABLE,
+                ErrorCode.BACKEND_TIMEOUT,
+                ErrorCode.BACKEND_RATE_LIMITED,
+                ErrorCode.BACKEND_ERROR,
+                ErrorCode.BACKEND_REJECTED,
+                ErrorCode.BACKEND_NOT_CONFIGURED,
+            ]
+        if any(
+            spec.kind == "quality_check" and spec.params.get("on_fail") == "fail"
+            for spec in self.nodes.values()
+        ):
+            codes.append(ErrorCode.QUALITY_CHECK_FAILED)
+        if "export" in kinds:
+            codes.append(ErrorCode.EXPORT_FAILED)
+        codes += [ErrorCode.CANCELLED, ErrorCode.INTERNAL_ERROR]
+        return [
+            {
+                "error_code": c.value,
+                "description": ERROR_SPECS[c].description,
+                "retryable": ERROR_SPECS[c].retryable,
+            }
+            for c in codes
+        ]
+
+    def describe(self) -> dict[str, Any]:
+        """The public description: what ``GET /v1/workflows/{id}`` and ``workflows show`` print."""
+        return {
+            "workflow_id": self.id,
+            "version": self.version,
+            "description": self.description,
+            "external_id_field": self.external_id,
+            "input_schema": self.input_schema,
+            "error_codes": self.error_codes(),
+            "nodes": [{"name": n, "kind": self.nodes[n].kind} for n in self.order],
+        }
+
+
+class _Checker:
+    """Collects problems with their lines while a template is checked."""
+
+    def __init__(self, doc: Located) -> None:
+        self.doc = doc
+        self.problems: list[TemplateProblem] = []
+
+    def add(self, path: tuple[str | int, ...], message: str) -> None:
+        where = ".".join(str(p) for p in path) or "(file)"
+        self.problems.append(TemplateProblem(where, self.doc.line(path), message))
+
+
+def load_workflow(path: Path, presets: Presets, registry: NodeRegistry) -> Workflow:
+    """Read and check one template file; raise :class:`TemplateError` listing every problem."""
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TemplateError(str(path), [TemplateProblem("(file)", None, str(exc))]) from exc
+    return parse_workflow(text, str(path), presets, registry)
+
+
+def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegistry) -> Workflow:
+    """Check template ``text`` (named ``source`` in messages)."""
+    try:
+        doc = load_located(text)
+    except YamlSyntaxError as exc:
+        raise TemplateError(source, [TemplateProblem("(file)", exc.line, str(exc))]) from exc
+    chk = _Checker(doc)
+    for dup_path, line in doc.duplicates:
+        chk.problems.append(TemplateProblem(".".join(map(str, dup_path)), line, "duplicate key"))
+    data = doc.data
+    if not isinstance(data, dict):
+        chk.add((), "a template is a YAML mapping")
+        raise TemplateError(source, chk.problems)
+    for key in data:
+        if key not in TOP_KEYS:
+            chk.add((key,), f"unknown key (allowed: {', '.join(sorted(TOP_KEYS))})")
+    wf_id = data.get("id")
+    if not isinstance(wf_id, str) or not ID_PATTERN.match(wf_id):
+        chk.add(("id",), "id must be a lowercase slug like 'product-image'")
+    version = data.get("version", 1)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 1:
+        chk.add(("version",), "version must be a positive integer")
+    description = data.get("description", "")
+    if not isinstance(description, str):
+        chk.add(("description",), "description must be text")
+    schema, field_types, enum_codes = _check_input(chk, data.get("input"), presets)
+    external_id = data.get("external_id")
+    if external_id is not None and external_id not in field_types:
+        chk.add(("external_id",), f"external_id names no input field: {external_id!r}")
+    nodes = _check_nodes(chk, data.get("nodes"), field_types, registry, presets)
+    order = _order(chk, nodes)
+    outputs = _check_outputs(chk, data.get("outputs"), field_types, nodes, registry)
+    if chk.problems:
+        raise TemplateError(source, chk.problems)
+    return Workflow(
+        id=str(wf_id),
+        version=int(version),
+        description=str(description).strip(),
+        external_id=external_id,
+        input_schema=schema,
+        nodes=nodes,
+        order=order,
+        outputs=outputs,
+        source=source,
+        enum_codes=enum_codes,
+    )
+
+
+def _check_input(
+    chk: _Checker, raw: Any, presets: Presets
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, ErrorCode]]:
+    if not isinstance(raw, dict) or not isinstance(raw.get("properties"), dict):
+        chk.add(("input",), "input must be a JSON Schema object with 'properties'")
+        return {}, {}, {}
+    schema: dict[str, Any] = {"type": "object", **raw}
+    props: dict[str, Any] = dict(schema["properties"])
+    required = schema.get("required", [])
+    if not isinstance(required, list) or not all(isinstance(r, str) for r in required):
+        chk.add(("input", "required"), "required must be a list of field names")
+        required = []
+    for name in required:
+        if name not in props:
+            chk.add(("input", "required"), f"required field {name!r} is not in properties")
+    enum_codes: dict[str, ErrorCode] = {}
+    types: dict[str, Any] = {}
+    for name, prop in props.items():
+        where = ("input", "properties", name)
+        if not isinstance(prop, dict):
+            chk.add(where, "a property is a JSON Schema mapping")
+            continue
+        prop = dict(prop)
+        source = prop.pop("x-enum-from", None)
+        if source is not None:
+            if source not in ENUM_SOURCES:
+                chk.add((*where, "x-enum-from"), f"x-enum-from must be one of {list(ENUM_SOURCES)}")
+            else:
+                values = list(presets.styles) if source == "styles" else presets.platform_targets
+                prop = {"type": "string", **prop, "enum": values}
+                enum_codes[name] = ENUM_SOURCES[source]
+        props[name] = prop
+        optional = name not in required and "default" not in prop
+        types[name] = json_type(prop, optional=optional)
+    props.setdefault("callback_url", CALLBACK_SCHEMA)
+    types.setdefault("callback_url", str | None)
+    schema["properties"] = props
+    try:
+        Draft202012Validator.check_schema(schema)
+    except SchemaError as exc:
+        path = ("input", *[str(p) for p in exc.path])
+        chk.add(path, f"invalid JSON Schema: {exc.message}")
+    return schema, types, enum_codes
+
+
+def _check_nodes(
+    chk: _Checker,
+    raw: Any,
+    field_types: dict[str, Any],
+    registry: NodeRegistry,
+    presets: Presets,
+) -> dict[str, NodeSpec]:
+    if not isinstance(raw, dict) or not raw:
+        chk.add(("nodes",), "nodes must be a non-empty mapping of name -> node")
+        return {}
+    specs: dict[str, NodeSpec] = {}
+    for name, body in raw.items():
+        where: tuple[str | int, ...] = ("nodes", name)
+        if not isinstance(name, str) or not NODE_NAME.match(name) or name == "input":
+            chk.add(where, "node names are identifiers and 'input' is reserved")
+            continue
+        if not isinstance(body, dict):
+            chk.add(where, "a node is a mapping with 'kind' and 'with'")
+            continue
+        for key in body:
+            if key not in NODE_KEYS:
+                chk.add((*where, key), f"unknown key (allowed: {', '.join(sorted(NODE_KEYS))})")
+        kind = body.get("kind")
+        params = body.get("with") or {}
+        if not isinstance(params, dict):
+            chk.add((*where, "with"), "'with' is a mapping of parameter -> value")
+            params = {}
+        if not isinstance(kind, str) or registry.get(kind) is None:
+            chk.add((*where, "kind"), f"unknown node kind {kind!r} (known: {registry.kinds()})")
+            continue
+        deps = frozenset(r.source for r in find_refs(params) if r.source != "input")
+        specs[name] = NodeSpec(name=name, kind=kind, params=params, deps=deps)
+    for spec in specs.values():
+        _check_params(chk, spec, specs, field_types, registry, presets)
+    return specs
+
+
+def _source_type(
+    chk: _Checker,
+    where: tuple[str | int, ...],
+    ref: Ref,
+    specs: dict[str, NodeSpec],
+    field_types: dict[str, Any],
+    registry: NodeRegistry,
+) -> tuple[bool, Any]:
+    """Check that ``ref`` points somewhere; return (found, its type)."""
+    if ref.source == "input":
+        if ref.name not in field_types:
+            chk.add(where, f"{ref} names no input field")
+            return False, None
+        return True, field_types[ref.name]
+    spec = specs.get(ref.source)
+    node = registry.get(spec.kind) if spec else None
+    if spec is None or node is None:
+        chk.add(where, f"{ref} names no node")
+        return False, None
+    if ref.name not in node.outputs:
+        chk.add(where, f"{ref}: a {spec.kind} node has outputs {sorted(node.outputs)}")
+        return False, None
+    return True, node.outputs[ref.name]
+
+
+def _check_params(
+    chk: _Checker,
+    spec: NodeSpec,
+    specs: dict[str, NodeSpec],
+    field_types: dict[str, Any],
+    registry: NodeRegistry,
+    presets: Presets,
+) -> None:
+    node = registry.get(spec.kind)
+    assert node is not None
+    fields = node.Params.model_fields
+    base: tuple[str | int, ...] = ("nodes", spec.name, "with")
+    for pname, value in spec.params.items():
+        where = (*base, pname)
+        if pname not in fields:
+            chk.add(where, f"unknown parameter of {spec.kind} (has: {', '.join(fields)})")
+            continue
+        target: Any = fields[pname].annotation
+        ref = whole_ref(value)
+        if ref is not None:
+            if ref.source == spec.name:
+                chk.add(where, f"{ref}: a node cannot wire to itself")
+                continue
+            found, source_type = _source_type(chk, where, ref, specs, field_types, registry)
+            if found and not compatible(source_type, target):
+                chk.add(
+                    where,
+                    f"{ref} gives {describe(source_type)} but {pname} takes {describe(target)}",
+                )
+            continue
+        refs = list(find_refs(value))
+        for inner in refs:
+            if inner.source == spec.name:
+                chk.add(where, f"{inner}: a node cannot wire to itself")
+            else:
+                _source_type(chk, where, inner, specs, field_types, registry)
+        if not refs:
+            try:
+                TypeAdapter(target).validate_python(value)
+            except ValidationError as exc:
+                chk.add(where, f"invalid value: {exc.errors()[0]['msg']}")
+    for pname, info in fields.items():
+        if info.is_required() and pname not in spec.params:
+            chk.add(base if spec.params else ("nodes", spec.name), f"missing parameter {pname!r}")
+    for pname, message in node.check(spec.params, presets):
+        chk.add((*base, pname), message)
+
+
+def _order(chk: _Checker, specs: dict[str, NodeSpec]) -> tuple[str, ...]:
+    sorter: TopologicalSorter[str] = TopologicalSorter()
+    for spec in specs.values():
+        sorter.add(spec.name, *[d for d in spec.deps if d in specs])
+    try:
+        return tuple(sorter.static_order())
+    except CycleError as exc:
+        cycle = list(exc.args[1])
+        chk.add(("nodes", cycle[0]), "cycle: " + " -> ".join(cycle))
+        return ()
+
+
+def _check_outputs(
+    chk: _Checker,
+    raw: Any,
+    field_types: dict[str, Any],
+    specs: dict[str, NodeSpec],
+    registry: NodeRegistry,
+) -> dict[str, Any]:
+    if not isinstance(raw, dict) or "assets" not in raw:
+        chk.add(("outputs",), "outputs must be a mapping with 'assets' (and optionally 'seo')")
+        return {}
+    assets = raw["assets"] if isinstance(raw["assets"], list) else [raw["assets"]]
+    for i, item in enumerate(assets):
+        ref = whole_ref(item)
+        if ref is None:
+            chk.add(("outputs", "assets", i), "each asset entry is one ${node.output} reference")
+        else:
+            _source_type(chk, ("outputs", "assets", i), ref, specs, field_types, registry)
+    seo = raw.get("seo")
+    if seo is not None:
+        ref = whole_ref(seo)
+        if ref is None:
+            chk.add(("outputs", "seo"), "seo is one ${node.output} reference")
+        else:
+            _source_type(chk, ("outputs", "seo"), ref, specs, field_types, registry)
+    for key in raw:
+        if key not in {"assets", "seo"}:
+            chk.add(("outputs", key), "unknown key (allowed: assets, seo)")
+    return {"assets": assets, "seo": seo}

@@ -1,0 +1,67 @@
+"""Shared fixtures: the shipped presets, node registry and engine, and the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genhook.engine import Engine
+from genhook.presets import Presets, load_presets
+from genhook.workflow.registry import NodeRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
+SAMPLES = ROOT / "workflows" / "samples"
+
+
+@pytest.fixture(scope="session")
+def presets() -> Presets:
+    return load_presets()
+
+
+@pytest.fixture(scope="session")
+def nodes() -> NodeRegistry:
+    return NodeRegistry.from_entry_points()
+
+
+@pytest.fixture(scope="session")
+def engine() -> Engine:
+    return Engine.load()
+
+
+@dataclass
+class CliResult:
+    code: int
+    stdout: str
+    stderr: str
+
+    @property
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+
+@pytest.fixture
+def genhook(tmp_path: Path) -> Callable[..., CliResult]:
+    """Run the installed ``genhook`` command in a subprocess, as a user would."""
+
+    def run(*args: str, stdin: str | None = None, env: dict[str, str] | None = None) -> CliResult:
+        exe = Path(sys.executable).with_name("genhook")
+        proc = subprocess.run(
+            [str(exe), *args],
+            input=stdin,
+            capture_output=True,
+            text=True,
+            cwd=tmp_path,
+            env={**os.environ, **(env or {})},
+            timeout=120,
+        )
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
