@@ -12,11 +12,11 @@ from urllib.parse import unquote, urlsplit
 import pytest
 from jsonschema import Draft202012Validator
 from PIL import Image
-from tests.conftest import SAMPLES, CliResult
 
 from genhook.contract.schema import completion_schema
 from genhook.engine import Engine
 from genhook.presets import Presets
+from tests.conftest import SAMPLES, CliResult
 
 PIL_FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG", "avif": "AVIF"}
 SCHEMA = Draft202012Validator(completion_schema())
@@ -157,7 +157,7 @@ INVALID: list[tuple[str, dict[str, Any], str, str | None]] = [
         "invalid_callback_url",
         "callback_url",
     ),
-    ("callback wrong type", {**VALID, "callback_url": 7}, "invalid_type", "callback_url"),
+    ("callback wrong type", {**VALID, "callback_url": 7}, "invalid_callback_url", "callback_url"),
     ("too long", {**VALID, "product_id": "x" * 65}, "invalid_value", "product_id"),
     ("empty string", {**VALID, "product_name": ""}, "invalid_value", "product_name"),
     ("not an object", ["SKU-9"], "invalid_body", None),  # type: ignore[list-item]

@@ -11,13 +11,13 @@ import numpy as np
 import pytest
 from PIL import Image
 from skimage import data as skdata
-from tests.fakes import ScriptedBackend
 
 from genhook.backends.base import BackendRegistry
 from genhook.engine import Engine
 from genhook.media import Pixels
 from genhook.presets import Presets
 from genhook.sinks import DirectorySink
+from tests.fakes import ScriptedBackend
 
 TEMPLATE = textwrap.dedent(
     """\
@@ -25,7 +25,7 @@ TEMPLATE = textwrap.dedent(
     input:
       required: [name]
       properties:
-        name: {type: string}
+        name: {{type: string}}
     nodes:
       image:
         kind: generate
@@ -49,7 +49,8 @@ TEMPLATE = textwrap.dedent(
           image: ${{qc.image}}
           platforms: avatar
     outputs:
-      assets: [${{export.assets}}]
+      assets:
+        - ${{export.assets}}
     """
 )
 

@@ -50,7 +50,8 @@ GOOD = textwrap.dedent(
           image: ${image.image}
           platforms: ${input.target_platform}
     outputs:
-      assets: [${export.assets}]
+      assets:
+        - ${export.assets}
     """
 )
 
@@ -118,8 +119,8 @@ CASES: list[tuple[str, Mutation, str, str]] = [
     ),
     (
         "missing parameter",
-        lambda t: t.replace("          prompt: ${prompt.prompt}\n", ""),
-        "kind: generate",
+        lambda t: t.replace("      prompt: ${prompt.prompt}\n", ""),
+        "  image:",
         "missing parameter 'prompt'",
     ),
     (

@@ -16,7 +16,9 @@ from genhook.workflow.result import RunResult
 
 
 class _Model(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    # No additionalProperties: false in the published schema: adding a field is non-breaking,
+    # so receivers that validate against v1 must keep accepting payloads with new fields.
+    model_config = ConfigDict(protected_namespaces=())
 
 
 class OutputAsset(_Model):
@@ -82,7 +84,9 @@ class QualityWarning(_Model):
 class ErrorInfo(_Model):
     """Why a job failed."""
 
-    error_code: str
+    error_code: str = Field(
+        pattern=r"^[a-z][a-z0-9_]*$", description="A stable code from docs/error-codes.md."
+    )
     error_description: str
     field: str | None = Field(description="The trigger field at fault, as sent; null if none.")
 

@@ -328,7 +328,7 @@ def _check_params(
                 chk.add(where, f"invalid value: {exc.errors()[0]['msg']}")
     for pname, info in fields.items():
         if info.is_required() and pname not in spec.params:
-            chk.add(base if spec.params else ("nodes", spec.name), f"missing parameter {pname!r}")
+            chk.add(("nodes", spec.name), f"missing parameter {pname!r}")
     for pname, message in node.check(spec.params, presets):
         chk.add((*base, pname), message)
 
