@@ -108,7 +108,7 @@ def run_plain_pyvips(pixels: npt.NDArray[np.uint8], presets: list[PlatformPreset
         if p.format == "jpeg":
             data = out.jpegsave_buffer(Q=p.quality, optimize_coding=True, keep=0)
         elif p.format == "webp":
-            data = out.webpsave_buffer(Q=p.quality, effort=4, keep=0)
+            data = out.webpsave_buffer(Q=p.quality, effort=2, keep=0)
         elif p.format == "png":
             data = out.pngsave_buffer(compression=2, filter=0xF8, keep=0)
         else:
@@ -134,7 +134,7 @@ def run_pillow(pixels: npt.NDArray[np.uint8], presets: list[PlatformPreset]) -> 
             subsampling = 0 if p.quality >= 90 else 2
             out.save(buffer, "JPEG", quality=p.quality, optimize=True, subsampling=subsampling)
         elif p.format == "webp":
-            out.save(buffer, "WEBP", quality=p.quality, method=4)
+            out.save(buffer, "WEBP", quality=p.quality, method=2)
         elif p.format == "png":
             out.save(buffer, "PNG", compress_level=2)
         elif HAVE_PILLOW_AVIF:  # speed 6 is what libheif uses for libvips' effort 3

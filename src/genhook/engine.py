@@ -24,7 +24,7 @@ from genhook.workflow.inputs import validate_trigger
 from genhook.workflow.node import RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
-from genhook.workflow.runner import run_workflow
+from genhook.workflow.runner import plan_workflow, run_workflow
 from genhook.workflow.template import Workflow, load_workflow
 
 
@@ -43,6 +43,7 @@ class Outcome:
     payload: CompletionPayload
     result: RunResult | None
     error: GenhookError | None
+    credit_cost: float = 0.0
 
 
 class Engine:
@@ -94,16 +95,16 @@ class Engine:
                 ErrorCode.UNKNOWN_WORKFLOW, f"no workflow {workflow_id!r}", field=None
             ) from None
 
-    def run(
+    def context(
         self,
         workflow: Workflow,
         trigger: Mapping[str, Any],
         *,
         job_id: str,
         is_cancelled: Callable[[], bool] = lambda: False,
-    ) -> RunResult:
-        """Run a validated trigger through ``workflow``; GenhookError on failure."""
-        ctx = RunContext(
+    ) -> RunContext:
+        """A fresh run context; its seed is stable for (workflow, version, trigger)."""
+        return RunContext(
             job_id=job_id,
             workflow_id=workflow.id,
             trigger=trigger,
@@ -113,7 +114,23 @@ class Engine:
             external_id=external_id(workflow, trigger),
             is_cancelled=is_cancelled,
         )
-        return run_workflow(workflow, self.nodes, ctx)
+
+    def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
+        """Dry run of a validated trigger: prompts, style, outputs and a credit estimate."""
+        ctx = self.context(workflow, trigger, job_id="job_dry_run")
+        planned = plan_workflow(workflow, self.nodes, ctx)
+        steps = planned["steps"]
+        return {
+            "workflow_id": workflow.id,
+            "version": workflow.version,
+            "external_id": external_id(workflow, trigger),
+            "input": dict(trigger),
+            "style": next((s["key"] for s in steps if s["kind"] == "style_preset"), None),
+            "prompts": [s["prompt"] for s in steps if s["kind"] == "generate"],
+            "outputs": [o for s in steps if s["kind"] == "export" for o in s["outputs"]],
+            "credit_estimate": _estimate(steps),
+            "steps": steps,
+        }
 
     def execute(
         self,
@@ -124,25 +141,35 @@ class Engine:
         job_id: str | None = None,
         attempts: int = 1,
         is_cancelled: Callable[[], bool] = lambda: False,
+        elapsed_before: float = 0.0,
     ) -> Outcome:
-        """Validate, run, store and build the completion payload; never raises GenhookError."""
+        """Validate, run, store and build the completion payload; never raises GenhookError.
+
+        ``elapsed_before`` is the working time of earlier attempts, so that the payload's
+        ``processing_time_seconds`` covers all attempts and no queue time.
+        """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
         ext = external_id(workflow, body) if isinstance(body, Mapping) else None
+        ctx: RunContext | None = None
         try:
             trigger = validate_trigger(workflow, body)
-            result = self.run(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
+            ctx = self.context(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
+            result = run_workflow(workflow, self.nodes, ctx)
             urls = [sink.put(job_id, asset) for asset in result.assets]
         except GenhookError as exc:
+            spent = ctx.generations if ctx else []
             payload = failure_payload(
                 job_id=job_id,
                 workflow_id=workflow.id,
                 external_id=ext,
                 error=exc,
                 attempts=attempts,
-                processing_time_seconds=time.perf_counter() - started,
+                processing_time_seconds=elapsed_before + time.perf_counter() - started,
+                credit_cost=round(sum(g.credit_cost for g in spent), 6),
+                generations=len(spent),
             )
-            return Outcome(payload, None, exc)
+            return Outcome(payload, None, exc, payload.metadata.credit_cost)
         payload = success_payload(
             job_id=job_id,
             workflow_id=workflow.id,
@@ -150,9 +177,19 @@ class Engine:
             result=result,
             asset_urls=urls,
             attempts=attempts,
-            processing_time_seconds=time.perf_counter() - started,
+            processing_time_seconds=elapsed_before + time.perf_counter() - started,
         )
-        return Outcome(payload, result, None)
+        return Outcome(payload, result, None, result.credit_cost)
+
+
+def _estimate(steps: list[dict[str, Any]]) -> dict[str, float]:
+    """Credits: each generation once, and the most if every quality check retried fully."""
+    once = sum(s["credit_estimate"] for s in steps if s["kind"] == "generate")
+    retries = sum(s["max_retries"] for s in steps if s["kind"] == "quality_check")
+    per_generation = max(
+        (s["credit_estimate"] for s in steps if s["kind"] == "generate"), default=0
+    )
+    return {"expected": once, "max": once + retries * per_generation}
 
 
 def external_id(workflow: Workflow, trigger: Mapping[str, Any]) -> str | None:

@@ -39,8 +39,18 @@ class ErrorCode(StrEnum):
     # templates
     INVALID_TEMPLATE = "invalid_template"
     # job lifecycle
+    WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
+    # HTTP API
+    UNAUTHORIZED = "unauthorized"
+    FORBIDDEN = "forbidden"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    PAYLOAD_TOO_LARGE = "payload_too_large"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
+    IDEMPOTENCY_CONFLICT = "idempotency_conflict"
+    NOT_CANCELLABLE = "not_cancellable"
 
 
 @dataclass(frozen=True)
@@ -90,8 +100,30 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.EXPORT_FAILED: ErrorSpec("An output could not be encoded for a platform.", False),
     ErrorCode.INVALID_TEMPLATE: ErrorSpec("A workflow template is invalid.", False),
+    ErrorCode.WORKER_LOST: ErrorSpec(
+        "The worker running the job stopped heartbeating (crashed or stalled); another took over.",
+        True,
+    ),
     ErrorCode.CANCELLED: ErrorSpec("The job was cancelled.", False),
     ErrorCode.INTERNAL_ERROR: ErrorSpec("An unexpected error inside genhook.", False),
+    ErrorCode.UNAUTHORIZED: ErrorSpec(
+        "No valid `Authorization: Bearer <api_key>` header (HTTP 401).", False
+    ),
+    ErrorCode.FORBIDDEN: ErrorSpec("The resource belongs to another service (HTTP 403).", False),
+    ErrorCode.NOT_FOUND: ErrorSpec("No such route, job, delivery or asset (HTTP 404).", False),
+    ErrorCode.METHOD_NOT_ALLOWED: ErrorSpec(
+        "The route does not take this method (HTTP 405).", False
+    ),
+    ErrorCode.PAYLOAD_TOO_LARGE: ErrorSpec(
+        "The request body is larger than GENHOOK_MAX_BODY_BYTES (HTTP 413).", False, True
+    ),
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: ErrorSpec(
+        "The request body must be application/json (HTTP 415).", False, True
+    ),
+    ErrorCode.IDEMPOTENCY_CONFLICT: ErrorSpec(
+        "The Idempotency-Key was used within 24 h with a different body (HTTP 409).", False
+    ),
+    ErrorCode.NOT_CANCELLABLE: ErrorSpec("The job has already ended (HTTP 409).", False),
 }
 
 

@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
-from genhook.plugins import load_group
+from genhook.plugins import Registry
 from genhook.presets import StylePreset
 
 AssetKind = Literal["image", "video"]
@@ -80,37 +80,20 @@ class Backend(Protocol):
         ...
 
 
-class BackendRegistry:
+class BackendRegistry(Registry[Backend]):
     """Backends by name: built-ins and plugins from the ``genhook.backends`` entry point group."""
 
-    def __init__(self) -> None:
-        self._backends: dict[str, Backend] = {}
-
-    @classmethod
-    def from_entry_points(cls) -> BackendRegistry:
-        """Every installed backend, each constructed with no arguments (config from env)."""
-        registry = cls()
-        for name, factory in load_group("genhook.backends"):
-            registry.register(factory(), name=name)
-        return registry
-
-    def register(self, backend: Backend, *, name: str | None = None) -> None:
-        """Add (or replace) a backend."""
-        self._backends[name or backend.name] = backend
-
-    def names(self) -> list[str]:
-        """All backend names, sorted."""
-        return sorted(self._backends)
+    group = "genhook.backends"
 
     def has(self, name: str) -> bool:
         """Is a backend of this name installed?"""
-        return name in self._backends
+        return self.find(name) is not None
 
     def get(self, name: str) -> Backend:
         """The backend ``name``; a permanent error if this install has none of that name."""
-        try:
-            return self._backends[name]
-        except KeyError:
+        backend = self.find(name)
+        if backend is None:
             raise GenhookError(
                 ErrorCode.BACKEND_NOT_CONFIGURED, f"no generation backend named {name!r}"
-            ) from None
+            )
+        return backend

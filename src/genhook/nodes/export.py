@@ -45,8 +45,52 @@ class Export(BaseNode):
         ]
         return [("platforms", f"unknown platform presets {unknown}")] if unknown else []
 
+    def plan(
+        self, name: str, raw: Mapping[str, Any], ctx: RunContext
+    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """Dry run: every file it would write (platform, size, format, name); no encoding."""
+        params = self.Params.model_validate(raw)
+        seo = self._seo(params, ctx)
+        outputs = [
+            {
+                "platform_code": p.code,
+                "width": p.width,
+                "height": p.height,
+                "format": p.format,
+                "fit": p.fit,
+                "filename_suggestion": self._filename(ctx, seo, params.role, p, p.width, p.height),
+            }
+            for p in self._presets(params, ctx)
+        ]
+        return {"assets": []}, {"outputs": outputs}
+
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Name: ``{stem}-{role}-{platform}-{w}x{h}.{ext}``, at most 100 characters, unique."""
+        presets = self._presets(params, ctx)
+        seo = self._seo(params, ctx)
+        if ctx.is_cancelled():
+            raise GenhookError(ErrorCode.CANCELLED)
+        encoded_all = export_all(to_vips(params.image), presets)
+        assets = [
+            Asset(
+                data=encoded.data,
+                filename=self._filename(
+                    ctx, seo, params.role, preset, encoded.width, encoded.height
+                ),
+                media_type=encoded.media_type,
+                format=encoded.format,
+                width=encoded.width,
+                height=encoded.height,
+                platform_code=preset.code,
+                alt_text=seo.alt_text,
+                caption=seo.caption,
+            )
+            for preset, encoded in zip(presets, encoded_all, strict=True)
+        ]
+        return {"assets": assets}
+
+    @staticmethod
+    def _presets(params: Any, ctx: RunContext) -> list[PlatformPreset]:
         targets = params.platforms if isinstance(params.platforms, list) else [params.platforms]
         presets: list[PlatformPreset] = []
         for target in targets:
@@ -58,27 +102,17 @@ class Export(BaseNode):
                     field="platforms",
                 )
             presets += [p for p in found if p not in presets]
+        return presets
+
+    @staticmethod
+    def _seo(params: Any, ctx: RunContext) -> SeoText:
         seo: SeoText = params.seo or SeoText("", "", slug(ctx.job_id))
-        if ctx.is_cancelled():
-            raise GenhookError(ErrorCode.CANCELLED)
-        assets = []
-        for preset, encoded in zip(
-            presets, export_all(to_vips(params.image), presets), strict=True
-        ):
-            size = f"{encoded.width}x{encoded.height}"
-            tail = slug(f"{params.role} {preset.code} {size}", limit=40)
-            stem = f"{seo.stem[: 100 - len(tail) - 6].rstrip('-')}-{tail}".strip("-")
-            assets.append(
-                Asset(
-                    data=encoded.data,
-                    filename=ctx.reserve_filename(stem, preset.extension),
-                    media_type=encoded.media_type,
-                    format=encoded.format,
-                    width=encoded.width,
-                    height=encoded.height,
-                    platform_code=preset.code,
-                    alt_text=seo.alt_text,
-                    caption=seo.caption,
-                )
-            )
-        return {"assets": assets}
+        return seo
+
+    @staticmethod
+    def _filename(
+        ctx: RunContext, seo: SeoText, role: str, preset: PlatformPreset, width: int, height: int
+    ) -> str:
+        tail = slug(f"{role} {preset.code} {width}x{height}", limit=40)
+        stem = f"{seo.stem[: 100 - len(tail) - 6].rstrip('-')}-{tail}".strip("-")
+        return ctx.reserve_filename(stem, preset.extension)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genhook.backends.base import GenerationRequest, GenerationResult
@@ -36,16 +37,46 @@ class Generate(BaseNode):
 
     outputs: ClassVar[Mapping[str, Any]] = {"result": GenerationResult, "image": Pixels}
 
+    def plan(
+        self, name: str, raw: Mapping[str, Any], ctx: RunContext
+    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """Dry run: the request it would send and its credit estimate; no generation."""
+        request = self.request(name, self.Params.model_validate(raw), ctx)
+        backend = ctx.backends.get(raw.get("backend") or "procedural")
+        report = {
+            "backend": backend.name,
+            "model": request.model,
+            "prompt": request.prompt,
+            "negative_prompt": request.negative_prompt,
+            "width": request.width,
+            "height": request.height,
+            "seed": request.seed,
+            "style": request.style.key if request.style else None,
+            "credit_estimate": backend.estimate_cost(request),
+        }
+        placeholder = GenerationResult(
+            pixels=_blank(request.width, request.height),
+            request=request,
+            model_id=f"{backend.name}/{request.model}",
+            credit_cost=0.0,
+        )
+        return {"result": placeholder, "image": placeholder.pixels}, report
+
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """The seed is the template's, else stable for (job seed, node name)."""
         if ctx.is_cancelled():
             raise GenhookError(ErrorCode.CANCELLED)
+        result = generate_once(ctx, params.backend, self.request(name, params, ctx))
+        return {"result": result, "image": result.pixels}
+
+    def request(self, name: str, params: Any, ctx: RunContext) -> GenerationRequest:
+        """The backend request for these parameters."""
         style: StylePreset | None = params.style
         negative = params.negative_prompt
         if style and style.negative:
             extra = ", ".join(style.negative)
             negative = f"{negative}, {extra}" if negative else extra
-        request = GenerationRequest(
+        return GenerationRequest(
             prompt=params.prompt,
             negative_prompt=negative,
             width=params.width,
@@ -56,8 +87,11 @@ class Generate(BaseNode):
             style=style,
             options=params.options,
         )
-        result = generate_once(ctx, params.backend, request)
-        return {"result": result, "image": result.pixels}
+
+
+def _blank(width: int, height: int) -> Pixels:
+    """A tiny stand-in image for dry runs (never encoded or delivered)."""
+    return np.zeros((min(height, 8), min(width, 8), 3), dtype=np.uint8)
 
 
 def generate_once(ctx: RunContext, backend: str, request: GenerationRequest) -> GenerationResult:

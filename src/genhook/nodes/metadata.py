@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, Field
 from slugify import slugify
 
-from genhook.nodes.templating import check_template, render_text
+from genhook.nodes.templating import check_template_params, render_text
 from genhook.presets import Presets
 from genhook.workflow.node import BaseNode, RunContext
 from genhook.workflow.result import SeoText
@@ -44,14 +44,7 @@ class Metadata(BaseNode):
 
     def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
         """The three templates compile and use only ``input`` and the declared ``vars``."""
-        allowed = {"input", *(params.get("vars") or {})}
-        problems = []
-        for key in ("alt_text", "caption", "filename"):
-            if isinstance(params.get(key), str):
-                message = check_template(params[key], allowed)
-                if message:
-                    problems.append((key, message))
-        return problems
+        return check_template_params(params, ("alt_text", "caption", "filename"))
 
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Render; the stem falls back to the job id if the template renders no letters."""

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, Field
 
-from genhook.nodes.templating import check_template, render_text
+from genhook.nodes.templating import check_template_params, render_text
 from genhook.presets import Presets
 from genhook.workflow.node import BaseNode, RunContext
 
@@ -27,14 +27,7 @@ class PromptBuilder(BaseNode):
 
     def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
         """Both templates compile and use only ``input`` and the declared ``vars``."""
-        allowed = {"input", *(params.get("vars") or {})}
-        problems = []
-        for key in ("template", "negative_template"):
-            if isinstance(params.get(key), str):
-                message = check_template(params[key], allowed)
-                if message:
-                    problems.append((key, message))
-        return problems
+        return check_template_params(params, ("template", "negative_template"))
 
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Render both prompts; empty list items and runs of spaces are tidied away."""

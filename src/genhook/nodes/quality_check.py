@@ -52,6 +52,15 @@ class QualityCheck(BaseNode):
         "passed": bool,
     }
 
+    def plan(
+        self, name: str, raw: Mapping[str, Any], ctx: RunContext
+    ) -> tuple[Mapping[str, Any], dict[str, Any]]:
+        """Dry run: the policy it would apply; the candidate passes through unmeasured."""
+        params = self.Params.model_validate(raw)
+        report = params.model_dump(exclude={"result"})
+        result = params.result
+        return {"result": result, "image": result.pixels, "passed": True}, report
+
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Apply the policy; record the outcome in the run's ledger."""
         thresholds = Thresholds(**{k: getattr(params, k) for k in Thresholds.__dataclass_fields__})

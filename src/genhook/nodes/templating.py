@@ -36,6 +36,19 @@ def check_template(source: str, allowed: Iterable[str]) -> str | None:
     return None
 
 
+def check_template_params(params: Mapping[str, Any], keys: Iterable[str]) -> list[tuple[str, str]]:
+    """Load-time check of a node's template parameters ``keys``: each compiles, and uses only
+    ``input`` (the trigger) and the names the node declares in its ``vars``."""
+    allowed = {"input", *(params.get("vars") or {})}
+    problems = []
+    for key in keys:
+        if isinstance(params.get(key), str):
+            message = check_template(params[key], allowed)
+            if message:
+                problems.append((key, message))
+    return problems
+
+
 @lru_cache(maxsize=256)
 def _compiled(source: str) -> Any:
     return _ENV.from_string(source)

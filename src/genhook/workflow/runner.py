@@ -66,3 +66,29 @@ def _param_error(spec: NodeSpec, exc: ValidationError) -> GenhookError:
     return GenhookError(
         ErrorCode.INTERNAL_ERROR, f"node {spec.name!r} parameter {param!r}: {err['msg']}"
     )
+
+
+def plan_workflow(workflow: Workflow, nodes: NodeRegistry, ctx: RunContext) -> dict[str, Any]:
+    """Map a trigger without generating: each node that makes or spends something (a node with
+    a ``plan`` method) reports what it would do; the others (prompts, styles, metadata) run."""
+    values: dict[str, Mapping[str, Any]] = {"input": ctx.trigger}
+    steps: list[dict[str, Any]] = []
+    for name in workflow.order:
+        spec = workflow.nodes[name]
+        node = nodes.get(spec.kind)
+        if node is None:
+            raise GenhookError(ErrorCode.INTERNAL_ERROR, f"node kind {spec.kind!r} vanished")
+        raw = resolve(spec.params, values)
+        planner = getattr(node, "plan", None)
+        if planner is not None:
+            outputs, report = planner(name, raw, ctx)
+        else:
+            try:
+                params = node.Params.model_validate(raw)
+            except ValidationError as exc:
+                raise _param_error(spec, exc) from exc
+            outputs = node.run(name, params, ctx)
+            report = {k: v for k, v in outputs.items() if isinstance(v, str | int | float)}
+        values[name] = outputs
+        steps.append({"node": name, "kind": spec.kind, **report})
+    return {"steps": steps}

@@ -1,0 +1,76 @@
+"""Every error leaves the API as JSON with a stable ``error_code``; never a traceback."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from genhook.errors import ErrorCode, GenhookError
+
+log = logging.getLogger("genhook.api")
+
+STATUS: dict[ErrorCode, int] = {
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.FORBIDDEN: 403,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.UNKNOWN_WORKFLOW: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.IDEMPOTENCY_CONFLICT: 409,
+    ErrorCode.NOT_CANCELLABLE: 409,
+    ErrorCode.PAYLOAD_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+def error_response(error: GenhookError, **extra: Any) -> JSONResponse:
+    """The JSON answer for ``error``: 422 for invalid input, else by code."""
+    status = STATUS.get(error.code, 422 if error.invalid_input else 400)
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    return JSONResponse({**error.to_dict(), **extra}, status_code=status, headers=headers)
+
+
+_HTTP_CODES = {
+    401: ErrorCode.UNAUTHORIZED,
+    403: ErrorCode.FORBIDDEN,
+    404: ErrorCode.NOT_FOUND,
+    405: ErrorCode.METHOD_NOT_ALLOWED,
+    413: ErrorCode.PAYLOAD_TOO_LARGE,
+}
+
+
+def install(app: FastAPI) -> None:
+    """Register the handlers that turn every failure into the error shape."""
+
+    @app.exception_handler(GenhookError)
+    async def _genhook(_: Request, exc: GenhookError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(HTTPException)
+    async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
+        response = error_response(GenhookError(code, str(exc.detail)))
+        response.status_code = exc.status_code
+        return response
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
+        return error_response(
+            GenhookError(
+                ErrorCode.INVALID_VALUE,
+                f"{'.'.join(loc) or 'request'}: {first.get('msg')}",
+                field=loc[0] if loc else None,
+            )
+        )
+
+    @app.exception_handler(Exception)
+    async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error", exc_info=exc)
+        return error_response(GenhookError(ErrorCode.INTERNAL_ERROR))

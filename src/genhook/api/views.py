@@ -1,0 +1,85 @@
+"""The JSON shapes of jobs and deliveries as the API shows them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+
+def iso(t: float | None) -> str | None:
+    """Epoch seconds as RFC 3339 UTC with ``Z`` (millisecond precision)."""
+    if t is None:
+        return None
+    text = datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def status_url(public_url: str, job_id: str) -> str:
+    """Where to poll a job."""
+    return f"{public_url}/v1/jobs/{job_id}"
+
+
+def accepted(job: dict[str, Any], public_url: str) -> dict[str, Any]:
+    """The answer to a trigger: ``{job_id, status, workflow_id, status_url, created_at}``."""
+    return {
+        "job_id": job["id"],
+        "status": job["status"],
+        "workflow_id": job["workflow_id"],
+        "status_url": status_url(public_url, job["id"]),
+        "created_at": iso(job["created_at"]),
+    }
+
+
+def job_view(
+    job: dict[str, Any], attempts: list[dict[str, Any]], public_url: str
+) -> dict[str, Any]:
+    """``GET /v1/jobs/{id}``: status, attempts with their error reasons, and the result."""
+    return {
+        **accepted(job, public_url),
+        "workflow_version": job["workflow_version"],
+        "external_id": job["external_id"],
+        "callback_url": job["callback_url"],
+        "updated_at": iso(job["updated_at"]),
+        "finished_at": iso(job["finished_at"]),
+        "next_attempt_at": iso(job["run_after"]) if job["status"] == "retrying" else None,
+        "cancel_requested": bool(job["cancel_requested"]),
+        "attempts": [
+            {
+                "number": a["number"],
+                "worker": a["worker"],
+                "started_at": iso(a["started_at"]),
+                "ended_at": iso(a["ended_at"]),
+                "outcome": a["outcome"],
+                "error": None
+                if a["error_code"] is None
+                else {"error_code": a["error_code"], "error_description": a["error_description"]},
+            }
+            for a in attempts
+        ],
+        "result": job["result"],
+    }
+
+
+def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
+    """One delivery with every attempt (status code, error, duration)."""
+    return {
+        "delivery_id": row["id"],
+        "webhook_id": row["id"],
+        "job_id": row["job_id"],
+        "url": row["url"],
+        "status": row["status"],
+        "attempts": row["attempts"],
+        "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "created_at": iso(row["created_at"]),
+        "delivered_at": iso(row["delivered_at"]),
+        "attempt_log": [
+            {
+                "number": a["number"],
+                "at": iso(a["at"]),
+                "status_code": a["status_code"],
+                "error": a["error"],
+                "duration_ms": round(a["duration_ms"], 1),
+            }
+            for a in row.get("attempt_log", [])
+        ],
+    }

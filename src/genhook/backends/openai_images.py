@@ -1,0 +1,366 @@
+"""The ``openai`` backend: OpenAI's Images API and the many gateways that serve the same protocol.
+
+One generation is one ``POST {base_url}/images/generations`` with ``Authorization: Bearer <key>``
+and the JSON body ``{"model", "prompt", "n": 1, "size": "WxH", "response_format": "b64_json"}``
+(plus ``quality``, ``style``, ``user``, ``background``, ``moderation``, ``output_format`` and
+``output_compression`` when the request's options name them). The API has no negative prompt, so a
+non-empty one is appended to the prompt as ``Avoid: ...``; it has no seed either, so results are
+not reproducible. The GPT image models (``gpt-image-*``) always answer in base64 and refuse the
+``response_format`` parameter, so it is left out for them. The answer is
+``{"created", "data": [{"b64_json" | "url", "revised_prompt"?}]}``; a ``url`` item is downloaded
+with the same client (the key is sent only to the API's own origin). The PNG, JPEG or WebP is
+decoded to RGB pixels at whatever size came back.
+
+Configuration comes from the environment when the backend is constructed:
+
+- ``GENHOOK_OPENAI_BASE_URL``: default ``https://api.openai.com/v1``
+- ``GENHOOK_OPENAI_API_KEY``: required; without it the backend is not ready
+- ``GENHOOK_OPENAI_TIMEOUT``: seconds per HTTP exchange, default 120
+- ``GENHOOK_OPENAI_CREDITS_PER_IMAGE``: the credit cost of one image, default 4.0
+
+Failures are translated at this edge into :class:`GenhookError` codes: a refused connection or a
+dropped one is ``backend_unavailable``; a timeout is ``backend_timeout``; HTTP 429 is
+``backend_rate_limited`` (``retry_after`` from ``Retry-After``), except an exhausted quota
+(``insufficient_quota``), which waiting does not cure and so is ``backend_rejected``; HTTP 5xx and
+malformed answers are ``backend_error``; HTTP 401 is ``backend_not_configured``; any other 4xx
+is ``backend_rejected`` with the API's error code and message in the description.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import io
+import math
+import os
+import threading
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+import numpy as np
+
+from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
+from genhook.errors import ErrorCode, GenhookError
+from genhook.media import Pixels
+
+DEFAULT_BASE_URL = "https://api.openai.com/v1"
+DEFAULT_TIMEOUT = 120.0
+DEFAULT_CREDITS_PER_IMAGE = 4.0
+PASSED_OPTIONS = (
+    "quality",
+    "style",
+    "user",
+    "background",
+    "moderation",
+    "output_format",
+    "output_compression",
+)
+"""Keys of ``GenerationRequest.options`` sent as-is in the request body."""
+NO_RESPONSE_FORMAT_PREFIX = "gpt-image"
+"""Models whose names start with this refuse ``response_format`` (they always send base64)."""
+IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
+MAX_DETAIL = 300
+"""Longest excerpt of an API error message or body quoted in an error description."""
+
+
+class OpenAIImagesBackend:
+    """Generates images through an OpenAI-compatible ``/images/generations`` endpoint."""
+
+    name = "openai"
+    kinds: frozenset[AssetKind] = frozenset({"image"})
+
+    def __init__(self) -> None:
+        env = os.environ
+        self.base_url = (env.get("GENHOOK_OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip(
+            "/"
+        )
+        self.api_key = env.get("GENHOOK_OPENAI_API_KEY", "").strip() or None
+        problems: list[str] = []
+        if self.api_key is None:
+            problems.append("GENHOOK_OPENAI_API_KEY is not set")
+        elif not (self.api_key.isascii() and self.api_key.isprintable()):
+            problems.append("GENHOOK_OPENAI_API_KEY has characters a header cannot carry")
+        if (
+            urlsplit(self.base_url).scheme not in ("http", "https")
+            or not urlsplit(self.base_url).netloc
+        ):
+            problems.append(f"GENHOOK_OPENAI_BASE_URL {self.base_url!r} is not an http(s) URL")
+        self.timeout = _positive_env("GENHOOK_OPENAI_TIMEOUT", DEFAULT_TIMEOUT, problems)
+        self.credits_per_image = _positive_env(
+            "GENHOOK_OPENAI_CREDITS_PER_IMAGE", DEFAULT_CREDITS_PER_IMAGE, problems, allow_zero=True
+        )
+        self._problem = "; ".join(problems) or None
+        self._client: httpx.Client | None = None
+        self._lock = threading.Lock()
+
+    # -- the Backend protocol ----------------------------------------------------------------
+
+    def status(self) -> BackendStatus:
+        """Ready when a key (and a valid configuration) is set; makes no network call."""
+        if self._problem:
+            return BackendStatus(False, self._problem)
+        return BackendStatus(True, f"{self.base_url}, {self.credits_per_image:g} credits per image")
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """The configured credits per image."""
+        return self.credits_per_image
+
+    def generate(self, request: GenerationRequest) -> GenerationResult:
+        """One image for ``request``, or a GenhookError whose code says if a retry may help."""
+        if self._problem:
+            raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"openai: {self._problem}")
+        started = time.perf_counter()
+        client = self._http()
+        url = f"{self.base_url}/images/generations"
+        try:
+            response = client.post(url, json=self.body(request), headers=self._auth())
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, url) from exc
+        _raise_for_status(response)
+        image_bytes = self._image_bytes(client, _json_object(response))
+        return GenerationResult(
+            pixels=decode(image_bytes),
+            request=request,
+            model_id=f"openai/{request.model}",
+            credit_cost=self.credits_per_image,
+            seconds=time.perf_counter() - started,
+        )
+
+    # -- the pieces --------------------------------------------------------------------------
+
+    def body(self, request: GenerationRequest) -> dict[str, Any]:
+        """The JSON body of the ``/images/generations`` request for ``request``."""
+        prompt = request.prompt
+        negative = request.negative_prompt.strip()
+        if negative:
+            prompt = f"{prompt.rstrip()}\n\nAvoid: {negative}"
+        body: dict[str, Any] = {
+            "model": request.model,
+            "prompt": prompt,
+            "n": 1,
+            "size": f"{request.width}x{request.height}",
+        }
+        if not request.model.startswith(NO_RESPONSE_FORMAT_PREFIX):
+            body["response_format"] = "b64_json"
+        for key in PASSED_OPTIONS:
+            value = request.options.get(key)
+            if value is not None:
+                body[key] = value
+        return body
+
+    def close(self) -> None:
+        """Close the HTTP client (a later generation opens a new one)."""
+        with self._lock:
+            client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def _http(self) -> httpx.Client:
+        """The one shared client, created on first use (httpx clients are thread-safe)."""
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    self._client = httpx.Client(
+                        timeout=httpx.Timeout(self.timeout),
+                        headers={"User-Agent": "genhook"},
+                        follow_redirects=False,
+                    )
+                client = self._client
+        return client
+
+    def _auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.api_key}"}
+
+    def _image_bytes(self, client: httpx.Client, payload: Mapping[str, Any]) -> bytes:
+        """The encoded image of the answer's first ``data`` item (decoded base64 or downloaded)."""
+        data = payload.get("data")
+        if not isinstance(data, list) or not data or not isinstance(data[0], dict):
+            raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered without any image data")
+        item: dict[str, Any] = data[0]
+        b64 = item.get("b64_json")
+        if isinstance(b64, str) and b64:
+            try:
+                return base64.b64decode(b64, validate=True)
+            except (binascii.Error, ValueError) as exc:
+                raise GenhookError(
+                    ErrorCode.BACKEND_ERROR, "openai answered with invalid base64 image data"
+                ) from exc
+        link = item.get("url")
+        if isinstance(link, str) and link:
+            return self._download(client, urljoin(self.base_url + "/", link))
+        raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered with neither b64_json nor url")
+
+    def _download(self, client: httpx.Client, url: str) -> bytes:
+        """GET a generated image; the key goes only to the API's own origin."""
+        if urlsplit(url).scheme not in ("http", "https"):
+            raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered with a non-http image url")
+        headers = self._auth() if _origin(url) == _origin(self.base_url) else {}
+        try:
+            response = client.get(url, headers=headers, follow_redirects=True)
+        except httpx.HTTPError as exc:
+            raise _transport_error(exc, url) from exc
+        if response.status_code != 200:
+            raise GenhookError(
+                ErrorCode.BACKEND_ERROR,
+                f"downloading the generated image failed with HTTP {response.status_code}",
+            )
+        return response.content
+
+
+def decode(data: bytes) -> Pixels:
+    """PNG, JPEG or WebP bytes as a C-contiguous ``(h, w, 3)`` uint8 RGB array.
+
+    Transparency is composed over white; an EXIF orientation is applied.
+    """
+    from PIL import Image, ImageOps
+
+    try:
+        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
+            image = ImageOps.exif_transpose(opened)
+            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
+                rgba = image.convert("RGBA")
+                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+                image = Image.alpha_composite(white, rgba)
+            rgb = image.convert("RGB")
+            pixels = np.array(rgb, dtype=np.uint8)
+    except Exception as exc:  # any failure to decode untrusted bytes is the backend's fault
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR, f"openai answered with an undecodable image ({exc})"
+        ) from exc
+    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.size == 0:
+        raise GenhookError(ErrorCode.BACKEND_ERROR, f"decoded image has shape {pixels.shape}")
+    return np.ascontiguousarray(pixels)
+
+
+def _positive_env(
+    name: str, default: float, problems: list[str], *, allow_zero: bool = False
+) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        problems.append(
+            f"{name} {raw!r} is not a {'non-negative' if allow_zero else 'positive'} number"
+        )
+        return default
+    return value
+
+
+def _origin(url: str) -> tuple[str, str]:
+    parts = urlsplit(url)
+    netloc = parts.hostname or ""
+    default_port = {"http": 80, "https": 443}.get(parts.scheme)
+    port = parts.port or default_port
+    return parts.scheme, f"{netloc}:{port}"
+
+
+def _transport_error(exc: httpx.HTTPError, url: str) -> GenhookError:
+    """A transport failure (no HTTP answer) as a transient GenhookError."""
+    where = _origin_text(url)
+    if isinstance(exc, httpx.ConnectTimeout):
+        return GenhookError(
+            ErrorCode.BACKEND_UNAVAILABLE, f"could not connect to {where} in time ({exc!r})"
+        )
+    if isinstance(exc, httpx.TimeoutException):
+        return GenhookError(ErrorCode.BACKEND_TIMEOUT, f"{where} did not answer in time ({exc!r})")
+    if isinstance(exc, httpx.ConnectError):
+        return GenhookError(ErrorCode.BACKEND_UNAVAILABLE, f"could not connect to {where} ({exc})")
+    if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
+        return GenhookError(
+            ErrorCode.BACKEND_UNAVAILABLE, f"connection to {where} dropped ({exc!r})"
+        )
+    return GenhookError(ErrorCode.BACKEND_ERROR, f"HTTP exchange with {where} failed ({exc!r})")
+
+
+def _origin_text(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
+
+
+def _raise_for_status(response: httpx.Response) -> None:
+    """Translate a non-200 answer into its GenhookError."""
+    status = response.status_code
+    if status == 200:
+        return
+    code, message = _api_error(response)
+    detail = f"HTTP {status}" + (f", {code}" if code else "") + (f": {message}" if message else "")
+    if status == 401:
+        raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"openai API key refused ({detail})")
+    if status == 429 and code != "insufficient_quota":
+        raise GenhookError(
+            ErrorCode.BACKEND_RATE_LIMITED,
+            f"openai rate limit ({detail})",
+            retry_after=retry_after(response),
+        )
+    if status == 408:
+        raise GenhookError(ErrorCode.BACKEND_TIMEOUT, f"openai timed out ({detail})")
+    if status >= 500:
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR, f"openai failed ({detail})", retry_after=retry_after(response)
+        )
+    if 400 <= status < 500:
+        raise GenhookError(ErrorCode.BACKEND_REJECTED, f"openai refused the request ({detail})")
+    raise GenhookError(ErrorCode.BACKEND_ERROR, f"openai answered with unexpected {detail}")
+
+
+def _api_error(response: httpx.Response) -> tuple[str | None, str]:
+    """The ``error.code`` (or ``error.type``) and ``error.message`` of an API error answer."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return None, _clip(" ".join(response.text.split()))
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if not isinstance(error, dict):
+        return None, _clip(" ".join(response.text.split()))
+    code = error.get("code") or error.get("type")
+    message = error.get("message")
+    return (
+        str(code) if code not in (None, "") else None,
+        _clip(str(message)) if message is not None else "",
+    )
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
+
+
+def retry_after(response: httpx.Response) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
+    raw = response.headers.get("retry-after", "").strip()
+    if not raw:
+        return None
+    try:
+        seconds = float(raw)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(raw)
+        except (TypeError, ValueError):
+            return None
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - datetime.now(UTC)).total_seconds()
+    if not math.isfinite(seconds):
+        return None
+    return max(0.0, seconds)
+
+
+def _json_object(response: httpx.Response) -> dict[str, Any]:
+    try:
+        payload = response.json()
+    except ValueError as exc:
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR, "openai answered HTTP 200 with a body that is not JSON"
+        ) from exc
+    if not isinstance(payload, dict):
+        raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered with JSON that is no object")
+    return payload

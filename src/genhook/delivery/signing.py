@@ -1,0 +1,60 @@
+"""Standard Webhooks signing of callback deliveries.
+
+A secret is ``whsec_`` followed by the base64 of random key bytes. A delivery carries three
+headers: ``webhook-id`` (the message id, stable across retries of the same message),
+``webhook-timestamp`` (Unix seconds of this attempt) and ``webhook-signature``::
+
+    v1,<base64 of HMAC-SHA256(key, f"{msg_id}.{timestamp}.".encode() + body)>
+
+where ``key`` is the base64-decoded part of the secret after ``whsec_``. A receiver verifies with
+any Standard Webhooks library (https://www.standardwebhooks.com/).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import secrets
+
+SECRET_PREFIX = "whsec_"
+SECRET_BYTES = 32
+USER_AGENT = "genhook-webhooks/1"
+
+
+def new_secret() -> str:
+    """A fresh signing secret: ``whsec_`` + base64 of 32 random bytes."""
+    return SECRET_PREFIX + base64.b64encode(secrets.token_bytes(SECRET_BYTES)).decode("ascii")
+
+
+def secret_key(secret: str) -> bytes:
+    """The HMAC key inside a ``whsec_`` secret; ``ValueError`` if it is not one."""
+    if not secret.startswith(SECRET_PREFIX):
+        raise ValueError("a webhook secret starts with 'whsec_'")
+    encoded = secret[len(SECRET_PREFIX) :]
+    try:
+        key = base64.b64decode(encoded + "=" * (-len(encoded) % 4), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ValueError("a webhook secret is 'whsec_' followed by base64") from exc
+    if not key:
+        raise ValueError("a webhook secret may not be empty")
+    return key
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """``v1,<base64 HMAC-SHA256 of "{msg_id}.{timestamp}.{body}">`` keyed by the secret."""
+    signed = f"{msg_id}.{int(timestamp)}.".encode() + body
+    digest = hmac.new(secret_key(secret), signed, hashlib.sha256).digest()
+    return "v1," + base64.b64encode(digest).decode("ascii")
+
+
+def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
+    """The HTTP headers of one signed delivery attempt of ``body``."""
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(int(timestamp)),
+        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "content-type": "application/json",
+        "user-agent": USER_AGENT,
+    }

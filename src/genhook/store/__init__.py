@@ -1,0 +1,1 @@
+"""Durable state behind one interface: SQLite (embedded default) and PostgreSQL."""

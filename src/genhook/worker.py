@@ -1,0 +1,190 @@
+"""The worker: claim a job with a lease, heartbeat while running it, record what happened.
+
+A worker learns of new jobs at once through an in-process signal (and polls every
+``GENHOOK_POLL_SECONDS`` for jobs inserted by other processes and for retries falling due).
+While a job runs, a heartbeat renews the lease every ``GENHOOK_HEARTBEAT_SECONDS``; a worker that
+dies stops renewing, and once the lease (``GENHOOK_LEASE_SECONDS``) runs out another worker takes
+the job over. Only the lease holder can end a job, so a job completes, and is delivered, once.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from genhook.config import Settings
+from genhook.engine import Engine
+from genhook.errors import ErrorCode, GenhookError
+from genhook.ids import new_id
+from genhook.retry import retry_delay
+from genhook.signals import Signal
+from genhook.storage import LocalStorage
+from genhook.store.store import Store
+
+log = logging.getLogger("genhook.worker")
+
+
+@dataclass
+class _Running:
+    job_id: str
+    lost: bool = False
+    cancel: bool = False
+    done: threading.Event = field(default_factory=threading.Event)
+
+
+class Worker:
+    """One claim / run / record loop. Run several, in threads or processes."""
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        storage: LocalStorage,
+        settings: Settings,
+        *,
+        jobs_signal: Signal | None = None,
+        deliveries_signal: Signal | None = None,
+        name: str | None = None,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.storage = storage
+        self.settings = settings
+        self.jobs_signal = jobs_signal or Signal()
+        self.deliveries_signal = deliveries_signal or Signal()
+        self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
+
+    def run(self, stop: threading.Event) -> None:
+        """Work until ``stop`` is set."""
+        while not stop.is_set():
+            seen = self.jobs_signal.generation
+            try:
+                worked = self.run_once()
+            except Exception:  # keep the loop alive; the job's lease will run out
+                log.exception("worker %s: unexpected error", self.name)
+                worked = False
+                stop.wait(self.settings.poll_seconds)
+            if not worked:
+                self.jobs_signal.wait(self.settings.poll_seconds, seen=seen)
+
+    def run_once(self) -> bool:
+        """Claim and run one job; False when none was due."""
+        job = self.store.claim(self.name, self.settings.lease_seconds)
+        if job is None:
+            return False
+        self.process(job)
+        return True
+
+    def process(self, job: dict[str, Any]) -> None:
+        """Run a claimed job to its next state: succeeded, failed, cancelled or retrying."""
+        state = _Running(job["id"])
+        beat = threading.Thread(target=self._heartbeat, args=(state,), daemon=True)
+        beat.start()
+        started = time.perf_counter()
+        try:
+            outcome = self._execute(job, state)
+        finally:
+            state.done.set()
+            beat.join()
+        work = time.perf_counter() - started
+        if state.lost:
+            log.warning("worker %s lost the lease on %s; dropping its result", self.name, job["id"])
+            return
+        error = outcome.error
+        delay = retry_delay(job["attempts"], error, self.settings.retry_schedule) if error else None
+        if error is not None and delay is not None:
+            self.store.retry(
+                job["id"],
+                self.name,
+                error=error,
+                delay=delay,
+                credit_cost=outcome.credit_cost,
+                work_seconds=work,
+            )
+            return
+        if error is None:
+            status = "succeeded"
+        elif error.code is ErrorCode.CANCELLED:
+            status = "cancelled"
+        else:
+            status = "failed"
+        if self.store.finish(
+            job["id"],
+            self.name,
+            status=status,
+            payload=outcome.payload.to_json(),
+            error=error,
+            credit_cost=outcome.credit_cost,
+            work_seconds=work,
+        ):
+            self.deliveries_signal.notify()
+
+    def _execute(self, job: dict[str, Any], state: _Running) -> Any:
+        workflow = self.engine.workflows.get(job["workflow_id"])
+        if workflow is None:
+            from genhook.contract.completion import failure_payload
+            from genhook.engine import Outcome
+
+            error = GenhookError(
+                ErrorCode.UNKNOWN_WORKFLOW,
+                f"workflow {job['workflow_id']!r} is no longer installed",
+            )
+            payload = failure_payload(
+                job_id=job["id"],
+                workflow_id=job["workflow_id"],
+                external_id=job["external_id"],
+                error=error,
+                attempts=job["attempts"],
+            )
+            return Outcome(payload, None, error)
+        checked = [0.0]
+
+        def is_cancelled() -> bool:
+            # the heartbeat learns of cancellation too, but asking (at most 4 times a second)
+            # lets a cancel land between two nodes instead of at the next heartbeat
+            if state.cancel or state.lost:
+                return True
+            now = time.monotonic()
+            if now - checked[0] >= 0.25:
+                checked[0] = now
+                state.cancel = self.store.cancel_requested(job["id"])
+            return state.cancel
+
+        return self.engine.execute(
+            workflow,
+            job["input"],
+            self.storage,
+            job_id=job["id"],
+            attempts=job["attempts"],
+            is_cancelled=is_cancelled,
+            elapsed_before=job["processing_seconds"],
+        )
+
+    def _heartbeat(self, state: _Running) -> None:
+        while not state.done.wait(self.settings.heartbeat_seconds):
+            try:
+                lease = self.store.heartbeat(state.job_id, self.name, self.settings.lease_seconds)
+            except Exception:
+                log.exception("heartbeat failed for %s", state.job_id)
+                continue
+            state.lost = not lease.owned
+            state.cancel = lease.cancel_requested
+            if state.lost:
+                return
+
+
+def start_workers(count: int, factory: Any, stop: threading.Event) -> list[threading.Thread]:
+    """Start ``count`` worker threads, each running ``factory(i).run(stop)``."""
+    threads = []
+    for i in range(count):
+        worker = factory(i)
+        thread = threading.Thread(target=worker.run, args=(stop,), name=f"genhook-worker-{i}")
+        thread.daemon = True
+        thread.start()
+        threads.append(thread)
+    return threads
