@@ -31,6 +31,17 @@ def parse_schedule(text: str) -> tuple[float, ...]:
     return tuple(parse_duration(part) for part in text.split(","))
 
 
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h|d)\s*$")
+
+
+def parse_rate(text: str) -> tuple[int, float]:
+    """A rate limit ``N/PERIOD`` (``100/h``, ``10/s``) as (count, period in seconds)."""
+    match = _RATE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise ValueError(f"not a rate limit: {text!r} (use N/s, N/m, N/h or N/d, N >= 1)")
+    return int(match.group(1)), _UNITS[match.group(2)]
+
+
 def _bool(text: str) -> bool:
     value = text.strip().lower()
     if value in ("1", "true", "yes", "on"):

@@ -49,6 +49,7 @@ class Worker:
         *,
         jobs_signal: Signal | None = None,
         deliveries_signal: Signal | None = None,
+        events_signal: Signal | None = None,
         name: str | None = None,
     ) -> None:
         self.store = store
@@ -57,6 +58,7 @@ class Worker:
         self.settings = settings
         self.jobs_signal = jobs_signal or Signal()
         self.deliveries_signal = deliveries_signal or Signal()
+        self.events_signal = events_signal or Signal()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
 
     def run(self, stop: threading.Event) -> None:
@@ -77,7 +79,11 @@ class Worker:
         job = self.store.claim(self.name, self.settings.lease_seconds)
         if job is None:
             return False
-        self.process(job)
+        self.events_signal.notify()
+        try:
+            self.process(job)
+        finally:
+            self.events_signal.notify()
         return True
 
     def process(self, job: dict[str, Any]) -> None:

@@ -201,7 +201,8 @@ def success_payload(
         )
         for a, url in zip(result.assets, asset_urls, strict=True)
     ]
-    primary = result.delivered[0] if result.delivered else None
+    # the output a quality check chose, else (no quality check) the first generation
+    primary = next(iter(result.delivered or result.generations), None)
     seo = None
     if result.seo is not None:
         first = outputs[0].filename_suggestion if outputs else f"{result.seo.stem}"

@@ -1,0 +1,36 @@
+"""The delivery log and manual replay."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import JSONResponse
+
+from genhook.api.auth import owned, runtime_of, service_of
+from genhook.api.views import delivery_view
+
+router = APIRouter()
+
+
+@router.get("/v1/deliveries", summary="The delivery log of a job")
+def list_deliveries(request: Request, job_id: str = Query(min_length=1)) -> dict[str, Any]:
+    """Every delivery of the job's completion payload, with every attempt."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    owned(runtime.store.job(job_id), service)
+    return {"deliveries": [delivery_view(d) for d in runtime.store.deliveries(job_id)]}
+
+
+@router.post("/v1/deliveries/{delivery_id}/replay", summary="Resend a delivery now")
+def replay_delivery(delivery_id: str, request: Request) -> JSONResponse:
+    """Send the same message (same ``webhook-id`` and body, fresh timestamp) again now."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    delivery = owned(runtime.store.delivery(delivery_id), service, "delivery")
+    runtime.store.replay(delivery_id)
+    runtime.deliveries_signal.notify()
+    return JSONResponse(
+        {"delivery_id": delivery["id"], "status": "pending", "job_id": delivery["job_id"]},
+        status_code=202,
+    )

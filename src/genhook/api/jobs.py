@@ -1,0 +1,120 @@
+"""Jobs: get one, find by external id, follow its events, cancel it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse, StreamingResponse
+
+from genhook.api.auth import owned, runtime_of, service_of
+from genhook.api.views import iso, job_view
+from genhook.contract.completion import failure_payload
+from genhook.errors import ErrorCode, GenhookError
+from genhook.store.store import TERMINAL
+
+router = APIRouter()
+
+
+@router.get("/v1/jobs/{job_id}", summary="Get a job")
+def get_job(job_id: str, request: Request) -> dict[str, Any]:
+    """Status, every attempt with its error reason, and the completion payload once ended."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    job = owned(runtime.store.job(job_id), service)
+    return job_view(job, runtime.store.attempts(job_id), runtime.settings.public_url)
+
+
+@router.get("/v1/jobs", summary="Find jobs by your own id")
+def find_jobs(
+    request: Request, external_id: str = Query(min_length=1, max_length=200)
+) -> dict[str, Any]:
+    """The calling service's jobs whose ``external_id`` matches, newest first (at most 100)."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    rows = runtime.store.jobs_by_external_id(service["id"], external_id)
+    return {
+        "jobs": [
+            job_view(row, runtime.store.attempts(row["id"]), runtime.settings.public_url)
+            for row in rows
+        ]
+    }
+
+
+@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job")
+def cancel_job(job_id: str, request: Request) -> JSONResponse:
+    """A queued job ends at once as cancelled; a running one stops before its next step."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    job = owned(runtime.store.job(job_id), service)
+    if job["status"] in TERMINAL:
+        raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job['status']}")
+    payload = failure_payload(
+        job_id=job_id,
+        workflow_id=job["workflow_id"],
+        external_id=job["external_id"],
+        error=GenhookError(ErrorCode.CANCELLED, "cancelled by the requesting service"),
+        attempts=job["attempts"],
+        processing_time_seconds=job["processing_seconds"],
+    ).to_json()
+    status = runtime.store.cancel(job_id, payload)
+    if status == "cancelled":
+        runtime.deliveries_signal.notify()
+    runtime.events_signal.notify()
+    return JSONResponse(
+        {"job_id": job_id, "status": status, "cancel_requested": True}, status_code=202
+    )
+
+
+@router.get(
+    "/v1/jobs/{job_id}/events",
+    summary="Follow a job (Server-Sent Events)",
+    response_class=StreamingResponse,
+)
+async def job_events(job_id: str, request: Request) -> StreamingResponse:
+    """One SSE event per state change (``event: queued|running|retrying|succeeded|...``), the
+    last carrying the completion payload; the stream then ends. ``Last-Event-ID`` resumes."""
+    service = service_of(request)
+    runtime = runtime_of(request)
+    owned(await run_in_threadpool(runtime.store.job, job_id), service)
+    try:
+        after = int(request.headers.get("last-event-id", "0"))
+    except ValueError:
+        after = 0
+
+    async def stream() -> AsyncIterator[bytes]:
+        nonlocal after
+        wake = runtime.events_signal.asyncio_event(asyncio.get_running_loop())
+        yield b": genhook job events\n\n"
+        while True:
+            wake.clear()
+            rows = await run_in_threadpool(runtime.store.events, job_id, after)
+            for row in rows:
+                after = row["id"]
+                data = {"job_id": job_id, "status": row["status"], "at": iso(row["at"])}
+                if row["status"] in TERMINAL:
+                    data["result"] = row["detail"]
+                elif row["detail"]:
+                    data["detail"] = row["detail"]
+                yield (
+                    f"id: {row['id']}\nevent: {row['status']}\n"
+                    f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+                ).encode()
+                if row["status"] in TERMINAL:
+                    return
+            if await request.is_disconnected():
+                return
+            try:
+                await asyncio.wait_for(wake.wait(), timeout=runtime.settings.poll_seconds)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+
+    return StreamingResponse(
+        stream(),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,59 @@
+"""Workflows, the completion schema, assets and health."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, JSONResponse
+
+from genhook.api.auth import runtime_of, service_of
+from genhook.contract.schema import completion_schema
+from genhook.errors import ErrorCode, GenhookError
+from genhook.storage import media_type
+
+router = APIRouter()
+
+
+@router.get("/v1/workflows", summary="List workflows")
+def list_workflows(request: Request) -> dict[str, Any]:
+    """Every installed workflow with its input schema and error codes."""
+    service_of(request)
+    engine = runtime_of(request).engine
+    return {"workflows": [wf.describe() for wf in engine.workflows.values()]}
+
+
+@router.get("/v1/workflows/{workflow_id}", summary="Get a workflow")
+def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
+    """The integration contract of one workflow: input schema (with enums), error codes."""
+    service_of(request)
+    return runtime_of(request).engine.workflow(workflow_id).describe()
+
+
+@router.get("/v1/schemas/completion-v1.json", summary="Completion payload JSON Schema")
+def completion_schema_route(request: Request) -> JSONResponse:
+    """The JSON Schema of completion payload version 1."""
+    service_of(request)
+    return JSONResponse(completion_schema(), media_type="application/schema+json")
+
+
+@router.get("/assets/{job_id}/{filename}", summary="Asset bytes", response_class=FileResponse)
+def asset(job_id: str, filename: str, request: Request) -> FileResponse:
+    """The file behind an ``asset_url``, with its Content-Type. Asset URLs are unguessable."""
+    path = runtime_of(request).storage.path(job_id, filename)
+    if path is None:
+        raise GenhookError(ErrorCode.NOT_FOUND, "no such asset")
+    return FileResponse(
+        path,
+        media_type=media_type(filename),
+        headers={"Cache-Control": "public, max-age=31536000, immutable"},
+    )
+
+
+@router.get("/healthz", summary="Health")
+def healthz(request: Request) -> JSONResponse:
+    """200 when the database answers, else 503."""
+    ok = runtime_of(request).store.ping()
+    return JSONResponse(
+        {"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503
+    )
