@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint typecheck unit bench clean schema
+.PHONY: install serve demo test lint typecheck unit bench clean schema
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,6 +13,11 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 install: $(STAMP)
+
+## Start the service on the embedded default (SQLite and files in ./var), with a development
+## service whose API key and signing secret it prints.
+serve: $(STAMP)
+	$(BIN)/genhook serve --dev
 
 ## Run every shipped workflow on its sample triggers; assets land in ./out.
 demo: $(STAMP)

@@ -76,20 +76,17 @@ class OpenAIImagesBackend:
 
     def __init__(self) -> None:
         env = os.environ
-        self.base_url = (env.get("GENHOOK_OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL).rstrip(
-            "/"
-        )
+        base_url = env.get("GENHOOK_OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
+        self.base_url = base_url.rstrip("/")
         self.api_key = env.get("GENHOOK_OPENAI_API_KEY", "").strip() or None
         problems: list[str] = []
         if self.api_key is None:
             problems.append("GENHOOK_OPENAI_API_KEY is not set")
         elif not (self.api_key.isascii() and self.api_key.isprintable()):
             problems.append("GENHOOK_OPENAI_API_KEY has characters a header cannot carry")
-        if (
-            urlsplit(self.base_url).scheme not in ("http", "https")
-            or not urlsplit(self.base_url).netloc
-        ):
-            problems.append(f"GENHOOK_OPENAI_BASE_URL {self.base_url!r} is not an http(s) URL")
+        parts = urlsplit(self.base_url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            problems.append("GENHOOK_OPENAI_BASE_URL is not an http(s) URL")
         self.timeout = _positive_env("GENHOOK_OPENAI_TIMEOUT", DEFAULT_TIMEOUT, problems)
         self.credits_per_image = _positive_env(
             "GENHOOK_OPENAI_CREDITS_PER_IMAGE", DEFAULT_CREDITS_PER_IMAGE, problems, allow_zero=True
@@ -104,7 +101,8 @@ class OpenAIImagesBackend:
         """Ready when a key (and a valid configuration) is set; makes no network call."""
         if self._problem:
             return BackendStatus(False, self._problem)
-        return BackendStatus(True, f"{self.base_url}, {self.credits_per_image:g} credits per image")
+        where = _origin_text(self.base_url) + urlsplit(self.base_url).path
+        return BackendStatus(True, f"{where}, {self.credits_per_image:g} credits per image")
 
     def estimate_cost(self, request: GenerationRequest) -> float:
         """The configured credits per image."""
@@ -283,8 +281,12 @@ def _transport_error(exc: httpx.HTTPError, url: str) -> GenhookError:
 
 
 def _origin_text(url: str) -> str:
+    """``scheme://host[:port]`` of ``url``, without any user:password part."""
     parts = urlsplit(url)
-    return f"{parts.scheme}://{parts.netloc}"
+    host = parts.hostname or ""
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
 
 
 def _raise_for_status(response: httpx.Response) -> None:

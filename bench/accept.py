@@ -1,0 +1,295 @@
+"""Benchmark: triggers accepted per second by a real ``genhook serve`` process.
+
+What one accepted trigger costs genhook: ``POST /v1/workflows/product-image/runs`` with a valid
+product-image trigger (no callback_url), i.e. Bearer authentication, validation against the
+workflow's input schema, a durable insert (SQLite in WAL mode, ``synchronous=FULL``, one
+committed transaction per job) and the 202 answer.
+
+* **genhook**: ``genhook serve --workers 0`` (no generation competes; with no callback_url the
+  outbox stays idle) in a fresh ``GENHOOK_DATA_DIR``, after ``genhook services create bench``.
+* **baseline**: a minimal FastAPI app (``--serve-baseline`` below) on the same server stack --
+  uvicorn, one process, its default loop and HTTP implementation (uvloop and httptools here, as
+  for genhook), log level warning, no access log -- that reads the JSON body, inserts it as one
+  row into SQLite with the same durability (WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` and
+  one commit per request, from the thread pool) and answers 202 with a small JSON.
+
+Both servers run as subprocesses at the same time (the idle one uses no CPU). The load generator
+is an aiohttp client in this process: CONCURRENCY POSTs in flight over keep-alive connections.
+One warm-up batch per server, then ROUNDS rounds of COUNT requests each, interleaved (the order
+alternates each round); medians. Every answer must be 202, and genhook's jobs table must hold
+one row per 202 at the end. Exits 1 when genhook / baseline < TARGET.
+
+Run: ``make bench`` or ``.venv/bin/python bench/accept.py [--rounds N] [--count N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from fastapi import FastAPI, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+
+from _common import (
+    HOST,
+    Children,
+    LoadResult,
+    bench_env,
+    client_session,
+    create_service,
+    free_port,
+    genhook_command,
+    machine_line,
+    percentile,
+    post_all,
+    run_async,
+    temp_root,
+)
+
+WORKFLOW = "product-image"
+CONCURRENCY = 32
+WARMUP = 500
+COUNT = 3000
+ROUNDS = 4
+ROUND_SECONDS = 60.0  # a round stops sending after this long, whatever its count
+TARGET = 0.5
+
+
+def trigger_body(i: int) -> bytes:
+    """A valid, distinct product-image trigger (about 240 bytes of JSON)."""
+    return json.dumps(
+        {
+            "product_id": f"SKU-{i:07d}",
+            "product_name": f"Washed Linen Shirt {i}",
+            "product_category": "menswear",
+            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
+            "target_style": "lifestyle",
+            "target_platform": "instagram_feed",
+        }
+    ).encode()
+
+
+# the baseline server -----------------------------------------------------------------------
+
+
+def serve_baseline(port: int, db_path: str) -> None:
+    """The baseline: what a developer would write on the same stack, with the same durability."""
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(db_path, isolation_level=None, check_same_thread=False, timeout=30)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    with connect() as conn:
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL,"
+            " status TEXT NOT NULL, input JSON NOT NULL, created_at REAL NOT NULL)"
+        )
+    local = threading.local()
+    shared = connect()
+    lock = threading.Lock()
+    mode = os.environ.get("BENCH_BASELINE_WRITER", "lock")
+
+    def write(
+        conn: sqlite3.Connection, job_id: str, workflow_id: str, body: Any, now: float
+    ) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.execute(
+                "INSERT INTO jobs (id, workflow_id, status, input, created_at)"
+                " VALUES (?, ?, 'queued', ?, ?)",
+                (job_id, workflow_id, json.dumps(body), now),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def insert(workflow_id: str, body: Any) -> tuple[str, float]:
+        job_id = "job_" + uuid.uuid4().hex
+        now = time.time()
+        if mode == "lock":
+            with lock:
+                write(shared, job_id, workflow_id, body, now)
+        else:
+            conn = getattr(local, "conn", None)
+            if conn is None:
+                conn = local.conn = connect()
+            write(conn, job_id, workflow_id, body, now)
+        return job_id, now
+
+    app = FastAPI()
+
+    @app.post("/v1/workflows/{workflow_id}/runs", status_code=202)
+    async def trigger(workflow_id: str, request: Request) -> JSONResponse:
+        body = json.loads(await request.body())
+        job_id, now = await run_in_threadpool(insert, workflow_id, body)
+        return JSONResponse(
+            {"job_id": job_id, "status": "queued", "workflow_id": workflow_id, "created_at": now},
+            status_code=202,
+        )
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    # the same settings as `genhook serve` (genhook/cli.py)
+    uvicorn.run(app, host=HOST, port=port, log_level="warning", access_log=False)
+
+
+# the bench ---------------------------------------------------------------------------------
+
+
+class Target:
+    """One server under load: its trigger URL, headers and the bodies it has been sent."""
+
+    def __init__(self, name: str, port: int, api_key: str | None) -> None:
+        self.name = name
+        self.url = f"http://{HOST}:{port}/v1/workflows/{WORKFLOW}/runs"
+        self.headers = {"content-type": "application/json"}
+        if api_key:
+            self.headers["authorization"] = f"Bearer {api_key}"
+        self.sent = 0
+        self.accepted = 0
+        self.bad: dict[int, Any] = {}
+        self.rates: list[float] = []
+        self.p50_ms: list[float] = []
+        self.p99_ms: list[float] = []
+
+    def bodies(self, count: int) -> list[bytes]:
+        start = self.sent
+        self.sent += count
+        return [trigger_body(i) for i in range(start, start + count)]
+
+    def record(self, result: LoadResult, timed: bool) -> None:
+        for answer in result.answers:
+            if answer.status == 202:
+                self.accepted += 1
+            else:
+                self.bad.setdefault(answer.status, answer.body)
+        if timed:
+            seconds = [a.seconds * 1000 for a in result.answers]
+            self.rates.append(result.rate)
+            self.p50_ms.append(percentile(seconds, 50))
+            self.p99_ms.append(percentile(seconds, 99))
+
+
+def count_rows(db: Path) -> int:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
+        return int(conn.execute("SELECT count(*) FROM jobs").fetchone()[0])
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rounds", type=int, default=ROUNDS)
+    parser.add_argument("--count", type=int, default=COUNT, help="requests per round")
+    parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.serve_baseline:
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        return 0
+
+    with temp_root("genhook-bench-accept-") as tmp, Children() as children:
+        root = Path(tmp)
+        data_dir = root / "genhook"
+        env = bench_env(GENHOOK_DATA_DIR=str(data_dir))
+        service = create_service(env)
+        g_port, b_port = free_port(), free_port()
+        genhook = children.start(
+            "genhook serve",
+            genhook_command("serve", "--port", str(g_port), "--workers", "0"),
+            env,
+            root / "genhook.log",
+        )
+        baseline = children.start(
+            "baseline server",
+            [sys.executable, __file__, "--serve-baseline", str(b_port), str(root / "base.db")],
+            bench_env(),
+            root / "baseline.log",
+        )
+        genhook.wait_http(f"http://{HOST}:{g_port}/healthz")
+        baseline.wait_http(f"http://{HOST}:{b_port}/healthz")
+        targets = [
+            Target("genhook", g_port, service["api_key"]),
+            Target("baseline", b_port, None),
+        ]
+
+        async def drive() -> None:
+            async with client_session(args.concurrency) as session:
+                for target in targets:  # warm-up: connections, thread pools, caches
+                    result = await post_all(
+                        session,
+                        target.url,
+                        target.bodies(WARMUP),
+                        headers=target.headers,
+                        concurrency=args.concurrency,
+                    )
+                    target.record(result, timed=False)
+                for round_no in range(args.rounds):
+                    order = targets if round_no % 2 == 0 else targets[::-1]
+                    for target in order:
+                        bodies = target.bodies(args.count)
+                        result = await post_all(
+                            session,
+                            target.url,
+                            bodies,
+                            headers=target.headers,
+                            concurrency=args.concurrency,
+                            deadline=time.perf_counter() + ROUND_SECONDS,
+                        )
+                        target.sent -= len(bodies) - len(result.answers)
+                        target.record(result, timed=True)
+
+        run_async(drive)
+        genhook_rows = count_rows(data_dir / "genhook.db")
+        baseline_rows = count_rows(root / "base.db")
+
+    g, b = targets
+    print(
+        f"accept: POST /v1/workflows/{WORKFLOW}/runs (valid trigger, no callback_url),"
+        f" {args.concurrency} in flight over keep-alive, {WARMUP} warm-up then"
+        f" {args.rounds} interleaved rounds of {args.count}; medians"
+    )
+    print(machine_line() + "; load generator in the same process, sharing the cores")
+    print(f"{'server':<10}{'req/s':>9}{'min':>9}{'max':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    for t in targets:
+        print(
+            f"{t.name:<10}{statistics.median(t.rates):>9.0f}{min(t.rates):>9.0f}"
+            f"{max(t.rates):>9.0f}{statistics.median(t.p50_ms):>9.1f}"
+            f"{statistics.median(t.p99_ms):>9.1f}"
+        )
+    print(
+        "rounds req/s: "
+        + "; ".join(f"{t.name} " + ", ".join(f"{r:.0f}" for r in t.rates) for t in targets)
+    )
+    ok = True
+    for t, rows in ((g, genhook_rows), (b, baseline_rows)):
+        print(f"{t.name}: {t.accepted}/{t.sent} answered 202, {rows} rows in its jobs table")
+        if t.bad:
+            print(f"FAIL: {t.name} answered {t.bad}")
+            ok = False
+        if t.accepted != t.sent or rows != t.accepted:
+            print(f"FAIL: {t.name}: {t.sent} sent, {t.accepted} accepted, {rows} rows")
+            ok = False
+    ratio = statistics.median(g.rates) / statistics.median(b.rates)
+    verdict = "ok" if ratio >= TARGET and ok else "FAIL"
+    print(f"{verdict}: genhook / baseline = {ratio:.2f}x (target >= {TARGET:.2f}x)")
+    return 0 if verdict == "ok" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
