@@ -32,6 +32,7 @@ from genhook.runtime import Runtime
 EXAMPLE_BASE = "http://127.0.0.1:8080"
 JOB = "job_01m8j11hxhtd3wmn5za6yabae0"
 BAD_JOB = "job_01m8j11w1e1ytsycgcmnash6vh"
+RETRIED_JOB = "job_01m8j13g92bq6pjz5ax9177232"
 MSG = "msg_01m8j11jkjh10t935f50chc4nd"
 FILE = "sku-123-linen-shirt-instagram-feed-1080x1080.jpg"
 PROMPT = (
@@ -91,7 +92,8 @@ def _schema_summary(schema: dict[str, Any]) -> str:
 
 
 def _json_block(data: Any) -> list[str]:
-    return ["```json", json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False), "```"]
+    # Examples keep the API's own field order (deterministic: it is the order in this file).
+    return ["```json", json.dumps(data, indent=2, ensure_ascii=False), "```"]
 
 
 def render_operation(path: str, method: str, op: dict[str, Any]) -> list[str]:
@@ -172,9 +174,9 @@ def render_generated(doc: dict[str, Any]) -> list[str]:
             "### Components",
             "",
             "Schemas the document refers to: " + ", ".join(f"`{n}`" for n in sorted(schemas)) + ".",
-            "FastAPI declares `HTTPValidationError` (`{\"detail\": [...]}`) for 422 on every route;",
-            "genhook never answers with it: every error, 422 included, has the error shape in",
-            "[Errors](#errors) below.",
+            'FastAPI declares `HTTPValidationError` (`{"detail": [...]}`) for 422 on every',
+            "route; genhook never answers with it: every error, 422 included, has the error",
+            "shape in [Errors](#errors) below.",
             "",
         ]
     return lines
@@ -211,6 +213,11 @@ def _status_rows() -> list[str]:
     for status in sorted(by_status):
         codes = ", ".join(f"`{c.value}`" for c in by_status[status])
         rows.append(f"| {status} | {codes} | {notes.get(status, '')} |")
+    rows += [
+        "",
+        '`GET /healthz` answers `503 {"status": "unavailable", "database": false}` when the',
+        'database does not answer (`200 {"status": "ok", "database": true}` otherwise).',
+    ]
     return rows
 
 
@@ -291,7 +298,7 @@ def _examples() -> dict[str, Any]:
                 "error": None,
             }
         ],
-        "result": "(the completion payload, as delivered to callback_url)",
+        "result": result,
     }
     invalid = {
         "error_code": "unknown_style",
@@ -299,6 +306,12 @@ def _examples() -> dict[str, Any]:
         "field": "target_style",
         "job_id": BAD_JOB,
     }
+    attempt_log = [
+        (1, "2026-11-28T21:31:18.520Z", 500, "HTTP 500", 11.5),
+        (2, "2026-11-28T21:31:19.539Z", 429, "HTTP 429", 3.6),
+        (3, "2026-11-28T21:31:22.566Z", 302, "redirect not followed (HTTP 302)", 8.4),
+        (4, "2026-11-28T21:31:23.578Z", 204, None, 3.0),
+    ]
     deliveries = {
         "deliveries": [
             {
@@ -307,25 +320,13 @@ def _examples() -> dict[str, Any]:
                 "job_id": JOB,
                 "url": CALLBACK,
                 "status": "delivered",
-                "attempts": 2,
+                "attempts": 4,
                 "next_attempt_at": None,
-                "created_at": "2026-11-28T21:30:09.902Z",
-                "delivered_at": "2026-11-28T21:30:14.951Z",
+                "created_at": "2026-11-28T21:31:18.486Z",
+                "delivered_at": "2026-11-28T21:31:23.578Z",
                 "attempt_log": [
-                    {
-                        "number": 1,
-                        "at": "2026-11-28T21:30:09.918Z",
-                        "status_code": 503,
-                        "error": "HTTP 503",
-                        "duration_ms": 11.5,
-                    },
-                    {
-                        "number": 2,
-                        "at": "2026-11-28T21:30:14.951Z",
-                        "status_code": 204,
-                        "error": None,
-                        "duration_ms": 3.0,
-                    },
+                    {"number": n, "at": at, "status_code": code, "error": err, "duration_ms": ms}
+                    for n, at, code, err, ms in attempt_log
                 ],
             }
         ]
@@ -349,14 +350,14 @@ def _examples() -> dict[str, Any]:
             "job_id": JOB,
             "status": "succeeded",
             "at": "2026-11-28T21:30:09.902Z",
-            "result": {"schema_version": "1", "event": "job.completed", "job_id": JOB, "...": "..."},
+            "result": {"schema_version": "1", "event": "job.completed", "job_id": JOB, "…": "…"},
         },
     )
     retrying = _sse(
-        7,
+        3,
         "retrying",
         {
-            "job_id": JOB,
+            "job_id": RETRIED_JOB,
             "status": "retrying",
             "at": "2026-11-28T21:31:13.242Z",
             "detail": {
@@ -369,14 +370,23 @@ def _examples() -> dict[str, Any]:
             },
         },
     )
+    retrying += _sse(
+        4,
+        "running",
+        {
+            "job_id": RETRIED_JOB,
+            "status": "running",
+            "at": "2026-11-28T21:31:17.263Z",
+            "detail": {"attempt": 2},
+        },
+    )
     return {
-        "result": result,
         "accepted": accepted,
         "job": job,
         "invalid": invalid,
         "deliveries": deliveries,
-        "sse": "\n".join(sse),
-        "retrying": "\n".join(retrying),
+        "sse": "\n".join(sse).rstrip("\n"),
+        "retrying": "\n".join(retrying).rstrip("\n"),
     }
 
 
@@ -448,9 +458,8 @@ answers the same 422 without `job_id`: nothing is recorded or sent.
 `status` is `queued`, `running`, `retrying`, `succeeded`, `failed` or `cancelled`. `attempts`
 lists every claim of the job by a worker with its `outcome` (`succeeded`, `failed`,
 `cancelled`, `retrying`, `lost`) and error; `next_attempt_at` is set while `retrying`;
-`result` is null until the job ends, then the completion payload (see [payload.md](payload.md)):
-
-@@result@@
+`result` is null until the job ends, then the completion payload exactly as delivered to
+`callback_url` (see [payload.md](payload.md)).
 
 `GET /v1/jobs?external_id=SKU-123` answers `{"jobs": [...]}`, each in this shape, newest first,
 at most 100.
@@ -477,8 +486,9 @@ a `: keep-alive` comment comes every `GENHOOK_POLL_SECONDS` (1 s).
 @@sse@@
 ```
 
-A retry shows as a `retrying` event whose `detail` has the error and `retry_at` (Unix seconds),
-followed by a new `running` event for the next attempt:
+A retry shows as a `retrying` event whose `detail` has the error and `retry_at` (in Unix seconds,
+unlike every other time in the API), followed by a `running` event for the next attempt (here the
+backend's `Retry-After: 4` stretched a 1 s wait to 4 s):
 
 ```text
 @@retrying@@
@@ -488,7 +498,9 @@ followed by a new `running` event for the next attempt:
 
 One delivery (one message, one `webhook-id`) per ended job that has a `callback_url`, with every
 attempt. `status` is `pending` (waiting for `next_attempt_at`), `sending`, `delivered` or
-`failed` (gave up, or the receiver answered 410):
+`failed` (gave up, or the receiver answered 410). This one met a 500, a 429 with
+`Retry-After: 3` (the next attempt came 3 s later), and a redirect, before a 204 (from a server run
+with `GENHOOK_DELIVERY_SCHEDULE=1s,1s,1s,1s`):
 
 @@deliveries@@
 
@@ -511,7 +523,6 @@ def render_manual() -> list[str]:
         "accepted": block("accepted"),
         "invalid": block("invalid"),
         "job": block("job"),
-        "result": block("result"),
         "deliveries": block("deliveries"),
         "sse": ex["sse"],
         "retrying": ex["retrying"],

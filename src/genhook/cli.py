@@ -196,6 +196,14 @@ def backends_list() -> None:
     _print_json(rows)
 
 
+def _logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("pyvips", "alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
 def _settings(**overrides: object) -> Any:
     from genhook.config import ConfigError, Settings
 
@@ -238,13 +246,11 @@ def serve_cmd(host: str | None, port: int | None, workers: int, dev: bool) -> No
 
     Uses GENHOOK_DATABASE_URL (default: SQLite in GENHOOK_DATA_DIR, ./var) and local asset files.
     """
-    import logging
-
     import uvicorn
 
     from genhook.api.app import create_app
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     settings = _settings(host=host, port=port)
     runtime = _runtime(settings)
     if dev:
@@ -297,13 +303,12 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
 )
 def worker_cmd(concurrency: int) -> None:
     """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
-    import logging
     import signal
     import threading
 
     from genhook.worker import Worker, start_workers
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    _logging()
     runtime = _runtime(_settings())
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
