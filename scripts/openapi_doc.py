@@ -473,7 +473,7 @@ next step. A job that has already ended: `409 not_cancellable`.
 ### Event stream: `GET /v1/jobs/{job_id}/events`
 
 ```sh
-curl -N http://127.0.0.1:8080/v1/jobs/$JOB_ID/events -H "Authorization: Bearer $GENHOOK_KEY"
+curl -sN http://127.0.0.1:8080/v1/jobs/$JOB_ID/events -H "Authorization: Bearer $GENHOOK_KEY"
 ```
 
 `text/event-stream`: a comment line first, then one event per state change, in order. `id` is

@@ -264,3 +264,21 @@ def test_burst_of_1000_triggers(service: Genhook, receiver: Receiver) -> None:
     assert all(c.json["status"] == "success" for c in mine)
     for call in mine[::50]:
         verify(service.secret, call)
+
+
+def test_killed_server_loses_no_accepted_trigger(
+    genhook_factory: Callable[..., Genhook], receiver: Receiver
+) -> None:
+    """Every trigger answered 202 survives a SIGKILL of the server the next instant."""
+    g = genhook_factory()
+    server = g.serve(workers=0)
+    ids = [
+        g.trigger("tiny", {"item_id": f"k-{i}", "callback_url": receiver.url}).json()["job_id"]
+        for i in range(50)
+    ]
+    server.send_signal(signal.SIGKILL)
+    server.wait(10)
+    g.serve(workers=2)
+    wanted = set(ids)
+    wait_for(lambda: wanted <= {c.json["job_id"] for c in receiver.calls()}, 120, "50 callbacks")
+    assert {g.job(i)["status"] for i in ids} == {"succeeded"}
