@@ -15,9 +15,12 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## Start the service on the embedded default (SQLite and files in ./var), with a development
-## service whose API key and signing secret it prints.
+## service whose API key and signing secret it prints. Callbacks to this machine are allowed
+## (a local receiver); production leaves GENHOOK_ALLOW_PRIVATE_CALLBACKS off.
+SERVE_ARGS ?=
 serve: $(STAMP)
-	$(BIN)/genhook serve --dev
+	GENHOOK_ALLOW_PRIVATE_CALLBACKS=$${GENHOOK_ALLOW_PRIVATE_CALLBACKS:-true} \
+	  $(BIN)/genhook serve --dev $(SERVE_ARGS)
 
 ## Run every shipped workflow on its sample triggers; assets land in ./out.
 demo: $(STAMP)
@@ -25,14 +28,14 @@ demo: $(STAMP)
 
 ## Every check: lint, format, types, tests.
 test: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench scripts
+	$(BIN)/ruff format --check src tests bench scripts
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -333,6 +333,20 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def cpu_seconds(root: int) -> float:
+    """User + system CPU time used so far by ``root`` and its descendants (live ones)."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in tree_pids(root):
+        try:
+            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rpartition(")")[2].split()
+        except OSError:
+            continue
+        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
+    return total / ticks
+
+
 class RssSampler:
     """The summed VmRSS of a process tree, sampled every ``interval`` s in a thread; its max."""
 

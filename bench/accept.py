@@ -47,6 +47,7 @@ from _common import (
     LoadResult,
     bench_env,
     client_session,
+    cpu_seconds,
     create_service,
     free_port,
     genhook_command,
@@ -156,8 +157,9 @@ def serve_baseline(port: int, db_path: str) -> None:
 class Target:
     """One server under load: its trigger URL, headers and the bodies it has been sent."""
 
-    def __init__(self, name: str, port: int, api_key: str | None) -> None:
+    def __init__(self, name: str, pid: int, port: int, api_key: str | None) -> None:
         self.name = name
+        self.pid = pid
         self.url = f"http://{HOST}:{port}/v1/workflows/{WORKFLOW}/runs"
         self.headers = {"content-type": "application/json"}
         if api_key:
@@ -168,13 +170,14 @@ class Target:
         self.rates: list[float] = []
         self.p50_ms: list[float] = []
         self.p99_ms: list[float] = []
+        self.cpu_ms: list[float] = []  # server CPU time per request
 
     def bodies(self, count: int) -> list[bytes]:
         start = self.sent
         self.sent += count
         return [trigger_body(i) for i in range(start, start + count)]
 
-    def record(self, result: LoadResult, timed: bool) -> None:
+    def record(self, result: LoadResult, timed: bool, cpu: float = 0.0) -> None:
         for answer in result.answers:
             if answer.status == 202:
                 self.accepted += 1
@@ -185,6 +188,7 @@ class Target:
             self.rates.append(result.rate)
             self.p50_ms.append(percentile(seconds, 50))
             self.p99_ms.append(percentile(seconds, 99))
+            self.cpu_ms.append(cpu * 1000 / max(1, len(result.answers)))
 
 
 def count_rows(db: Path) -> int:
@@ -224,8 +228,8 @@ def main() -> int:
         genhook.wait_http(f"http://{HOST}:{g_port}/healthz")
         baseline.wait_http(f"http://{HOST}:{b_port}/healthz")
         targets = [
-            Target("genhook", g_port, service["api_key"]),
-            Target("baseline", b_port, None),
+            Target("genhook", genhook.pid, g_port, service["api_key"]),
+            Target("baseline", baseline.pid, b_port, None),
         ]
 
         async def drive() -> None:
@@ -243,6 +247,7 @@ def main() -> int:
                     order = targets if round_no % 2 == 0 else targets[::-1]
                     for target in order:
                         bodies = target.bodies(args.count)
+                        cpu = cpu_seconds(target.pid)
                         result = await post_all(
                             session,
                             target.url,
@@ -252,7 +257,8 @@ def main() -> int:
                             deadline=time.perf_counter() + ROUND_SECONDS,
                         )
                         target.sent -= len(bodies) - len(result.answers)
-                        target.record(result, timed=True)
+                        cpu = cpu_seconds(target.pid) - cpu
+                        target.record(result, timed=True, cpu=cpu)
 
         run_async(drive)
         genhook_rows = count_rows(data_dir / "genhook.db")
@@ -265,12 +271,15 @@ def main() -> int:
         f" {args.rounds} interleaved rounds of {args.count}; medians"
     )
     print(machine_line() + "; load generator in the same process, sharing the cores")
-    print(f"{'server':<10}{'req/s':>9}{'min':>9}{'max':>9}{'p50 ms':>9}{'p99 ms':>9}")
+    print(
+        f"{'server':<10}{'req/s':>9}{'min':>9}{'max':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'CPU ms/req':>12}"
+    )
     for t in targets:
         print(
             f"{t.name:<10}{statistics.median(t.rates):>9.0f}{min(t.rates):>9.0f}"
             f"{max(t.rates):>9.0f}{statistics.median(t.p50_ms):>9.1f}"
-            f"{statistics.median(t.p99_ms):>9.1f}"
+            f"{statistics.median(t.p99_ms):>9.1f}{statistics.median(t.cpu_ms):>12.2f}"
         )
     print(
         "rounds req/s: "

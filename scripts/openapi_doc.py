@@ -26,6 +26,7 @@ from typing import Any
 from genhook.api.app import create_app
 from genhook.config import Settings
 from genhook.errors import ERROR_SPECS, ErrorCode
+from genhook.paths import shipped_dir
 from genhook.runtime import Runtime
 
 #: What every ``asset_url`` and ``status_url`` in the examples starts with.
@@ -33,7 +34,7 @@ EXAMPLE_BASE = "http://127.0.0.1:8080"
 JOB = "job_01m8j11hxhtd3wmn5za6yabae0"
 BAD_JOB = "job_01m8j11w1e1ytsycgcmnash6vh"
 RETRIED_JOB = "job_01m8j13g92bq6pjz5ax9177232"
-MSG = "msg_01m8j11jkjh10t935f50chc4nd"
+RETRIED_MSG = "msg_01m8j13njs7zz9ae2dexat8wea"
 FILE = "sku-123-linen-shirt-instagram-feed-1080x1080.jpg"
 PROMPT = (
     "Product photograph of Linen Shirt, natural lifestyle scene, warm home interior, candid, "
@@ -47,7 +48,12 @@ CALLBACK = "https://shop.example.com/hooks/genhook"
 def openapi_document() -> dict[str, Any]:
     """``app.openapi()`` of an app built the way ``genhook serve`` builds it."""
     with tempfile.TemporaryDirectory(prefix="genhook-openapi-") as tmp:
-        settings = Settings(data_dir=Path(tmp), host="127.0.0.1", port=8080).resolved()
+        settings = Settings(
+            data_dir=Path(tmp),
+            workflows_dir=shipped_dir("workflows"),  # the shipped ones, whatever the environment
+            host="127.0.0.1",
+            port=8080,
+        ).resolved()
         runtime = Runtime.build(settings)
         try:
             return create_app(runtime, workers=0, deliver=False).openapi()
@@ -315,9 +321,9 @@ def _examples() -> dict[str, Any]:
     deliveries = {
         "deliveries": [
             {
-                "delivery_id": MSG,
-                "webhook_id": MSG,
-                "job_id": JOB,
+                "delivery_id": RETRIED_MSG,
+                "webhook_id": RETRIED_MSG,
+                "job_id": RETRIED_JOB,
                 "url": CALLBACK,
                 "status": "delivered",
                 "attempts": 4,

@@ -39,7 +39,6 @@ TEMPLATE = textwrap.dedent(
         kind: quality_check
         with:
           result: ${{image.result}}
-          backend: scripted
           faces: {faces}
           max_retries: {retries}
           on_fail: {on_fail}

@@ -278,3 +278,18 @@ def test_schedule_setting_is_used(world_factory: Any) -> None:
     job_id = world.submit()
     world.worker("w1").run_once()
     assert world.store.job(job_id)["run_after"] == pytest.approx(world.clock.now() + 5)  # type: ignore[index]
+
+
+def test_a_job_that_keeps_losing_its_worker_fails_for_good(world_factory: Any) -> None:
+    """Takeovers count as attempts: once the schedule is spent, the job fails as worker_lost."""
+    world = world_factory([PHOTO])
+    job_id = world.submit()
+    for n in range(4):
+        assert world.store.claim(f"doomed-{n}", 30) is not None
+        world.clock.advance(31)
+    assert world.worker("w").run_once()
+    job = world.store.job(job_id)
+    assert job is not None and job["status"] == "failed"
+    assert job["result"]["error"]["error_code"] == "worker_lost"
+    assert world.backend.requests == []
+    assert [a["outcome"] for a in world.store.attempts(job_id)] == ["lost"] * 4 + ["failed"]

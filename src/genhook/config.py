@@ -75,11 +75,15 @@ class Settings:
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
         data = self.data_dir
+        # a wildcard listen address is no address to give to callers: use loopback instead
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        if ":" in host:
+            host = f"[{host}]"
         return replace(
             self,
             database_url=self.database_url or f"sqlite:///{data / 'genhook.db'}",
             storage_url=self.storage_url or f"file://{(data / 'assets').resolve()}",
-            public_url=(self.public_url or f"http://{self.host}:{self.port}").rstrip("/"),
+            public_url=(self.public_url or f"http://{host}:{self.port}").rstrip("/"),
         )
 
     @classmethod

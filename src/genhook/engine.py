@@ -142,11 +142,13 @@ class Engine:
         attempts: int = 1,
         is_cancelled: Callable[[], bool] = lambda: False,
         elapsed_before: float = 0.0,
+        credit_before: float = 0.0,
     ) -> Outcome:
         """Validate, run, store and build the completion payload; never raises GenhookError.
 
-        ``elapsed_before`` is the working time of earlier attempts, so that the payload's
-        ``processing_time_seconds`` covers all attempts and no queue time.
+        ``elapsed_before`` and ``credit_before`` are the working time and credits of earlier
+        attempts, so that the payload's ``processing_time_seconds`` and ``credit_cost`` cover
+        all attempts (and no queue time). ``Outcome.credit_cost`` is this attempt's alone.
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -159,6 +161,7 @@ class Engine:
             urls = [sink.put(job_id, asset) for asset in result.assets]
         except GenhookError as exc:
             spent = ctx.generations if ctx else []
+            cost = round(sum(g.credit_cost for g in spent), 6)
             payload = failure_payload(
                 job_id=job_id,
                 workflow_id=workflow.id,
@@ -166,10 +169,10 @@ class Engine:
                 error=exc,
                 attempts=attempts,
                 processing_time_seconds=elapsed_before + time.perf_counter() - started,
-                credit_cost=round(sum(g.credit_cost for g in spent), 6),
+                credit_cost=round(credit_before + cost, 6),
                 generations=len(spent),
             )
-            return Outcome(payload, None, exc, payload.metadata.credit_cost)
+            return Outcome(payload, None, exc, cost)
         payload = success_payload(
             job_id=job_id,
             workflow_id=workflow.id,
@@ -179,6 +182,7 @@ class Engine:
             attempts=attempts,
             processing_time_seconds=elapsed_before + time.perf_counter() - started,
         )
+        payload.metadata.credit_cost = round(credit_before + result.credit_cost, 6)
         return Outcome(payload, result, None, result.credit_cost)
 
 

@@ -51,6 +51,7 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     NOT_CANCELLABLE = "not_cancellable"
+    DELIVERY_IN_FLIGHT = "delivery_in_flight"
 
 
 @dataclass(frozen=True)
@@ -81,7 +82,9 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.INVALID_CALLBACK_URL: ErrorSpec(
         "`callback_url` is not an absolute http(s) URL that genhook may call.", False, True
     ),
-    ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec("No workflow template has this id.", False, True),
+    ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec(
+        "No workflow template has this id (HTTP 404; `genhook run` exits 2).", False
+    ),
     ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec("The generation backend could not be reached.", True),
     ErrorCode.BACKEND_TIMEOUT: ErrorSpec("The generation backend did not answer in time.", True),
     ErrorCode.BACKEND_RATE_LIMITED: ErrorSpec(
@@ -124,6 +127,9 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         "The Idempotency-Key was used within 24 h with a different body (HTTP 409).", False
     ),
     ErrorCode.NOT_CANCELLABLE: ErrorSpec("The job has already ended (HTTP 409).", False),
+    ErrorCode.DELIVERY_IN_FLIGHT: ErrorSpec(
+        "A replay was asked while an attempt of that delivery is in flight (HTTP 409).", False
+    ),
 }
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genhook.config import Settings
-from genhook.engine import Engine
+from genhook.contract.completion import failure_payload
+from genhook.engine import Engine, Outcome
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.retry import retry_delay
@@ -130,24 +131,26 @@ class Worker:
         ):
             self.deliveries_signal.notify()
 
-    def _execute(self, job: dict[str, Any], state: _Running) -> Any:
+    def _execute(self, job: dict[str, Any], state: _Running) -> Outcome:
         workflow = self.engine.workflows.get(job["workflow_id"])
         if workflow is None:
-            from genhook.contract.completion import failure_payload
-            from genhook.engine import Outcome
-
-            error = GenhookError(
-                ErrorCode.UNKNOWN_WORKFLOW,
-                f"workflow {job['workflow_id']!r} is no longer installed",
+            return self._refuse(
+                job,
+                GenhookError(
+                    ErrorCode.UNKNOWN_WORKFLOW,
+                    f"workflow {job['workflow_id']!r} is no longer installed",
+                ),
             )
-            payload = failure_payload(
-                job_id=job["id"],
-                workflow_id=job["workflow_id"],
-                external_id=job["external_id"],
-                error=error,
-                attempts=job["attempts"],
+        if job["attempts"] > len(self.settings.retry_schedule) + 1:
+            # earlier attempts were all lost with their workers: a job that kills its worker
+            # every time must end, like any other failure, once the schedule is spent
+            return self._refuse(
+                job,
+                GenhookError(
+                    ErrorCode.WORKER_LOST,
+                    f"every one of {job['attempts'] - 1} attempts lost its worker",
+                ),
             )
-            return Outcome(payload, None, error)
         checked = [0.0]
 
         def is_cancelled() -> bool:
@@ -169,7 +172,21 @@ class Worker:
             attempts=job["attempts"],
             is_cancelled=is_cancelled,
             elapsed_before=job["processing_seconds"],
+            credit_before=job["credit_cost"],
         )
+
+    def _refuse(self, job: dict[str, Any], error: GenhookError) -> Outcome:
+        """End a claimed job without running it."""
+        payload = failure_payload(
+            job_id=job["id"],
+            workflow_id=job["workflow_id"],
+            external_id=job["external_id"],
+            error=error,
+            attempts=job["attempts"],
+            processing_time_seconds=job["processing_seconds"],
+            credit_cost=job["credit_cost"],
+        )
+        return Outcome(payload, None, error)
 
     def _heartbeat(self, state: _Running) -> None:
         while not state.done.wait(self.settings.heartbeat_seconds):

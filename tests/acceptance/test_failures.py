@@ -179,6 +179,12 @@ def test_idempotency_key(service: Genhook) -> None:
     assert clash.status_code == 409 and clash.json()["error_code"] == "idempotency_conflict"
     other = service.trigger("tiny", body, **{"Idempotency-Key": "order-78"})
     assert other.json()["job_id"] != first.json()["job_id"]
+    respaced = service.http.post(
+        "/v1/workflows/tiny/runs",
+        content=b'{ "item_id" :  "idem-1" }',
+        headers={"Idempotency-Key": "order-77", "Content-Type": "application/json"},
+    )
+    assert respaced.json()["job_id"] == first.json()["job_id"], "same JSON, other spacing"
 
 
 def test_cancel_queued_and_running(

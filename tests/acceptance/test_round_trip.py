@@ -133,6 +133,8 @@ def test_bad_bodies_never_500(service: Genhook) -> None:
     assert huge.status_code == 413 and huge.json()["error_code"] == "payload_too_large"
     binary = service.http.post(url, content=bytes(range(256)))
     assert binary.status_code == 422 and binary.json()["error_code"] == "invalid_json"
+    form = service.http.post(url, content=b"a=1", headers={"content-type": "text/plain"})
+    assert form.status_code == 415 and form.json()["error_code"] == "unsupported_media_type"
 
 
 def test_auth_and_ownership(genhook_factory: Any, service: Genhook) -> None:

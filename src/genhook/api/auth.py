@@ -5,9 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import Request
+from fastapi.security import HTTPBearer
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.runtime import Runtime
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="A service's API key (`genhook services create`).",
+)
+"""Declares the scheme in the OpenAPI document; ``service_of`` does the checking."""
 
 
 def runtime_of(request: Request) -> Runtime:

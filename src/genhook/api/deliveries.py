@@ -4,13 +4,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import JSONResponse
 
-from genhook.api.auth import owned, runtime_of, service_of
+from genhook.api.auth import bearer, owned, runtime_of, service_of
+from genhook.api.errors import RESPONSES
 from genhook.api.views import delivery_view
+from genhook.errors import ErrorCode, GenhookError
 
-router = APIRouter()
+router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
 
 @router.get("/v1/deliveries", summary="The delivery log of a job")
@@ -22,13 +24,18 @@ def list_deliveries(request: Request, job_id: str = Query(min_length=1)) -> dict
     return {"deliveries": [delivery_view(d) for d in runtime.store.deliveries(job_id)]}
 
 
-@router.post("/v1/deliveries/{delivery_id}/replay", summary="Resend a delivery now")
+@router.post(
+    "/v1/deliveries/{delivery_id}/replay", summary="Resend a delivery now", status_code=202
+)
 def replay_delivery(delivery_id: str, request: Request) -> JSONResponse:
     """Send the same message (same ``webhook-id`` and body, fresh timestamp) again now."""
     service = service_of(request)
     runtime = runtime_of(request)
     delivery = owned(runtime.store.delivery(delivery_id), service, "delivery")
-    runtime.store.replay(delivery_id)
+    if not runtime.store.replay(delivery_id):
+        raise GenhookError(
+            ErrorCode.DELIVERY_IN_FLIGHT, "an attempt of this delivery is in flight; try again"
+        )
     runtime.deliveries_signal.notify()
     return JSONResponse(
         {"delivery_id": delivery["id"], "status": "pending", "job_id": delivery["job_id"]},

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException
 
 from genhook.errors import ErrorCode, GenhookError
@@ -22,9 +23,31 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.METHOD_NOT_ALLOWED: 405,
     ErrorCode.IDEMPOTENCY_CONFLICT: 409,
     ErrorCode.NOT_CANCELLABLE: 409,
+    ErrorCode.DELIVERY_IN_FLIGHT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.INTERNAL_ERROR: 500,
+}
+
+
+class ErrorBody(BaseModel):
+    """The shape of every error answer."""
+
+    error_code: str
+    error_description: str
+    field: str | None
+    job_id: str | None = None
+
+
+def _doc(description: str) -> dict[str, Any]:
+    return {"model": ErrorBody, "description": description}
+
+
+RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: _doc("No valid `Authorization: Bearer <api_key>` (`unauthorized`)."),
+    403: _doc("Another service's resource (`forbidden`)."),
+    404: _doc("No such workflow, job, delivery or asset."),
+    422: _doc("Invalid input: `error_code`, `error_description`, `field` (and `job_id`)."),
 }
 
 

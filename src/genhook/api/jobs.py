@@ -7,17 +7,18 @@ import json
 from collections.abc import AsyncIterator
 from typing import Any
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, StreamingResponse
 
-from genhook.api.auth import owned, runtime_of, service_of
+from genhook.api.auth import bearer, owned, runtime_of, service_of
+from genhook.api.errors import RESPONSES
 from genhook.api.views import iso, job_view
 from genhook.contract.completion import failure_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.store.store import TERMINAL
 
-router = APIRouter()
+router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
 
 @router.get("/v1/jobs/{job_id}", summary="Get a job")
@@ -45,7 +46,7 @@ def find_jobs(
     }
 
 
-@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job")
+@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job", status_code=202)
 def cancel_job(job_id: str, request: Request) -> JSONResponse:
     """A queued job ends at once as cancelled; a running one stops before its next step."""
     service = service_of(request)
@@ -57,9 +58,10 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
         job_id=job_id,
         workflow_id=job["workflow_id"],
         external_id=job["external_id"],
-        error=GenhookError(ErrorCode.CANCELLED, "cancelled by the requesting service"),
+        error=GenhookError(ErrorCode.CANCELLED),
         attempts=job["attempts"],
         processing_time_seconds=job["processing_seconds"],
+        credit_cost=job["credit_cost"],
     ).to_json()
     status = runtime.store.cancel(job_id, payload)
     if status == "cancelled":
@@ -99,7 +101,10 @@ async def job_events(job_id: str, request: Request) -> StreamingResponse:
                 if row["status"] in TERMINAL:
                     data["result"] = row["detail"]
                 elif row["detail"]:
-                    data["detail"] = row["detail"]
+                    detail = dict(row["detail"])
+                    if isinstance(detail.get("retry_at"), float):
+                        detail["retry_at"] = iso(detail["retry_at"])
+                    data["detail"] = detail
                 yield (
                     f"id: {row['id']}\nevent: {row['status']}\n"
                     f"data: {json.dumps(data, separators=(',', ':'))}\n\n"

@@ -8,11 +8,12 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse
 
 from genhook.api.auth import runtime_of, service_of
+from genhook.api.errors import RESPONSES
 from genhook.contract.schema import completion_schema
 from genhook.errors import ErrorCode, GenhookError
 from genhook.storage import media_type
 
-router = APIRouter()
+router = APIRouter(responses=RESPONSES)
 
 
 @router.get("/v1/workflows", summary="List workflows")

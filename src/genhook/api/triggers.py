@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Header, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from genhook.api.auth import runtime_of, service_of
-from genhook.api.errors import error_response
+from genhook.api.auth import bearer, runtime_of, service_of
+from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
 from genhook.contract.completion import failure_payload
 from genhook.delivery.ssrf import check_callback_target
@@ -22,7 +22,7 @@ from genhook.runtime import Runtime
 from genhook.workflow.inputs import validate_trigger
 from genhook.workflow.template import Workflow
 
-router = APIRouter()
+router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
 TRIGGER_BODY = {
     "requestBody": {
@@ -45,6 +45,25 @@ def _parse(raw: bytes) -> Any:
         return json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidInput(ErrorCode.INVALID_JSON, f"the body is not JSON: {exc}") from exc
+
+
+def _request_hash(workflow_id: str, body: Any) -> str:
+    """The same JSON (whatever its spacing or key order) to the same workflow: the same hash."""
+    canonical = json.dumps([workflow_id, body], sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _check_media_type(request: Request) -> None:
+    """JSON in: a body declared as anything else is refused with 415 (no type is accepted)."""
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise GenhookError(
+            ErrorCode.UNSUPPORTED_MEDIA_TYPE,
+            f"the body must be JSON: send Content-Type: application/json (got {media!r})",
+        )
 
 
 def _valid_callback(body: Any, runtime: Runtime) -> str | None:
@@ -98,7 +117,7 @@ def _accept(
         callback = _valid_callback(trigger, runtime)
     except InvalidInput as exc:
         return _reject(runtime, service, wf, body, exc)
-    digest = hashlib.sha256(wf.id.encode() + b"\0" + raw).hexdigest() if key else None
+    digest = _request_hash(wf.id, body) if key else None
     job, created = runtime.store.submit(
         service_id=service["id"],
         workflow_id=wf.id,
@@ -121,8 +140,25 @@ def _accept(
     status_code=202,
     openapi_extra=TRIGGER_BODY,
     summary="Trigger a workflow",
+    responses={
+        200: {"description": "An Idempotency-Key replay: the job first created for it."},
+        409: {"description": "`idempotency_conflict`: the key was used with another body."},
+        413: {"description": "`payload_too_large`."},
+        415: {"description": "`unsupported_media_type`: the body is not JSON."},
+    },
 )
-async def trigger(workflow_id: str, request: Request) -> JSONResponse:
+async def trigger(
+    workflow_id: str,
+    request: Request,
+    idempotency_key: Annotated[
+        str | None,
+        Header(
+            min_length=1,
+            max_length=255,
+            description="Same key and body within 24 h: the same job (200); another body: 409.",
+        ),
+    ] = None,
+) -> JSONResponse:
     """Validate the trigger, durably queue a job, answer 202 with its id.
 
     Invalid input is answered at once with 422 and sent to a valid ``callback_url`` as a failed
@@ -130,6 +166,7 @@ async def trigger(workflow_id: str, request: Request) -> JSONResponse:
     job (200); another body, 409.
     """
     service = service_of(request)
+    _check_media_type(request)
     key = request.headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise GenhookError(
@@ -145,6 +182,7 @@ async def trigger(workflow_id: str, request: Request) -> JSONResponse:
 async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     """Validate and map the trigger without generating: prompt, style, outputs, credits."""
     service_of(request)
+    _check_media_type(request)
     runtime = runtime_of(request)
     wf = runtime.engine.workflow(workflow_id)
     body = _parse(await request.body())

@@ -35,6 +35,7 @@ class GenerationRequest:
     style: StylePreset | None = None
     kind: AssetKind = "image"
     options: Mapping[str, Any] = field(default_factory=dict)
+    backend: str = "procedural"
 
     def retried(self, prompt_suffix: str, seed: int) -> GenerationRequest:
         """The same request with a modified prompt and a new seed (a quality-check retry)."""

@@ -66,7 +66,7 @@ class Generate(BaseNode):
         """The seed is the template's, else stable for (job seed, node name)."""
         if ctx.is_cancelled():
             raise GenhookError(ErrorCode.CANCELLED)
-        result = generate_once(ctx, params.backend, self.request(name, params, ctx))
+        result = generate_once(ctx, self.request(name, params, ctx))
         return {"result": result, "image": result.pixels}
 
     def request(self, name: str, params: Any, ctx: RunContext) -> GenerationRequest:
@@ -86,6 +86,7 @@ class Generate(BaseNode):
             subject=params.subject,
             style=style,
             options=params.options,
+            backend=params.backend,
         )
 
 
@@ -94,8 +95,8 @@ def _blank(width: int, height: int) -> Pixels:
     return np.zeros((min(height, 8), min(width, 8), 3), dtype=np.uint8)
 
 
-def generate_once(ctx: RunContext, backend: str, request: GenerationRequest) -> GenerationResult:
-    """Call ``backend`` once and record the result (and its cost) in the run's ledger."""
-    result = ctx.backends.get(backend).generate(request)
+def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
+    """Call the request's backend once and record the result (and its cost) in the ledger."""
+    result = ctx.backends.get(request.backend).generate(request)
     ctx.generations.append(result)
     return result

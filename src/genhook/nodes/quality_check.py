@@ -34,7 +34,6 @@ class QualityCheck(BaseNode):
         model_config = ConfigDict(arbitrary_types_allowed=True)
 
         result: GenerationResult
-        backend: str = "procedural"
         min_width: int = Field(default=0, ge=0)
         min_height: int = Field(default=0, ge=0)
         min_contrast: float = Field(default=8.0, ge=0)
@@ -82,7 +81,7 @@ class QualityCheck(BaseNode):
                 prompt_fix(failed, thresholds.faces),
                 stable_seed(candidate.request.seed, name, attempts),
             )
-            candidate = generate_once(ctx, params.backend, request)
+            candidate = generate_once(ctx, request)
         _, chosen, failed = best
         ctx.quality.append(QualityReport(name, not failed, attempts, [asdict(f) for f in failed]))
         if failed and params.on_fail == "fail":

@@ -658,15 +658,16 @@ class Store:
             )
         return dict(row) if row else None
 
-    def replay(self, delivery_id: str) -> None:
-        """Queue a manual resend of a delivery now, whatever its state."""
+    def replay(self, delivery_id: str) -> bool:
+        """Queue a manual resend of a delivery now; False while an attempt is in flight."""
         now = self.clock.now()
         with self._write() as conn:
-            conn.execute(
+            done = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery_id, deliveries.c.status != "sending")
                 .values(status="pending", next_attempt_at=now, lease_expires=None)
-            )
+            ).rowcount
+        return bool(done)
 
     def counts(self, statuses: Sequence[str] = ACTIVE) -> dict[str, int]:
         """How many jobs are in each of ``statuses``."""
