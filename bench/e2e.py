@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import sqlite3
 import sys
@@ -117,7 +118,6 @@ nodes:
     kind: quality_check
     with:
       result: ${image.result}
-      backend: procedural
       min_width: 256
       min_height: 256
       faces: ignore
@@ -128,10 +128,12 @@ nodes:
     kind: metadata
     with:
       alt_text: >
-        {{ input.product_name }}{% if input.product_category %} ({{ input.product_category }}){% endif %}
+        {{ input.product_name }}{% if input.product_category %}
+        ({{ input.product_category }}){% endif %}
         in a {{ style.label | lower }} product shot
       caption: >
-        {{ input.product_name }}{% if input.product_description %}: {{ input.product_description }}{% endif %}
+        {{ input.product_name }}{% if input.product_description %}:
+        {{ input.product_description }}{% endif %}
       filename: "{{ input.product_id }} {{ input.product_name }}"
       vars:
         style: ${style.preset}
@@ -261,10 +263,8 @@ class Receiver:
             if left <= 0:
                 return False
             self.changed.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.changed.wait(), min(left, 1.0))
-            except TimeoutError:
-                pass
         return True
 
 

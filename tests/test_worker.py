@@ -293,3 +293,15 @@ def test_a_job_that_keeps_losing_its_worker_fails_for_good(world_factory: Any) -
     assert job["result"]["error"]["error_code"] == "worker_lost"
     assert world.backend.requests == []
     assert [a["outcome"] for a in world.store.attempts(job_id)] == ["lost"] * 4 + ["failed"]
+
+
+def test_lost_attempt_work_counts_until_its_last_heartbeat(world_factory: Any) -> None:
+    """A lost attempt adds its time up to the last heartbeat to processing time, not the wait."""
+    world = world_factory([PHOTO])
+    job_id = world.submit()
+    assert world.store.claim("dead", 30) is not None
+    world.clock.advance(12)
+    assert world.store.heartbeat(job_id, "dead", 30).owned
+    world.clock.advance(31)
+    assert world.store.claim("w2", 30) is not None
+    assert world.store.job(job_id)["processing_seconds"] == pytest.approx(12)  # type: ignore[index]

@@ -278,6 +278,19 @@ class Store:
                 .with_for_update(skip_locked=True)
             ).scalar()
             if stalled is not None:
+                # the lost attempt worked until its last heartbeat (lease end minus one lease)
+                started = conn.execute(
+                    sa.select(attempts.c.started_at, jobs.c.lease_expires)
+                    .join(jobs, jobs.c.id == attempts.c.job_id)
+                    .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
+                ).first()
+                if started is not None:
+                    worked = max(0.0, started.lease_expires - lease_seconds - started.started_at)
+                    conn.execute(
+                        jobs.update()
+                        .where(jobs.c.id == stalled)
+                        .values(processing_seconds=jobs.c.processing_seconds + worked)
+                    )
                 conn.execute(
                     attempts.update()
                     .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
