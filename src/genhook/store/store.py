@@ -372,24 +372,18 @@ class Store:
         """End a job the worker still holds, and outbox its payload, in one transaction."""
         now = self.clock.now()
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running"
-                )
-                .values(
-                    status=status,
-                    result=dict(payload),
-                    error_code=error.code.value if error else None,
-                    finished_at=now,
-                    updated_at=now,
-                    lease_owner=None,
-                    lease_expires=None,
-                    credit_cost=jobs.c.credit_cost + credit_cost,
-                    processing_seconds=jobs.c.processing_seconds + work_seconds,
-                )
-                .returning(jobs.c.callback_url, jobs.c.service_id)
-            ).first()
+            done = self._release(
+                conn,
+                job_id,
+                worker,
+                credit_cost,
+                work_seconds,
+                status=status,
+                result=dict(payload),
+                error_code=error.code.value if error else None,
+                finished_at=now,
+                updated_at=now,
+            )
             if done is None:
                 return False
             self._close_attempt(conn, job_id, status, error, now)
@@ -411,23 +405,18 @@ class Store:
         """Put a job the worker holds back in the queue after ``delay`` seconds."""
         now = self.clock.now()
         with self._write() as conn:
-            done = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running"
-                )
-                .values(
-                    status="retrying",
-                    run_after=now + delay,
-                    lease_owner=None,
-                    lease_expires=None,
-                    error_code=error.code.value,
-                    updated_at=now,
-                    credit_cost=jobs.c.credit_cost + credit_cost,
-                    processing_seconds=jobs.c.processing_seconds + work_seconds,
-                )
-            ).rowcount
-            if not done:
+            done = self._release(
+                conn,
+                job_id,
+                worker,
+                credit_cost,
+                work_seconds,
+                status="retrying",
+                run_after=now + delay,
+                error_code=error.code.value,
+                updated_at=now,
+            )
+            if done is None:
                 return False
             self._close_attempt(conn, job_id, "retrying", error, now)
             self._event(
@@ -438,6 +427,30 @@ class Store:
                 now,
             )
         return True
+
+    def _release(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        worker: str,
+        credit_cost: float,
+        work_seconds: float,
+        **values: Any,
+    ) -> sa.Row[Any] | None:
+        """Move a job out of ``running`` if ``worker`` still holds its lease, adding the
+        attempt's credits and working time; None when the lease was lost."""
+        return conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running")
+            .values(
+                lease_owner=None,
+                lease_expires=None,
+                credit_cost=jobs.c.credit_cost + credit_cost,
+                processing_seconds=jobs.c.processing_seconds + work_seconds,
+                **values,
+            )
+            .returning(jobs.c.callback_url, jobs.c.service_id)
+        ).first()
 
     def cancel(self, job_id: str, payload: Mapping[str, Any]) -> str:
         """Cancel a queued or retrying job at once (outboxing ``payload``); flag a running one.
