@@ -47,8 +47,14 @@ unit: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/python -m genhook.contract.schema docs/schemas/completion-v1.json
 
+## Every benchmark (a few minutes on 2 cores); each prints its ratio against a baseline measured
+## in the same run. All three run; the target fails if any of them did.
 bench: $(STAMP)
-	$(BIN)/python bench/export.py
+	@status=0; \
+	$(BIN)/python bench/export.py || status=1; \
+	$(BIN)/python bench/accept.py || status=1; \
+	$(BIN)/python bench/e2e.py || status=1; \
+	exit $$status
 
 clean:
 	rm -rf $(VENV) out var .mypy_cache .ruff_cache .pytest_cache

@@ -11,13 +11,16 @@ committed transaction per job) and the 202 answer.
   uvicorn, one process, its default loop and HTTP implementation (uvloop and httptools here, as
   for genhook), log level warning, no access log -- that reads the JSON body, inserts it as one
   row into SQLite with the same durability (WAL, ``synchronous=FULL``, ``BEGIN IMMEDIATE`` and
-  one commit per request, from the thread pool) and answers 202 with a small JSON.
+  one commit per request, from the thread pool) and answers 202 with a small JSON. Its writes go
+  through one connection behind a lock (``--baseline-writer per-thread``: one connection per
+  thread, SQLite's busy timeout arbitrating, as with genhook's connection pool).
 
 Both servers run as subprocesses at the same time (the idle one uses no CPU). The load generator
 is an aiohttp client in this process: CONCURRENCY POSTs in flight over keep-alive connections.
 One warm-up batch per server, then ROUNDS rounds of COUNT requests each, interleaved (the order
 alternates each round); medians. Every answer must be 202, and genhook's jobs table must hold
-one row per 202 at the end. Exits 1 when genhook / baseline < TARGET.
+one row per 202 at the end. Also reported: latency p50/p99 and each server's CPU time per
+request (from /proc, over each round). Exits 1 when genhook / baseline < TARGET.
 
 Run: ``make bench`` or ``.venv/bin/python bench/accept.py [--rounds N] [--count N]``.
 """
@@ -26,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sqlite3
 import statistics
 import sys
@@ -84,7 +86,7 @@ def trigger_body(i: int) -> bytes:
 # the baseline server -----------------------------------------------------------------------
 
 
-def serve_baseline(port: int, db_path: str) -> None:
+def serve_baseline(port: int, db_path: str, writer: str) -> None:
     """The baseline: what a developer would write on the same stack, with the same durability."""
 
     def connect() -> sqlite3.Connection:
@@ -94,25 +96,24 @@ def serve_baseline(port: int, db_path: str) -> None:
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
-    with connect() as conn:
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL,"
-            " status TEXT NOT NULL, input JSON NOT NULL, created_at REAL NOT NULL)"
-        )
-    local = threading.local()
+    # "shared" (the default): one connection, a lock around each write transaction, so writers
+    # queue in the process. "per-thread": a connection per thread-pool thread, SQLite's own
+    # lock and busy timeout arbitrate (as genhook's connection pool does).
     shared = connect()
+    shared.execute(
+        "CREATE TABLE IF NOT EXISTS jobs (id TEXT PRIMARY KEY, workflow_id TEXT NOT NULL,"
+        " status TEXT NOT NULL, input JSON NOT NULL, created_at REAL NOT NULL)"
+    )
     lock = threading.Lock()
-    mode = os.environ.get("BENCH_BASELINE_WRITER", "lock")
+    local = threading.local()
 
-    def write(
-        conn: sqlite3.Connection, job_id: str, workflow_id: str, body: Any, now: float
-    ) -> None:
+    def write(conn: sqlite3.Connection, row: tuple[str, str, str, float]) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
             conn.execute(
                 "INSERT INTO jobs (id, workflow_id, status, input, created_at)"
                 " VALUES (?, ?, 'queued', ?, ?)",
-                (job_id, workflow_id, json.dumps(body), now),
+                row,
             )
             conn.execute("COMMIT")
         except BaseException:
@@ -122,14 +123,15 @@ def serve_baseline(port: int, db_path: str) -> None:
     def insert(workflow_id: str, body: Any) -> tuple[str, float]:
         job_id = "job_" + uuid.uuid4().hex
         now = time.time()
-        if mode == "lock":
+        row = (job_id, workflow_id, json.dumps(body), now)
+        if writer == "shared":
             with lock:
-                write(shared, job_id, workflow_id, body, now)
+                write(shared, row)
         else:
             conn = getattr(local, "conn", None)
             if conn is None:
                 conn = local.conn = connect()
-            write(conn, job_id, workflow_id, body, now)
+            write(conn, row)
         return job_id, now
 
     app = FastAPI()
@@ -201,10 +203,17 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--count", type=int, default=COUNT, help="requests per round")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument(
+        "--baseline-writer",
+        choices=("shared", "per-thread"),
+        default="shared",
+        help="the baseline's SQLite writes: one connection behind a lock (default), or one"
+        " connection per thread",
+    )
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
-        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1])
+        serve_baseline(int(args.serve_baseline[0]), args.serve_baseline[1], args.baseline_writer)
         return 0
 
     with temp_root("genhook-bench-accept-") as tmp, Children() as children:
@@ -221,7 +230,10 @@ def main() -> int:
         )
         baseline = children.start(
             "baseline server",
-            [sys.executable, __file__, "--serve-baseline", str(b_port), str(root / "base.db")],
+            [
+                *(sys.executable, __file__, "--baseline-writer", args.baseline_writer),
+                *("--serve-baseline", str(b_port), str(root / "base.db")),
+            ],
             bench_env(),
             root / "baseline.log",
         )

@@ -49,6 +49,7 @@ from _common import (
     RssSampler,
     bench_env,
     client_session,
+    cpu_seconds,
     create_service,
     free_port,
     genhook_command,
@@ -184,11 +185,14 @@ def baseline_run(workflows: Path, out: Path, jobs: int, warmup: int) -> dict[str
 
     with ThreadPoolExecutor(WORKERS) as pool:
         list(pool.map(one, range(jobs, jobs + warmup)))  # warm-up: other ids than the timed ones
+        cpu = time.process_time()
         started = time.perf_counter()
         done = list(pool.map(one, range(jobs)))
         elapsed = time.perf_counter() - started
+        cpu = time.process_time() - cpu
     return {
         "elapsed": elapsed,
+        "cpu": cpu,
         "job_seconds": [seconds for seconds, _ in done],
         "ok": sum(status == "success" for _, status in done),
     }
@@ -197,6 +201,7 @@ def baseline_run(workflows: Path, out: Path, jobs: int, warmup: int) -> dict[str
 @dataclass
 class BaselineResult:
     rate: float
+    cpu_per_job: float
     job_p50: float
     ok: int
     peak_kib: int
@@ -220,6 +225,7 @@ def run_baseline(
     result = json.loads(lines[-1])
     return BaselineResult(
         rate=jobs / result["elapsed"],
+        cpu_per_job=result["cpu"] / jobs,
         job_p50=percentile(result["job_seconds"], 50),
         ok=result["ok"],
         peak_kib=rss.peak_kib,
@@ -271,6 +277,8 @@ class Receiver:
 @dataclass
 class ServiceResult:
     rate: float
+    cpu_per_job: float  # the server's CPU time per job, first trigger to last callback
+    bench_cpu_per_job: float  # this process's (load generator, receiver) CPU time per job
     p50: float
     p99: float
     work_p50: float
@@ -310,6 +318,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
     def bodies(indices: range, callback: str) -> list[bytes]:
         return [json.dumps({**trigger(i), "callback_url": callback}).encode() for i in indices]
 
+    cpu: dict[str, float] = {}
+
     async def drive() -> tuple[Any, float, float, int]:
         app = web.Application()
         app.router.add_post("/callback", receiver.handle)
@@ -331,6 +341,7 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
                 if len(warm_ids) != WARMUP or not await receiver.wait_for(warm_ids, 120):
                     raise RuntimeError(f"warm-up failed:\n{server.log_tail()}")
                 idle = rss.last_kib
+                cpu["server"], cpu["bench"] = cpu_seconds(server.pid), time.process_time()
                 result = await post_all(
                     session,
                     url,
@@ -340,6 +351,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
                 )
             ids = {a.body["job_id"] for a in result.answers if a.status == 202}
             complete = await receiver.wait_for(ids, CALLBACK_TIMEOUT)
+            cpu["server"] = cpu_seconds(server.pid) - cpu["server"]
+            cpu["bench"] = time.process_time() - cpu["bench"]
             last = max((receiver.arrivals[i][0] for i in ids if i in receiver.arrivals), default=0)
             if not complete:
                 problems.append(f"callbacks missing after {CALLBACK_TIMEOUT:.0f} s")
@@ -380,6 +393,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
     work = [receiver.work_seconds[j] for j in sent_at if j in receiver.work_seconds]
     return ServiceResult(
         rate=len(latencies) / (last_arrival - first_sent) if latencies else 0.0,
+        cpu_per_job=cpu["server"] / max(1, len(latencies)),
+        bench_cpu_per_job=cpu["bench"] / max(1, len(latencies)),
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         work_p50=percentile(work, 50),
@@ -396,7 +411,9 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=JOBS)
-    parser.add_argument("--baseline-run", nargs=3, metavar=("WORKFLOWS", "OUT", "JOBS"))
+    parser.add_argument(
+        "--baseline-run", nargs=3, metavar=("WORKFLOWS", "OUT", "JOBS"), help=argparse.SUPPRESS
+    )
     args = parser.parse_args()
     if args.baseline_run:
         workflows, out, jobs = args.baseline_run
@@ -423,13 +440,15 @@ def main() -> int:
     print(
         f"service:  {svc.rate:6.1f} jobs/s, trigger-to-callback p50 {svc.p50:.2f} s,"
         f" p99 {svc.p99:.2f} s; per-job work (processing_time_seconds) p50"
-        f" {svc.work_p50 * 1000:.0f} ms; RSS idle {svc.idle_kib / 1024:.0f} MiB,"
-        f" peak {svc.peak_kib / 1024:.0f} MiB"
+        f" {svc.work_p50 * 1000:.0f} ms; server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
+        f" (+ {svc.bench_cpu_per_job * 1000:.0f} ms/job in this process);"
+        f" RSS idle {svc.idle_kib / 1024:.0f} MiB, peak {svc.peak_kib / 1024:.0f} MiB"
     )
     for n, b in ((1, base1), (2, base2)):
         print(
             f"baseline {n}: {b.rate:6.1f} jobs/s, per-job execute p50 {b.job_p50 * 1000:.0f} ms,"
-            f" peak RSS {b.peak_kib / 1024:.0f} MiB, {b.ok}/{jobs} succeeded"
+            f" CPU {b.cpu_per_job * 1000:.0f} ms/job, peak RSS {b.peak_kib / 1024:.0f} MiB,"
+            f" {b.ok}/{jobs} succeeded"
         )
     print(
         f"checks: {svc.accepted}/{svc.sent} triggers answered 202, {svc.received} called back once"

@@ -21,6 +21,7 @@ from genhook.presets import Presets
 from genhook.storage import LocalStorage
 from genhook.store.store import Store
 from genhook.worker import Worker
+from tests.databases import database_url
 from tests.fakes import ScriptedBackend
 
 FLOW = textwrap.dedent(
@@ -57,11 +58,11 @@ PHOTO = np.ascontiguousarray(skdata.astronaut())
 class World:
     """A store, an engine with a scripted remote backend, workers, and a hand-moved clock."""
 
-    def __init__(self, tmp: Path, presets: Presets, script: list[Any]) -> None:
+    def __init__(self, tmp: Path, presets: Presets, script: list[Any], url: str) -> None:
         (tmp / "flows").mkdir()
         (tmp / "flows" / "remote.yaml").write_text(FLOW, encoding="utf-8")
         self.clock = ManualClock()
-        self.store = Store(f"sqlite:///{tmp / 'db.sqlite'}", self.clock)
+        self.store = Store(url, self.clock)
         self.store.migrate()
         self.backend = ScriptedBackend(script)
         backends = BackendRegistry()
@@ -86,18 +87,22 @@ class World:
         return str(job["id"])
 
 
-@pytest.fixture
-def world_factory(tmp_path: Path, presets: Presets) -> Iterator[Any]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def world_factory(
+    request: pytest.FixtureRequest, tmp_path: Path, presets: Presets
+) -> Iterator[Any]:
+    """Worlds on a real SQLite file and on a real PostgreSQL database: one store, two dialects."""
     worlds: list[World] = []
+    with database_url(request.param, tmp_path) as url:
 
-    def make(script: list[Any]) -> World:
-        world = World(tmp_path, presets, script)
-        worlds.append(world)
-        return world
+        def make(script: list[Any]) -> World:
+            world = World(tmp_path, presets, script, url)
+            worlds.append(world)
+            return world
 
-    yield make
-    for world in worlds:
-        world.store.close()
+        yield make
+        for world in worlds:
+            world.store.close()
 
 
 def transient() -> GenhookError:

@@ -53,7 +53,7 @@ def upgrade() -> None:
         sa.Column("first_claimed_at", sa.Float(precision=53), nullable=True),
         sa.Column("finished_at", sa.Float(precision=53), nullable=True),
         sa.Column("processing_seconds", sa.Float(), server_default="0", nullable=False),
-        sa.Column("cancel_requested", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("cancel_requested", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.Column("credit_cost", sa.Float(), server_default="0", nullable=False),
         sa.Column("error_code", sa.String(length=64), nullable=True),
         sa.Column("result", sa.JSON(), nullable=True),
@@ -169,7 +169,7 @@ def upgrade() -> None:
         sa.Column("status_code", sa.Integer(), nullable=True),
         sa.Column("error", sa.Text(), nullable=True),
         sa.Column("duration_ms", sa.Float(), nullable=False),
-        sa.Column("manual", sa.Boolean(), server_default=sa.text("0"), nullable=False),
+        sa.Column("manual", sa.Boolean(), server_default=sa.false(), nullable=False),
         sa.ForeignKeyConstraint(
             ["delivery_id"],
             ["deliveries.id"],
