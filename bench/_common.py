@@ -35,8 +35,6 @@ from typing import Any, Self
 import aiohttp
 
 HOST = "127.0.0.1"
-BENCH_DIR = Path(__file__).resolve().parent
-REPO = BENCH_DIR.parent
 
 
 def free_port() -> int:
@@ -261,12 +259,44 @@ async def post_all(
 
 
 def run_async(main: Callable[[], Any]) -> Any:
-    """Run the coroutine function ``main`` on uvloop when it is installed (as uvicorn does)."""
+    """Run the coroutine function ``main`` on uvloop when it is installed (as uvicorn does).
+
+    SIGTERM or SIGHUP cancels ``main`` (so its ``finally`` blocks run inside the loop), then
+    raises ``SystemExit`` here, for :class:`Children` to clean up.
+    """
+    received: list[int] = []
+
+    async def guarded() -> Any:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+
+        def cancel(sig: int) -> None:
+            received.append(sig)
+            task.cancel()
+
+        for sig in previous:
+            loop.add_signal_handler(sig, cancel, sig)
+        try:
+            return await main()
+        finally:
+            for sig, handler in previous.items():
+                loop.remove_signal_handler(sig)
+                signal.signal(sig, handler)
+
     try:
         import uvloop
     except ImportError:
-        return asyncio.run(main())
-    return uvloop.run(main())
+        runner: Callable[[Any], Any] = asyncio.run
+    else:
+        runner = uvloop.run
+    try:
+        return runner(guarded())
+    except asyncio.CancelledError:
+        if received:
+            raise SystemExit(128 + received[0]) from None
+        raise
 
 
 # statistics --------------------------------------------------------------------------------

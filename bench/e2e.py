@@ -277,6 +277,7 @@ class Receiver:
 @dataclass
 class ServiceResult:
     rate: float
+    burst: float  # seconds to get all triggers answered
     cpu_per_job: float  # the server's CPU time per job, first trigger to last callback
     bench_cpu_per_job: float  # this process's (load generator, receiver) CPU time per job
     p50: float
@@ -393,6 +394,7 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
     work = [receiver.work_seconds[j] for j in sent_at if j in receiver.work_seconds]
     return ServiceResult(
         rate=len(latencies) / (last_arrival - first_sent) if latencies else 0.0,
+        burst=result.elapsed,
         cpu_per_job=cpu["server"] / max(1, len(latencies)),
         bench_cpu_per_job=cpu["bench"] / max(1, len(latencies)),
         p50=percentile(latencies, 50),
@@ -451,7 +453,8 @@ def main() -> int:
             f" {b.ok}/{jobs} succeeded"
         )
     print(
-        f"checks: {svc.accepted}/{svc.sent} triggers answered 202, {svc.received} called back once"
+        f"checks: {svc.accepted}/{svc.sent} triggers answered 202 (in {svc.burst:.1f} s),"
+        f" {svc.received} called back once"
         f" each with a valid signature; database: {svc.db['succeeded']} jobs succeeded,"
         f" {svc.db['delivered']} deliveries delivered in {svc.db['attempts']} attempts"
     )

@@ -6,9 +6,11 @@ ends a job also puts its completion payload into the delivery outbox, so a crash
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import secrets
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from genhook.delivery.signing import new_secret
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.store import migrate
+from genhook.store.batch import GroupCommitter
 from genhook.store.db import create_engine
 from genhook.store.schema import attempts, deliveries, delivery_attempts, events, jobs, services
 
@@ -58,18 +61,25 @@ class Store:
         self.engine = create_engine(url)
         self.clock = clock or SystemClock()
         self._key_cache: dict[str, Row] = {}
+        # SQLite has one writer at a time: queue this process's writers on a lock instead of
+        # in SQLite's busy handler, whose sleeps grow to 100 ms (other processes still use it)
+        self._write_lock = (
+            threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
+        )
+        self._batcher = GroupCommitter(self._write)
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""
         migrate.upgrade(self.engine)
 
     def close(self) -> None:
-        """Release every connection."""
+        """Finish queued inserts and release every connection."""
+        self._batcher.close()
         self.engine.dispose()
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn:
+        with self._write_lock, self.engine.connect() as conn:
             conn = conn.execution_options(immediate=True)
             with conn.begin():
                 yield conn
@@ -183,23 +193,29 @@ class Store:
             "cancel_requested": False,
             "credit_cost": 0.0,
         }
+
+        def insert(conn: sa.Connection) -> tuple[Row, bool]:
+            if idempotency_key is not None:
+                existing = self._idempotent(conn, service_id, idempotency_key, now)
+                if existing is not None:
+                    if existing["request_hash"] != request_hash:
+                        raise GenhookError(
+                            ErrorCode.IDEMPOTENCY_CONFLICT,
+                            "this Idempotency-Key was used within 24 h with another body",
+                        )
+                    return existing, False
+            conn.execute(jobs.insert(), row)
+            conn.execute(
+                events.insert(), {"job_id": job_id, "at": now, "status": "queued", "detail": None}
+            )
+            return row, True
+
         for _ in range(3):
             try:
-                with self._write() as conn:
-                    if idempotency_key is not None:
-                        existing = self._idempotent(conn, service_id, idempotency_key, now)
-                        if existing is not None:
-                            if existing["request_hash"] != request_hash:
-                                raise GenhookError(
-                                    ErrorCode.IDEMPOTENCY_CONFLICT,
-                                    "this Idempotency-Key was used within 24 h with another body",
-                                )
-                            return existing, False
-                    conn.execute(jobs.insert().values(**row))
-                    self._event(conn, job_id, "queued", None, now)
-                return row, True
+                result: tuple[Row, bool] = self._batcher.run(insert)
+                return result
             except IntegrityError:
-                continue  # a concurrent insert won the key: read it on the next pass
+                continue  # another process won the idempotency key: read it on the next pass
         raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
 
     def _idempotent(self, conn: sa.Connection, service_id: str, key: str, now: float) -> Row | None:
