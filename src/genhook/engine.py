@@ -106,12 +106,10 @@ class Engine:
         """A fresh run context; its seed is stable for (workflow, version, trigger)."""
         return RunContext(
             job_id=job_id,
-            workflow_id=workflow.id,
             trigger=trigger,
             presets=self.presets,
             backends=self.backends,
             base_seed=stable_seed(workflow.id, workflow.version, dict(trigger)),
-            external_id=external_id(workflow, trigger),
             is_cancelled=is_cancelled,
         )
 

@@ -86,10 +86,6 @@ class BackendRegistry(Registry[Backend]):
 
     group = "genhook.backends"
 
-    def has(self, name: str) -> bool:
-        """Is a backend of this name installed?"""
-        return self.find(name) is not None
-
     def get(self, name: str) -> Backend:
         """The backend ``name``; a permanent error if this install has none of that name."""
         backend = self.find(name)

@@ -11,7 +11,7 @@ import hashlib
 import json
 import secrets
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -29,7 +29,6 @@ from genhook.store.db import create_engine
 from genhook.store.schema import attempts, deliveries, delivery_attempts, events, jobs, services
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
-ACTIVE = ("queued", "running", "retrying")
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 Row = dict[str, Any]
@@ -147,13 +146,6 @@ class Store:
         found = dict(row)
         self._key_cache[digest] = found
         return found
-
-    def service(self, service_id: str) -> Row | None:
-        """A service by id."""
-        with self._read() as conn:
-            row = conn.execute(sa.select(services).where(services.c.id == service_id)).mappings()
-            first = row.first()
-        return dict(first) if first else None
 
     # jobs ----------------------------------------------------------------------------------
 
@@ -710,13 +702,3 @@ class Store:
                 .values(status="pending", next_attempt_at=now, lease_expires=None)
             ).rowcount
         return bool(done)
-
-    def counts(self, statuses: Sequence[str] = ACTIVE) -> dict[str, int]:
-        """How many jobs are in each of ``statuses``."""
-        with self._read() as conn:
-            rows = conn.execute(
-                sa.select(jobs.c.status, sa.func.count())
-                .where(jobs.c.status.in_(statuses))
-                .group_by(jobs.c.status)
-            )
-            return {status: int(n) for status, n in rows}

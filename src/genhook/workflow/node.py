@@ -34,12 +34,10 @@ class RunContext:
     """What every node of one run shares: presets, backends, the job's identity and its ledger."""
 
     job_id: str
-    workflow_id: str
     trigger: Mapping[str, Any]
     presets: Presets
     backends: BackendRegistry
     base_seed: int
-    external_id: str | None = None
     is_cancelled: Callable[[], bool] = lambda: False
     generations: list[GenerationResult] = field(default_factory=list)
     delivered: list[GenerationResult] = field(default_factory=list)
