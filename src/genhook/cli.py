@@ -242,7 +242,7 @@ def _runtime(settings: Any) -> Any:
     help="Ensure a development service and print its API key and secret (kept in the data dir).",
 )
 def serve_cmd(host: str | None, port: int | None, workers: int, dev: bool) -> None:
-    """The HTTP API, N embedded workers and the callback sender, in one process.
+    """The HTTP API, the callback sender and N worker processes, in one process tree.
 
     Uses GENHOOK_DATABASE_URL (default: SQLite in GENHOOK_DATA_DIR, ./var) and local asset files.
     """
@@ -303,26 +303,44 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
 )
 def worker_cmd(concurrency: int) -> None:
     """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
+    import os
     import signal
     import threading
 
+    from genhook.wakeup import Bus, worker_role
     from genhook.worker import Worker, start_workers
 
     _logging()
-    runtime = _runtime(_settings())
+    settings = _settings()
+    runtime = _runtime(settings)
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, lambda *_: stop.set())
+    bus = Bus(settings.database_url, worker_role())
+    bus.on(b"job", lambda _: runtime.jobs_signal.notify())
+    runtime.deliveries_signal.subscribe(lambda: bus.to_hub(b"delivery"))
+    runtime.events_signal.subscribe(lambda: bus.to_hub(b"event"))
     threads = start_workers(
         concurrency,
-        lambda i: Worker(runtime.store, runtime.engine, runtime.storage, runtime.settings),
+        lambda i: Worker(
+            runtime.store,
+            runtime.engine,
+            runtime.storage,
+            runtime.settings,
+            jobs_signal=runtime.jobs_signal,
+            deliveries_signal=runtime.deliveries_signal,
+            events_signal=runtime.events_signal,
+        ),
         stop,
     )
-    click.echo(f"genhook worker: {concurrency} threads", err=True)
+    click.echo(f"genhook worker {os.getpid()}: {concurrency} threads", err=True)
     while not stop.wait(0.5):
-        pass
+        bus.to_hub(b"hello")  # (re)register with the API process, also after it restarts
+    runtime.jobs_signal.notify()
     for thread in threads:
         thread.join(60)
+    bus.close()
+    runtime.store.close()
 
 
 @cli.group()

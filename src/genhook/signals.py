@@ -37,6 +37,11 @@ class Signal:
             self._cond.wait_for(lambda: self._generation != start, timeout=timeout)
             return self._generation
 
+    def subscribe(self, listener: Callable[[], None]) -> None:
+        """Call ``listener()`` (from the notifying thread) on every notify."""
+        with self._cond:
+            self._listeners.append(listener)
+
     def asyncio_event(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
         """An asyncio.Event of ``loop`` that is set on every notify (thread-safe)."""
         event = asyncio.Event()
@@ -45,6 +50,5 @@ class Signal:
             if not loop.is_closed():
                 loop.call_soon_threadsafe(event.set)
 
-        with self._cond:
-            self._listeners.append(wake)
+        self.subscribe(wake)
         return event

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import AsyncIterator
 
 from fastapi import FastAPI
@@ -15,32 +14,25 @@ from genhook.api.limits import BodyLimit
 from genhook.delivery.outbox import Outbox
 from genhook.delivery.sender import DeliverySender
 from genhook.runtime import Runtime
-from genhook.worker import Worker, start_workers
+from genhook.supervisor import WorkerProcesses, worker_env
+from genhook.wakeup import Bus
 
 DESCRIPTION = """A JSON trigger in; generated, quality-checked, multi-platform assets and a signed
 completion payload out. Every `/v1` route takes `Authorization: Bearer <api_key>`."""
 
 
 def create_app(runtime: Runtime, *, workers: int = 0, deliver: bool = True) -> FastAPI:
-    """The app; with ``workers`` worker threads and (``deliver``) the callback outbox running."""
+    """The app; with ``workers`` worker processes and (``deliver``) the callback outbox."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        stop_threads = threading.Event()
         stop_outbox = asyncio.Event()
-        threads = start_workers(
-            workers,
-            lambda i: Worker(
-                runtime.store,
-                runtime.engine,
-                runtime.storage,
-                runtime.settings,
-                jobs_signal=runtime.jobs_signal,
-                deliveries_signal=runtime.deliveries_signal,
-                events_signal=runtime.events_signal,
-            ),
-            stop_threads,
-        )
+        bus = Bus(runtime.settings.database_url, "hub")
+        bus.on(b"delivery", lambda _: runtime.deliveries_signal.notify())
+        bus.on(b"event", lambda _: runtime.events_signal.notify())
+        runtime.jobs_signal.subscribe(lambda: bus.broadcast(b"job"))
+        processes = WorkerProcesses(workers, worker_env(runtime.settings.public_url))
+        processes.start()
         outbox_task = None
         sender = DeliverySender(
             timeout=runtime.settings.delivery_timeout,
@@ -60,15 +52,13 @@ def create_app(runtime: Runtime, *, workers: int = 0, deliver: bool = True) -> F
         try:
             yield
         finally:
-            stop_threads.set()
-            runtime.jobs_signal.notify()
             stop_outbox.set()
             runtime.deliveries_signal.notify()
+            await asyncio.to_thread(processes.stop)
             if outbox_task is not None:
                 await outbox_task
                 await sender.close()
-            for thread in threads:
-                await asyncio.to_thread(thread.join, 60)
+            bus.close()
 
     app = FastAPI(
         title="genhook",
