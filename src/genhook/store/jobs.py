@@ -1,0 +1,462 @@
+"""Jobs: durable submit (group commit, idempotency), claim with a lease, heartbeat, finish or
+retry, cancel, and the queries behind the API. Ending a job outboxes its payload in the same
+transaction."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from genhook.errors import ErrorCode, GenhookError
+from genhook.ids import new_id
+from genhook.store.base import Row, StoreBase
+from genhook.store.schema import attempts, deliveries, events, jobs
+
+IDEMPOTENCY_WINDOW = 24 * 3600.0
+TERMINAL = ("succeeded", "failed", "cancelled")
+
+
+def body_bytes(payload: Mapping[str, Any]) -> bytes:
+    """The exact bytes POSTed for a payload (the same on every retry)."""
+    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """What a heartbeat learns: is the lease still ours, and was cancellation asked for."""
+
+    owned: bool
+    cancel_requested: bool
+
+
+class JobStore(StoreBase):
+    """The life of a job, one transaction per state change."""
+
+    def submit(
+        self,
+        *,
+        service_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        trigger: Mapping[str, Any],
+        external_id: str | None,
+        callback_url: str | None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Row, bool]:
+        """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
+        24 h with the same request hash returns the first job (created False); with another
+        hash it raises ``idempotency_conflict``."""
+        now = self.clock.now()
+        job_id = new_id("job")
+        row = {
+            "id": job_id,
+            "service_id": service_id,
+            "workflow_id": workflow_id,
+            "workflow_version": workflow_version,
+            "status": "queued",
+            "input": dict(trigger),
+            "external_id": external_id,
+            "callback_url": callback_url,
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
+            "created_at": now,
+            "updated_at": now,
+            "run_after": now,
+            "attempts": 0,
+            "processing_seconds": 0.0,
+            "cancel_requested": False,
+            "credit_cost": 0.0,
+        }
+
+        def insert(conn: sa.Connection) -> tuple[Row, bool]:
+            if idempotency_key is not None:
+                existing = self._idempotent(conn, service_id, idempotency_key, now)
+                if existing is not None:
+                    if existing["request_hash"] != request_hash:
+                        raise GenhookError(
+                            ErrorCode.IDEMPOTENCY_CONFLICT,
+                            "this Idempotency-Key was used within 24 h with another body",
+                        )
+                    return existing, False
+            conn.execute(jobs.insert(), row)
+            conn.execute(
+                events.insert(), {"job_id": job_id, "at": now, "status": "queued", "detail": None}
+            )
+            return row, True
+
+        for _ in range(3):
+            try:
+                result: tuple[Row, bool] = self._batcher.run(insert)
+                return result
+            except IntegrityError:
+                continue  # another process won the idempotency key: read it on the next pass
+        raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
+
+    def _idempotent(self, conn: sa.Connection, service_id: str, key: str, now: float) -> Row | None:
+        found = (
+            conn.execute(
+                sa.select(jobs).where(
+                    jobs.c.service_id == service_id, jobs.c.idempotency_key == key
+                )
+            )
+            .mappings()
+            .first()
+        )
+        if found is None:
+            return None
+        if found["created_at"] < now - IDEMPOTENCY_WINDOW:
+            # expired: free the key for the new job, keep the old job
+            conn.execute(jobs.update().where(jobs.c.id == found["id"]).values(idempotency_key=None))
+            return None
+        return dict(found)
+
+    def reject(
+        self,
+        *,
+        service_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        body: Any,
+        external_id: str | None,
+        callback_url: str | None,
+        error: GenhookError,
+        payload: Mapping[str, Any],
+    ) -> Row:
+        """Record an invalid trigger as a failed job, and outbox its payload if it has a URL."""
+        now = self.clock.now()
+        job_id = str(payload["job_id"])
+        row: Row = {
+            "id": job_id,
+            "service_id": service_id,
+            "workflow_id": workflow_id,
+            "workflow_version": workflow_version,
+            "status": "failed",
+            "input": body if isinstance(body, dict) else {"_body": body},
+            "external_id": external_id,
+            "callback_url": callback_url,
+            "created_at": now,
+            "updated_at": now,
+            "run_after": now,
+            "finished_at": now,
+            "attempts": 0,
+            "processing_seconds": 0.0,
+            "cancel_requested": False,
+            "credit_cost": 0.0,
+            "error_code": error.code.value,
+            "result": dict(payload),
+        }
+        with self._write() as conn:
+            conn.execute(jobs.insert().values(**row))
+            self._event(conn, job_id, "failed", dict(payload), now)
+            if callback_url:
+                self._outbox(conn, job_id, service_id, callback_url, payload, now)
+        return row
+
+    def claim(self, worker: str, lease_seconds: float) -> Row | None:
+        """Take the next due job (or one whose worker's lease ran out) and lease it to ``worker``.
+
+        The candidate select uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (ignored by SQLite,
+        where ``BEGIN IMMEDIATE`` already serialises writers), so two workers never take one job.
+        """
+        now = self.clock.now()
+        with self._write() as conn:
+            stalled = conn.execute(
+                sa.select(jobs.c.id)
+                .where(jobs.c.status == "running", jobs.c.lease_expires < now)
+                .order_by(jobs.c.lease_expires)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if stalled is not None:
+                # the lost attempt worked until its last heartbeat (lease end minus one lease)
+                started = conn.execute(
+                    sa.select(attempts.c.started_at, jobs.c.lease_expires)
+                    .join(jobs, jobs.c.id == attempts.c.job_id)
+                    .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
+                ).first()
+                if started is not None:
+                    worked = max(0.0, started.lease_expires - lease_seconds - started.started_at)
+                    conn.execute(
+                        jobs.update()
+                        .where(jobs.c.id == stalled)
+                        .values(processing_seconds=jobs.c.processing_seconds + worked)
+                    )
+                conn.execute(
+                    attempts.update()
+                    .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
+                    .values(
+                        ended_at=now,
+                        outcome="lost",
+                        error_code=ErrorCode.WORKER_LOST.value,
+                        error_description="the worker stopped renewing its lease",
+                    )
+                )
+                job_id = stalled
+            else:
+                job_id = conn.execute(
+                    sa.select(jobs.c.id)
+                    .where(jobs.c.status.in_(("queued", "retrying")), jobs.c.run_after <= now)
+                    .order_by(jobs.c.run_after)
+                    .limit(1)
+                    .with_for_update(skip_locked=True)
+                ).scalar()
+            if job_id is None:
+                return None
+            claimed = (
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        status="running",
+                        lease_owner=worker,
+                        lease_expires=now + lease_seconds,
+                        attempts=jobs.c.attempts + 1,
+                        first_claimed_at=sa.func.coalesce(jobs.c.first_claimed_at, now),
+                        updated_at=now,
+                    )
+                    .returning(*jobs.c)
+                )
+                .mappings()
+                .one()
+            )
+            conn.execute(
+                attempts.insert().values(
+                    job_id=job_id, number=claimed["attempts"], worker=worker, started_at=now
+                )
+            )
+            self._event(conn, job_id, "running", {"attempt": claimed["attempts"]}, now)
+        return dict(claimed)
+
+    def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> Lease:
+        """Renew ``worker``'s lease on a running job."""
+        now = self.clock.now()
+        with self._write() as conn:
+            row = conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running"
+                )
+                .values(lease_expires=now + lease_seconds)
+                .returning(jobs.c.cancel_requested)
+            ).first()
+        return Lease(owned=row is not None, cancel_requested=bool(row and row[0]))
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Has cancellation been asked for this job?"""
+        with self._read() as conn:
+            return bool(
+                conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
+            )
+
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        status: str,
+        payload: Mapping[str, Any],
+        error: GenhookError | None,
+        credit_cost: float,
+        work_seconds: float,
+    ) -> bool:
+        """End a job the worker still holds, and outbox its payload, in one transaction."""
+        now = self.clock.now()
+        with self._write() as conn:
+            done = self._release(
+                conn,
+                job_id,
+                worker,
+                credit_cost,
+                work_seconds,
+                status=status,
+                result=dict(payload),
+                error_code=error.code.value if error else None,
+                finished_at=now,
+                updated_at=now,
+            )
+            if done is None:
+                return False
+            self._close_attempt(conn, job_id, status, error, now)
+            self._event(conn, job_id, status, dict(payload), now)
+            if done.callback_url:
+                self._outbox(conn, job_id, done.service_id, done.callback_url, payload, now)
+        return True
+
+    def retry(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        error: GenhookError,
+        delay: float,
+        credit_cost: float,
+        work_seconds: float,
+    ) -> bool:
+        """Put a job the worker holds back in the queue after ``delay`` seconds."""
+        now = self.clock.now()
+        with self._write() as conn:
+            done = self._release(
+                conn,
+                job_id,
+                worker,
+                credit_cost,
+                work_seconds,
+                status="retrying",
+                run_after=now + delay,
+                error_code=error.code.value,
+                updated_at=now,
+            )
+            if done is None:
+                return False
+            self._close_attempt(conn, job_id, "retrying", error, now)
+            self._event(
+                conn,
+                job_id,
+                "retrying",
+                {"error": error.to_dict(), "retry_at": now + delay},
+                now,
+            )
+        return True
+
+    def _release(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        worker: str,
+        credit_cost: float,
+        work_seconds: float,
+        **values: Any,
+    ) -> sa.Row[Any] | None:
+        """Move a job out of ``running`` if ``worker`` still holds its lease, adding the
+        attempt's credits and working time; None when the lease was lost."""
+        return conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running")
+            .values(
+                lease_owner=None,
+                lease_expires=None,
+                credit_cost=jobs.c.credit_cost + credit_cost,
+                processing_seconds=jobs.c.processing_seconds + work_seconds,
+                **values,
+            )
+            .returning(jobs.c.callback_url, jobs.c.service_id)
+        ).first()
+
+    def cancel(self, job_id: str, payload: Mapping[str, Any]) -> str:
+        """Cancel a queued or retrying job at once (outboxing ``payload``); flag a running one.
+
+        Returns the job's status afterwards: ``cancelled``, ``running`` (the worker will stop at
+        its next check), or the terminal status it already had.
+        """
+        now = self.clock.now()
+        with self._write() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+            if row is None:
+                raise GenhookError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
+            if row["status"] in ("queued", "retrying"):
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id)
+                    .values(
+                        status="cancelled",
+                        cancel_requested=True,
+                        result=dict(payload),
+                        error_code=ErrorCode.CANCELLED.value,
+                        finished_at=now,
+                        updated_at=now,
+                    )
+                )
+                self._event(conn, job_id, "cancelled", dict(payload), now)
+                if row["callback_url"]:
+                    self._outbox(conn, job_id, row["service_id"], row["callback_url"], payload, now)
+                return "cancelled"
+            if row["status"] == "running":
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id)
+                    .values(cancel_requested=True, updated_at=now)
+                )
+            return str(row["status"])
+
+    def _close_attempt(
+        self, conn: sa.Connection, job_id: str, outcome: str, error: GenhookError | None, now: float
+    ) -> None:
+        conn.execute(
+            attempts.update()
+            .where(attempts.c.job_id == job_id, attempts.c.ended_at.is_(None))
+            .values(
+                ended_at=now,
+                outcome=outcome,
+                error_code=error.code.value if error else None,
+                error_description=error.description if error else None,
+            )
+        )
+
+    def _event(
+        self, conn: sa.Connection, job_id: str, status: str, detail: Any, now: float
+    ) -> None:
+        conn.execute(events.insert().values(job_id=job_id, at=now, status=status, detail=detail))
+
+    def _outbox(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        service_id: str,
+        url: str,
+        payload: Mapping[str, Any],
+        now: float,
+    ) -> None:
+        conn.execute(
+            deliveries.insert().values(
+                id=new_id("msg"),
+                job_id=job_id,
+                service_id=service_id,
+                url=url,
+                body=body_bytes(payload),
+                status="pending",
+                attempts=0,
+                next_attempt_at=now,
+                created_at=now,
+            )
+        )
+
+    def job(self, job_id: str) -> Row | None:
+        """A job by id."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
+        return dict(row) if row else None
+
+    def jobs_by_external_id(self, service_id: str, external_id: str, limit: int = 100) -> list[Row]:
+        """A service's jobs for one of its own ids, newest first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(jobs)
+                .where(jobs.c.service_id == service_id, jobs.c.external_id == external_id)
+                .order_by(jobs.c.created_at.desc())
+                .limit(limit)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def attempts(self, job_id: str) -> list[Row]:
+        """A job's attempts, first first."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
+            ).mappings()
+            return [dict(r) for r in rows]
+
+    def events(self, job_id: str, after: int = 0) -> list[Row]:
+        """A job's state changes with id greater than ``after``."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(events)
+                .where(events.c.job_id == job_id, events.c.id > after)
+                .order_by(events.c.id)
+            ).mappings()
+            return [dict(r) for r in rows]
