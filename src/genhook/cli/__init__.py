@@ -1,0 +1,13 @@
+"""The ``genhook`` command line."""
+
+from __future__ import annotations
+
+from genhook.cli import engine_cmds, service_cmds
+from genhook.cli.base import cli
+
+__all__ = ["cli", "engine_cmds", "main", "service_cmds"]
+
+
+def main() -> None:
+    """Entry point of the ``genhook`` script."""
+    cli()

@@ -1,0 +1,74 @@
+"""The ``genhook`` command group and what its commands share: JSON output, exit codes."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any, NoReturn
+
+import click
+
+from genhook.engine import Engine
+from genhook.errors import TemplateError
+
+EXIT_OK, EXIT_FAILED, EXIT_INVALID = 0, 1, 2
+
+
+def print_json(data: Any) -> None:
+    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+
+
+def load_engine() -> Engine:
+    try:
+        return Engine.load()
+    except TemplateError as exc:
+        die_template(exc)
+
+
+def die_template(exc: TemplateError) -> NoReturn:
+    for problem in exc.problems or []:
+        click.echo(problem.format(exc.path), err=True)
+    if not exc.problems:
+        click.echo(str(exc), err=True)
+    sys.exit(EXIT_INVALID)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="genhook")
+def cli() -> None:
+    """genhook: a JSON trigger in, finished, quality-checked assets and a completion payload out.
+
+    Start with `genhook workflows list`, then try one workflow on a sample trigger:
+
+        genhook run product-image --input workflows/samples/product-image/linen-shirt.json
+    """
+
+
+def setup_logging() -> None:
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    for noisy in ("pyvips", "alembic", "httpx"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def load_settings(**overrides: object) -> Any:
+    from genhook.config import ConfigError, Settings
+
+    try:
+        return Settings.from_env(None, **overrides)
+    except ConfigError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+def build_runtime(settings: Any) -> Any:
+    from genhook.runtime import Runtime
+
+    try:
+        return Runtime.build(settings)
+    except TemplateError as exc:
+        die_template(exc)
+    except ValueError as exc:
+        click.echo(f"configuration error: {exc}", err=True)
+        sys.exit(EXIT_INVALID)

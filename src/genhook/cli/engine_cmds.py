@@ -1,0 +1,173 @@
+"""Commands that need no server: ``run``, ``workflows list|show|validate``, ``backends list``."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from genhook.cli.base import (
+    EXIT_FAILED,
+    EXIT_INVALID,
+    EXIT_OK,
+    cli,
+    die_template,
+    load_engine,
+    print_json,
+)
+from genhook.contract.completion import failure_payload
+from genhook.engine import Engine
+from genhook.errors import ErrorCode, GenhookError, InvalidInput, TemplateError
+from genhook.ids import new_job_id
+from genhook.presets import load_presets
+from genhook.sinks import DirectorySink
+from genhook.workflow.registry import NodeRegistry
+from genhook.workflow.template import Workflow, load_workflow
+
+
+@cli.command("run")
+@click.argument("workflow")
+@click.option(
+    "--input",
+    "input_",
+    required=True,
+    metavar="FILE_OR_JSON",
+    help="The trigger: a JSON file, inline JSON, or - for standard input.",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("out"),
+    show_default=True,
+    help="Where the assets are written.",
+)
+def run_cmd(workflow: str, input_: str, out: Path) -> None:
+    """Run one trigger through WORKFLOW (an id, or a template file), in process, no server.
+
+    Prints the completion payload (JSON). Exit 0 on success, 2 on invalid input, 1 on a failed job.
+    """
+    engine = load_engine()
+    job_id = new_job_id()
+    try:
+        wf = _resolve_workflow(engine, workflow)
+    except GenhookError as exc:
+        print_json(
+            failure_payload(
+                job_id=job_id, workflow_id=workflow, external_id=None, error=exc
+            ).to_json()
+        )
+        sys.exit(EXIT_INVALID)
+    try:
+        body = _read_input(input_)
+    except InvalidInput as exc:
+        print_json(
+            failure_payload(job_id=job_id, workflow_id=wf.id, external_id=None, error=exc).to_json()
+        )
+        sys.exit(EXIT_INVALID)
+    outcome = engine.execute(wf, body, DirectorySink(out), job_id=job_id)
+    print_json(outcome.payload.to_json())
+    if outcome.error is None:
+        sys.exit(EXIT_OK)
+    sys.exit(EXIT_INVALID if outcome.error.invalid_input else EXIT_FAILED)
+
+
+def _resolve_workflow(engine: Engine, name: str) -> Workflow:
+    path = Path(name)
+    if name.endswith((".yaml", ".yml")) and path.is_file():
+        try:
+            return load_workflow(path, engine.presets, engine.nodes)
+        except TemplateError as exc:
+            die_template(exc)
+    return engine.workflow(name)
+
+
+def _read_input(value: str) -> Any:
+    if value == "-":
+        text = sys.stdin.read()
+    elif value.lstrip().startswith(("{", "[")):
+        text = value
+    else:
+        try:
+            text = Path(value).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InvalidInput(ErrorCode.INVALID_JSON, f"cannot read {value}: {exc}") from exc
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InvalidInput(ErrorCode.INVALID_JSON, f"input is not JSON: {exc}") from exc
+
+
+@cli.group()
+def workflows() -> None:
+    """List, show and validate workflow templates."""
+
+
+@workflows.command("list")
+def workflows_list() -> None:
+    """The loaded templates: id, version, description."""
+    engine = load_engine()
+    print_json(
+        [
+            {"workflow_id": w.id, "version": w.version, "description": w.description}
+            for w in engine.workflows.values()
+        ]
+    )
+
+
+@workflows.command("show")
+@click.argument("workflow_id")
+def workflows_show(workflow_id: str) -> None:
+    """The same JSON as GET /v1/workflows/{id}: input schema, error codes, nodes."""
+    engine = load_engine()
+    try:
+        print_json(engine.workflow(workflow_id).describe())
+    except GenhookError as exc:
+        click.echo(f"error: {exc.description}", err=True)
+        sys.exit(EXIT_INVALID)
+
+
+@workflows.command("validate")
+@click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
+def workflows_validate(files: tuple[Path, ...]) -> None:
+    """Check templates; print each problem as FILE:LINE: where: what. Exit 2 if any."""
+    presets, nodes = load_presets(), NodeRegistry.from_entry_points()
+    bad = False
+    for path in files:
+        try:
+            wf = load_workflow(path, presets, nodes)
+        except TemplateError as exc:
+            bad = True
+            for problem in exc.problems:
+                click.echo(problem.format(exc.path), err=True)
+        else:
+            click.echo(f"{path}: ok ({wf.id} v{wf.version}, {len(wf.nodes)} nodes)")
+    sys.exit(EXIT_INVALID if bad else EXIT_OK)
+
+
+@cli.group()
+def backends() -> None:
+    """Generation backends."""
+
+
+@backends.command("list")
+def backends_list() -> None:
+    """Each backend: what it makes (image, video) and whether it is ready."""
+    from genhook.backends.base import BackendRegistry
+
+    registry = BackendRegistry.from_entry_points()
+    rows = []
+    for name in registry.names():
+        backend = registry.get(name)
+        status = backend.status()
+        rows.append(
+            {
+                "backend": name,
+                "kinds": sorted(backend.kinds),
+                "ready": status.ready,
+                "detail": status.detail,
+            }
+        )
+    print_json(rows)
