@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import glob
+import os
 import signal
 import time
 from collections.abc import Callable, Iterator
@@ -288,3 +290,43 @@ def test_killed_server_loses_no_accepted_trigger(
     wanted = set(ids)
     wait_for(lambda: wanted <= {c.json["job_id"] for c in receiver.calls()}, 120, "50 callbacks")
     assert {g.job(i)["status"] for i in ids} == {"succeeded"}
+
+
+def _children(pid: int) -> set[int]:
+    """Live child processes of ``pid`` (started by any of its threads; zombies left out)."""
+    kids: set[int] = set()
+    for path in glob.glob(f"/proc/{pid}/task/*/children"):
+        try:
+            with open(path, encoding="ascii") as f:
+                kids |= {int(p) for p in f.read().split()}
+        except OSError:
+            continue
+    return {k for k in kids if _alive(k)}
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_serve_replaces_a_dead_worker_process(
+    genhook_factory: Callable[..., Genhook], receiver: Receiver
+) -> None:
+    """`serve --workers 1` restarts its worker process after a SIGKILL; work goes on."""
+    g = genhook_factory()
+    server = g.serve(workers=1)
+    (first,) = wait_for(lambda: _children(server.pid), 30, "the worker process")
+    os.kill(first, signal.SIGKILL)
+    replacement = wait_for(
+        lambda: (kids := _children(server.pid) - {first}) and kids, 30, "a new worker process"
+    )
+    assert first not in replacement
+    job_id = g.trigger("tiny", {"item_id": "after", "callback_url": receiver.url}).json()["job_id"]
+    (call,) = receiver.wait_job(job_id, timeout=60)
+    assert verify(g.secret, call)["status"] == "success"
+    server.send_signal(signal.SIGTERM)
+    server.wait(60)
+    assert not any(_alive(pid) for pid in replacement), "its workers stopped too"
