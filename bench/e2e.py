@@ -63,6 +63,7 @@ from _common import (
 WORKFLOW = "bench-avatar"
 JOBS = 1000
 WARMUP = 4
+SOLO = 20  # one-at-a-time jobs on the idle service: genhook's own share of the latency
 WORKERS = 2
 CONCURRENCY = 32
 CALLBACK_TIMEOUT = 600.0  # give up waiting for callbacks after this long
@@ -283,6 +284,8 @@ class ServiceResult:
     p50: float
     p99: float
     work_p50: float
+    own_p50: float  # one job on an idle service: latency minus its processing time
+    own_max: float
     idle_kib: int
     peak_kib: int
     sent: int
@@ -320,6 +323,7 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         return [json.dumps({**trigger(i), "callback_url": callback}).encode() for i in indices]
 
     cpu: dict[str, float] = {}
+    own: list[float] = []  # trigger-to-callback minus the job's own work, one job at a time
 
     async def drive() -> tuple[Any, float, float, int]:
         app = web.Application()
@@ -341,6 +345,15 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
                 warm_ids = {a.body["job_id"] for a in warm.answers if a.status == 202}
                 if len(warm_ids) != WARMUP or not await receiver.wait_for(warm_ids, 120):
                     raise RuntimeError(f"warm-up failed:\n{server.log_tail()}")
+                first_solo = jobs + WARMUP
+                for body in bodies(range(first_solo, first_solo + SOLO), callback):
+                    sent = time.perf_counter()
+                    async with session.post(url, data=body, headers=headers) as answer:
+                        job_id = (await answer.json())["job_id"]
+                    if not await receiver.wait_for({job_id}, 60):
+                        raise RuntimeError(f"solo job lost:\n{server.log_tail()}")
+                    total = receiver.arrivals[job_id][0] - sent
+                    own.append(total - receiver.work_seconds[job_id])
                 idle = rss.last_kib
                 cpu["server"], cpu["bench"] = cpu_seconds(server.pid), time.process_time()
                 result = await post_all(
@@ -377,8 +390,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         problems.append(f"{len(missing)} jobs never called back, e.g. {missing[:3]}")
     if duplicated:
         problems.append(f"{len(duplicated)} jobs called back more than once")
-    if len(stray) != WARMUP:
-        problems.append(f"{len(stray) - WARMUP} callbacks for unknown job ids")
+    if len(stray) != WARMUP + SOLO:
+        problems.append(f"{len(stray) - WARMUP - SOLO} callbacks for unknown job ids")
     if receiver.bad_signatures:
         problems.append(f"{receiver.bad_signatures} callbacks with a bad signature")
     if receiver.not_success:
@@ -400,6 +413,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         work_p50=percentile(work, 50),
+        own_p50=percentile(own, 50),
+        own_max=max(own),
         idle_kib=idle_kib,
         peak_kib=rss.peak_kib,
         sent=len(result.answers),
@@ -445,6 +460,11 @@ def main() -> int:
         f" {svc.work_p50 * 1000:.0f} ms; server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
         f" (+ {svc.bench_cpu_per_job * 1000:.0f} ms/job in this process);"
         f" RSS idle {svc.idle_kib / 1024:.0f} MiB, peak {svc.peak_kib / 1024:.0f} MiB"
+    )
+    print(
+        f"idle service, {SOLO} jobs one at a time: trigger-to-callback minus the job's work"
+        f" (genhook's own share: HTTP, queue hand-off, store, delivery) p50"
+        f" {svc.own_p50 * 1000:.1f} ms, max {svc.own_max * 1000:.1f} ms"
     )
     for n, b in ((1, base1), (2, base2)):
         print(
