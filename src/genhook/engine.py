@@ -179,8 +179,8 @@ class Engine:
             asset_urls=urls,
             attempts=attempts,
             processing_time_seconds=elapsed_before + time.perf_counter() - started,
+            credit_before=credit_before,
         )
-        payload.metadata.credit_cost = round(credit_before + result.credit_cost, 6)
         return Outcome(payload, result, None, result.credit_cost)
 
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genhook.config import Settings
-from genhook.contract.completion import failure_payload
+from genhook.contract.completion import job_failure_payload
 from genhook.engine import Engine, Outcome
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
@@ -177,16 +177,7 @@ class Worker:
 
     def _refuse(self, job: dict[str, Any], error: GenhookError) -> Outcome:
         """End a claimed job without running it."""
-        payload = failure_payload(
-            job_id=job["id"],
-            workflow_id=job["workflow_id"],
-            external_id=job["external_id"],
-            error=error,
-            attempts=job["attempts"],
-            processing_time_seconds=job["processing_seconds"],
-            credit_cost=job["credit_cost"],
-        )
-        return Outcome(payload, None, error)
+        return Outcome(job_failure_payload(job, error), None, error)
 
     def _heartbeat(self, state: _Running) -> None:
         while not state.done.wait(self.settings.heartbeat_seconds):

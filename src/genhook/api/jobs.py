@@ -14,7 +14,7 @@ from fastapi.responses import JSONResponse, StreamingResponse
 from genhook.api.auth import bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.api.views import iso, job_view
-from genhook.contract.completion import failure_payload
+from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.store.store import TERMINAL
 
@@ -54,15 +54,7 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     job = owned(runtime.store.job(job_id), service)
     if job["status"] in TERMINAL:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job['status']}")
-    payload = failure_payload(
-        job_id=job_id,
-        workflow_id=job["workflow_id"],
-        external_id=job["external_id"],
-        error=GenhookError(ErrorCode.CANCELLED),
-        attempts=job["attempts"],
-        processing_time_seconds=job["processing_seconds"],
-        credit_cost=job["credit_cost"],
-    ).to_json()
+    payload = job_failure_payload(job, GenhookError(ErrorCode.CANCELLED)).to_json()
     status = runtime.store.cancel(job_id, payload)
     if status == "cancelled":
         runtime.deliveries_signal.notify()

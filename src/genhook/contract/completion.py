@@ -6,6 +6,7 @@ generated from these models (``make schema``), never written by hand.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -159,6 +160,20 @@ def failure_payload(
     )
 
 
+def job_failure_payload(job: Mapping[str, Any], error: GenhookError) -> CompletionPayload:
+    """The failed payload of a stored job that ends without running (cancelled, refused):
+    its attempts, working time and credits so far carried over from the job row."""
+    return failure_payload(
+        job_id=job["id"],
+        workflow_id=job["workflow_id"],
+        external_id=job["external_id"],
+        error=error,
+        attempts=job["attempts"],
+        processing_time_seconds=job["processing_seconds"],
+        credit_cost=job["credit_cost"],
+    )
+
+
 def quality_warning(result: RunResult) -> QualityWarning | None:
     """The warning for every quality check that a delivered output failed, or None."""
     failing = [q for q in result.quality if not q.passed]
@@ -182,6 +197,7 @@ def success_payload(
     asset_urls: list[str],
     attempts: int = 1,
     processing_time_seconds: float = 0.0,
+    credit_before: float = 0.0,
     timestamp: datetime | None = None,
 ) -> CompletionPayload:
     """The ``job.completed`` payload for a run whose assets were stored at ``asset_urls``."""
@@ -221,7 +237,7 @@ def success_payload(
             prompt_used=primary.request.prompt if primary else None,
             negative_prompt=primary.request.negative_prompt if primary else None,
             model_id=primary.model_id if primary else None,
-            credit_cost=result.credit_cost,
+            credit_cost=round(credit_before + result.credit_cost, 6),
             processing_time_seconds=round(processing_time_seconds, 3),
             attempts=attempts,
             seed=primary.request.seed if primary else None,

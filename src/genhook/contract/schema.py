@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from genhook.contract.completion import CompletionPayload
 SCHEMA_ID = "https://genhook.dev/schemas/completion-v1.json"
 
 
+@cache
 def completion_schema() -> dict[str, Any]:
     """JSON Schema (2020-12) of completion payload v1."""
     schema = CompletionPayload.model_json_schema(mode="serialization")
