@@ -109,6 +109,18 @@ def test_retry_with_modified_prompt_then_pass(tmp_path: Path, presets: Presets) 
     assert payload["metadata"]["credit_cost"] == pytest.approx(3.0)
 
 
+def test_each_retry_amends_the_original_prompt_once(tmp_path: Path, presets: Presets) -> None:
+    """Every retry is the template's prompt plus one fix: the second retry does not append the
+    fix again to the first retry's already amended prompt."""
+    payload, backend = run(tmp_path, presets, [flat_grey(), flat_grey(), sharp_photo()])
+    assert payload["status"] == "success"
+    first, second, third = backend.requests
+    assert second.prompt.startswith(first.prompt + ", ")
+    assert third.prompt == second.prompt, "the same checks failed, so the same single fix"
+    assert third.prompt.count("sharp focus") == 1
+    assert len({first.seed, second.seed, third.seed}) == 3
+
+
 def test_deliver_best_with_warning(tmp_path: Path, presets: Presets) -> None:
     """When nothing passes, the best candidate is delivered with a warning saying by how much."""
     payload, backend = run(tmp_path, presets, [flat_grey(), blurred_photo(), flat_grey()])

@@ -64,6 +64,7 @@ class QualityCheck(BaseNode):
         """Apply the policy; record the outcome in the run's ledger."""
         thresholds = Thresholds(**{k: getattr(params, k) for k in Thresholds.__dataclass_fields__})
         candidate: GenerationResult = params.result
+        original = candidate.request  # every retry amends this prompt, never an amended one
         best: tuple[tuple[int, float], GenerationResult, list[FailedCheck]] | None = None
         attempts = 0
         while True:
@@ -77,7 +78,7 @@ class QualityCheck(BaseNode):
                 break
             if ctx.is_cancelled():
                 raise GenhookError(ErrorCode.CANCELLED)
-            request = candidate.request.retried(
+            request = original.retried(
                 prompt_fix(failed, thresholds.faces),
                 stable_seed(candidate.request.seed, name, attempts),
             )
