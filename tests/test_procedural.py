@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 import pytest
 
+from genhook.backends.base import GenerationRequest
+from genhook.backends.procedural import ProceduralBackend
 from genhook.media import Pixels
 from genhook.media.procedural import render
 from genhook.media.qc import measure
@@ -131,3 +134,22 @@ def test_rejects_empty_size() -> None:
     """A zero or negative size is a ValueError."""
     with pytest.raises(ValueError, match="positive"):
         draw(width=0)
+
+
+def test_words_of_the_prompt_are_never_printed() -> None:
+    """Only the subject is set as text: a prompt word in a script no face has (Tibetan) is never
+    reported missing, so it was never drawn; with no subject nothing of the prompt stands in."""
+    backend, tibetan = ProceduralBackend(), "\u0f40\u0f41\u0f42"
+    request = GenerationRequest(
+        prompt=f"{tibetan} product photograph of kitchenware, clean",
+        negative_prompt="",
+        width=256,
+        height=256,
+        seed=1,
+        model="procedural-v1",
+        subject="Mug",
+    )
+    assert backend.generate(request).missing_glyphs == ()
+    assert backend.generate(replace(request, subject="")).missing_glyphs == ()
+    named = backend.generate(replace(request, subject=f"{tibetan} Mug"))
+    assert named.missing_glyphs == tuple(tibetan), "the audit does see the subject's text"

@@ -3,10 +3,14 @@
 A check fails when its measure is on the wrong side of its threshold; ``shortfall`` says by how
 much, relative to the threshold (0.25 = 25 % short), so candidates can be ranked and a
 ``quality_warning`` can say exactly what was wrong.
+
+``missing_glyphs`` is not measured on pixels: the backend reports the characters it was asked to
+set as text and had no glyph for (the check fails when there is any; ``characters`` names them).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
@@ -38,10 +42,23 @@ class FailedCheck:
     threshold: float
     comparison: Literal[">=", "<="]
     shortfall: float
+    characters: tuple[str, ...] | None = None  # missing_glyphs only: which characters
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form for the ``quality_warning``."""
-        return asdict(self)
+        """JSON form for the ``quality_warning`` (``characters`` only where it applies)."""
+        out = asdict(self)
+        if self.characters is None:
+            del out["characters"]
+        else:
+            out["characters"] = list(self.characters)
+        return out
+
+    def describe(self) -> str:
+        """One line: the check, its measure and limit (and the characters, if any)."""
+        text = f"{self.check} {self.measured} (needs {self.comparison} {self.threshold})"
+        if self.characters:
+            text += ": " + " ".join(f"U+{ord(c):04X} {c!r}" for c in self.characters)
+        return text
 
 
 def _below(check: str, measured: float, minimum: float) -> FailedCheck | None:
@@ -58,8 +75,16 @@ def _above(check: str, measured: float, maximum: float) -> FailedCheck | None:
     return FailedCheck(check, round(measured, 3), maximum, "<=", round(over, 4))
 
 
-def evaluate(m: Measurements, t: Thresholds) -> list[FailedCheck]:
-    """Every check ``m`` fails under ``t`` (empty: it passed)."""
+def missing_glyphs(characters: Sequence[str]) -> FailedCheck | None:
+    """Fails when any character could not be drawn; shortfall 1 (a glyph is there or not)."""
+    if not characters:
+        return None
+    chars = tuple(sorted(set(characters)))
+    return FailedCheck("missing_glyphs", float(len(chars)), 0.0, "<=", 1.0, chars)
+
+
+def evaluate(m: Measurements, t: Thresholds, missing: Sequence[str] = ()) -> list[FailedCheck]:
+    """Every check ``m`` (and the ``missing`` glyphs) fails under ``t`` (empty: it passed)."""
     found = [
         _below("width", m.width, t.min_width),
         _below("height", m.height, t.min_height),
@@ -74,6 +99,7 @@ def evaluate(m: Measurements, t: Thresholds) -> list[FailedCheck]:
             found.append(_below("face_confidence", best, t.min_face_confidence))
         else:
             found.append(_above("face_confidence", best, t.min_face_confidence))
+    found.append(missing_glyphs(missing))
     return [f for f in found if f is not None]
 
 
@@ -90,6 +116,15 @@ FIXES = {
     "width": "high resolution",
     "height": "high resolution",
 }
+
+
+UNFIXABLE = frozenset({"missing_glyphs"})
+"""Checks another generation cannot change: the text set is the workflow's, not the seed's."""
+
+
+def retry_may_help(failed: list[FailedCheck]) -> bool:
+    """Whether generating again could pass a check that failed."""
+    return any(f.check not in UNFIXABLE for f in failed)
 
 
 def prompt_fix(failed: list[FailedCheck], faces: FacePolicy) -> str:

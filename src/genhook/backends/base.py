@@ -52,6 +52,9 @@ class GenerationResult:
     model_id: str
     credit_cost: float
     seconds: float = 0.0
+    missing_glyphs: tuple[str, ...] = ()
+    """Characters the backend was asked to set as text but had no glyph for (the procedural
+    renderer knows; a remote engine reports none). Quality checks fail ``missing_glyphs``."""
 
 
 @dataclass(frozen=True)

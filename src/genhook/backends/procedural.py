@@ -33,7 +33,7 @@ class ProceduralBackend:
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Render ``request`` deterministically for its seed."""
-        from genhook.media.procedural import render
+        from genhook.media.procedural import glyph_audit, render
 
         if request.model not in self.models:
             raise GenhookError(
@@ -47,20 +47,22 @@ class ProceduralBackend:
             )
         style = request.style
         started = time.perf_counter()
-        pixels = render(
-            prompt=request.prompt,
-            subject=request.subject or request.prompt[:40],
-            palette=style.palette if style else DEFAULT_PALETTE,
-            lighting=style.lighting if style else "softbox",
-            width=request.width,
-            height=request.height,
-            seed=request.seed,
-            label=f"procedural render · seed {request.seed}",
-        )
+        with glyph_audit() as missing:
+            pixels = render(
+                prompt=request.prompt,
+                subject=request.subject,
+                palette=style.palette if style else DEFAULT_PALETTE,
+                lighting=style.lighting if style else "softbox",
+                width=request.width,
+                height=request.height,
+                seed=request.seed,
+                label=f"procedural render · seed {request.seed}",
+            )
         return GenerationResult(
             pixels=pixels,
             request=request,
             model_id=f"procedural/{request.model}",
             credit_cost=0.0,
             seconds=time.perf_counter() - started,
+            missing_glyphs=tuple(sorted(missing)),
         )

@@ -73,6 +73,9 @@ class FailedCheckOut(_Model):
     threshold: float
     comparison: Literal[">=", "<="]
     shortfall: float = Field(description="Relative distance from the threshold (0.25 = 25 %).")
+    characters: list[str] | None = Field(
+        None, description="Check missing_glyphs only: the characters no font could draw."
+    )
 
 
 class QualityWarning(_Model):

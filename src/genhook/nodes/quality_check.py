@@ -1,7 +1,8 @@
 """``quality_check``: measure the generated image; retry, deliver with a warning, or fail.
 
 Policy: while the output fails a check and retries remain, generate again with the prompt amended
-for the failed checks and a new seed. When none passed, ``on_fail: deliver_with_warning`` delivers
+for the failed checks and a new seed (unless only checks that no new generation can change failed,
+such as ``missing_glyphs``). When none passed, ``on_fail: deliver_with_warning`` delivers
 the best candidate and records a ``quality_warning`` (which checks failed, by how much);
 ``on_fail: fail`` ends the job with ``quality_check_failed``. A failing output is never passed on
 as if it had passed.
@@ -10,7 +11,6 @@ as if it had passed.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import asdict
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -20,13 +20,22 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.qc import measure
 from genhook.nodes.generate import generate_once
-from genhook.quality import FacePolicy, FailedCheck, Thresholds, evaluate, prompt_fix, score
+from genhook.quality import (
+    FacePolicy,
+    FailedCheck,
+    Thresholds,
+    evaluate,
+    prompt_fix,
+    retry_may_help,
+    score,
+)
 from genhook.seeds import stable_seed
 from genhook.workflow.node import BaseNode, QualityReport, RunContext
 
 
 class QualityCheck(BaseNode):
-    """Checks resolution, flatness, blur, exposure and (optionally) faces of ``result``."""
+    """Checks resolution, flatness, blur, exposure, (optionally) faces of ``result``, and that
+    every character the backend was asked to set as text had a glyph."""
 
     kind = "quality_check"
 
@@ -69,12 +78,11 @@ class QualityCheck(BaseNode):
         attempts = 0
         while True:
             attempts += 1
-            failed = evaluate(
-                measure(candidate.pixels, detect_faces=thresholds.faces != "ignore"), thresholds
-            )
+            measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
+            failed = evaluate(measured, thresholds, candidate.missing_glyphs)
             if best is None or score(failed) < best[0]:
                 best = (score(failed), candidate, failed)
-            if not failed or attempts > params.max_retries:
+            if not retry_may_help(failed) or attempts > params.max_retries:
                 break
             if ctx.is_cancelled():
                 raise GenhookError(ErrorCode.CANCELLED)
@@ -84,11 +92,9 @@ class QualityCheck(BaseNode):
             )
             candidate = generate_once(ctx, request)
         _, chosen, failed = best
-        ctx.quality.append(QualityReport(name, not failed, attempts, [asdict(f) for f in failed]))
+        ctx.quality.append(QualityReport(name, not failed, attempts, [f.to_dict() for f in failed]))
         if failed and params.on_fail == "fail":
-            summary = "; ".join(
-                f"{f.check} {f.measured} (needs {f.comparison} {f.threshold})" for f in failed
-            )
+            summary = "; ".join(f.describe() for f in failed)
             raise GenhookError(
                 ErrorCode.QUALITY_CHECK_FAILED,
                 f"no output passed quality checks after {attempts} attempts: {summary}",

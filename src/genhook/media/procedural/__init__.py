@@ -3,8 +3,9 @@
 :func:`render` paints, in order: a palette gradient lit by a named lighting setup (radial glow,
 vignette, window light or neon glows), decorative geometry (corner blobs, a halo disc or arch
 panel, an arc, a dot grid, confetti), a shaded "hero object" on a podium with soft shadows
-standing in for the subject, the subject's name in large type, a few words of the prompt, and a
-small honest corner label.
+standing in for the subject, the subject's name in large type (the prompt is never printed), and
+a small honest corner label. Text is set in faces with wide script coverage and per-glyph
+fallback; characters no face has are collected by :func:`glyph_audit` (see :mod:`.fonts`).
 
 Determinism: every random choice comes from a numpy ``Generator`` seeded with a SHA-256 of the
 seed, prompt and subject (never Python's salted ``hash``). Per-pixel arithmetic uses only
@@ -21,5 +22,6 @@ drawn small, blurred and scaled up. Measured on a 2-core dev box: about 0.1 s at
 """
 
 from genhook.media.procedural.compose import render
+from genhook.media.procedural.fonts import glyph_audit
 
-__all__ = ["render"]
+__all__ = ["glyph_audit", "render"]

@@ -16,7 +16,6 @@ from genhook.media.procedural.lighting import named_light
 from genhook.media.procedural.palette import parse_palette, scheme
 from genhook.media.procedural.shading import Painter
 from genhook.media.procedural.text import draw_label, draw_text
-from genhook.media.procedural.typography import prompt_words
 
 
 def render(
@@ -57,6 +56,6 @@ def render(
     decorate(img, lay, hero, sc, light, rng)
     rim = sc.accents[0] if light.neon else light.tint
     stage(Painter(img, light, rim), hero, sc)
-    draw_text(img, lay, subject.strip(), prompt_words(prompt, subject), colours, sc)
+    draw_text(img, lay, subject.strip(), colours, sc)
     draw_label(img, label, label_size)
     return np.array(img, dtype=np.uint8, order="C")

@@ -1,4 +1,4 @@
-"""Text on the canvas: the subject heading and tagline in legible inks, and the corner label."""
+"""Text on the canvas: the subject heading in a legible ink, and the corner label."""
 
 from __future__ import annotations
 
@@ -16,29 +16,24 @@ from genhook.media.procedural.palette import (
     Scheme,
     contrast,
     luminance,
-    mix,
 )
 from genhook.media.procedural.shapes import Box, clip, paint, rrect
 from genhook.media.procedural.typography import (
     LEAD,
-    TRACKING,
     Block,
     ellipsize,
     font_at,
     set_type,
     stroke_width,
-    tracked_width,
 )
 
 
-def draw_text(
-    img: Image.Image, lay: Layout, subject: str, words: list[str], colours: list[RGB], sc: Scheme
-) -> None:
-    """The subject in large type under a short accent bar, a tracked prompt line below."""
+def draw_text(img: Image.Image, lay: Layout, subject: str, colours: list[RGB], sc: Scheme) -> None:
+    """The subject in large type under a short accent bar."""
     x0, y0, x1, y1 = lay.text
-    if x1 - x0 < 8 or y1 - y0 < 8 or not (subject or words):
+    if x1 - x0 < 8 or y1 - y0 < 8 or not subject:
         return
-    block = set_type(subject, words, lay.text, lay.unit, lay.centred)
+    block = set_type(subject, lay.text, lay.unit, lay.centred)
     spare = max(0.0, (y1 - y0) - block.height)
     top = y0 + spare * (0.5 if spare < 0.5 * block.height else 0.3)
     wide = min(block.width(), x1 - x0)
@@ -47,7 +42,7 @@ def draw_text(
     ink, bar = _choose_inks(
         img, (left - pad, top, left + wide + pad, top + block.height), colours, sc, lay.unit
     )
-    _draw_block(img, block, (x0, x1, top), lay.centred, (ink, bar, mix(ink, sc.top, 0.2)))
+    _draw_block(img, block, (x0, x1, top), lay.centred, (ink, bar))
 
 
 def _draw_block(
@@ -55,11 +50,11 @@ def _draw_block(
     block: Block,
     at: tuple[float, float, float],
     centred: bool,
-    inks: tuple[RGB, RGB, RGB],
+    inks: tuple[RGB, RGB],
 ) -> None:
-    """Draw ``block`` from y ``at[2]`` between x ``at[0]`` and ``at[1]``: heading, bar, tag."""
+    """Draw ``block`` from y ``at[2]`` between x ``at[0]`` and ``at[1]``: bar, then heading."""
     x0, x1, y = at
-    ink, bar_ink, tag_ink = inks
+    ink, bar_ink = inks
     centre, unit = (x0 + x1) / 2, block.gap / 0.028
     bw = max(4.0, 0.09 * unit)
     bx = centre - bw / 2 if centred else x0
@@ -70,23 +65,8 @@ def _draw_block(
     y += block.bar + block.gap
     for line in block.lines:
         lx = centre - font.getlength(line) / 2 if centred else x0 + stroke
-        d.text(
-            (lx, y + 0.86 * block.size),
-            line,
-            font=font,
-            fill=ink,
-            anchor="ls",
-            stroke_width=stroke,
-            stroke_fill=ink,
-        )
+        font.draw(d, (lx, y + 0.86 * block.size), line, ink, stroke)
         y += LEAD * block.size
-    if block.tag:
-        small, tracking = block.small, TRACKING * block.small.size
-        x = centre - tracked_width(block.tag, small, tracking) / 2 if centred else x0
-        baseline = y + 0.6 * block.gap + 0.8 * small.size
-        for ch in block.tag:
-            d.text((x, baseline), ch, font=small, fill=tag_ink, anchor="ls")
-            x += small.getlength(ch) + tracking
 
 
 def _region_luminance(img: Image.Image, box: Box) -> tuple[float, float, float]:
@@ -144,5 +124,5 @@ def draw_label(img: Image.Image, label: str, size: int) -> None:
     light_bg = _region_luminance(img, box)[1] > 0.3
     pill, ink = ((255, 255, 255), (34, 34, 36)) if light_bg else ((0, 0, 0), (240, 240, 238))
     paint(img, pill, 0.62 if light_bg else 0.5, box, rrect(box, 0.95 * size))
-    xy = (box[0] + pad, (box[1] + box[3]) / 2)
-    ImageDraw.Draw(img).text(xy, label, font=font, fill=ink, anchor="lm")
+    xy = (box[0] + pad, (box[1] + box[3]) / 2 + font.middle())
+    font.draw(ImageDraw.Draw(img), xy, label, ink)
