@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -123,6 +126,32 @@ def test_same_trigger_same_image(tmp_path: Path, genhook: Callable[..., CliResul
     assert [o["sha256"] for o in a["outputs"]] == [o["sha256"] for o in b["outputs"]]
 
 
+def test_callback_url_does_not_change_the_image(
+    tmp_path: Path, genhook: Callable[..., CliResult]
+) -> None:
+    """No callback, callback A, callback B: one seed, identical bytes (the envelope is not
+    input). The files on disk are hashed again, not only the payload's claims."""
+    runs = []
+    for i, extra in enumerate(
+        [
+            {},
+            {"callback_url": "https://a.example.com/hook"},
+            {"callback_url": "https://b.example.com/x"},
+        ]
+    ):
+        body = json.dumps({**VALID, **extra})
+        result = genhook("run", "product-image", "--input", body, "--out", str(tmp_path / str(i)))
+        assert result.code == 0, result.stderr
+        runs.append(result.json)
+    assert len({r["metadata"]["seed"] for r in runs}) == 1
+    digests = [
+        [hashlib.sha256(path_of(o["asset_url"]).read_bytes()).hexdigest() for o in r["outputs"]]
+        for r in runs
+    ]
+    assert digests[0] == digests[1] == digests[2]
+    assert digests[0] == [o["sha256"] for o in runs[0]["outputs"]]
+
+
 VALID = {
     "product_id": "SKU-9",
     "product_name": "Desk Lamp",
@@ -158,6 +187,8 @@ INVALID: list[tuple[str, dict[str, Any], str, str | None]] = [
         "callback_url",
     ),
     ("callback wrong type", {**VALID, "callback_url": 7}, "invalid_callback_url", "callback_url"),
+    ("misspelled field", {**VALID, "product_categroy": "x"}, "unknown_field", "product_categroy"),
+    ("bad priority", {**VALID, "priority": "asap"}, "invalid_value", "priority"),
     ("too long", {**VALID, "product_id": "x" * 65}, "invalid_value", "product_id"),
     ("empty string", {**VALID, "product_name": ""}, "invalid_value", "product_name"),
     ("not an object", ["SKU-9"], "invalid_body", None),  # type: ignore[list-item]
@@ -173,7 +204,8 @@ def test_invalid_input_exits_2_with_code_and_field(
     tmp_path: Path,
     genhook: Callable[..., CliResult],
 ) -> None:
-    """Invalid input: exit 2, a failed payload with the stable code and the field as sent."""
+    """Invalid input: exit 2, a failed payload with the stable code and the field as sent,
+    `attempts` 0 as from the server (no attempt was made), and one human line on stderr."""
     result = genhook("run", "product-image", "--input", json.dumps(body), "--out", str(tmp_path))
     assert result.code == 2, result.stdout + result.stderr
     payload = result.json
@@ -182,14 +214,55 @@ def test_invalid_input_exits_2_with_code_and_field(
     assert payload["error"]["error_code"] == code
     assert payload["error"]["field"] == field
     assert payload["error"]["error_description"]
+    assert payload["metadata"]["attempts"] == 0
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"genhook run: {code}: ")
     assert not list(tmp_path.iterdir()), "nothing is written for an invalid trigger"
 
 
+HOSTILE_INPUT = [
+    ('{"product_id": NaN}', "NaN"),
+    ('{"product_id": 1e999}', "out of range"),
+    ('{"product_id": ' + "7" * 5000 + "}", "limit of 20 digits"),
+    ('{"product_id": "\\ud800"}', "lone surrogate"),
+    ('{"a": ' + "[" * 10_000 + "]" * 10_000 + "}", "limit of 32 levels"),
+    ('{"callback_url": "https://a.example/", "callback_url": "https://b.example/"}', "twice"),
+]
+
+
+@pytest.mark.parametrize(("text", "says"), HOSTILE_INPUT, ids=[h[1] for h in HOSTILE_INPUT])
+def test_hostile_json_is_refused_like_the_server_does(
+    text: str, says: str, tmp_path: Path, genhook: Callable[..., CliResult]
+) -> None:
+    """The same strict parser as the API: invalid_json, exit 2, no traceback."""
+    result = genhook("run", "product-image", "--input", text, "--out", str(tmp_path))
+    assert result.code == 2, result.stderr
+    assert result.json["error"]["error_code"] == "invalid_json"
+    assert says in result.json["error"]["error_description"]
+    assert "Traceback" not in result.stderr and result.stderr.startswith("genhook run: ")
+
+
 def test_input_that_is_not_json(tmp_path: Path, genhook: Callable[..., CliResult]) -> None:
-    """Input that is not JSON gives exit 2 and invalid_json."""
+    """Input that is not JSON gives exit 2 and invalid_json, in a file or inline."""
     result = genhook("run", "product-image", "--input", "{oops", "--out", str(tmp_path))
     assert result.code == 2
     assert result.json["error"]["error_code"] == "invalid_json"
+    bad = tmp_path / "bad.json"
+    bad.write_bytes(b'{"product_id": "\xff"}')
+    result = genhook("run", "product-image", "--input", str(bad), "--out", str(tmp_path / "o"))
+    assert (result.code, result.json["error"]["error_code"]) == (2, "invalid_json")
+
+
+def test_missing_input_file_is_input_not_found(
+    tmp_path: Path, genhook: Callable[..., CliResult]
+) -> None:
+    """A file that is not there is `input_not_found` naming it, not `invalid_json`."""
+    result = genhook("run", "product-image", "--input", "no/such/trigger.json")
+    assert result.code == 2
+    assert result.json["error"]["error_code"] == "input_not_found"
+    assert "no/such/trigger.json" in result.json["error"]["error_description"]
+    assert result.json["metadata"]["attempts"] == 0
+    assert result.stderr.startswith("genhook run: input_not_found: ")
 
 
 def test_input_from_stdin(tmp_path: Path, genhook: Callable[..., CliResult]) -> None:
@@ -202,10 +275,14 @@ def test_input_from_stdin(tmp_path: Path, genhook: Callable[..., CliResult]) -> 
 
 
 def test_unknown_workflow(tmp_path: Path, genhook: Callable[..., CliResult]) -> None:
-    """An unknown workflow id gives exit 2 and unknown_workflow."""
+    """An unknown workflow id gives exit 2 and unknown_workflow, suggesting the nearest id."""
     result = genhook("run", "no-such-flow", "--input", json.dumps(VALID))
     assert result.code == 2
     assert result.json["error"]["error_code"] == "unknown_workflow"
+    near = genhook("run", "product-imag", "--input", json.dumps(VALID))
+    assert near.code == 2
+    assert "did you mean product-image?" in near.json["error"]["error_description"]
+    assert "did you mean product-image?" in near.stderr
 
 
 def test_failed_job_exits_1(tmp_path: Path, genhook: Callable[..., CliResult]) -> None:
@@ -222,6 +299,8 @@ def test_failed_job_exits_1(tmp_path: Path, genhook: Callable[..., CliResult]) -
     assert result.code == 1, result.stdout + result.stderr
     assert result.json["error"]["error_code"] == "backend_not_configured"
     assert result.json["workflow_id"] == "remote-image"
+    assert result.json["metadata"]["attempts"] == 1
+    assert result.stderr.splitlines()[-1].startswith("genhook run: backend_not_configured: ")
 
 
 def test_workflows_show_matches_describe(genhook: Callable[..., CliResult], engine: Engine) -> None:
@@ -250,3 +329,37 @@ def test_help_is_there(genhook: Callable[..., CliResult]) -> None:
     """`genhook --help` and `genhook run --help` explain themselves."""
     assert "genhook run product-image" in genhook("--help").stdout
     assert "FILE_OR_JSON" in genhook("run", "--help").stdout
+
+
+def example_of(help_text: str) -> str:
+    """The example command of a help text, as a user would select it in a terminal."""
+    lines = help_text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.strip().startswith("genhook run "))
+    block = []
+    for line in lines[start:]:
+        if not line.strip():
+            break
+        block.append(line.strip())
+    return "\n".join(block)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["run", "--help"]], ids=["genhook", "run"])
+def test_help_example_survives_copy_and_paste(
+    args: list[str], tmp_path: Path, genhook: Callable[..., CliResult]
+) -> None:
+    """The example in --help, pasted into a shell in an empty folder, runs and succeeds."""
+    command = example_of(genhook(*args, env={"COLUMNS": "80"}).stdout)
+    folder = tmp_path / "elsewhere"
+    folder.mkdir()
+    exe_dir = str(Path(sys.executable).parent)
+    proc = subprocess.run(
+        ["bash", "-c", command],
+        cwd=folder,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "PATH": exe_dir + os.pathsep + os.environ.get("PATH", "")},
+    )
+    assert proc.returncode == 0, command + "\n" + proc.stderr
+    assert json.loads(proc.stdout)["status"] == "success"
+    assert any((folder / "assets").iterdir())

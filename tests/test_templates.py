@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from genhook.contract.envelope import RESERVED
 from genhook.errors import TemplateError
 from genhook.presets import Presets
 from genhook.workflow.registry import NodeRegistry
@@ -74,13 +75,49 @@ def line_of(text: str, needle: str) -> int:
 
 
 def test_good_template_loads(presets: Presets, nodes: NodeRegistry) -> None:
-    """A valid template loads, with enums filled from the preset files and callback_url added."""
+    """A valid template loads with enums filled from the preset files; the workflow's input
+    holds no envelope field, while the published schema lists the envelope and refuses extras."""
     wf = parse_workflow(GOOD, "t.yaml", presets, nodes)
     props = wf.input_schema["properties"]
     assert props["target_style"]["enum"] == list(presets.styles)
     assert "social_pack" in props["target_platform"]["enum"]
-    assert props["callback_url"]["format"] == "uri"
+    assert not set(RESERVED) & set(props)
+    assert wf.additional_fields == "refuse"
+    published = wf.describe()["input_schema"]
+    assert published["properties"]["callback_url"]["format"] == "uri"
+    assert set(RESERVED) <= set(published["properties"])
+    assert published["additionalProperties"] is False
+    assert "unknown_field" in {c["error_code"] for c in wf.describe()["error_codes"]}
     assert wf.order.index("style") < wf.order.index("prompt") < wf.order.index("image")
+
+
+def test_additional_fields_ignore(presets: Presets, nodes: NodeRegistry) -> None:
+    """`additional_fields: ignore` loads; the published schema then allows extra fields."""
+    wf = parse_workflow(GOOD + "additional_fields: ignore\n", "t.yaml", presets, nodes)
+    assert wf.additional_fields == "ignore"
+    assert "additionalProperties" not in wf.describe()["input_schema"]
+    assert "unknown_field" not in {c["error_code"] for c in wf.describe()["error_codes"]}
+
+
+@pytest.mark.parametrize("name", RESERVED)
+def test_reserved_names_cannot_be_inputs(name: str, presets: Presets, nodes: NodeRegistry) -> None:
+    """Every envelope name is refused as an input property, with its line."""
+    text = GOOD.replace(
+        "    item_id: {type: string}\n",
+        f"    item_id: {{type: string}}\n    {name}: {{type: string}}\n",
+    )
+    found = problems(text, presets, nodes)
+    assert any(
+        "reserved for the trigger envelope" in msg and line == line_of(text, f"{name}:")
+        for line, msg in found
+    ), found
+
+
+def test_a_template_cannot_read_the_callback_url(presets: Presets, nodes: NodeRegistry) -> None:
+    """`${input.callback_url}` names no input field: the envelope is not the workflow's."""
+    text = GOOD.replace("prompt: ${prompt.prompt}", "prompt: ${input.callback_url}")
+    found = problems(text, presets, nodes)
+    assert any("names no input field" in msg for _, msg in found), found
 
 
 def test_shipped_templates_all_load(engine: object) -> None:
@@ -188,6 +225,18 @@ CASES: list[tuple[str, Mutation, str, str]] = [
         lambda t: t.replace("      width: 256\n", "      width: 256\n      width: 512\n"),
         "width: 512",
         "duplicate key",
+    ),
+    (
+        "additional_fields with an unknown value",
+        lambda t: t + "additional_fields: allow\n",
+        "additional_fields: allow",
+        "additional_fields must be one of refuse, ignore",
+    ),
+    (
+        "additionalProperties in the input schema",
+        lambda t: t.replace("  properties:\n", "  additionalProperties: false\n  properties:\n", 1),
+        "additionalProperties: false",
+        "use the template's additional_fields",
     ),
     (
         "unknown top-level key",

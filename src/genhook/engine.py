@@ -1,12 +1,14 @@
 """The engine: workflows, presets, nodes and backends wired once at start-up, and one job run.
 
-:func:`Engine.execute` is the whole life of a job minus the queue: validate the trigger, run the
-graph, store the assets through a sink, build the completion payload (success or failure). The CLI
-calls it with a directory sink; the service's worker with its asset store.
+:func:`Engine.execute` is the whole life of a job minus the queue: run the graph on a trigger's
+input (already split from its envelope and validated at the edge), store the assets through a
+sink, build the completion payload (success or failure). The CLI calls it with a directory sink;
+the service's worker, on the stored input, with its asset store.
 """
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -20,7 +22,6 @@ from genhook.ids import new_job_id
 from genhook.paths import workflows_dir
 from genhook.presets import Presets, load_presets
 from genhook.seeds import stable_seed
-from genhook.workflow.inputs import validate_trigger
 from genhook.workflow.node import RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
@@ -91,8 +92,13 @@ class Engine:
         try:
             return self.workflows[workflow_id]
         except KeyError:
+            near = difflib.get_close_matches(workflow_id, list(self.workflows), n=3, cutoff=0.5)
+            hint = f"; did you mean {', '.join(near)}?" if near else ""
+            known = ", ".join(sorted(self.workflows)) or "none"
             raise GenhookError(
-                ErrorCode.UNKNOWN_WORKFLOW, f"no workflow {workflow_id!r}", field=None
+                ErrorCode.UNKNOWN_WORKFLOW,
+                f"no workflow {workflow_id[:80]!r}{hint} (installed: {known})",
+                field=None,
             ) from None
 
     def context(
@@ -133,7 +139,7 @@ class Engine:
     def execute(
         self,
         workflow: Workflow,
-        body: Any,
+        trigger: Mapping[str, Any],
         sink: AssetSink,
         *,
         job_id: str | None = None,
@@ -142,7 +148,10 @@ class Engine:
         elapsed_before: float = 0.0,
         credit_before: float = 0.0,
     ) -> Outcome:
-        """Validate, run, store and build the completion payload; never raises GenhookError.
+        """Run, store and build the completion payload; never raises GenhookError.
+
+        ``trigger`` is the workflow's input as checked at the edge (defaults filled, envelope
+        split off): it is not validated again here.
 
         ``elapsed_before`` and ``credit_before`` are the working time and credits of earlier
         attempts, so that the payload's ``processing_time_seconds`` and ``credit_cost`` cover
@@ -150,10 +159,9 @@ class Engine:
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
-        ext = external_id(workflow, body) if isinstance(body, Mapping) else None
+        ext = external_id(workflow, trigger)
         ctx: RunContext | None = None
         try:
-            trigger = validate_trigger(workflow, body)
             ctx = self.context(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
             result = run_workflow(workflow, self.nodes, ctx)
             urls = [sink.put(job_id, asset) for asset in result.assets]

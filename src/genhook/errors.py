@@ -26,6 +26,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_STYLE = "unknown_style"
     UNKNOWN_PLATFORM = "unknown_platform"
     INVALID_CALLBACK_URL = "invalid_callback_url"
+    UNKNOWN_FIELD = "unknown_field"
+    INPUT_NOT_FOUND = "input_not_found"
     UNKNOWN_WORKFLOW = "unknown_workflow"
     # generation: transient ones are retried on the retry schedule
     BACKEND_UNAVAILABLE = "backend_unavailable"
@@ -81,6 +83,15 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.INVALID_CALLBACK_URL: ErrorSpec(
         "`callback_url` is not an absolute http(s) URL that genhook may call.", False, True
+    ),
+    ErrorCode.UNKNOWN_FIELD: ErrorSpec(
+        "The trigger has a field the workflow does not declare (a misspelling, or a field "
+        "the template does not take; a template may opt into ignoring them).",
+        False,
+        True,
+    ),
+    ErrorCode.INPUT_NOT_FOUND: ErrorSpec(
+        "`genhook run --input` names a file that cannot be read.", False, True
     ),
     ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec(
         "No workflow template has this id (HTTP 404; `genhook run` exits 2).", False

@@ -1,4 +1,9 @@
-"""``POST /v1/workflows/{id}/runs`` and ``/dry-run``: authenticate, validate, insert, 202."""
+"""``POST /v1/workflows/{id}/runs`` and ``/dry-run``: authenticate, parse, split, check, insert.
+
+The edge of a trigger: the body is parsed as strict JSON (refused before anything is stored
+otherwise), split into the workflow's input and the envelope, each checked once, and the callback
+URL's target checked against the SSRF policy; the job stores input and envelope apart.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +19,14 @@ from genhook.api.auth import bearer, runtime_of, service_of
 from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
 from genhook.contract.completion import failure_payload
+from genhook.contract.envelope import check_callback_url, split_trigger
+from genhook.contract.jsonbody import parse_json
 from genhook.delivery.ssrf import check_callback_target
 from genhook.engine import external_id
-from genhook.errors import ErrorCode, GenhookError, InvalidInput
+from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
-from genhook.workflow.inputs import validate_trigger
+from genhook.workflow.inputs import check_trigger
 from genhook.workflow.template import Workflow
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -31,20 +38,14 @@ TRIGGER_BODY = {
             "application/json": {
                 "schema": {
                     "type": "object",
-                    "description": "The workflow's input fields (GET /v1/workflows/{workflow_id} "
-                    "gives its input_schema), plus optional callback_url.",
+                    "description": "The workflow's input fields, plus the optional envelope "
+                    "fields callback_url, callback_events, client_metadata, priority and "
+                    "deadline (GET /v1/workflows/{workflow_id} gives the input_schema).",
                 }
             }
         },
     }
 }
-
-
-def _parse(raw: bytes) -> Any:
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidInput(ErrorCode.INVALID_JSON, f"the body is not JSON: {exc}") from exc
 
 
 def _request_hash(workflow_id: str, body: Any) -> str:
@@ -66,73 +67,116 @@ def _check_media_type(request: Request) -> None:
         )
 
 
-def _valid_callback(body: Any, runtime: Runtime) -> str | None:
-    """The callback URL if the trigger carries one that genhook may call."""
-    url = body.get("callback_url") if isinstance(body, dict) else None
-    if url is None:
+def _check_target(url: str | None, runtime: Runtime) -> None:
+    """The envelope's callback URL (syntax already checked) must be one genhook may call."""
+    if url is not None:
+        check_callback_target(
+            url, allow_private=runtime.settings.allow_private_callbacks, resolver=runtime.resolver
+        )
+
+
+def _usable_callback(raw_envelope: dict[str, Any], runtime: Runtime) -> str | None:
+    """For a refused trigger: its callback URL if that alone is one genhook may call."""
+    try:
+        url = check_callback_url(raw_envelope.get("callback_url"))
+        _check_target(url, runtime)
+    except GenhookError:
         return None
-    check_callback_target(
-        url, allow_private=runtime.settings.allow_private_callbacks, resolver=runtime.resolver
-    )
-    return str(url)
+    return url
+
+
+def _stored_external_id(wf: Workflow, given: dict[str, Any], error: GenhookError) -> str | None:
+    """The caller's id of a refused trigger, when it is itself fit to store."""
+    if wf.external_id is None or error.field == wf.external_id:
+        return None
+    value = given.get(wf.external_id)
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        return None
+    text = str(value)
+    return text if 0 < len(text) <= 200 else None
 
 
 def _reject(
-    runtime: Runtime, service: dict[str, Any], wf: Workflow, body: Any, error: GenhookError
+    runtime: Runtime,
+    service: dict[str, Any],
+    wf: Workflow,
+    body: Any,
+    error: GenhookError,
+    key: str | None,
+    digest: str | None,
 ) -> JSONResponse:
-    """Record the invalid trigger as a failed job, tell its callback, answer 422."""
-    callback = None
-    if error.field != "callback_url":
-        try:
-            callback = _valid_callback(body, runtime)
-        except GenhookError:
-            callback = None
-    ext = external_id(wf, body) if isinstance(body, dict) else None
+    """Record the invalid trigger as a failed job, tell its callback, answer 422.
+
+    A retried request (same Idempotency-Key, same body) gets the job first recorded for it,
+    and its callback is not sent again."""
+    given, envelope = split_trigger(body) if isinstance(body, dict) else ({"_body": body}, {})
+    callback = None if error.field == "callback_url" else _usable_callback(envelope, runtime)
+    ext = _stored_external_id(wf, given, error)
     payload = failure_payload(
         job_id=new_job_id(), workflow_id=wf.id, external_id=ext, error=error, attempts=0
     ).to_json()
-    runtime.store.reject(
+    job, created = runtime.store.reject(
         service_id=service["id"],
         workflow_id=wf.id,
         workflow_version=wf.version,
-        body=body,
+        body=given,
         external_id=ext,
         callback_url=callback,
         error=error,
         payload=payload,
+        idempotency_key=key,
+        request_hash=digest,
     )
+    if not created:
+        return _replay(job, runtime)
     if callback:
         runtime.deliveries_signal.notify()
     return error_response(error, job_id=payload["job_id"])
+
+
+def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:
+    """The answer first given for an Idempotency-Key: the refusal (422) or the job (200)."""
+    code = job.get("error_code")
+    known = {c.value: c for c in ErrorCode}
+    refused = job["first_claimed_at"] is None and code in known and job.get("result")
+    if refused and ERROR_SPECS[known[str(code)]].invalid_input:
+        stored = job["result"]["error"]
+        error = InvalidInput(
+            ErrorCode(stored["error_code"]), stored["error_description"], field=stored["field"]
+        )
+        return error_response(error, job_id=job["id"])
+    return JSONResponse(accepted(job, runtime.settings.public_url), status_code=200)
 
 
 def _accept(
     runtime: Runtime, service: dict[str, Any], workflow_id: str, raw: bytes, key: str | None
 ) -> JSONResponse:
     wf = runtime.engine.workflow(workflow_id)
-    body: Any = None
     try:
-        body = _parse(raw)
-        trigger = validate_trigger(wf, body)
-        callback = _valid_callback(trigger, runtime)
-    except InvalidInput as exc:
-        return _reject(runtime, service, wf, body, exc)
+        body = parse_json(raw)
+    except InvalidInput as exc:  # not strict JSON: refused before anything is stored
+        return error_response(exc, job_id=None)
     digest = _request_hash(wf.id, body) if key else None
+    try:
+        checked = check_trigger(wf, body)
+        _check_target(checked.envelope.callback_url, runtime)
+    except InvalidInput as exc:
+        return _reject(runtime, service, wf, body, exc, key, digest)
     job, created = runtime.store.submit(
         service_id=service["id"],
         workflow_id=wf.id,
         workflow_version=wf.version,
-        trigger=trigger,
-        external_id=external_id(wf, trigger),
-        callback_url=callback,
+        trigger=checked.input,
+        external_id=external_id(wf, checked.input),
+        callback_url=checked.envelope.callback_url,
+        envelope=checked.envelope.stored(),
         idempotency_key=key,
         request_hash=digest,
     )
-    if created:
-        runtime.jobs_signal.notify()
-    return JSONResponse(
-        accepted(job, runtime.settings.public_url), status_code=202 if created else 200
-    )
+    if not created:
+        return _replay(job, runtime)
+    runtime.jobs_signal.notify()
+    return JSONResponse(accepted(job, runtime.settings.public_url), status_code=202)
 
 
 @router.post(
@@ -185,8 +229,7 @@ async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     _check_media_type(request)
     runtime = runtime_of(request)
     wf = runtime.engine.workflow(workflow_id)
-    body = _parse(await request.body())
-    trigger = validate_trigger(wf, body)
-    _valid_callback(trigger, runtime)
-    plan = await run_in_threadpool(runtime.engine.plan, wf, trigger)
+    checked = check_trigger(wf, parse_json(await request.body()))
+    _check_target(checked.envelope.callback_url, runtime)
+    plan = await run_in_threadpool(runtime.engine.plan, wf, checked.input)
     return JSONResponse(plan)

@@ -38,9 +38,13 @@ def die_template(exc: TemplateError) -> NoReturn:
 def cli() -> None:
     """genhook: a JSON trigger in, finished, quality-checked assets and a completion payload out.
 
-    Start with `genhook workflows list`, then try one workflow on a sample trigger:
+    Start with `genhook workflows list`, then try one workflow on a trigger (paste it as it is,
+    from any folder; the assets land in ./assets):
 
-        genhook run product-image --input workflows/samples/product-image/linen-shirt.json
+    \b
+        genhook run product-image --out assets --input '{"product_id": "SKU-1",
+          "product_name": "Linen Shirt", "target_style": "minimal",
+          "target_platform": "instagram_feed"}'
     """
 
 

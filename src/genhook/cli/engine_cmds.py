@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 
@@ -19,16 +18,28 @@ from genhook.cli.base import (
     print_json,
 )
 from genhook.contract.completion import failure_payload
+from genhook.contract.jsonbody import parse_json
 from genhook.engine import Engine
 from genhook.errors import ErrorCode, GenhookError, InvalidInput, TemplateError
 from genhook.ids import new_job_id
 from genhook.presets import load_presets
 from genhook.sinks import DirectorySink
+from genhook.workflow.inputs import check_trigger
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.template import Workflow, load_workflow
 
 
-@cli.command("run")
+RUN_EXAMPLE = """\b
+Example (paste it as it is, from any folder):
+
+\b
+    genhook run product-image --out assets --input '{"product_id": "SKU-1",
+      "product_name": "Linen Shirt", "target_style": "minimal",
+      "target_platform": "instagram_feed"}'
+"""
+
+
+@cli.command("run", epilog=RUN_EXAMPLE)
 @click.argument("workflow")
 @click.option(
     "--input",
@@ -47,31 +58,43 @@ from genhook.workflow.template import Workflow, load_workflow
 def run_cmd(workflow: str, input_: str, out: Path) -> None:
     """Run one trigger through WORKFLOW (an id, or a template file), in process, no server.
 
-    Prints the completion payload (JSON). Exit 0 on success, 2 on invalid input, 1 on a failed job.
+    Prints the completion payload (JSON) on stdout, and one line on stderr when it failed.
+    Exit 0 on success, 2 on invalid input, 1 on a failed job. The trigger's envelope
+    (callback_url and the other reserved fields) is checked, but nothing is sent.
     """
     engine = load_engine()
     job_id = new_job_id()
     try:
         wf = _resolve_workflow(engine, workflow)
     except GenhookError as exc:
-        print_json(
-            failure_payload(
-                job_id=job_id, workflow_id=workflow, external_id=None, error=exc
-            ).to_json()
-        )
-        sys.exit(EXIT_INVALID)
+        _refuse(job_id, workflow, exc)
     try:
-        body = _read_input(input_)
+        checked = check_trigger(wf, _read_input(input_))
     except InvalidInput as exc:
-        print_json(
-            failure_payload(job_id=job_id, workflow_id=wf.id, external_id=None, error=exc).to_json()
-        )
-        sys.exit(EXIT_INVALID)
-    outcome = engine.execute(wf, body, DirectorySink(out), job_id=job_id)
+        _refuse(job_id, wf.id, exc)
+    outcome = engine.execute(wf, checked.input, DirectorySink(out), job_id=job_id)
     print_json(outcome.payload.to_json())
     if outcome.error is None:
         sys.exit(EXIT_OK)
+    _say(outcome.error)
     sys.exit(EXIT_INVALID if outcome.error.invalid_input else EXIT_FAILED)
+
+
+def _refuse(job_id: str, workflow_id: str, error: GenhookError) -> NoReturn:
+    """Nothing was run: the failed payload (``attempts`` 0, as the server says), exit 2."""
+    print_json(
+        failure_payload(
+            job_id=job_id, workflow_id=workflow_id, external_id=None, error=error, attempts=0
+        ).to_json()
+    )
+    _say(error)
+    sys.exit(EXIT_INVALID)
+
+
+def _say(error: GenhookError) -> None:
+    """The one human line on stderr: the code, what was wrong, the field."""
+    where = f" (field {error.field})" if error.field else ""
+    click.echo(f"genhook run: {error.code.value}: {error.description}{where}", err=True)
 
 
 def _resolve_workflow(engine: Engine, name: str) -> Workflow:
@@ -85,19 +108,20 @@ def _resolve_workflow(engine: Engine, name: str) -> Workflow:
 
 
 def _read_input(value: str) -> Any:
+    """The trigger from stdin, inline JSON or a file, parsed as strictly as the API does."""
     if value == "-":
-        text = sys.stdin.read()
-    elif value.lstrip().startswith(("{", "[")):
-        text = value
-    else:
-        try:
-            text = Path(value).read_text(encoding="utf-8")
-        except OSError as exc:
-            raise InvalidInput(ErrorCode.INVALID_JSON, f"cannot read {value}: {exc}") from exc
+        return parse_json(sys.stdin.buffer.read())
+    if value.lstrip().startswith(("{", "[")):
+        return parse_json(value)
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InvalidInput(ErrorCode.INVALID_JSON, f"input is not JSON: {exc}") from exc
+        data = Path(value).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(
+            ErrorCode.INPUT_NOT_FOUND,
+            f"cannot read the input file {value!r}: {exc.strerror or exc} "
+            "(--input takes a JSON file, inline JSON, or - for standard input)",
+        ) from None
+    return parse_json(data)
 
 
 @cli.group()

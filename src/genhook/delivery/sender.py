@@ -30,6 +30,7 @@ import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
+from genhook.contract.envelope import check_callback_url
 from genhook.delivery import signing
 from genhook.delivery.ssrf import (
     CallbackBlocked,
@@ -38,7 +39,6 @@ from genhook.delivery.ssrf import (
     is_public_address,
     literal_address,
 )
-from genhook.delivery.urls import check_callback_url
 from genhook.errors import InvalidInput
 
 #: At most this much of a receiver's answer is read (and thrown away).

@@ -14,7 +14,7 @@ forms that embed any of those IPv4 addresses. Two checks keep it out:
   hosts that look like IP literals, so the sender checks those itself with :func:`literal_address`.
 
 ``GENHOOK_ALLOW_PRIVATE_CALLBACKS`` (``allow_private=True``) switches both off, for local
-development and tests; the syntax check of :mod:`genhook.delivery.urls` always applies.
+development and tests; the syntax check of :mod:`genhook.contract.envelope` always applies.
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from urllib.parse import urlsplit
 from aiohttp.abc import AbstractResolver, ResolveResult
 from aiohttp.resolver import ThreadedResolver
 
-from genhook.delivery.urls import check_callback_url
+from genhook.contract.envelope import check_callback_url
 from genhook.errors import ErrorCode, InvalidInput
 
 IPAddress: TypeAlias = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -177,7 +177,7 @@ def _parse_resolved(addr: str) -> IPAddress | None:
 def check_callback_target(url: str, *, allow_private: bool, resolver: Resolver) -> None:
     """Refuse (``InvalidInput``, code ``invalid_callback_url``) a callback URL genhook may not call.
 
-    Always: the syntax check of :func:`genhook.delivery.urls.check_callback_url`. Unless
+    Always: the syntax check of :func:`genhook.contract.envelope.check_callback_url`. Unless
     ``allow_private``: an IP-literal host must be a public address; a name must resolve, and every
     address it resolves to must be public (one private address is enough to refuse).
     """

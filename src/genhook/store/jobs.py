@@ -48,10 +48,14 @@ class JobStore(StoreBase):
         callback_url: str | None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        envelope: Mapping[str, Any] | None = None,
     ) -> tuple[Row, bool]:
         """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
-        24 h with the same request hash returns the first job (created False); with another
-        hash it raises ``idempotency_conflict``."""
+        24 h with the same request hash returns the first job (created False), whether it was
+        accepted or rejected; with another hash it raises ``idempotency_conflict``.
+
+        ``trigger`` is the workflow's checked input; ``callback_url`` and ``envelope`` (the
+        envelope's other fields) are kept beside it, never in it."""
         now = self.clock.now()
         job_id = new_id("job")
         row = {
@@ -63,6 +67,7 @@ class JobStore(StoreBase):
             "input": dict(trigger),
             "external_id": external_id,
             "callback_url": callback_url,
+            "envelope": None if envelope is None else dict(envelope),
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
             "created_at": now,
@@ -75,15 +80,9 @@ class JobStore(StoreBase):
         }
 
         def insert(conn: sa.Connection) -> tuple[Row, bool]:
-            if idempotency_key is not None:
-                existing = self._idempotent(conn, service_id, idempotency_key, now)
-                if existing is not None:
-                    if existing["request_hash"] != request_hash:
-                        raise GenhookError(
-                            ErrorCode.IDEMPOTENCY_CONFLICT,
-                            "this Idempotency-Key was used within 24 h with another body",
-                        )
-                    return existing, False
+            existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
+            if existing is not None:
+                return existing, False
             conn.execute(jobs.insert(), row)
             conn.execute(
                 events.insert(), {"job_id": job_id, "at": now, "status": "queued", "detail": None}
@@ -97,6 +96,25 @@ class JobStore(StoreBase):
             except IntegrityError:
                 continue  # another process won the idempotency key: read it on the next pass
         raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
+
+    def _replayed(
+        self,
+        conn: sa.Connection,
+        service_id: str,
+        key: str | None,
+        request_hash: str | None,
+        now: float,
+    ) -> Row | None:
+        """The job first made for ``key`` (same hash), None if the key is new; 409 otherwise."""
+        if key is None:
+            return None
+        existing = self._idempotent(conn, service_id, key, now)
+        if existing is not None and existing["request_hash"] != request_hash:
+            raise GenhookError(
+                ErrorCode.IDEMPOTENCY_CONFLICT,
+                "this Idempotency-Key was used within 24 h with another body",
+            )
+        return existing
 
     def _idempotent(self, conn: sa.Connection, service_id: str, key: str, now: float) -> Row | None:
         found = (
@@ -127,8 +145,13 @@ class JobStore(StoreBase):
         callback_url: str | None,
         error: GenhookError,
         payload: Mapping[str, Any],
-    ) -> Row:
-        """Record an invalid trigger as a failed job, and outbox its payload if it has a URL."""
+        envelope: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+    ) -> tuple[Row, bool]:
+        """Record an invalid trigger as a failed job, and outbox its payload if it has a URL;
+        ``(job, created)``. Idempotency as in :meth:`submit`: a retried request (same key, same
+        hash) gets the job first recorded for it, and nothing is outboxed again."""
         now = self.clock.now()
         job_id = str(payload["job_id"])
         row: Row = {
@@ -140,6 +163,9 @@ class JobStore(StoreBase):
             "input": body if isinstance(body, dict) else {"_body": body},
             "external_id": external_id,
             "callback_url": callback_url,
+            "envelope": None if envelope is None else dict(envelope),
+            "idempotency_key": idempotency_key,
+            "request_hash": request_hash,
             "created_at": now,
             "updated_at": now,
             "run_after": now,
@@ -151,12 +177,20 @@ class JobStore(StoreBase):
             "error_code": error.code.value,
             "result": dict(payload),
         }
-        with self._write() as conn:
-            conn.execute(jobs.insert().values(**row))
-            self._event(conn, job_id, "failed", dict(payload), now)
-            if callback_url:
-                self._outbox(conn, job_id, service_id, callback_url, payload, now)
-        return row
+        for _ in range(3):
+            try:
+                with self._write() as conn:
+                    existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
+                    if existing is not None:
+                        return existing, False
+                    conn.execute(jobs.insert().values(**row))
+                    self._event(conn, job_id, "failed", dict(payload), now)
+                    if callback_url:
+                        self._outbox(conn, job_id, service_id, callback_url, payload, now)
+                return row, True
+            except IntegrityError:
+                continue  # another process won the idempotency key: read it on the next pass
+        raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not record the refused trigger")
 
     def claim(self, worker: str, lease_seconds: float) -> Row | None:
         """Take the next due job (or one whose worker's lease ran out) and lease it to ``worker``.

@@ -36,6 +36,8 @@ jobs = sa.Table(
     sa.Column("input", sa.JSON, nullable=False),
     sa.Column("external_id", sa.String(200), nullable=True),
     sa.Column("callback_url", sa.Text, nullable=True),
+    # the trigger envelope but callback_url: callback_events, client_metadata, priority, deadline
+    sa.Column("envelope", sa.JSON, nullable=True),
     sa.Column("idempotency_key", sa.String(255), nullable=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Column("created_at", Time, nullable=False),

@@ -1,47 +1,121 @@
-"""Validate a trigger against a workflow's input schema, mapping each failure to a stable code.
+"""Validate a workflow's input against its schema, mapping each failure to a stable code.
+
+The input is what is left of a trigger once its envelope is split off
+(:func:`genhook.contract.envelope.split_trigger`). A field the workflow does not declare is
+``unknown_field`` (with the nearest declared name), unless the template says
+``additional_fields: ignore``, in which case it is dropped before the workflow sees it.
 
 ``field`` in the error is always the top-level input field as the caller sent it, never a path
-into a node; the description says what was wrong and, for nested values, where.
+into a node; the description says what was wrong and, for nested values, where. It states the
+limit that was passed and never echoes more than a few dozen characters of the value.
 """
 
 from __future__ import annotations
 
 import copy
+import difflib
+from collections.abc import Mapping
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
-from genhook.delivery.urls import check_callback_url
+from genhook.contract.envelope import Envelope, parse_envelope, split_trigger
 from genhook.errors import ErrorCode, InvalidInput
 from genhook.workflow.template import Workflow
 
 # When one field breaks several rules, report the most telling first.
 _PRIORITY = {"required": 0, "type": 1, "enum": 2}
+ECHO_LIMIT = 40
+"""At most this many characters of a value are repeated in an error description."""
 
 
 @lru_cache(maxsize=64)
 def _validator(workflow: Workflow) -> Draft202012Validator:
-    schema = copy.deepcopy(workflow.input_schema)
-    schema["properties"].pop("callback_url", None)  # checked by its own rule, for its own code
-    return Draft202012Validator(schema)
+    return Draft202012Validator(workflow.input_schema)
 
 
-def validate_trigger(workflow: Workflow, body: Any) -> dict[str, Any]:
-    """The trigger with schema defaults filled in; :class:`InvalidInput` on the first fault."""
-    if not isinstance(body, dict):
-        raise InvalidInput(ErrorCode.INVALID_BODY, "the trigger must be a JSON object")
-    errors = list(_validator(workflow).iter_errors(body))
+def validate_input(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
+    """The input with schema defaults filled in; :class:`InvalidInput` on the first fault."""
+    declared = workflow.input_schema["properties"]
+    extra = [name for name in given if name not in declared]
+    if extra and workflow.additional_fields == "refuse":
+        raise _unknown(workflow, extra[0])
+    data = {k: v for k, v in given.items() if k in declared}
+    errors = list(_validator(workflow).iter_errors(data))
     if errors:
-        raise min((_to_input_error(workflow, e, body) for e in errors), key=lambda x: x[0])[1]
-    if body.get("callback_url") is not None:
-        check_callback_url(body["callback_url"])
-    trigger = dict(body)
-    for name, prop in workflow.input_schema["properties"].items():
-        if name not in trigger and "default" in prop:
-            trigger[name] = copy.deepcopy(prop["default"])
-    return trigger
+        raise min((_to_input_error(workflow, e, data) for e in errors), key=lambda x: x[0])[1]
+    for name, prop in declared.items():
+        if name not in data and "default" in prop:
+            data[name] = copy.deepcopy(prop["default"])
+    return data
+
+
+def _unknown(workflow: Workflow, name: str) -> InvalidInput:
+    declared = list(workflow.input_schema["properties"])
+    near = difflib.get_close_matches(name, declared, n=1, cutoff=0.6)
+    hint = f"did you mean {near[0]!r}? " if near else ""
+    return InvalidInput(
+        ErrorCode.UNKNOWN_FIELD,
+        f"{echo(name)} is not a field of workflow {workflow.id!r}: {hint}"
+        f"its fields are {', '.join(declared)}",
+        field=name,
+    )
+
+
+def echo(value: Any) -> str:
+    """``value`` as it appears in a message, cut to :data:`ECHO_LIMIT` characters."""
+    shown = repr(value)
+    if len(shown) <= ECHO_LIMIT:
+        return shown
+    return f"{shown[:ECHO_LIMIT]}... ({_size(value)})"
+
+
+def _size(value: Any) -> str:
+    if isinstance(value, str):
+        return f"{len(value)} characters"
+    if isinstance(value, list | dict):
+        return f"{len(value)} items"
+    return "cut"
+
+
+_LIMITS = {
+    "maxLength": ("longer than", "characters"),
+    "minLength": ("shorter than", "characters"),
+    "maxItems": ("more items than", "items"),
+    "minItems": ("fewer items than", "items"),
+    "maxProperties": ("more keys than", "keys"),
+    "minProperties": ("fewer keys than", "keys"),
+    "maximum": ("above", ""),
+    "minimum": ("below", ""),
+    "exclusiveMaximum": ("not below", ""),
+    "exclusiveMinimum": ("not above", ""),
+}
+
+
+def _describe(where: str, error: ValidationError) -> str:
+    """What broke which rule, with the limit, and the value cut short."""
+    rule = str(error.validator)
+    limit: Any = error.validator_value
+    value = error.instance
+    if rule in _LIMITS:
+        relation, unit = _LIMITS[rule]
+        size = f" ({len(value)} {unit})" if unit and hasattr(value, "__len__") else ""
+        return f"'{where}' = {echo(value)}{size} is {relation} the limit of {limit} {unit}".rstrip()
+    if rule == "pattern":
+        return f"'{where}' = {echo(value)} does not match the pattern {limit!r}"
+    if rule == "enum":
+        return f"'{where}' = {echo(value)} is not one of: {', '.join(map(str, limit))}"
+    if rule == "const":
+        return f"'{where}' = {echo(value)} must be {limit!r}"
+    if rule == "format":
+        return f"'{where}' = {echo(value)} is not a valid {limit}"
+    message = error.message
+    if len(message) > 200:
+        message = message[:200] + "..."
+    return f"'{where}': {message}"
 
 
 def _to_input_error(
@@ -59,7 +133,7 @@ def _to_input_error(
         )
     rank: tuple[int, int] = (len(order), 9)
     if not path:
-        return rank, InvalidInput(ErrorCode.INVALID_VALUE, error.message)
+        return rank, InvalidInput(ErrorCode.INVALID_VALUE, _describe("(input)", error))
     name = str(path[0])
     where = name + "".join(f"[{p!r}]" for p in path[1:])
     rank = (
@@ -73,8 +147,22 @@ def _to_input_error(
         )
     if error.validator == "enum" and len(path) == 1 and name in workflow.enum_codes:
         code = workflow.enum_codes[name]
-        allowed = ", ".join(map(str, expected))
-        return rank, InvalidInput(
-            code, f"'{name}' = {error.instance!r} is not one of: {allowed}", field=name
-        )
-    return rank, InvalidInput(ErrorCode.INVALID_VALUE, f"'{where}': {error.message}", field=name)
+        return rank, InvalidInput(code, _describe(name, error), field=name)
+    return rank, InvalidInput(ErrorCode.INVALID_VALUE, _describe(where, error), field=name)
+
+
+@dataclass(frozen=True)
+class CheckedTrigger:
+    """A trigger split and checked at the edge: the workflow's input and the envelope apart."""
+
+    input: dict[str, Any]
+    envelope: Envelope
+
+
+def check_trigger(workflow: Workflow, body: Any) -> CheckedTrigger:
+    """Split ``body`` (parsed JSON) and check both parts, the input's faults first."""
+    if not isinstance(body, dict):
+        raise InvalidInput(ErrorCode.INVALID_BODY, "the trigger must be a JSON object")
+    given, envelope = split_trigger(body)
+    checked = validate_input(workflow, given)
+    return CheckedTrigger(checked, parse_envelope(envelope))

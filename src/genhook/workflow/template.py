@@ -1,8 +1,9 @@
 """Workflow templates: YAML in, a checked :class:`Workflow` out, every problem with its line.
 
 Loading checks everything a run would otherwise trip over: the top-level shape, the input schema
-(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files), unknown
-node kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
+(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files, and which
+may not declare a name reserved for the trigger envelope), ``additional_fields``, unknown node
+kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
 nodes or outputs that do not exist, references whose type does not fit, and cycles.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import TypeAdapter, ValidationError
 
+from genhook.contract.envelope import RESERVED, SCHEMA_PROPERTIES
 from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
 from genhook.presets import Presets
 from genhook.workflow.refs import Ref, find_refs, whole_ref
@@ -26,15 +28,19 @@ from genhook.workflow.yamlsrc import Located, YamlSyntaxError, load_located
 
 ID_PATTERN = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 NODE_NAME = re.compile(r"^[A-Za-z_][\w-]*$")
-TOP_KEYS = {"id", "version", "description", "external_id", "input", "nodes", "outputs"}
+TOP_KEYS = {
+    "id",
+    "version",
+    "description",
+    "external_id",
+    "input",
+    "additional_fields",
+    "nodes",
+    "outputs",
+}
+ADDITIONAL_FIELDS = ("refuse", "ignore")
 NODE_KEYS = {"kind", "with", "description"}
 ENUM_SOURCES = {"styles": ErrorCode.UNKNOWN_STYLE, "platforms": ErrorCode.UNKNOWN_PLATFORM}
-CALLBACK_SCHEMA: dict[str, Any] = {
-    "type": "string",
-    "format": "uri",
-    "maxLength": 2048,
-    "description": "Where genhook POSTs the signed completion payload (http or https).",
-}
 
 
 @dataclass(frozen=True)
@@ -61,12 +67,22 @@ class Workflow:
     outputs: dict[str, Any]
     source: str
     enum_codes: dict[str, ErrorCode] = field(default_factory=dict)
+    additional_fields: str = "refuse"
+    """``refuse``: a trigger field the input does not declare is ``unknown_field``; ``ignore``:
+    it is dropped before the workflow sees it (for systems that send their whole record)."""
 
     def error_codes(self) -> list[dict[str, Any]]:
         """The error codes a trigger of this workflow can end with, documented."""
-        codes = [ErrorCode.INVALID_BODY, ErrorCode.INVALID_TYPE, ErrorCode.INVALID_VALUE]
+        codes = [
+            ErrorCode.INVALID_JSON,
+            ErrorCode.INVALID_BODY,
+            ErrorCode.INVALID_TYPE,
+            ErrorCode.INVALID_VALUE,
+        ]
         if self.input_schema.get("required"):
-            codes.insert(1, ErrorCode.MISSING_FIELD)
+            codes.insert(2, ErrorCode.MISSING_FIELD)
+        if self.additional_fields == "refuse":
+            codes.append(ErrorCode.UNKNOWN_FIELD)
         codes += sorted(set(self.enum_codes.values()), key=list(ErrorCode).index)
         codes.append(ErrorCode.INVALID_CALLBACK_URL)
         kinds = {spec.kind for spec in self.nodes.values()}
@@ -96,6 +112,17 @@ class Workflow:
             for c in codes
         ]
 
+    def published_schema(self) -> dict[str, Any]:
+        """The whole trigger as JSON Schema: the input fields, then the envelope's reserved
+        fields; with ``additionalProperties: false`` unless the template ignores extra fields."""
+        schema = {
+            **self.input_schema,
+            "properties": {**self.input_schema["properties"], **SCHEMA_PROPERTIES},
+        }
+        if self.additional_fields == "refuse":
+            schema["additionalProperties"] = False
+        return schema
+
     def describe(self) -> dict[str, Any]:
         """The public description: what ``GET /v1/workflows/{id}`` and ``workflows show`` print."""
         return {
@@ -103,7 +130,8 @@ class Workflow:
             "version": self.version,
             "description": self.description,
             "external_id_field": self.external_id,
-            "input_schema": self.input_schema,
+            "input_schema": self.published_schema(),
+            "additional_fields": self.additional_fields,
             "error_codes": self.error_codes(),
             "nodes": [{"name": n, "kind": self.nodes[n].kind} for n in self.order],
         }
@@ -159,6 +187,12 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
     external_id = data.get("external_id")
     if external_id is not None and external_id not in field_types:
         chk.add(("external_id",), f"external_id names no input field: {external_id!r}")
+    additional = data.get("additional_fields", "refuse")
+    if additional not in ADDITIONAL_FIELDS:
+        chk.add(
+            ("additional_fields",),
+            f"additional_fields must be one of {', '.join(ADDITIONAL_FIELDS)} (default refuse)",
+        )
     nodes = _check_nodes(chk, data.get("nodes"), field_types, registry, presets)
     order = _order(chk, nodes)
     outputs = _check_outputs(chk, data.get("outputs"), field_types, nodes, registry)
@@ -175,6 +209,7 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
         outputs=outputs,
         source=source,
         enum_codes=enum_codes,
+        additional_fields=str(additional),
     )
 
 
@@ -193,10 +228,22 @@ def _check_input(
     for name in required:
         if name not in props:
             chk.add(("input", "required"), f"required field {name!r} is not in properties")
+    if "additionalProperties" in schema:
+        chk.add(
+            ("input", "additionalProperties"),
+            "use the template's additional_fields (refuse or ignore) instead",
+        )
     enum_codes: dict[str, ErrorCode] = {}
     types: dict[str, Any] = {}
     for name, prop in props.items():
         where = ("input", "properties", name)
+        if name in RESERVED:
+            chk.add(
+                where,
+                f"{name!r} is reserved for the trigger envelope ({', '.join(RESERVED)}): "
+                "a workflow never sees it; name the field otherwise",
+            )
+            continue
         if not isinstance(prop, dict):
             chk.add(where, "a property is a JSON Schema mapping")
             continue
@@ -212,8 +259,6 @@ def _check_input(
         props[name] = prop
         optional = name not in required and "default" not in prop
         types[name] = json_type(prop, optional=optional)
-    props.setdefault("callback_url", CALLBACK_SCHEMA)
-    types.setdefault("callback_url", str | None)
     schema["properties"] = props
     try:
         Draft202012Validator.check_schema(schema)
