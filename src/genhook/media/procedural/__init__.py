@@ -1,11 +1,12 @@
 """The procedural renderer: a deterministic, offline, designed composition made from a prompt.
 
 :func:`render` paints, in order: a palette gradient lit by a named lighting setup (radial glow,
-vignette, window light or neon glows), decorative geometry (corner blobs, a halo disc or arch
-panel, an arc, a dot grid, confetti), a shaded "hero object" on a podium with soft shadows
-standing in for the subject, the subject's name in large type (the prompt is never printed), and
-a small honest corner label. Text is set in faces with wide script coverage and per-glyph
-fallback; characters no face has are collected by :func:`glyph_audit` (see :mod:`.fonts`).
+vignette, window light or neon glows), decorative geometry (corner blobs, a halo disc or rounded
+card, an arc, a dot grid, confetti), a shaded product (bottle, jar, ball, mug or tube: the one the
+subject names, else one at random) on a podium with soft shadows standing in for the subject,
+the subject's name in large type (the prompt is never printed), and a small honest corner label.
+Text is set in faces with wide script coverage and per-glyph fallback; characters no face has
+are collected by :func:`glyph_audit` (see :mod:`.fonts`).
 
 Determinism: every random choice comes from a numpy ``Generator`` seeded with a SHA-256 of the
 seed, prompt and subject (never Python's salted ``hash``). Per-pixel arithmetic uses only

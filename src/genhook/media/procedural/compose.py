@@ -10,7 +10,7 @@ import numpy as np
 from genhook.media import Pixels
 from genhook.media.procedural.backdrop import backdrop
 from genhook.media.procedural.decoration import decorate
-from genhook.media.procedural.hero import HEROES, hero_geometry, stage
+from genhook.media.procedural.hero import hero_for, hero_geometry, stage
 from genhook.media.procedural.layout import layout
 from genhook.media.procedural.lighting import named_light
 from genhook.media.procedural.palette import parse_palette, scheme
@@ -45,7 +45,7 @@ def render(
     sc = scheme(colours, rng)
     light = named_light(lighting, mirror=bool(rng.random() < 0.5))
     angle = (float(rng.random()) - 0.5) * 1.2
-    kind = list(HEROES)[int(rng.integers(len(HEROES)))]
+    kind = hero_for(subject, prompt, rng)
     text_left = bool(rng.random() < 0.7)
 
     unit = min(width, height)

@@ -1,4 +1,4 @@
-"""Decorative geometry around the hero: corner blobs, halo or arch, ring, dot grid, confetti."""
+"""Decorative geometry around the hero: corner blobs, halo or panel, ring, dot grid, confetti."""
 
 from __future__ import annotations
 
@@ -12,7 +12,16 @@ from genhook.media.procedural.hero import Hero
 from genhook.media.procedural.layout import Layout
 from genhook.media.procedural.lighting import Light
 from genhook.media.procedural.palette import RGB, Scheme, contrast, far, luminance, mix
-from genhook.media.procedural.shapes import arch, disc, ellipse, fill, paint, ring, soft_mask, union
+from genhook.media.procedural.shapes import (
+    disc,
+    ellipse,
+    fill,
+    paint,
+    ring,
+    rrect,
+    soft_mask,
+    union,
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +54,8 @@ def decorate(
     light: Light,
     rng: np.random.Generator,
 ) -> None:
-    """Blobs in two corners, a halo disc or arch panel, an arc or neon ring, dots, confetti."""
+    """Blobs in two corners, a halo disc or a rounded backdrop card, an arc or neon ring, dots,
+    confetti. (Not an arched panel: a hero on a podium in an arch reads as a shrine.)"""
     pick = _Picker.of(sc, rng)
     _blobs(img, lay.unit, pick)
     halo_r = hero.height * (0.6 + 0.12 * rng.random())
@@ -55,8 +65,8 @@ def decorate(
     if motif < 0.6:
         disc(img, colour, alpha, cx, cy, halo_r)
     else:
-        panel = (cx - 0.8 * halo_r, cy - 1.05 * halo_r, cx + 0.8 * halo_r, hero.base)
-        paint(img, colour, alpha, panel, arch(panel))
+        panel = (cx - 0.95 * halo_r, cy - 0.95 * halo_r, cx + 0.95 * halo_r, hero.base)
+        paint(img, colour, alpha, panel, rrect(panel, 0.16 * halo_r))
     ring_r = halo_r * (1.12 + 0.1 * rng.random())
     start, sweep, colour = 360 * rng.random(), 120 + 170 * rng.random(), pick.bright()
     box = (cx - ring_r, cy - ring_r, cx + ring_r, cy + ring_r)

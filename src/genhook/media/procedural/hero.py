@@ -1,15 +1,18 @@
-"""The hero object standing in for the subject: five kinds, sized to the art area, on a podium."""
+"""The hero object standing in for the subject: five product kinds (the one the subject names,
+else one drawn at random), sized to the art area, on a podium."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
+
+import numpy as np
 
 from genhook.media.procedural.palette import RGB, Scheme, mix
 from genhook.media.procedural.shading import Painter
 from genhook.media.procedural.shapes import (
     Box,
-    arch,
     ellipse,
     fill,
     poly,
@@ -67,56 +70,85 @@ def _jar(p: Painter, hero: Hero, sc: Scheme) -> None:
 
 
 def _ball(p: Painter, hero: Hero, sc: Scheme) -> None:
+    """A plain glossy ball (no ring: a ringed ball reads as a planet)."""
     r = hero.width / 2
     p.sphere(sc.hero, hero.cx, hero.base - 0.97 * r, r)
-    box = (hero.cx - 1.25 * r, hero.base - 1.2 * r, hero.cx + 1.25 * r, hero.base - 0.74 * r)
-    p.flat(sc.trim, (0.0, 0.6, 0.8), box, ring(box, 0, 180, 0.06 * r))
 
 
-def _cube(p: Painter, hero: Hero, sc: Scheme) -> None:
-    cx, half = hero.cx, hero.width / 2
-    rise, side = 0.5 * half, hero.height * 0.55
-    low = hero.base + 0.2 * rise
-    mid = low - side
-    top = [cx, mid, cx - half, mid - rise, cx, mid - 2 * rise, cx + half, mid - rise]
-    left = [cx, low, cx, mid, cx - half, mid - rise, cx - half, low - rise]
-    right = [cx, low, cx, mid, cx + half, mid - rise, cx + half, low - rise]
-    band = [
-        cx,
-        low - 0.35 * side,
-        cx,
-        low - 0.6 * side,
-        cx + half,
-        low - 0.6 * side - rise,
-        cx + half,
-        low - 0.35 * side - rise,
-    ]
-    faces = (
-        (sc.hero, left, (-0.75, 0.0, 0.66)),
-        (sc.hero, right, (0.75, 0.0, 0.66)),
-        (sc.hero, top, _UP),
-        (sc.trim, band, (0.75, 0.0, 0.66)),
-    )
-    for colour, pts, normal in faces:
-        box = (min(pts[0::2]), min(pts[1::2]), max(pts[0::2]), max(pts[1::2]))
-        p.flat(colour, normal, box, poly(pts))
+def _mug(p: Painter, hero: Hero, sc: Scheme) -> None:
+    """A mug: an upright cylinder open at the top (its dark inside showing under a rim), with a
+    loop handle on the right; body and handle together are centred on the hero's centre."""
+    w, hh, base = hero.width, hero.height, hero.base
+    x0 = hero.cx - w / 2
+    x1 = x0 + 0.76 * w
+    y0 = base - 0.9 * hh
+    thick = 0.09 * w
+    handle = (x1 - 0.28 * w, y0 + 0.16 * hh, hero.cx + w / 2, y0 + 0.66 * hh)
+    p.cylinder(sc.hero, (handle[0], handle[2]), handle, ring(handle, -90, 90, thick))
+    _drum(p, sc.hero, x0, x1, y0, base)
+    e = 0.2 * (x1 - x0)
+    lip = 0.05 * (x1 - x0)
+    inside = (x0 + lip, y0 - e / 2 + 0.6 * lip, x1 - lip, y0 + e / 2 - 0.6 * lip)
+    p.flat(mix(sc.hero, (0, 0, 0), 0.55), (0.0, -0.4, 0.9), inside, ellipse(inside))
 
 
-def _monolith(p: Painter, hero: Hero, sc: Scheme) -> None:
+def _tube(p: Painter, hero: Hero, sc: Scheme) -> None:
+    """A squeeze tube standing on its cap: a body flaring slightly up to a flat, ribbed seam."""
     cx, base, hh, bw = hero.cx, hero.base, hero.height, hero.width
-    outer = (cx - bw / 2, base - hh, cx + bw / 2, base)
-    inner = (cx - 0.3 * bw, base - hh + 0.2 * bw, cx + 0.3 * bw, base - 0.1 * hh)
-    p.cylinder(sc.hero, (outer[0], outer[2]), outer, arch(outer), 0.6)
-    p.cylinder(sc.trim, (outer[0], outer[2]), inner, arch(inner), 0.6)
+    cap = (cx - 0.3 * bw, base - 0.17 * hh, cx + 0.3 * bw, base)
+    top, foot = base - 0.9 * hh, base - 0.15 * hh
+    body = (cx - 0.47 * bw, top, cx + 0.47 * bw, foot)
+    outline = [cx - 0.36 * bw, foot, cx + 0.36 * bw, foot, body[2], top, body[0], top]
+    shoulder = (cx - 0.36 * bw, foot - 0.05 * hh, cx + 0.36 * bw, foot + 0.02 * hh)
+    seam = (cx - 0.5 * bw, base - hh, cx + 0.5 * bw, top + 0.01 * hh)
+    _drum(p, sc.trim, cap[0], cap[2], cap[1], cap[3])
+    p.cylinder(sc.hero, (body[0], body[2]), body, union(poly(outline), ellipse(shoulder)))
+    p.cylinder(sc.hero, (seam[0], seam[2]), seam, rect(seam), 0.5)
+    groove = mix(sc.hero, (0, 0, 0), 0.35)
+    for i in range(1, 12):
+        x = seam[0] + i * (seam[2] - seam[0]) / 12
+        line = (x - 0.006 * bw, seam[1] + 0.01 * hh, x + 0.006 * bw, seam[3] - 0.01 * hh)
+        p.flat(groove, (0.0, 0.0, 1.0), line, rect(line))
 
 
 HEROES: dict[str, tuple[float, Callable[[Painter, Hero, Scheme], None]]] = {
     "bottle": (0.42, _bottle),
     "jar": (0.64, _jar),
     "ball": (0.8, _ball),
-    "cube": (0.9, _cube),
-    "monolith": (0.58, _monolith),
+    "mug": (1.1, _mug),
+    "tube": (0.46, _tube),
 }
+"""Each kind: its width over its height, and how to draw it. Every kind draws within 0.65 hero
+widths of its centre, from 1.05 heights above its base to 0.1 widths below it. Chosen to read
+as products and nothing else (no dark cube with a band, no arched slab: those read as buildings
+and monuments)."""
+
+_WORDS = {
+    "mug": ("mug", "cup", "tasse", "becher", "taza", "tazza", "kopp", "kubek", "чашка", "кружка"),
+    "bottle": ("bottle", "perfume", "serum", "wine", "flasche", "botella", "bouteille", "flacon"),
+    "jar": ("jar", "candle", "cream", "balm", "honey", "jam", "pot", "bocal", "glas", "tarro"),
+    "tube": ("tube", "lotion", "toothpaste", "ointment", "sunscreen", "gel"),
+    "ball": ("ball", "sphere", "ornament", "bauble", "ballon", "pelota"),
+}
+_CJK = {"mug": ("杯", "カップ", "マグ", "컵", "머그"), "bottle": ("瓶", "ボトル", "병")}
+
+
+def _named(text: str) -> str | None:
+    """The first kind a word of ``text`` names (English and a few other languages)."""
+    words = set(re.findall(r"\w+", text.casefold()))
+    for kind, names in _WORDS.items():
+        if words.intersection(names) or words.intersection(n + "s" for n in names):
+            return kind
+    return next((k for k, marks in _CJK.items() if any(m in text for m in marks)), None)
+
+
+def hero_for(subject: str, prompt: str, rng: np.random.Generator) -> str:
+    """The kind the subject (else the prompt) names, else one drawn from ``rng``. One draw is
+    always made, so the choices after it do not depend on whether a name matched."""
+    drawn = list(HEROES)[int(rng.integers(len(HEROES)))]
+    return _named(subject) or _named(prompt) or drawn
+
+
 _PODIUM = 1.6  # podium width / hero width
 
 

@@ -56,17 +56,6 @@ def ring(box: Box, start: float, end: float, width: float) -> Shape:
     return lambda d, f, a: d.arc(f.pts(*box), start, end, fill=a, width=round(f.len(width)))
 
 
-def arch(box: Box) -> Shape:
-    """A rectangle with a semicircular top."""
-    r = (box[2] - box[0]) / 2
-
-    def draw(d: ImageDraw.ImageDraw, f: _Frame, a: int) -> None:
-        d.ellipse(f.pts(box[0], box[1], box[2], box[1] + 2 * r), fill=a)
-        d.rectangle(f.pts(box[0], box[1] + r, box[2], max(box[3], box[1] + r)), fill=a)
-
-    return draw
-
-
 def union(*shapes: Shape) -> Shape:
     def draw(d: ImageDraw.ImageDraw, f: _Frame, a: int) -> None:
         for shape in shapes:
