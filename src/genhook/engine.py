@@ -145,7 +145,7 @@ class Engine:
         job_id: str | None = None,
         attempts: int = 1,
         is_cancelled: Callable[[], bool] = lambda: False,
-        elapsed_before: float = 0.0,
+        worked: Callable[[], float] | None = None,
         credit_before: float = 0.0,
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
@@ -153,12 +153,14 @@ class Engine:
         ``trigger`` is the workflow's input as checked at the edge (defaults filled, envelope
         split off): it is not validated again here.
 
-        ``elapsed_before`` and ``credit_before`` are the working time and credits of earlier
+        ``worked`` tells the job's working time so far (earlier attempts, and this one since its
+        claim; default: this call's own duration), and ``credit_before`` the credits of earlier
         attempts, so that the payload's ``processing_time_seconds`` and ``credit_cost`` cover
         all attempts (and no queue time). ``Outcome.credit_cost`` is this attempt's alone.
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
+        worked = worked or (lambda: time.perf_counter() - started)
         ext = external_id(workflow, trigger)
         ctx: RunContext | None = None
         try:
@@ -174,7 +176,7 @@ class Engine:
                 external_id=ext,
                 error=exc,
                 attempts=attempts,
-                processing_time_seconds=elapsed_before + time.perf_counter() - started,
+                processing_time_seconds=worked(),
                 credit_cost=round(credit_before + cost, 6),
                 generations=len(spent),
             )
@@ -186,7 +188,7 @@ class Engine:
             result=result,
             asset_urls=urls,
             attempts=attempts,
-            processing_time_seconds=elapsed_before + time.perf_counter() - started,
+            processing_time_seconds=worked(),
             credit_before=credit_before,
         )
         return Outcome(payload, result, None, result.credit_cost)

@@ -1,4 +1,5 @@
-"""Where the shipped workflows and presets live (inside a wheel, or at a checkout's root)."""
+"""Where the shipped workflows and presets live (inside a wheel, or at a checkout's root), and
+the private folders that hold a service's data."""
 
 from __future__ import annotations
 
@@ -26,3 +27,14 @@ def presets_dir() -> Path:
     """``GENHOOK_PRESETS_DIR``, or the shipped ``presets/``."""
     env = os.environ.get("GENHOOK_PRESETS_DIR")
     return Path(env) if env else shipped_dir("presets")
+
+
+def private_dir(path: Path, *, tighten: bool = True) -> Path:
+    """``path`` as a folder only its owner can enter: missing folders are made ``0700``; an
+    existing one that others can read is tightened to ``0700`` when ``tighten``."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for folder in reversed(missing):
+        folder.mkdir(mode=0o700, exist_ok=True)
+    if tighten and path.stat().st_mode & 0o077:
+        path.chmod(0o700)
+    return path

@@ -1,17 +1,29 @@
-"""Where the service keeps asset bytes: local files under ``GENHOOK_DATA_DIR/assets``."""
+"""Where the service keeps asset bytes: local files under ``GENHOOK_DATA_DIR/assets``.
+
+A job's published files live at ``root/<job_id>/<filename>``; those are what ``asset_url``
+serves. A worker writes an attempt's files under an attempt-scoped name first
+(``root/<job_id>/.attempt-<n>/``, which no URL can reach) and the store's finishing transaction
+publishes them, so a worker that lost its lease and resumes later writes only its own staging
+folder and never replaces the files (and ``sha256``) that the lease holder delivered.
+
+The files hold customers' generated assets: folders are ``0700`` and files ``0600``.
+"""
 
 from __future__ import annotations
 
 import mimetypes
 import os
 import re
+import shutil
 from pathlib import Path
 from urllib.parse import quote, unquote, urlsplit
 
+from genhook.paths import private_dir
 from genhook.workflow.result import Asset
 
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MEDIA_TYPES = {".avif": "image/avif", ".webp": "image/webp", ".mp4": "video/mp4"}
+FILE_MODE = 0o600
 
 
 class LocalStorage:
@@ -32,15 +44,18 @@ class LocalStorage:
             )
         return cls(Path(unquote(parts.path)), public_url)
 
+    def url(self, job_id: str, filename: str) -> str:
+        """The public ``asset_url`` of a job's file."""
+        return f"{self.public_url}/assets/{quote(job_id)}/{quote(filename)}"
+
     def put(self, job_id: str, asset: Asset) -> str:
-        """Write atomically; return the public ``asset_url``."""
-        directory = self.root / job_id
-        directory.mkdir(parents=True, exist_ok=True)
-        target = directory / asset.filename
-        tmp = directory / f".{asset.filename}.tmp"
-        tmp.write_bytes(asset.data)
-        os.replace(tmp, target)
-        return f"{self.public_url}/assets/{quote(job_id)}/{quote(asset.filename)}"
+        """Write a published file atomically; return its ``asset_url``."""
+        _write(self._job_dir(job_id), asset)
+        return self.url(job_id, asset.filename)
+
+    def attempt(self, job_id: str, number: int) -> AttemptAssets:
+        """The staging area of attempt ``number`` of a job (the sink a worker writes to)."""
+        return AttemptAssets(self, job_id, number)
 
     def path(self, job_id: str, filename: str) -> Path | None:
         """The file behind ``/assets/<job_id>/<filename>``, or None (also for unsafe names)."""
@@ -48,6 +63,52 @@ class LocalStorage:
             return None
         path = self.root / job_id / filename
         return path if path.is_file() else None
+
+    def _job_dir(self, job_id: str) -> Path:
+        private_dir(self.root)
+        return private_dir(self.root / job_id)
+
+
+class AttemptAssets:
+    """One attempt's files, staged until the lease holder's finishing transaction publishes
+    them (``publish``) or the attempt ends without delivering them (``discard``)."""
+
+    def __init__(self, storage: LocalStorage, job_id: str, number: int) -> None:
+        self.storage = storage
+        self.job_id = job_id
+        self.folder = storage.root / job_id / f".attempt-{number}"
+
+    def put(self, job_id: str, asset: Asset) -> str:
+        """Stage ``asset``; return the ``asset_url`` it will have once published."""
+        if job_id != self.job_id:
+            raise ValueError(f"attempt assets of {self.job_id} cannot hold {job_id}'s files")
+        self.storage._job_dir(job_id)
+        _write(private_dir(self.folder), asset)
+        return self.storage.url(job_id, asset.filename)
+
+    def publish(self) -> None:
+        """Move every staged file to its published name (each move atomic)."""
+        if not self.folder.is_dir():
+            return
+        target = self.storage._job_dir(self.job_id)
+        for staged in sorted(self.folder.iterdir()):
+            if not staged.name.startswith("."):
+                os.replace(staged, target / staged.name)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def discard(self) -> None:
+        """Remove whatever this attempt staged and did not publish."""
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _write(directory: Path, asset: Asset) -> None:
+    """Write ``asset`` into ``directory`` through a temporary file, readable by its owner only."""
+    target = directory / asset.filename
+    tmp = directory / f".{asset.filename}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    with os.fdopen(fd, "wb") as out:
+        out.write(asset.data)
+    os.replace(tmp, target)
 
 
 def media_type(filename: str) -> str:

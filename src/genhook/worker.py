@@ -14,6 +14,7 @@ import os
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -24,7 +25,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.retry import retry_delay
 from genhook.signals import Signal
-from genhook.storage import LocalStorage
+from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.store import Store
 
 log = logging.getLogger("genhook.worker")
@@ -88,31 +89,71 @@ class Worker:
         return True
 
     def process(self, job: dict[str, Any]) -> None:
-        """Run a claimed job to its next state: succeeded, failed, cancelled or retrying."""
+        """Run a claimed job to its next state: succeeded, failed, cancelled or retrying.
+
+        Working time is measured on the store's clock from the claim (``job["claimed_at"]``)
+        to the end. The attempt's assets are staged under its own name and published only in
+        the finishing transaction, so a worker that lost its lease never touches what the
+        lease holder delivered.
+        """
         state = _Running(job["id"])
+        clock = self.store.clock
+        claimed_at = float(job.get("claimed_at", clock.now()))
+
+        def worked() -> float:
+            return float(job["processing_seconds"]) + clock.now() - claimed_at
+
+        assets = self.storage.attempt(job["id"], int(job["attempts"]))
         beat = threading.Thread(target=self._heartbeat, args=(state,), daemon=True)
         beat.start()
-        started = time.perf_counter()
         try:
-            outcome = self._execute(job, state)
+            outcome = self._execute(job, state, assets, worked)
         finally:
             state.done.set()
             beat.join()
-        work = time.perf_counter() - started
-        if state.lost:
-            log.warning("worker %s lost the lease on %s; dropping its result", self.name, job["id"])
-            return
+        work = clock.now() - claimed_at
+        try:
+            if state.lost:
+                log.warning(
+                    "worker %s lost the lease on %s; dropping its result", self.name, job["id"]
+                )
+                return
+            self._record(job, outcome, work, worked(), assets)
+        finally:
+            assets.discard()  # whatever was not published (a no-op after publishing)
+
+    def _record(
+        self,
+        job: dict[str, Any],
+        outcome: Outcome,
+        work: float,
+        total: float,
+        assets: AttemptAssets,
+    ) -> None:
+        """Store the attempt's outcome; if a cancel was recorded first, the job ends cancelled
+        with the credits spent and the time worked, and its assets are not published."""
+        cancelled = job_failure_payload(
+            {
+                **job,
+                "processing_seconds": total,
+                "credit_cost": round(job["credit_cost"] + outcome.credit_cost, 6),
+            },
+            GenhookError(ErrorCode.CANCELLED),
+        ).to_json()
         error = outcome.error
         delay = retry_delay(job["attempts"], error, self.settings.retry_schedule) if error else None
         if error is not None and delay is not None:
-            self.store.retry(
+            ended = self.store.retry(
                 job["id"],
                 self.name,
                 error=error,
                 delay=delay,
                 credit_cost=outcome.credit_cost,
                 work_seconds=work,
+                cancelled=cancelled,
             )
+            if ended == "cancelled":
+                self.deliveries_signal.notify()
             return
         if error is None:
             status = "succeeded"
@@ -128,14 +169,23 @@ class Worker:
             error=error,
             credit_cost=outcome.credit_cost,
             work_seconds=work,
+            cancelled=cancelled,
+            publish=assets.publish if status == "succeeded" else None,
         ):
             self.deliveries_signal.notify()
 
-    def _execute(self, job: dict[str, Any], state: _Running) -> Outcome:
+    def _execute(
+        self,
+        job: dict[str, Any],
+        state: _Running,
+        assets: AttemptAssets,
+        worked: Callable[[], float],
+    ) -> Outcome:
         workflow = self.engine.workflows.get(job["workflow_id"])
         if workflow is None:
             return self._refuse(
                 job,
+                worked,
                 GenhookError(
                     ErrorCode.UNKNOWN_WORKFLOW,
                     f"workflow {job['workflow_id']!r} is no longer installed",
@@ -146,6 +196,7 @@ class Worker:
             # every time must end, like any other failure, once the schedule is spent
             return self._refuse(
                 job,
+                worked,
                 GenhookError(
                     ErrorCode.WORKER_LOST,
                     f"every one of {job['attempts'] - 1} attempts lost its worker",
@@ -167,17 +218,21 @@ class Worker:
         return self.engine.execute(
             workflow,
             job["input"],
-            self.storage,
+            assets,
             job_id=job["id"],
             attempts=job["attempts"],
             is_cancelled=is_cancelled,
-            elapsed_before=job["processing_seconds"],
+            worked=worked,
             credit_before=job["credit_cost"],
         )
 
-    def _refuse(self, job: dict[str, Any], error: GenhookError) -> Outcome:
+    def _refuse(
+        self, job: dict[str, Any], worked: Callable[[], float], error: GenhookError
+    ) -> Outcome:
         """End a claimed job without running it."""
-        return Outcome(job_failure_payload(job, error), None, error)
+        return Outcome(
+            job_failure_payload({**job, "processing_seconds": worked()}, error), None, error
+        )
 
     def _heartbeat(self, state: _Running) -> None:
         while not state.done.wait(self.settings.heartbeat_seconds):

@@ -48,14 +48,19 @@ def find_jobs(
 
 @router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job", status_code=202)
 def cancel_job(job_id: str, request: Request) -> JSONResponse:
-    """A queued job ends at once as cancelled; a running one stops before its next step."""
+    """A queued job ends at once as cancelled; a running one stops before its next step, and
+    ends cancelled unless its finishing transaction came first (then 409, as for any ended
+    job)."""
     service = service_of(request)
     runtime = runtime_of(request)
     job = owned(runtime.store.job(job_id), service)
     if job["status"] in TERMINAL:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job['status']}")
-    payload = job_failure_payload(job, GenhookError(ErrorCode.CANCELLED)).to_json()
-    status = runtime.store.cancel(job_id, payload)
+    status = runtime.store.cancel(
+        job_id, lambda row: job_failure_payload(row, GenhookError(ErrorCode.CANCELLED)).to_json()
+    )
+    if status in TERMINAL and status != "cancelled":
+        raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {status}")
     if status == "cancelled":
         runtime.deliveries_signal.notify()
     runtime.events_signal.notify()

@@ -56,8 +56,8 @@ class Metadata(_Model):
     model_id: str | None
     credit_cost: float = Field(description="Credits spent on all generations of the job.")
     processing_time_seconds: float = Field(
-        description="From the job's first claim by a worker to its end, all attempts included; "
-        "queue waiting excluded."
+        description="The time workers spent on the job, summed over its attempts, each from "
+        "its claim to its end; waiting in the queue or between attempts is not in it."
     )
     attempts: int = Field(description="Job attempts (transient-failure retries included).")
     seed: int | None

@@ -5,7 +5,7 @@ transaction."""
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +19,7 @@ from genhook.store.schema import attempts, deliveries, events, jobs
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 TERMINAL = ("succeeded", "failed", "cancelled")
+_CANCELLED = GenhookError(ErrorCode.CANCELLED)
 
 
 def body_bytes(payload: Mapping[str, Any]) -> bytes:
@@ -196,7 +197,9 @@ class JobStore(StoreBase):
         """Take the next due job (or one whose worker's lease ran out) and lease it to ``worker``.
 
         The candidate select uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (ignored by SQLite,
-        where ``BEGIN IMMEDIATE`` already serialises writers), so two workers never take one job.
+        where ``BEGIN IMMEDIATE`` already serialises writers), so two workers never take one job;
+        the update is conditional on the state it was chosen in, so it cannot take a job that a
+        cancel ended meanwhile. The row returned carries ``claimed_at``, the attempt's start.
         """
         now = self.clock.now()
         with self._write() as conn:
@@ -208,30 +211,9 @@ class JobStore(StoreBase):
                 .with_for_update(skip_locked=True)
             ).scalar()
             if stalled is not None:
-                # the lost attempt worked until its last heartbeat (lease end minus one lease)
-                started = conn.execute(
-                    sa.select(attempts.c.started_at, jobs.c.lease_expires)
-                    .join(jobs, jobs.c.id == attempts.c.job_id)
-                    .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
-                ).first()
-                if started is not None:
-                    worked = max(0.0, started.lease_expires - lease_seconds - started.started_at)
-                    conn.execute(
-                        jobs.update()
-                        .where(jobs.c.id == stalled)
-                        .values(processing_seconds=jobs.c.processing_seconds + worked)
-                    )
-                conn.execute(
-                    attempts.update()
-                    .where(attempts.c.job_id == stalled, attempts.c.ended_at.is_(None))
-                    .values(
-                        ended_at=now,
-                        outcome="lost",
-                        error_code=ErrorCode.WORKER_LOST.value,
-                        error_description="the worker stopped renewing its lease",
-                    )
-                )
+                self._close_lost_attempt(conn, stalled, lease_seconds, now)
                 job_id = stalled
+                claimable = sa.and_(jobs.c.status == "running", jobs.c.lease_expires < now)
             else:
                 job_id = conn.execute(
                     sa.select(jobs.c.id)
@@ -240,12 +222,13 @@ class JobStore(StoreBase):
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 ).scalar()
+                claimable = jobs.c.status.in_(("queued", "retrying"))
             if job_id is None:
                 return None
             claimed = (
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job_id)
+                    .where(jobs.c.id == job_id, claimable)
                     .values(
                         status="running",
                         lease_owner=worker,
@@ -257,15 +240,45 @@ class JobStore(StoreBase):
                     .returning(*jobs.c)
                 )
                 .mappings()
-                .one()
+                .first()
             )
+            if claimed is None:
+                return None
             conn.execute(
                 attempts.insert().values(
                     job_id=job_id, number=claimed["attempts"], worker=worker, started_at=now
                 )
             )
             self._event(conn, job_id, "running", {"attempt": claimed["attempts"]}, now)
-        return dict(claimed)
+        return {**claimed, "claimed_at": now}
+
+    def _close_lost_attempt(
+        self, conn: sa.Connection, job_id: str, lease_seconds: float, now: float
+    ) -> None:
+        """End the open attempt of a job whose worker stopped renewing its lease; it worked
+        until its last heartbeat (lease end minus one lease)."""
+        started = conn.execute(
+            sa.select(attempts.c.started_at, jobs.c.lease_expires)
+            .join(jobs, jobs.c.id == attempts.c.job_id)
+            .where(attempts.c.job_id == job_id, attempts.c.ended_at.is_(None))
+        ).first()
+        if started is not None:
+            worked = max(0.0, started.lease_expires - lease_seconds - started.started_at)
+            conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id)
+                .values(processing_seconds=jobs.c.processing_seconds + worked)
+            )
+        conn.execute(
+            attempts.update()
+            .where(attempts.c.job_id == job_id, attempts.c.ended_at.is_(None))
+            .values(
+                ended_at=now,
+                outcome="lost",
+                error_code=ErrorCode.WORKER_LOST.value,
+                error_description="the worker stopped renewing its lease",
+            )
+        )
 
     def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> Lease:
         """Renew ``worker``'s lease on a running job."""
@@ -298,8 +311,16 @@ class JobStore(StoreBase):
         error: GenhookError | None,
         credit_cost: float,
         work_seconds: float,
-    ) -> bool:
-        """End a job the worker still holds, and outbox its payload, in one transaction."""
+        cancelled: Mapping[str, Any] | None = None,
+        publish: Callable[[], None] | None = None,
+    ) -> str | None:
+        """End a job the worker still holds, and outbox its payload, in one transaction.
+
+        A cancel recorded before this transaction wins: the job ends ``cancelled`` with the
+        ``cancelled`` payload (this attempt's credits and time counted), and ``publish`` (which
+        makes the attempt's assets the job's) is not called. Returns the status the job ended
+        with, or None when ``worker`` no longer held its lease (nothing changed).
+        """
         now = self.clock.now()
         with self._write() as conn:
             done = self._release(
@@ -308,19 +329,24 @@ class JobStore(StoreBase):
                 worker,
                 credit_cost,
                 work_seconds,
+                cancel_requested=False,
                 status=status,
                 result=dict(payload),
                 error_code=error.code.value if error else None,
                 finished_at=now,
                 updated_at=now,
             )
+            if done is not None and publish is not None:
+                publish()  # inside the transaction: the files go live only if this commits
             if done is None:
-                return False
-            self._close_attempt(conn, job_id, status, error, now)
-            self._event(conn, job_id, status, dict(payload), now)
-            if done.callback_url:
-                self._outbox(conn, job_id, done.service_id, done.callback_url, payload, now)
-        return True
+                status, payload, error = "cancelled", cancelled or payload, _CANCELLED
+                done = self._release(
+                    conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(payload, now)
+                )
+                if done is None:
+                    return None
+            self._ended(conn, job_id, done, status, payload, error, now)
+        return status
 
     def retry(
         self,
@@ -331,8 +357,11 @@ class JobStore(StoreBase):
         delay: float,
         credit_cost: float,
         work_seconds: float,
-    ) -> bool:
-        """Put a job the worker holds back in the queue after ``delay`` seconds."""
+        cancelled: Mapping[str, Any],
+    ) -> str | None:
+        """Put a job the worker holds back in the queue after ``delay`` seconds, or, when a
+        cancel was recorded meanwhile, end it ``cancelled`` (outboxing ``cancelled``).
+        Returns ``retrying`` or ``cancelled``, None when the lease was lost."""
         now = self.clock.now()
         with self._write() as conn:
             done = self._release(
@@ -341,22 +370,57 @@ class JobStore(StoreBase):
                 worker,
                 credit_cost,
                 work_seconds,
+                cancel_requested=False,
                 status="retrying",
                 run_after=now + delay,
                 error_code=error.code.value,
                 updated_at=now,
             )
-            if done is None:
-                return False
-            self._close_attempt(conn, job_id, "retrying", error, now)
-            self._event(
-                conn,
-                job_id,
-                "retrying",
-                {"error": error.to_dict(), "retry_at": now + delay},
-                now,
+            if done is not None:
+                self._close_attempt(conn, job_id, "retrying", error, now)
+                self._event(
+                    conn,
+                    job_id,
+                    "retrying",
+                    {"error": error.to_dict(), "retry_at": now + delay},
+                    now,
+                )
+                return "retrying"
+            done = self._release(
+                conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(cancelled, now)
             )
-        return True
+            if done is None:
+                return None
+            self._ended(conn, job_id, done, "cancelled", cancelled, _CANCELLED, now)
+        return "cancelled"
+
+    @staticmethod
+    def _cancelled(payload: Mapping[str, Any], now: float) -> dict[str, Any]:
+        """The columns of a job that ends cancelled (for :meth:`_release`)."""
+        return {
+            "cancel_requested": True,
+            "status": "cancelled",
+            "result": dict(payload),
+            "error_code": ErrorCode.CANCELLED.value,
+            "finished_at": now,
+            "updated_at": now,
+        }
+
+    def _ended(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        done: sa.Row[Any],
+        status: str,
+        payload: Mapping[str, Any],
+        error: GenhookError | None,
+        now: float,
+    ) -> None:
+        """What follows a job's end in its transaction: close the attempt, log, outbox."""
+        self._close_attempt(conn, job_id, status, error, now)
+        self._event(conn, job_id, status, dict(payload), now)
+        if done.callback_url:
+            self._outbox(conn, job_id, done.service_id, done.callback_url, payload, now)
 
     def _release(
         self,
@@ -365,13 +429,25 @@ class JobStore(StoreBase):
         worker: str,
         credit_cost: float,
         work_seconds: float,
+        *,
+        cancel_requested: bool,
         **values: Any,
     ) -> sa.Row[Any] | None:
-        """Move a job out of ``running`` if ``worker`` still holds its lease, adding the
-        attempt's credits and working time; None when the lease was lost."""
+        """Move a job out of ``running`` if ``worker`` still holds its lease and its cancel flag
+        is ``cancel_requested``, adding the attempt's credits and working time; else None.
+
+        One conditional update: on PostgreSQL a concurrent cancel either commits first (and
+        this update, re-checking its condition, no longer matches) or waits for this one."""
         return conn.execute(
             jobs.update()
-            .where(jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running")
+            .where(
+                jobs.c.id == job_id,
+                jobs.c.lease_owner == worker,
+                jobs.c.status == "running",
+                jobs.c.cancel_requested.is_(sa.true())
+                if cancel_requested
+                else jobs.c.cancel_requested.is_(sa.false()),
+            )
             .values(
                 lease_owner=None,
                 lease_expires=None,
@@ -382,41 +458,54 @@ class JobStore(StoreBase):
             .returning(jobs.c.callback_url, jobs.c.service_id)
         ).first()
 
-    def cancel(self, job_id: str, payload: Mapping[str, Any]) -> str:
-        """Cancel a queued or retrying job at once (outboxing ``payload``); flag a running one.
+    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> str:
+        """Cancel a queued or retrying job at once; flag a running one. Each is one conditional
+        update, so a cancel never overwrites a job that a worker claimed or ended meanwhile.
 
-        Returns the job's status afterwards: ``cancelled``, ``running`` (the worker will stop at
-        its next check), or the terminal status it already had.
+        ``payload`` builds the cancelled job's payload from its row (read under the update's
+        lock, so its attempts and credits are current). Returns the job's status afterwards:
+        ``cancelled``, ``running`` (its worker stops at its next check, and a cancel recorded
+        before the job's finishing transaction wins), or the terminal status it already had.
         """
         now = self.clock.now()
         with self._write() as conn:
-            row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
-            if row is None:
-                raise GenhookError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
-            if row["status"] in ("queued", "retrying"):
+            ended = (
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job_id)
+                    .where(jobs.c.id == job_id, jobs.c.status.in_(("queued", "retrying")))
                     .values(
                         status="cancelled",
                         cancel_requested=True,
-                        result=dict(payload),
                         error_code=ErrorCode.CANCELLED.value,
                         finished_at=now,
                         updated_at=now,
                     )
+                    .returning(*jobs.c)
                 )
-                self._event(conn, job_id, "cancelled", dict(payload), now)
-                if row["callback_url"]:
-                    self._outbox(conn, job_id, row["service_id"], row["callback_url"], payload, now)
+                .mappings()
+                .first()
+            )
+            if ended is not None:
+                body = dict(payload(dict(ended)))
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=body))
+                self._event(conn, job_id, "cancelled", body, now)
+                if ended["callback_url"]:
+                    self._outbox(
+                        conn, job_id, ended["service_id"], ended["callback_url"], body, now
+                    )
                 return "cancelled"
-            if row["status"] == "running":
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id)
-                    .values(cancel_requested=True, updated_at=now)
-                )
-            return str(row["status"])
+            flagged = conn.execute(
+                jobs.update()
+                .where(jobs.c.id == job_id, jobs.c.status == "running")
+                .values(cancel_requested=True, updated_at=now)
+                .returning(jobs.c.id)
+            ).first()
+            if flagged is not None:
+                return "running"
+            status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
+            if status is None:
+                raise GenhookError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
+            return str(status)
 
     def _close_attempt(
         self, conn: sa.Connection, job_id: str, outcome: str, error: GenhookError | None, now: float
