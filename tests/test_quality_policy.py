@@ -16,6 +16,7 @@ from genhook.backends.base import BackendRegistry
 from genhook.engine import Engine
 from genhook.media import Pixels
 from genhook.presets import Presets
+from genhook.quality import FailedCheck, missing_glyphs, retry_may_help
 from genhook.sinks import DirectorySink
 from tests.fakes import ScriptedBackend
 
@@ -163,3 +164,16 @@ def test_forbidden_face_is_a_warning(tmp_path: Path, presets: Presets) -> None:
     assert warning is not None
     (check,) = warning["failed_checks"]
     assert check["check"] == "face_confidence" and check["measured"] > check["threshold"]
+
+
+def test_missing_glyphs_alone_is_not_retried_but_with_other_failures_is() -> None:
+    """A retry cannot draw a glyph no font has; it can still fix blur failing beside it."""
+    glyphs = missing_glyphs(["\ue000", "\ue000", "\U0001f600"])
+    assert glyphs is not None and glyphs.characters == ("\ue000", "\U0001f600")
+    assert glyphs.to_dict()["characters"] == ["\ue000", "\U0001f600"]
+    assert "U+E000" in glyphs.describe() and "U+1F600" in glyphs.describe()
+    blur = FailedCheck("sharpness", 11.8, 30.0, ">=", 0.6067)
+    assert "characters" not in blur.to_dict()
+    assert missing_glyphs([]) is None
+    assert not retry_may_help([glyphs])
+    assert retry_may_help([glyphs, blur])
