@@ -69,6 +69,7 @@ class Settings:
     delivery_timeout: float = 15.0
     max_body_bytes: int = 256 * 1024
     poll_seconds: float = 1.0
+    max_streams_per_service: int = 20
     host: str = "127.0.0.1"
     port: int = 8080
 
@@ -106,6 +107,7 @@ class Settings:
             "GENHOOK_DELIVERY_TIMEOUT": ("delivery_timeout", parse_duration),
             "GENHOOK_MAX_BODY_BYTES": ("max_body_bytes", int),
             "GENHOOK_POLL_SECONDS": ("poll_seconds", parse_duration),
+            "GENHOOK_MAX_STREAMS_PER_SERVICE": ("max_streams_per_service", int),
         }
         for var, (name, convert) in table.items():
             raw = env.get(var)

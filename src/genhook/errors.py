@@ -54,6 +54,8 @@ class ErrorCode(StrEnum):
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     NOT_CANCELLABLE = "not_cancellable"
     DELIVERY_IN_FLIGHT = "delivery_in_flight"
+    RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
+    TOO_MANY_STREAMS = "too_many_streams"
 
 
 @dataclass(frozen=True)
@@ -140,6 +142,13 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.NOT_CANCELLABLE: ErrorSpec("The job has already ended (HTTP 409).", False),
     ErrorCode.DELIVERY_IN_FLIGHT: ErrorSpec(
         "A replay was asked while an attempt of that delivery is in flight (HTTP 409).", False
+    ),
+    ErrorCode.RANGE_NOT_SATISFIABLE: ErrorSpec(
+        "The `Range` of an asset request starts past the end of the file (HTTP 416).", False
+    ),
+    ErrorCode.TOO_MANY_STREAMS: ErrorSpec(
+        "The service already has GENHOOK_MAX_STREAMS_PER_SERVICE event streams open (HTTP 429).",
+        False,
     ),
 }
 

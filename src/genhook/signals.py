@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 
 class Signal:
@@ -42,13 +43,41 @@ class Signal:
         with self._cond:
             self._listeners.append(listener)
 
+    def unsubscribe(self, listener: Callable[[], None]) -> None:
+        """Stop calling ``listener`` (nothing happens if it is not subscribed)."""
+        with self._cond, contextlib.suppress(ValueError):
+            self._listeners.remove(listener)
+
+    @property
+    def listener_count(self) -> int:
+        """How many listeners are subscribed (a leak shows here)."""
+        with self._cond:
+            return len(self._listeners)
+
     def asyncio_event(self, loop: asyncio.AbstractEventLoop) -> asyncio.Event:
-        """An asyncio.Event of ``loop`` that is set on every notify (thread-safe)."""
-        event = asyncio.Event()
-
-        def wake() -> None:
-            if not loop.is_closed():
-                loop.call_soon_threadsafe(event.set)
-
+        """An asyncio.Event of ``loop`` that is set on every notify (thread-safe), for as long as
+        the process runs; a waiter that ends before that uses ``listening``."""
+        event, wake = _event_setter(loop)
         self.subscribe(wake)
         return event
+
+    @contextlib.contextmanager
+    def listening(self, loop: asyncio.AbstractEventLoop) -> Iterator[asyncio.Event]:
+        """``asyncio_event`` for the length of a block: its listener is removed at the end."""
+        event, wake = _event_setter(loop)
+        self.subscribe(wake)
+        try:
+            yield event
+        finally:
+            self.unsubscribe(wake)
+
+
+def _event_setter(loop: asyncio.AbstractEventLoop) -> tuple[asyncio.Event, Callable[[], None]]:
+    """An asyncio.Event of ``loop`` and a thread-safe function that sets it."""
+    event = asyncio.Event()
+
+    def wake() -> None:
+        if not loop.is_closed():
+            loop.call_soon_threadsafe(event.set)
+
+    return event, wake

@@ -1,20 +1,101 @@
-"""Bearer API keys: each names one requesting service."""
+"""Bearer API keys: each names one requesting service.
+
+Looking a key up is a database read; a busy service sends the same key on every request, so the
+answers are kept in a small cache: bounded (least recently used entries go first) and short-lived
+(``KEY_CACHE_SECONDS``), so that a key revoked or rotated by any process stops working within
+seconds. Unknown keys are never cached: a key created a moment ago works at once.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import threading
+from collections import OrderedDict
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from fastapi import Request
+from fastapi import FastAPI, Request
 from fastapi.security import HTTPBearer
 
+from genhook.clock import Clock
 from genhook.errors import ErrorCode, GenhookError
 from genhook.runtime import Runtime
+from genhook.store.services import key_hash
+
+KEY_CACHE_SECONDS = 5.0
+"""How long a looked-up key is trusted without asking the database again."""
+KEY_CACHE_ENTRIES = 1024
+"""At most this many keys are cached (one per active service is the usual need)."""
 
 bearer = HTTPBearer(
     auto_error=False,
     description="A service's API key (`genhook services create`).",
 )
 """Declares the scheme in the OpenAPI document; ``service_of`` does the checking."""
+
+
+class KeyCache:
+    """Services by key hash: at most ``max_entries``, each trusted for ``ttl`` seconds."""
+
+    def __init__(
+        self,
+        clock: Clock,
+        *,
+        max_entries: int = KEY_CACHE_ENTRIES,
+        ttl: float = KEY_CACHE_SECONDS,
+    ) -> None:
+        self._clock = clock
+        self._max = max_entries
+        self._ttl = ttl
+        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, digest: str) -> dict[str, Any] | None:
+        """The cached service, or None when absent or older than the TTL (then dropped)."""
+        with self._lock:
+            entry = self._entries.get(digest)
+            if entry is None:
+                return None
+            if self._clock.now() - entry[0] >= self._ttl:
+                del self._entries[digest]
+                return None
+            self._entries.move_to_end(digest)
+            return entry[1]
+
+    def put(self, digest: str, service: dict[str, Any]) -> None:
+        """Remember ``service``; the least recently used entry goes when the cache is full."""
+        with self._lock:
+            self._entries[digest] = (self._clock.now(), service)
+            self._entries.move_to_end(digest)
+            while len(self._entries) > self._max:
+                self._entries.popitem(last=False)
+
+    def clear(self) -> None:
+        """Forget every key (after a change made in this process)."""
+        with self._lock:
+            self._entries.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._entries)
+
+
+_STATE_LOCK = threading.Lock()
+T = TypeVar("T")
+
+
+def state_part(app: FastAPI, name: str, make: Callable[[], T]) -> T:
+    """``app.state.<name>``, made by ``make()`` on first use (one per app, thread-safe)."""
+    with _STATE_LOCK:
+        part: T | None = getattr(app.state, name, None)
+        if part is None:
+            part = make()
+            setattr(app.state, name, part)
+        return part
+
+
+def key_cache(app: FastAPI) -> KeyCache:
+    """The app's key cache, on the runtime's clock."""
+    return state_part(app, "key_cache", lambda: KeyCache(app.state.runtime.clock))
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -29,9 +110,14 @@ def service_of(request: Request) -> dict[str, Any]:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise GenhookError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api_key>")
-    service = runtime_of(request).store.service_for_key(token.strip())
+    cache = key_cache(request.app)
+    digest = key_hash(token.strip())
+    service = cache.get(digest)
     if service is None:
-        raise GenhookError(ErrorCode.UNAUTHORIZED, "unknown API key")
+        service = runtime_of(request).store.service_for_key(token.strip())
+        if service is None:
+            raise GenhookError(ErrorCode.UNAUTHORIZED, "unknown API key")
+        cache.put(digest, service)
     return service
 
 

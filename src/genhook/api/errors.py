@@ -26,6 +26,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.DELIVERY_IN_FLIGHT: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
+    ErrorCode.RANGE_NOT_SATISFIABLE: 416,
+    ErrorCode.TOO_MANY_STREAMS: 429,
     ErrorCode.INTERNAL_ERROR: 500,
 }
 

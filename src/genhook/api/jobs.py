@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
-from fastapi.responses import JSONResponse, StreamingResponse
+from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from genhook.api.auth import bearer, owned, runtime_of, service_of
-from genhook.api.errors import RESPONSES
+from genhook.api.errors import RESPONSES, ErrorBody, error_response
+from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, stream_slots
 from genhook.api.views import iso, job_view
 from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
@@ -73,50 +74,73 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     "/v1/jobs/{job_id}/events",
     summary="Follow a job (Server-Sent Events)",
     response_class=StreamingResponse,
+    responses={
+        429: {
+            "model": ErrorBody,
+            "description": "`too_many_streams`: the service already has "
+            "`GENHOOK_MAX_STREAMS_PER_SERVICE` streams open (20 by default); `Retry-After`.",
+        }
+    },
 )
-async def job_events(job_id: str, request: Request) -> StreamingResponse:
+async def job_events(job_id: str, request: Request) -> Response:
     """One SSE event per state change (``event: queued|running|retrying|succeeded|...``), the
     last carrying the completion payload; the stream then ends. ``Last-Event-ID`` resumes."""
-    service = service_of(request)
+    service = await run_in_threadpool(service_of, request)
     runtime = runtime_of(request)
     owned(await run_in_threadpool(runtime.store.job, job_id), service)
     try:
         after = int(request.headers.get("last-event-id", "0"))
     except ValueError:
         after = 0
+    slots = stream_slots(request.app)
+    if not slots.take(service["id"]):
+        response = error_response(
+            GenhookError(
+                ErrorCode.TOO_MANY_STREAMS,
+                f"this service already has {slots.limit} event streams open: close one, "
+                f"or poll GET /v1/jobs/{job_id}",
+            )
+        )
+        response.headers["Retry-After"] = str(RETRY_AFTER_SECONDS)
+        return response
 
-    async def stream() -> AsyncIterator[bytes]:
+    async def stream() -> AsyncGenerator[bytes, None]:
         nonlocal after
-        wake = runtime.events_signal.asyncio_event(asyncio.get_running_loop())
-        yield b": genhook job events\n\n"
-        while True:
-            wake.clear()
-            rows = await run_in_threadpool(runtime.store.events, job_id, after)
-            for row in rows:
-                after = row["id"]
-                data = {"job_id": job_id, "status": row["status"], "at": iso(row["at"])}
-                if row["status"] in TERMINAL:
-                    data["result"] = row["detail"]
-                elif row["detail"]:
-                    detail = dict(row["detail"])
-                    if isinstance(detail.get("retry_at"), float):
-                        detail["retry_at"] = iso(detail["retry_at"])
-                    data["detail"] = detail
-                yield (
-                    f"id: {row['id']}\nevent: {row['status']}\n"
-                    f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
-                ).encode()
-                if row["status"] in TERMINAL:
+        with runtime.events_signal.listening(asyncio.get_running_loop()) as wake:
+            yield b": genhook job events\n\n"
+            while True:
+                wake.clear()
+                rows = await run_in_threadpool(runtime.store.events, job_id, after)
+                for row in rows:
+                    after = row["id"]
+                    yield _event(job_id, row)
+                    if row["status"] in TERMINAL:
+                        return
+                if await request.is_disconnected():
                     return
-            if await request.is_disconnected():
-                return
-            try:
-                await asyncio.wait_for(wake.wait(), timeout=runtime.settings.poll_seconds)
-            except TimeoutError:
-                yield b": keep-alive\n\n"
+                try:
+                    await asyncio.wait_for(wake.wait(), timeout=runtime.settings.poll_seconds)
+                except TimeoutError:
+                    yield b": keep-alive\n\n"
 
-    return StreamingResponse(
+    return EventStreamResponse(
         stream(),
-        media_type="text/event-stream",
+        on_close=lambda: slots.give_back(service["id"]),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
+
+
+def _event(job_id: str, row: dict[str, Any]) -> bytes:
+    """One SSE event of a stored job event: the terminal one carries the completion payload."""
+    data = {"job_id": job_id, "status": row["status"], "at": iso(row["at"])}
+    if row["status"] in TERMINAL:
+        data["result"] = row["detail"]
+    elif row["detail"]:
+        detail = dict(row["detail"])
+        if isinstance(detail.get("retry_at"), float):
+            detail["retry_at"] = iso(detail["retry_at"])
+        data["detail"] = detail
+    return (
+        f"id: {row['id']}\nevent: {row['status']}\n"
+        f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+    ).encode()

@@ -5,13 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse
+from fastapi.responses import FileResponse, JSONResponse, Response
 
+from genhook.api.assets import asset_response
 from genhook.api.auth import runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.contract.schema import completion_schema
 from genhook.errors import ErrorCode, GenhookError
-from genhook.storage import media_type
 
 router = APIRouter(responses=RESPONSES)
 
@@ -32,23 +32,22 @@ def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
 
 
 @router.get("/v1/schemas/completion-v1.json", summary="Completion payload JSON Schema")
-def completion_schema_route(request: Request) -> JSONResponse:
-    """The JSON Schema of completion payload version 1."""
-    service_of(request)
+def completion_schema_route() -> JSONResponse:
+    """The JSON Schema of completion payload version 1. Public, no key needed: a schema is no
+    secret, and a receiver validates callbacks against it with nothing but its URL."""
     return JSONResponse(completion_schema(), media_type="application/schema+json")
 
 
 @router.get("/assets/{job_id}/{filename}", summary="Asset bytes", response_class=FileResponse)
-def asset(job_id: str, filename: str, request: Request) -> FileResponse:
-    """The file behind an ``asset_url``, with its Content-Type. Asset URLs are unguessable."""
+@router.head("/assets/{job_id}/{filename}", summary="Asset headers", response_class=FileResponse)
+def asset(job_id: str, filename: str, request: Request) -> Response:
+    """The file behind an ``asset_url``, with its Content-Type, ``ETag`` (its SHA-256, as in the
+    payload) and ``Cache-Control``; ``HEAD``, ``Range`` (206, 416) and ``If-None-Match`` (304)
+    work as HTTP says. Asset URLs are unguessable."""
     path = runtime_of(request).storage.path(job_id, filename)
     if path is None:
         raise GenhookError(ErrorCode.NOT_FOUND, "no such asset")
-    return FileResponse(
-        path,
-        media_type=media_type(filename),
-        headers={"Cache-Control": "public, max-age=31536000, immutable"},
-    )
+    return asset_response(path, filename, request.headers.get("if-none-match"))
 
 
 @router.get("/healthz", summary="Health")

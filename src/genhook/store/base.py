@@ -25,7 +25,6 @@ class StoreBase:
         self.url = url
         self.engine = create_engine(url)
         self.clock = clock or SystemClock()
-        self._key_cache: dict[str, Row] = {}
         # SQLite has one writer at a time: queue this process's writers on a lock instead of
         # in SQLite's busy handler, whose sleeps grow to 100 ms (other processes still use it)
         self._write_lock = (

@@ -53,11 +53,9 @@ class ServiceStore(StoreBase):
         }
 
     def service_for_key(self, api_key: str) -> Row | None:
-        """The service owning ``api_key`` (cached by hash; keys are never reissued)."""
+        """The service owning ``api_key``, read from the database every time: a cache here
+        would keep a revoked key working (the API keeps its own, bounded and short-lived)."""
         digest = key_hash(api_key)
-        cached = self._key_cache.get(digest)
-        if cached is not None:
-            return cached
         with self._read() as conn:
             row = (
                 conn.execute(sa.select(services).where(services.c.api_key_hash == digest))
@@ -66,6 +64,4 @@ class ServiceStore(StoreBase):
             )
         if row is None:
             return None
-        found = dict(row)
-        self._key_cache[digest] = found
-        return found
+        return dict(row)
