@@ -23,9 +23,21 @@ CAPTION_LIMIT = 2200  # the longest caption the common platforms take
 STEM_LIMIT = 70  # leaves room for platform, size and extension within 100 characters
 
 
+def cut_words(slug_text: str, limit: int) -> str:
+    """The first whole words (hyphen-separated) of ``slug_text`` that fit in ``limit``
+    characters; words go from the end, never from the middle. A first word longer than
+    ``limit`` on its own is cut, since nothing whole fits."""
+    if len(slug_text) <= limit:
+        return slug_text
+    kept = slug_text[: limit + 1].rsplit("-", 1)[0] if "-" in slug_text[: limit + 1] else ""
+    return kept.rstrip("-") or slug_text[:limit]
+
+
 def slug(text: str, limit: int = STEM_LIMIT) -> str:
-    """Lowercase ASCII words joined by hyphens, cut at a word boundary to ``limit``."""
-    return str(slugify(text, max_length=limit, word_boundary=True, lowercase=True))
+    """Lowercase ASCII words joined by hyphens, cut to ``limit`` by dropping whole words from
+    the end (python-slugify's own ``word_boundary`` skips a long word and keeps later ones,
+    which reads as words lost from the middle)."""
+    return cut_words(str(slugify(text, lowercase=True)), limit)
 
 
 class Metadata(BaseNode):
