@@ -23,9 +23,10 @@ from genhook.contract.completion import job_failure_payload
 from genhook.engine import Engine, Outcome
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
-from genhook.retry import retry_delay
+from genhook.retry import decide, job_policy
 from genhook.signals import Signal
 from genhook.storage import AttemptAssets, LocalStorage
+from genhook.store.db import describe
 from genhook.store.store import Store
 
 log = logging.getLogger("genhook.worker")
@@ -61,6 +62,7 @@ class Worker:
         self.jobs_signal = jobs_signal or Signal()
         self.deliveries_signal = deliveries_signal or Signal()
         self.events_signal = events_signal or Signal()
+        self.retry_policy = job_policy(settings.retry_schedule)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
 
     def run(self, stop: threading.Event) -> None:
@@ -69,8 +71,8 @@ class Worker:
             seen = self.jobs_signal.generation
             try:
                 worked = self.run_once()
-            except Exception:  # keep the loop alive; the job's lease will run out
-                log.exception("worker %s: unexpected error", self.name)
+            except Exception as exc:  # keep the loop alive; the job's lease will run out
+                _log_failure(f"worker {self.name}", exc)
                 worked = False
                 stop.wait(self.settings.poll_seconds)
             if not worked:
@@ -141,7 +143,15 @@ class Worker:
             GenhookError(ErrorCode.CANCELLED),
         ).to_json()
         error = outcome.error
-        delay = retry_delay(job["attempts"], error, self.settings.retry_schedule) if error else None
+        delay = None
+        if error is not None:
+            retry = decide(
+                self.retry_policy,
+                job["attempts"],
+                retryable=error.retryable,
+                retry_after=error.retry_after,
+            )
+            delay = retry.delay
         if error is not None and delay is not None:
             ended = self.store.retry(
                 job["id"],
@@ -191,7 +201,7 @@ class Worker:
                     f"workflow {job['workflow_id']!r} is no longer installed",
                 ),
             )
-        if job["attempts"] > len(self.settings.retry_schedule) + 1:
+        if job["attempts"] > self.retry_policy.max_attempts:
             # earlier attempts were all lost with their workers: a job that kills its worker
             # every time must end, like any other failure, once the schedule is spent
             return self._refuse(
@@ -238,13 +248,22 @@ class Worker:
         while not state.done.wait(self.settings.heartbeat_seconds):
             try:
                 lease = self.store.heartbeat(state.job_id, self.name, self.settings.lease_seconds)
-            except Exception:
-                log.exception("heartbeat failed for %s", state.job_id)
+            except Exception as exc:
+                _log_failure(f"heartbeat of {state.job_id}", exc)
                 continue
             state.lost = not lease.owned
             state.cancel = lease.cancel_requested
             if state.lost:
                 return
+
+
+def _log_failure(what: str, exc: Exception) -> None:
+    """One line when the store is unavailable (an outage repeats it every poll), else the
+    traceback of an unexpected error."""
+    if isinstance(exc, GenhookError) and exc.code is ErrorCode.STORE_UNAVAILABLE:
+        log.warning("%s: store unavailable: %s", what, describe(exc.__cause__ or exc))
+    else:
+        log.exception("%s: unexpected error", what, exc_info=exc)
 
 
 def start_workers(count: int, factory: Any, stop: threading.Event) -> list[threading.Thread]:

@@ -30,14 +30,12 @@ from __future__ import annotations
 
 import base64
 import binascii
-import email.utils
 import io
 import math
 import os
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
@@ -47,6 +45,7 @@ import numpy as np
 from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
+from genhook.retry import parse_retry_after
 
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 DEFAULT_TIMEOUT = 120.0
@@ -338,22 +337,7 @@ def _clip(text: str) -> str:
 
 def retry_after(response: httpx.Response) -> float | None:
     """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
-    raw = response.headers.get("retry-after", "").strip()
-    if not raw:
-        return None
-    try:
-        seconds = float(raw)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(raw)
-        except (TypeError, ValueError):
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=UTC)
-        seconds = (when - datetime.now(UTC)).total_seconds()
-    if not math.isfinite(seconds):
-        return None
-    return max(0.0, seconds)
+    return parse_retry_after(response.headers.get("retry-after"), time.time())
 
 
 def _json_object(response: httpx.Response) -> dict[str, Any]:
