@@ -84,6 +84,9 @@ from PIL import Image, ImageDraw, ImageFont
 
 FAKE_API_KEY = "sk-genhook-fake-key"
 GENERATIONS_PATH = "/v1/images/generations"
+MODELS_PATH = "/v1/models"
+MODELS = ("gpt-image-1", "dall-e-3", "dall-e-2")
+"""What ``GET /v1/models`` lists (the real API lists every model the key may use)."""
 ADMIN_PATHS = ("/_fake/script", "/_fake/requests", "/_fake/reset")
 IMAGES_PREFIX = "/_fake/images/"
 SIZE_RE = re.compile(r"^([1-9][0-9]{0,4})x([1-9][0-9]{0,4})$")
@@ -424,6 +427,15 @@ class _Handler(BaseHTTPRequestHandler):
             self._json(200, [r.to_dict() for r in self.fake.requests])
             return
         self._record(path, None)
+        if path == MODELS_PATH:
+            if self._refuse_key():
+                return
+            models = [
+                {"id": m, "object": "model", "created": 1700000000, "owned_by": "system"}
+                for m in MODELS
+            ]
+            self._json(200, {"object": "list", "data": models})
+            return
         if path.startswith(IMAGES_PREFIX) and path.endswith(".png"):
             png = self.fake._image(path.removeprefix(IMAGES_PREFIX).removesuffix(".png"))
             if png is not None:
@@ -444,15 +456,7 @@ class _Handler(BaseHTTPRequestHandler):
             return
         if self.headers.get("Authorization") != f"Bearer {self.fake.api_key}":
             self._record(path, parsed, "401")
-            if not self.headers.get("Authorization"):
-                self._error(
-                    401,
-                    "You didn't provide an API key. You need to provide your API key in an "
-                    "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
-                    code=None,
-                )
-            else:
-                self._error(401)
+            self._refuse_key()
             return
         behaviour = self.fake._next()
         self._record(path, parsed, _describe(behaviour))
@@ -460,6 +464,21 @@ class _Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             return
         self._behave(behaviour, raw, parsed)
+
+    def _refuse_key(self) -> bool:
+        """Answer 401 as the real API does when the key is missing or wrong; True if it did."""
+        if self.headers.get("Authorization") == f"Bearer {self.fake.api_key}":
+            return False
+        if not self.headers.get("Authorization"):
+            self._error(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an "
+                "Authorization header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+                code=None,
+            )
+        else:
+            self._error(401)
+        return True
 
     def _record(self, path: str, parsed: Any, behaviour: str = "") -> None:
         headers = {k.lower(): v for k, v in self.headers.items()}

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from genhook.config import ConfigError, Settings, parse_rate, parse_schedule
+from tests.conftest import CliResult
 
 
 def test_schedules_parse_units() -> None:
@@ -54,3 +57,65 @@ def test_rate_limits_parse() -> None:
     assert parse_rate("100/h") == (100, 3600.0)
     with pytest.raises(ValueError):
         parse_rate("fast")
+
+
+BAD_SETTINGS = [
+    ("GENHOOK_DATABASE_URL", "mysql://root@127.0.0.1/genhook", "sqlite:///"),
+    ("GENHOOK_WORKFLOWS_DIR", "{tmp}/no-such-folder", "folder of"),
+    ("GENHOOK_WORKFLOWS_DIR", "{tmp}/empty", "holds no"),
+    ("GENHOOK_PRESETS_DIR", "{tmp}/no-such-folder", "folder of"),
+    ("GENHOOK_STORAGE_URL", "s3://bucket/prefix", "file:///"),
+    ("GENHOOK_PUBLIC_URL", "gen.example.com", "http(s)"),
+    ("GENHOOK_DATA_DIR", "{tmp}/a-file", "not a directory"),
+    ("GENHOOK_RETRY_SCHEDULE", "30 seconds", "30s"),
+    ("GENHOOK_DELIVERY_SCHEDULE", "5s,soon", "30s"),
+    ("GENHOOK_ALLOW_PRIVATE_CALLBACKS", "maybe", "true or false"),
+    ("GENHOOK_LEASE_SECONDS", "0", "positive"),
+    ("GENHOOK_POLL_SECONDS", "-1", "duration"),
+    ("GENHOOK_MAX_BODY_BYTES", "lots", "whole number"),
+    ("GENHOOK_MAX_CONNECTIONS", "0", "whole number"),
+    ("GENHOOK_HEADER_TIMEOUT", "never", "duration"),
+    ("GENHOOK_OPENAI_BASE_URL", "api.openai.com", "http(s)"),
+    ("GENHOOK_OPENAI_TIMEOUT", "soon", "duration"),
+    ("GENHOOK_OPENAI_CREDITS_PER_IMAGE", "-4", "0 or more"),
+    ("GENHOOK_OPENAI_API_KEY", "sk-\u00e9t\u00e9", "printable ASCII"),
+]
+
+
+@pytest.mark.parametrize(("var", "value", "accepts"), BAD_SETTINGS)
+def test_a_bad_setting_exits_2_with_one_line(
+    genhook: Callable[..., CliResult], tmp_path: Path, var: str, value: str, accepts: str
+) -> None:
+    """`genhook serve` with a bad setting: exit 2, one stderr line naming the variable and what
+    it accepts, no traceback (and it never starts: the port stays free)."""
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "a-file").write_text("x", encoding="utf-8")
+    env = {"GENHOOK_DATA_DIR": str(tmp_path / "var"), var: value.format(tmp=tmp_path)}
+    result = genhook("serve", "--workers", "0", "--port", str(_free_port()), env=env)
+    assert result.code == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert var in lines[0] and accepts in lines[0]
+    assert "Traceback" not in result.stderr + result.stdout
+    assert value.format(tmp=tmp_path) not in lines[0] or "KEY" not in var, "no secret echoed"
+
+
+def test_a_bad_flag_setting_exits_2_too(genhook: Callable[..., CliResult]) -> None:
+    """`--port 70000` is refused by the command line in one line, exit 2."""
+    result = genhook("serve", "--port", "70000")
+    assert result.code == 2
+    assert "--port" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_openai_settings_come_from_either_key_variable() -> None:
+    """GENHOOK_OPENAI_API_KEY wins over OPENAI_API_KEY; either configures the backend."""
+    assert Settings.from_env({"OPENAI_API_KEY": "sk-a"}).openai.api_key == "sk-a"
+    both = {"OPENAI_API_KEY": "sk-a", "GENHOOK_OPENAI_API_KEY": "sk-b"}
+    assert Settings.from_env(both).openai.api_key == "sk-b"
+    assert Settings.from_env({}).openai.api_key is None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])

@@ -18,6 +18,7 @@ import pytest
 
 from genhook.backends.base import BackendRegistry, GenerationRequest
 from genhook.backends.openai_images import OpenAIImagesBackend
+from genhook.config import ConfigError, Settings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media.qc import measure
 from tests.conftest import CliResult
@@ -27,6 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 ENV_VARS = (
     "GENHOOK_OPENAI_BASE_URL",
     "GENHOOK_OPENAI_API_KEY",
+    "OPENAI_API_KEY",
     "GENHOOK_OPENAI_TIMEOUT",
     "GENHOOK_OPENAI_CREDITS_PER_IMAGE",
 )
@@ -54,7 +56,8 @@ def fake() -> Iterator[FakeOpenAI]:
 
 @pytest.fixture
 def make_backend(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[MakeBackend]:
-    """Set the environment (pointing at the fake, with its key) and construct a backend."""
+    """Set the environment (pointing at the fake, with its key); build the backend from the
+    settings read from it, as the backend registry does."""
     made: list[OpenAIImagesBackend] = []
 
     def make(**env: str | None) -> OpenAIImagesBackend:
@@ -68,7 +71,7 @@ def make_backend(fake: FakeOpenAI, monkeypatch: pytest.MonkeyPatch) -> Iterator[
         for name, value in settings.items():
             if value is not None:
                 monkeypatch.setenv(name, value)
-        backend = OpenAIImagesBackend()
+        backend = OpenAIImagesBackend.from_settings(Settings.from_env())
         made.append(backend)
         return backend
 
@@ -253,12 +256,14 @@ def test_missing_key_is_not_ready_and_refuses_without_a_request(
     assert fake.requests == []
 
 
-def test_invalid_numbers_in_the_environment_make_it_not_ready(make_backend: MakeBackend) -> None:
-    """A timeout that is not a positive number is reported by status and refused by generate."""
-    backend = make_backend(GENHOOK_OPENAI_TIMEOUT="soon")
-    assert backend.status().ready is False
-    assert "GENHOOK_OPENAI_TIMEOUT" in backend.status().detail
-    assert failure(backend).code is ErrorCode.BACKEND_NOT_CONFIGURED
+def test_invalid_numbers_in_the_environment_are_configuration_errors(
+    make_backend: MakeBackend,
+) -> None:
+    """A timeout that is not a positive duration is refused when the settings are read."""
+    with pytest.raises(ConfigError, match="GENHOOK_OPENAI_TIMEOUT"):
+        make_backend(GENHOOK_OPENAI_TIMEOUT="soon")
+    with pytest.raises(ConfigError, match="GENHOOK_OPENAI_CREDITS_PER_IMAGE"):
+        make_backend(GENHOOK_OPENAI_CREDITS_PER_IMAGE="-1")
 
 
 def test_registry_loads_it_from_the_entry_point(
@@ -266,7 +271,7 @@ def test_registry_loads_it_from_the_entry_point(
 ) -> None:
     """The installed entry point genhook.backends:openai constructs this backend."""
     make_backend()  # sets the environment
-    backend = BackendRegistry.from_entry_points().get("openai")
+    backend = BackendRegistry.from_entry_points(Settings.from_env()).get("openai")
     assert isinstance(backend, OpenAIImagesBackend)
     assert backend.status().ready is True
 
@@ -275,16 +280,93 @@ def test_registry_loads_it_from_the_entry_point(
 def test_backends_list_shows_openai_ready_only_with_a_key(
     genhook: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch, with_key: bool
 ) -> None:
-    """`genhook backends list` lists openai, ready exactly when GENHOOK_OPENAI_API_KEY is set."""
+    """`backends list --offline` lists openai, ready exactly when GENHOOK_OPENAI_API_KEY is set."""
     for name in ENV_VARS:
         monkeypatch.delenv(name, raising=False)
-    result = genhook("backends", "list", env={"GENHOOK_OPENAI_API_KEY": "sk-x"} if with_key else {})
+    env = {"GENHOOK_OPENAI_API_KEY": "sk-x"} if with_key else {}
+    result = genhook("backends", "list", "--offline", env=env)
     assert result.code == 0, result.stderr
     rows = {row["backend"]: row for row in result.json}
     assert rows["openai"]["kinds"] == ["image"]
     assert rows["openai"]["ready"] is with_key
     if not with_key:
         assert rows["openai"]["detail"] == "GENHOOK_OPENAI_API_KEY is not set"
+
+
+def test_probe_is_ready_when_the_engine_answers_and_takes_the_key(
+    fake: FakeOpenAI, make_backend: MakeBackend
+) -> None:
+    """The probe is one GET /v1/models with the key, and says ready when the engine takes it."""
+    status = make_backend().probe(3.0)
+    assert status.ready is True, status.detail
+    assert [(r.method, r.path) for r in fake.requests] == [("GET", "/v1/models")]
+    assert fake.requests[0].headers["authorization"] == f"Bearer {FAKE_API_KEY}"
+
+
+def test_probe_reports_a_refused_key(fake: FakeOpenAI, make_backend: MakeBackend) -> None:
+    """A key the engine refuses (401) is not ready: 'key refused'."""
+    status = make_backend(GENHOOK_OPENAI_API_KEY="sk-wrong").probe(3.0)
+    assert status.ready is False
+    assert "key refused" in status.detail and "sk-wrong" not in status.detail
+
+
+def test_probe_reports_nothing_listening_quickly(make_backend: MakeBackend) -> None:
+    """Nothing on the port: not ready, 'not reachable' with the cause, well within the bound."""
+    port = free_port()
+    started = time.monotonic()
+    status = make_backend(GENHOOK_OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1").probe(3.0)
+    assert status.ready is False
+    assert "not reachable" in status.detail and "refused" in status.detail
+    assert time.monotonic() - started < 3
+
+
+def test_probe_is_bounded_by_its_timeout(fake: FakeOpenAI, make_backend: MakeBackend) -> None:
+    """An engine that accepts the connection and never answers is 'did not answer' in time."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        port = silent.getsockname()[1]
+        started = time.monotonic()
+        status = make_backend(GENHOOK_OPENAI_BASE_URL=f"http://127.0.0.1:{port}/v1").probe(0.5)
+    assert status.ready is False and "did not answer within 0.5s" in status.detail
+    assert time.monotonic() - started < 2.5
+
+
+def test_backends_list_probes_the_engine(
+    fake: FakeOpenAI, genhook: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`backends list` says ready only for an engine that answers now, with the reason when
+    not; `--offline` answers from the configuration alone."""
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    closed = f"http://127.0.0.1:{free_port()}/v1"
+    cases = [
+        (
+            {"GENHOOK_OPENAI_BASE_URL": fake.base_url, "GENHOOK_OPENAI_API_KEY": FAKE_API_KEY},
+            "answering",
+        ),
+        (
+            {"GENHOOK_OPENAI_BASE_URL": fake.base_url, "GENHOOK_OPENAI_API_KEY": "sk-no"},
+            "key refused",
+        ),
+        (
+            {"GENHOOK_OPENAI_BASE_URL": closed, "GENHOOK_OPENAI_API_KEY": FAKE_API_KEY},
+            "not reachable",
+        ),
+    ]
+    for env, reason in cases:
+        ready = reason == "answering"
+        result = genhook("backends", "list", env=env)
+        assert result.code == 0, result.stderr
+        rows = {row["backend"]: row for row in result.json}
+        assert rows["openai"]["ready"] is ready, rows["openai"]
+        assert reason in rows["openai"]["detail"]
+        assert rows["openai"]["checked"] is True
+        assert rows["procedural"]["ready"] is True
+        offline = {
+            row["backend"]: row for row in genhook("backends", "list", "--offline", env=env).json
+        }
+        assert offline["openai"]["ready"] is True and offline["openai"]["checked"] is False
 
 
 # -- error mapping ---------------------------------------------------------------------------

@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import threading
 import uuid
+from pathlib import Path
 
-from genhook.wakeup import Bus
+import pytest
+
+from genhook.wakeup import SocketBus as Bus
+from genhook.wakeup import database_identity, open_channel
 
 
 def test_hub_and_workers_exchange_hints() -> None:
@@ -49,3 +53,39 @@ def test_gone_peers_are_forgotten_and_other_installs_unheard() -> None:
     assert not heard.wait(0.2)
     hub.close()
     other_hub.close()
+
+
+def test_relative_sqlite_urls_in_two_folders_get_two_channels(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The same `sqlite:///var/genhook.db` run from two folders names two databases, two hubs."""
+    url = "sqlite:///var/genhook.db"
+    hubs = []
+    try:
+        for folder in ("a", "b"):
+            (tmp_path / folder).mkdir()
+            monkeypatch.chdir(tmp_path / folder)
+            assert database_identity(url) == f"sqlite:{tmp_path / folder / 'var' / 'genhook.db'}"
+            hubs.append(open_channel(url, "hub"))
+        first, second = hubs
+        assert isinstance(first, Bus) and isinstance(second, Bus)
+        assert first.address != second.address
+        assert first.active and second.active, "both hubs bound: no 'wake-ups off'"
+    finally:
+        for hub in hubs:
+            hub.close()
+
+
+def test_one_database_written_two_ways_is_one_channel(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A relative and an absolute URL of one file, or two spellings of one PostgreSQL database,
+    name the same channel; other hosts, ports or databases do not."""
+    monkeypatch.chdir(tmp_path)
+    assert database_identity("sqlite:///var/g.db") == database_identity(
+        f"sqlite:///{tmp_path}/var/./g.db"
+    )
+    pg = database_identity("postgresql://app@DB.internal/genhook")
+    assert pg == database_identity("postgresql+psycopg://other:pw@db.internal:5432/genhook")
+    assert pg != database_identity("postgresql://app@db.internal:5433/genhook")
+    assert pg != database_identity("postgresql://app@db.internal/genhook2")

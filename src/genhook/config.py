@@ -1,54 +1,53 @@
-"""Configuration from the environment (``GENHOOK_*``), validated once at start-up."""
+"""Configuration from the environment (``GENHOOK_*``), read and validated in this one place.
+
+Every setting of a genhook process, the backends' included, is a field of :class:`Settings`;
+no other module reads the environment. :meth:`Settings.from_env` converts each variable, fills
+the defaults that depend on others and checks the whole (a database URL genhook can open, a
+workflows folder that exists and holds templates, ...). A bad value raises :class:`ConfigError`,
+whose one-line message names the variable and what it accepts; the command line prints it and
+exits 2.
+"""
 
 from __future__ import annotations
 
+import math
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
-_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+from genhook.config_values import (
+    ConfigError,
+    boolean,
+    parse_duration,
+    parse_rate,
+    parse_schedule,
+    positive_int,
+)
+from genhook.paths import shipped_dir
 
+__all__ = [
+    "ConfigError",
+    "OpenAISettings",
+    "Settings",
+    "parse_duration",
+    "parse_rate",
+    "parse_schedule",
+]
 
-class ConfigError(ValueError):
-    """A setting has a value genhook cannot use; the message names the variable."""
-
-
-def parse_duration(text: str) -> float:
-    """Seconds in ``30s``, ``2m``, ``1.5h``, ``250ms`` or a bare number of seconds."""
-    match = _DURATION.match(text)
-    if not match:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 30s, 2m, 8h, 250ms)")
-    return float(match.group(1)) * _UNITS[match.group(2)]
-
-
-def parse_schedule(text: str) -> tuple[float, ...]:
-    """A comma-separated list of durations: ``30s,2m,8m`` is ``(30.0, 120.0, 480.0)``."""
-    if not text.strip():
-        return ()
-    return tuple(parse_duration(part) for part in text.split(","))
-
-
-_RATE = re.compile(r"^\s*(\d+)\s*/\s*(s|m|h|d)\s*$")
+DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
 
 
-def parse_rate(text: str) -> tuple[int, float]:
-    """A rate limit ``N/PERIOD`` (``100/h``, ``10/s``) as (count, period in seconds)."""
-    match = _RATE.match(text)
-    if not match or int(match.group(1)) < 1:
-        raise ValueError(f"not a rate limit: {text!r} (use N/s, N/m, N/h or N/d, N >= 1)")
-    return int(match.group(1)), _UNITS[match.group(2)]
+@dataclass(frozen=True)
+class OpenAISettings:
+    """The ``openai`` backend: an OpenAI-compatible Images API (``GENHOOK_OPENAI_*``)."""
 
-
-def _bool(text: str) -> bool:
-    value = text.strip().lower()
-    if value in ("1", "true", "yes", "on"):
-        return True
-    if value in ("0", "false", "no", "off", ""):
-        return False
-    raise ValueError(f"not a boolean: {text!r}")
+    base_url: str = "https://api.openai.com/v1"
+    api_key: str | None = None
+    timeout: float = 120.0
+    credits_per_image: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -60,6 +59,7 @@ class Settings:
     storage_url: str = ""
     public_url: str = ""
     workflows_dir: Path | None = None
+    presets_dir: Path | None = None
     retry_schedule: tuple[float, ...] = (30.0, 120.0, 480.0)
     delivery_schedule: tuple[float, ...] = (5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
     admin_key: str | None = None
@@ -70,8 +70,13 @@ class Settings:
     max_body_bytes: int = 256 * 1024
     poll_seconds: float = 1.0
     max_streams_per_service: int = 20
+    max_header_bytes: int = 16 * 1024
+    header_timeout: float = 10.0
+    keepalive_timeout: float = 5.0
+    max_connections: int = 1000
     host: str = "127.0.0.1"
     port: int = 8080
+    openai: OpenAISettings = field(default_factory=OpenAISettings)
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -85,40 +90,145 @@ class Settings:
             database_url=self.database_url or f"sqlite:///{data / 'genhook.db'}",
             storage_url=self.storage_url or f"file://{(data / 'assets').resolve()}",
             public_url=(self.public_url or f"http://{host}:{self.port}").rstrip("/"),
+            workflows_dir=self.workflows_dir or shipped_dir("workflows"),
+            presets_dir=self.presets_dir or shipped_dir("presets"),
         )
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] | None = None, **overrides: object) -> Settings:
         """Read ``GENHOOK_*`` variables; ``overrides`` (command-line flags) win."""
         env = os.environ if env is None else env
-        values: dict[str, object] = {}
-        table: dict[str, tuple[str, object]] = {
-            "GENHOOK_DATA_DIR": ("data_dir", Path),
-            "GENHOOK_DATABASE_URL": ("database_url", str),
-            "GENHOOK_STORAGE_URL": ("storage_url", str),
-            "GENHOOK_PUBLIC_URL": ("public_url", str),
-            "GENHOOK_WORKFLOWS_DIR": ("workflows_dir", Path),
-            "GENHOOK_RETRY_SCHEDULE": ("retry_schedule", parse_schedule),
-            "GENHOOK_DELIVERY_SCHEDULE": ("delivery_schedule", parse_schedule),
-            "GENHOOK_ADMIN_KEY": ("admin_key", str),
-            "GENHOOK_ALLOW_PRIVATE_CALLBACKS": ("allow_private_callbacks", _bool),
-            "GENHOOK_LEASE_SECONDS": ("lease_seconds", parse_duration),
-            "GENHOOK_HEARTBEAT_SECONDS": ("heartbeat_seconds", parse_duration),
-            "GENHOOK_DELIVERY_TIMEOUT": ("delivery_timeout", parse_duration),
-            "GENHOOK_MAX_BODY_BYTES": ("max_body_bytes", int),
-            "GENHOOK_POLL_SECONDS": ("poll_seconds", parse_duration),
-            "GENHOOK_MAX_STREAMS_PER_SERVICE": ("max_streams_per_service", int),
-        }
-        for var, (name, convert) in table.items():
-            raw = env.get(var)
-            if raw is None or raw == "":
-                continue
-            try:
-                values[name] = convert(raw)  # type: ignore[operator]
-            except ValueError as exc:
-                raise ConfigError(f"{var}: {exc}") from exc
+        values = _read(env, _TABLE)
         values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)  # type: ignore[arg-type]
-        if settings.heartbeat_seconds >= settings.lease_seconds:
-            raise ConfigError("GENHOOK_HEARTBEAT_SECONDS must be shorter than the lease")
-        return settings.resolved()
+        openai = _read(env, _OPENAI_TABLE)
+        openai["api_key"] = _first(env, "GENHOOK_OPENAI_API_KEY", "OPENAI_API_KEY")
+        values["openai"] = OpenAISettings(**openai)
+        settings = cls(**values).resolved()
+        settings.check()
+        return settings
+
+    def check(self) -> None:
+        """Refuse settings that cannot work together; each message names its variable."""
+        if self.heartbeat_seconds >= self.lease_seconds:
+            raise ConfigError(
+                "GENHOOK_HEARTBEAT_SECONDS: must be shorter than GENHOOK_LEASE_SECONDS "
+                f"({self.heartbeat_seconds:g}s >= {self.lease_seconds:g}s)"
+            )
+        scheme = self.database_url.split("://", 1)[0] if "://" in self.database_url else ""
+        if scheme not in DATABASE_SCHEMES:
+            raise ConfigError(
+                f"GENHOOK_DATABASE_URL: scheme {scheme or self.database_url[:20]!r} is not "
+                "supported; accepts sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
+            )
+        if urlsplit(self.storage_url).scheme != "file":
+            raise ConfigError(
+                f"GENHOOK_STORAGE_URL: scheme {urlsplit(self.storage_url).scheme!r} is not "
+                "supported by this install; accepts file:///PATH"
+            )
+        public = urlsplit(self.public_url)
+        if public.scheme not in ("http", "https") or not public.hostname:
+            raise ConfigError(
+                "GENHOOK_PUBLIC_URL: not an http(s) URL; accepts e.g. https://gen.example.com"
+            )
+        if self.data_dir.exists() and not self.data_dir.is_dir():
+            raise ConfigError(f"GENHOOK_DATA_DIR: {self.data_dir} is not a directory")
+        _check_folder("GENHOOK_WORKFLOWS_DIR", self.workflows_dir, "*.yaml workflow templates")
+        _check_folder("GENHOOK_PRESETS_DIR", self.presets_dir, "*.yaml preset files")
+        if not 0 <= self.port <= 65535:
+            raise ConfigError(f"--port: {self.port} is not a port; accepts 0 to 65535")
+        _check_openai(self.openai)
+
+
+Table = Mapping[str, tuple[str, Callable[[str], Any]]]
+
+
+def _read(env: Mapping[str, str], table: Table) -> dict[str, Any]:
+    """Each set variable of ``table`` converted; a value that does not convert is refused."""
+    values: dict[str, Any] = {}
+    for var, (name, convert) in table.items():
+        raw = env.get(var)
+        if raw is None or raw.strip() == "":
+            continue
+        try:
+            values[name] = convert(raw)
+        except ValueError as exc:
+            raise ConfigError(f"{var}: {exc}") from exc
+    return values
+
+
+def _first(env: Mapping[str, str], *names: str) -> str | None:
+    for name in names:
+        value = env.get(name, "").strip()
+        if value:
+            return value
+    return None
+
+
+def _positive_seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds <= 0:
+        raise ValueError(f"{text!r} is not a positive duration (use e.g. 30s, 2m, 250ms)")
+    return seconds
+
+
+def _credits(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"{text!r} is not a number of credits (accepts 0 or more, e.g. 4.0)")
+    return value
+
+
+def _check_folder(var: str, path: Path | None, holds: str) -> None:
+    if path is None:
+        return
+    if not path.is_dir():
+        raise ConfigError(f"{var}: {path} is not a directory; accepts a folder of {holds}")
+    if not any(path.glob("*.yaml")):
+        raise ConfigError(f"{var}: {path} holds no {holds}")
+
+
+def _check_openai(openai: OpenAISettings) -> None:
+    parts = urlsplit(openai.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "GENHOOK_OPENAI_BASE_URL: not an http(s) URL; accepts e.g. https://api.openai.com/v1"
+        )
+    key = openai.api_key
+    if key is not None and not (key.isascii() and key.isprintable()):
+        raise ConfigError(
+            "GENHOOK_OPENAI_API_KEY: has characters an HTTP header cannot carry; "
+            "accepts printable ASCII"
+        )
+
+
+_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "GENHOOK_DATA_DIR": ("data_dir", Path),
+    "GENHOOK_DATABASE_URL": ("database_url", str.strip),
+    "GENHOOK_STORAGE_URL": ("storage_url", str.strip),
+    "GENHOOK_PUBLIC_URL": ("public_url", str.strip),
+    "GENHOOK_WORKFLOWS_DIR": ("workflows_dir", Path),
+    "GENHOOK_PRESETS_DIR": ("presets_dir", Path),
+    "GENHOOK_RETRY_SCHEDULE": ("retry_schedule", parse_schedule),
+    "GENHOOK_DELIVERY_SCHEDULE": ("delivery_schedule", parse_schedule),
+    "GENHOOK_ADMIN_KEY": ("admin_key", str),
+    "GENHOOK_ALLOW_PRIVATE_CALLBACKS": ("allow_private_callbacks", boolean),
+    "GENHOOK_LEASE_SECONDS": ("lease_seconds", _positive_seconds),
+    "GENHOOK_HEARTBEAT_SECONDS": ("heartbeat_seconds", _positive_seconds),
+    "GENHOOK_DELIVERY_TIMEOUT": ("delivery_timeout", _positive_seconds),
+    "GENHOOK_MAX_BODY_BYTES": ("max_body_bytes", positive_int),
+    "GENHOOK_POLL_SECONDS": ("poll_seconds", _positive_seconds),
+    "GENHOOK_MAX_STREAMS_PER_SERVICE": ("max_streams_per_service", positive_int),
+    "GENHOOK_MAX_HEADER_BYTES": ("max_header_bytes", positive_int),
+    "GENHOOK_HEADER_TIMEOUT": ("header_timeout", _positive_seconds),
+    "GENHOOK_KEEPALIVE_TIMEOUT": ("keepalive_timeout", _positive_seconds),
+    "GENHOOK_MAX_CONNECTIONS": ("max_connections", positive_int),
+}
+
+_OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "GENHOOK_OPENAI_BASE_URL": ("base_url", lambda text: text.strip().rstrip("/")),
+    "GENHOOK_OPENAI_TIMEOUT": ("timeout", _positive_seconds),
+    "GENHOOK_OPENAI_CREDITS_PER_IMAGE": ("credits_per_image", _credits),
+}

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from genhook.backends.base import BackendRegistry
 from genhook.clock import Clock, SystemClock
 from genhook.config import Settings
 from genhook.delivery.ssrf import Resolver, SystemResolver
 from genhook.engine import Engine
+from genhook.presets import load_presets
 from genhook.signals import Signal
 from genhook.storage import LocalStorage
 from genhook.store.store import Store
@@ -33,6 +35,15 @@ class Runtime:
         clock = clock or SystemClock()
         store = Store(settings.database_url, clock)
         store.migrate()
-        engine = Engine.load(settings.workflows_dir)
+        engine = load_engine(settings)
         storage = LocalStorage.from_url(settings.storage_url, settings.public_url)
         return cls(settings, store, engine, storage, clock)
+
+
+def load_engine(settings: Settings) -> Engine:
+    """Presets, workflows and backends from ``settings`` (each backend built by its factory)."""
+    return Engine.load(
+        settings.workflows_dir,
+        presets=load_presets(settings.presets_dir),
+        backends=BackendRegistry.from_entry_points(settings),
+    )

@@ -3,10 +3,19 @@
 Workers are processes, not threads, so generation (CPU-bound, much of it under the GIL) uses
 every core, and a worker that crashes takes neither the API nor its siblings down (its job is
 taken over when its lease runs out).
+
+Workers die with the process that started them, even when it is killed with SIGKILL and has no
+chance to stop them: each asks Linux for a parent-death signal (``PR_SET_PDEATHSIG``, SIGTERM) as
+it starts, and, where that is not available or the parent died before the request took effect,
+its loop notices that its parent is no longer the supervisor (:func:`parent_gone`). An orphaned
+worker would otherwise keep claiming jobs, join the next instance's wake-up hub, and after an
+upgrade run old code on a new schema.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
@@ -17,32 +26,45 @@ import time
 
 log = logging.getLogger("genhook.supervisor")
 
+PR_SET_PDEATHSIG = 1
+"""``prctl`` option: the signal this process gets when the thread that forked it exits."""
+
 
 class WorkerProcesses:
-    """Starts, watches and stops ``count`` ``genhook worker`` processes."""
+    """Starts, watches and stops ``count`` ``genhook worker`` processes.
+
+    Every process is started from the one watcher thread: Linux sends the parent-death signal
+    when the *thread* that forked a child ends, so children of a short-lived thread would die
+    with it. The watcher lives until :meth:`stop`.
+    """
 
     def __init__(self, count: int, env: dict[str, str]) -> None:
         self.count = count
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
+        self._started = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
 
     def _spawn(self) -> subprocess.Popen[bytes]:
-        return subprocess.Popen([sys.executable, "-m", "genhook", "worker"], env=self.env)
+        command = [sys.executable, "-m", "genhook", "worker", "--parent", str(os.getpid())]
+        return subprocess.Popen(command, env=self.env)
 
     def start(self) -> None:
-        """Start the processes and a thread that replaces any that exits."""
-        with self._lock:
-            self.procs = [self._spawn() for _ in range(self.count)]
-        if self.count:
-            self._watcher = threading.Thread(
-                target=self._watch, name="genhook-supervisor", daemon=True
-            )
-            self._watcher.start()
+        """Start the processes (from the watcher thread) and return once they are started."""
+        if not self.count:
+            return
+        self._watcher = threading.Thread(target=self._watch, name="genhook-supervisor", daemon=True)
+        self._watcher.start()
+        self._started.wait()
 
     def _watch(self) -> None:
+        try:
+            with self._lock:
+                self.procs = [self._spawn() for _ in range(self.count)]
+        finally:
+            self._started.set()
         while not self._stopping.wait(1.0):
             with self._lock:
                 for i, proc in enumerate(self.procs):
@@ -73,3 +95,19 @@ class WorkerProcesses:
 def worker_env(public_url: str) -> dict[str, str]:
     """The environment of a worker process: this one's, with the public URL the API serves."""
     return {**os.environ, "GENHOOK_PUBLIC_URL": public_url}
+
+
+def die_with_parent(sig: int = signal.SIGTERM) -> bool:
+    """Ask Linux to send ``sig`` to this process when its parent dies; False where unsupported."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        return int(libc.prctl(PR_SET_PDEATHSIG, sig, 0, 0, 0)) == 0
+    except (OSError, AttributeError):
+        return False
+
+
+def parent_gone(parent: int | None) -> bool:
+    """True when this process was started by ``parent`` and is no longer its child."""
+    return parent is not None and os.getppid() != parent

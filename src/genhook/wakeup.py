@@ -1,12 +1,16 @@
 """Wake-ups between the processes of one genhook install, so nobody naps on the hot path.
 
-The process serving the API owns a *hub*: a Unix datagram socket in Linux's abstract namespace,
-named after the database URL. Worker processes bind sockets of their own and say ``hello`` to
-the hub; the hub tells every worker ``job`` when a trigger is accepted, and workers tell the hub
-``delivery`` (a job ended: the outbox has work) and ``event`` (a job changed state: SSE
-listeners look). Datagrams are hints only: every process still polls every
-``GENHOOK_POLL_SECONDS``, so a lost datagram (or a platform without abstract sockets) costs
-latency, never correctness.
+:class:`WakeupChannel` is the port: the API process's end is the *hub*; workers register with
+it (``hello``), the hub tells every worker ``job`` when a trigger is accepted, and workers tell
+the hub ``delivery`` (a job ended: the outbox has work) and ``event`` (a job changed state: SSE
+listeners look). Hints only: every process still polls every ``GENHOOK_POLL_SECONDS``, so a lost
+hint (or a channel that could not open) costs latency, never correctness.
+
+:class:`SocketBus` is the adapter in use: Unix datagram sockets in Linux's abstract namespace,
+named after the *resolved* database (:func:`database_identity`: the absolute path of a SQLite
+file, host, port and name of a PostgreSQL database), so that two installs never share a name
+and every process of one install finds the others whatever its working directory. PostgreSQL's
+LISTEN/NOTIFY could be another adapter (processes on several machines).
 """
 
 from __future__ import annotations
@@ -18,10 +22,57 @@ import os
 import socket
 import threading
 from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import sqlalchemy as sa
 
 log = logging.getLogger("genhook.wakeup")
 
 MESSAGES = (b"hello", b"job", b"delivery", b"event")
+
+
+class WakeupChannel(Protocol):
+    """One process's end of the wake-up channel of an install (the port)."""
+
+    @property
+    def active(self) -> bool:
+        """False when hints cannot be sent or received (the process relies on polling)."""
+        ...
+
+    def on(self, message: bytes, handler: Callable[[bytes], None]) -> None:
+        """Call ``handler(sender)`` for each ``message`` received."""
+        ...
+
+    def to_hub(self, message: bytes) -> None:
+        """A hint to the API process."""
+        ...
+
+    def broadcast(self, message: bytes) -> None:
+        """A hint to every registered worker process."""
+        ...
+
+    def close(self) -> None:
+        """Stop receiving."""
+        ...
+
+
+def database_identity(url: str) -> str:
+    """The database ``url`` names, independent of how it is written and of the working dir."""
+    parsed = sa.make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        path = parsed.database or ":memory:"
+        if path != ":memory:":
+            path = str(Path(path).expanduser().resolve())
+        return f"sqlite:{path}"
+    host = (parsed.host or "localhost").lower()
+    return f"{backend}://{host}:{parsed.port or 5432}/{parsed.database or ''}"
+
+
+def open_channel(database_url: str, role: str) -> WakeupChannel:
+    """This process's end of the install's wake-up channel (``hub`` or a worker role)."""
+    return SocketBus(database_identity(database_url), role)
 
 
 def _address(key: str, role: str) -> bytes:
@@ -29,8 +80,9 @@ def _address(key: str, role: str) -> bytes:
     return f"\0genhook-{digest}-{role}".encode()
 
 
-class Bus:
-    """One process's end: bind, receive hints on a thread, send hints to peers."""
+class SocketBus:
+    """A :class:`WakeupChannel` over abstract Unix datagram sockets: bind, receive hints on a
+    thread, send hints to peers. ``key`` names the install (:func:`database_identity`)."""
 
     def __init__(self, key: str, role: str) -> None:
         self.key = key

@@ -19,8 +19,11 @@ def print_json(data: Any) -> None:
 
 
 def load_engine() -> Engine:
+    """The engine of this process's settings (exit 2 on a bad setting or template)."""
+    from genhook.runtime import load_engine as load
+
     try:
-        return Engine.load()
+        return load(load_settings())
     except TemplateError as exc:
         die_template(exc)
 
@@ -62,8 +65,13 @@ def load_settings(**overrides: object) -> Any:
     try:
         return Settings.from_env(None, **overrides)
     except ConfigError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+        die_config(exc)
+
+
+def die_config(exc: Exception) -> NoReturn:
+    """One line naming the setting and what it accepts, then exit 2 (never a traceback)."""
+    click.echo(f"configuration error: {' '.join(str(exc).split())}", err=True)
+    sys.exit(EXIT_INVALID)
 
 
 def build_runtime(settings: Any) -> Any:
@@ -74,5 +82,4 @@ def build_runtime(settings: Any) -> Any:
     except TemplateError as exc:
         die_template(exc)
     except ValueError as exc:
-        click.echo(f"configuration error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+        die_config(exc)

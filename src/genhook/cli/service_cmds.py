@@ -20,13 +20,19 @@ from genhook.cli.base import (
 
 @cli.command("serve")
 @click.option("--host", default=None, help="Interface to listen on.  [default: 127.0.0.1]")
-@click.option("--port", type=int, default=None, help="Port to listen on.  [default: 8080]")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=None,
+    help="Port to listen on (0: any free port).  [default: 8080]",
+)
 @click.option(
     "--workers",
     type=click.IntRange(0, 64),
     default=2,
     show_default=True,
-    help="Embedded worker threads (0: API and callback delivery only).",
+    help="Worker processes started, supervised and stopped with the API (0: API and "
+    "callback delivery only).",
 )
 @click.option(
     "--dev",
@@ -37,30 +43,29 @@ def serve_cmd(host: str | None, port: int | None, workers: int, dev: bool) -> No
     """The HTTP API, the callback sender and N worker processes, in one process tree.
 
     Uses GENHOOK_DATABASE_URL (default: SQLite in GENHOOK_DATA_DIR, ./var) and local asset files.
+    The port is bound before anything starts: a busy port is one line and exit 2. The worker
+    processes stop with the server, also when it is killed.
     """
-    import uvicorn
-
-    from genhook.api.app import create_app
-
     setup_logging()
     settings = load_settings(host=host, port=port)
+    from genhook.service import PortUnavailable, bind, serve
+
+    try:
+        sock = bind(settings.host, settings.port)
+    except PortUnavailable as exc:
+        click.echo(f"genhook serve: {exc}", err=True)
+        sys.exit(EXIT_INVALID)
+    if settings.port == 0:  # the public URL names the port actually bound
+        settings = load_settings(host=host, port=sock.getsockname()[1])
     runtime = build_runtime(settings)
     if dev:
         print_json(_dev_service(runtime))
-    app = create_app(runtime, workers=workers)
     click.echo(
         f"genhook {settings.public_url}: {len(runtime.engine.workflows)} workflows, "
-        f"{workers} workers, database {settings.database_url.split('://')[0]}",
+        f"{workers} worker processes, database {settings.database_url.split('://')[0]}",
         err=True,
     )
-    uvicorn.run(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=30,
-    )
+    serve(runtime, sock, workers=workers)
 
 
 def _dev_service(runtime: Any) -> dict[str, Any]:
@@ -93,46 +98,16 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
     show_default=True,
     help="Worker threads in this process.",
 )
-def worker_cmd(concurrency: int) -> None:
+@click.option("--parent", type=int, default=None, hidden=True)
+def worker_cmd(concurrency: int, parent: int | None) -> None:
     """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
-    import os
-    import signal
-    import threading
+    from genhook.service import adopt_parent, run_worker
 
-    from genhook.wakeup import Bus, worker_role
-    from genhook.worker import Worker, start_workers
-
+    if not adopt_parent(parent):  # started by a `genhook serve` that is already gone
+        sys.exit(0)
     setup_logging()
-    settings = load_settings()
-    runtime = build_runtime(settings)
-    stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
-    bus = Bus(settings.database_url, worker_role())
-    bus.on(b"job", lambda _: runtime.jobs_signal.notify())
-    runtime.deliveries_signal.subscribe(lambda: bus.to_hub(b"delivery"))
-    runtime.events_signal.subscribe(lambda: bus.to_hub(b"event"))
-    threads = start_workers(
-        concurrency,
-        lambda i: Worker(
-            runtime.store,
-            runtime.engine,
-            runtime.storage,
-            runtime.settings,
-            jobs_signal=runtime.jobs_signal,
-            deliveries_signal=runtime.deliveries_signal,
-            events_signal=runtime.events_signal,
-        ),
-        stop,
-    )
-    click.echo(f"genhook worker {os.getpid()}: {concurrency} threads", err=True)
-    while not stop.wait(0.5):
-        bus.to_hub(b"hello")  # (re)register with the API process, also after it restarts
-    runtime.jobs_signal.notify()
-    for thread in threads:
-        thread.join(60)
-    bus.close()
-    runtime.store.close()
+    runtime = build_runtime(load_settings())
+    run_worker(runtime, concurrency, parent=parent)
 
 
 @cli.group()

@@ -1,0 +1,178 @@
+"""The composition root: which long-lived parts each genhook process runs, and their wiring.
+
+- The API process (:func:`serve`): the listening socket (bound before anything else, so a busy
+  port fails at once), the wake-up hub, N supervised worker processes, the callback sender and
+  its outbox, and the HTTP app, which only mounts routes (:func:`genhook.api.app.create_app`).
+- A worker process (:func:`run_worker`): worker threads, its end of the wake-up channel, and
+  the watch on the process that started it (a worker dies with its ``serve``).
+
+The command line parses flags and settings and calls these; nothing else starts processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import logging
+import os
+import signal
+import socket
+import threading
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING, Any
+
+from genhook.runtime import Runtime
+from genhook.supervisor import WorkerProcesses, die_with_parent, parent_gone, worker_env
+from genhook.wakeup import WakeupChannel, open_channel, worker_role
+
+if TYPE_CHECKING:
+    from genhook.api.app import Lifespan
+
+log = logging.getLogger("genhook.service")
+
+
+class PortUnavailable(Exception):
+    """The API's address cannot be listened on; the message says which and why, in one line."""
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening TCP socket on ``host:port`` (``port`` 0: any free port)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen(2048)
+    except OSError as exc:
+        sock.close()
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: {reason or exc}"
+            + (" (is another genhook running? choose another --port)" if port else "")
+        ) from exc
+    return sock
+
+
+def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lifespan:
+    """The API process's background parts, started with the app and stopped after it."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Any) -> AsyncIterator[None]:
+        from genhook.delivery.outbox import Outbox
+        from genhook.delivery.sender import DeliverySender
+
+        stop_outbox = asyncio.Event()
+        hub = _open_hub(runtime)
+        processes = WorkerProcesses(workers, worker_env(runtime.settings.public_url))
+        processes.start()
+        outbox_task = None
+        sender = DeliverySender(
+            timeout=runtime.settings.delivery_timeout,
+            allow_private=runtime.settings.allow_private_callbacks,
+        )
+        if deliver:
+            await sender.start()
+            outbox = Outbox(
+                runtime.store,
+                sender,
+                runtime.settings.delivery_schedule,
+                signal=runtime.deliveries_signal,
+                clock=runtime.clock,
+                poll_seconds=runtime.settings.poll_seconds,
+            )
+            outbox_task = asyncio.create_task(outbox.run(stop_outbox))
+        try:
+            yield
+        finally:
+            stop_outbox.set()
+            runtime.deliveries_signal.notify()
+            await asyncio.to_thread(processes.stop)
+            if outbox_task is not None:
+                await outbox_task
+                await sender.close()
+            hub.close()
+
+    return lifespan
+
+
+def _open_hub(runtime: Runtime) -> WakeupChannel:
+    hub = open_channel(runtime.settings.database_url, "hub")
+    hub.on(b"delivery", lambda _: runtime.deliveries_signal.notify())
+    hub.on(b"event", lambda _: runtime.events_signal.notify())
+    runtime.jobs_signal.subscribe(lambda: hub.broadcast(b"job"))
+    return hub
+
+
+def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
+    """Serve the API on the bound ``sock`` until SIGTERM or SIGINT, with ``workers`` workers."""
+    import uvicorn
+
+    from genhook.api.app import create_app
+    from genhook.api.protocol import guarded_h11
+
+    settings = runtime.settings
+    app = create_app(runtime, lifespan=hub_lifespan(runtime, workers=workers))
+    config = uvicorn.Config(
+        app,
+        http=guarded_h11(settings),
+        log_level="warning",
+        access_log=False,
+        timeout_graceful_shutdown=30,
+        timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
+        h11_max_incomplete_event_size=settings.max_header_bytes,
+        server_header=False,
+    )
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def adopt_parent(parent: int | None) -> bool:
+    """Die with the supervisor ``parent`` (SIGTERM when it dies); False if it is already gone.
+
+    Called first thing in a supervised worker, before the slow start-up, and again once the
+    worker's signal handlers are in place.
+    """
+    if parent is None:
+        return True
+    die_with_parent(signal.SIGTERM)
+    return not parent_gone(parent)  # it may have died before the request took effect
+
+
+def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None) -> None:
+    """Worker threads until SIGTERM or SIGINT, or until the ``parent`` supervisor is gone."""
+    from genhook.worker import Worker, start_workers
+
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    if not adopt_parent(parent):
+        return
+    channel = open_channel(runtime.settings.database_url, worker_role())
+    channel.on(b"job", lambda _: runtime.jobs_signal.notify())
+    runtime.deliveries_signal.subscribe(lambda: channel.to_hub(b"delivery"))
+    runtime.events_signal.subscribe(lambda: channel.to_hub(b"event"))
+    threads = start_workers(
+        concurrency,
+        lambda i: Worker(
+            runtime.store,
+            runtime.engine,
+            runtime.storage,
+            runtime.settings,
+            jobs_signal=runtime.jobs_signal,
+            deliveries_signal=runtime.deliveries_signal,
+            events_signal=runtime.events_signal,
+        ),
+        stop,
+    )
+    log.info("worker process %s: %s threads", os.getpid(), concurrency)
+    while not stop.wait(0.5):
+        if parent_gone(parent):
+            log.warning("worker process %s: its supervisor is gone; stopping", os.getpid())
+            stop.set()
+            break
+        channel.to_hub(b"hello")  # (re)register with the API process, also after it restarts
+    runtime.jobs_signal.notify()
+    for thread in threads:
+        thread.join(60)
+    channel.close()
+    runtime.store.close()
