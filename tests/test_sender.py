@@ -1,4 +1,5 @@
-"""Delivery attempts against a real HTTP receiver on 127.0.0.1, and the retry arithmetic."""
+"""Delivery attempts against a real HTTP receiver on 127.0.0.1 (the retry arithmetic is in
+tests/test_retry.py)."""
 
 from __future__ import annotations
 
@@ -17,14 +18,7 @@ from aiohttp.abc import AbstractResolver, ResolveResult
 from standardwebhooks.webhooks import Webhook
 
 from genhook.delivery import signing
-from genhook.delivery.sender import (
-    MAX_RETRY_AFTER,
-    AttemptResult,
-    DeliverySender,
-    DueDelivery,
-    next_delay,
-    parse_retry_after,
-)
+from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
 from genhook.delivery.ssrf import check_callback_target
 
 BODY = json.dumps({"schema_version": "1", "event": "job.completed", "job_id": "job_1"}).encode()
@@ -99,8 +93,9 @@ class Receiver:
         await self._runner.cleanup()
 
 
-def due(url: str, attempt: int = 1) -> DueDelivery:
-    return DueDelivery("msg_2f9a", url, BODY, SECRET, attempt)
+def due(url: str, attempt: int = 1, *, allow_private: bool = True) -> DueDelivery:
+    """A delivery to ``url``; by default one whose trigger was accepted with private allowed."""
+    return DueDelivery("msg_2f9a", url, BODY, SECRET, attempt, allow_private=allow_private)
 
 
 def run_with_receiver(
@@ -304,8 +299,8 @@ def test_loopback_literal_blocked_before_any_request(host: str) -> None:
 
     async def scenario(rx: Receiver) -> None:
         async with DeliverySender() as sender:
-            result = await sender.send(due(rx.url("/ok", host=host)))
-        assert (result.outcome, result.status_code) == ("retry", None)
+            result = await sender.send(due(rx.url("/ok", host=host), allow_private=False))
+        assert (result.outcome, result.status_code) == ("blocked", None)
         assert result.error is not None
         assert result.error.startswith("blocked: non-public address ")
         assert rx.seen == []
@@ -321,9 +316,9 @@ def test_dns_rebinding_is_blocked_at_connect_time() -> None:
         url = rx.url("/ok", host="rebind.example")
         check_callback_target(url, allow_private=False, resolver=dns)  # public: accepted
         async with DeliverySender(resolver=dns) as sender:
-            result = await sender.send(due(url))
+            result = await sender.send(due(url, allow_private=False))
         assert dns.calls == ["rebind.example", "rebind.example"]
-        assert (result.outcome, result.status_code) == ("retry", None)
+        assert (result.outcome, result.status_code) == ("blocked", None)
         assert result.error == "blocked: rebind.example resolves to non-public address 127.0.0.1"
         assert rx.seen == []
 
@@ -361,63 +356,37 @@ def test_send_before_start_is_a_programming_error() -> None:
         asyncio.run(DeliverySender().send(due("http://93.184.216.34/")))
 
 
-SCHEDULE = [5.0, 300.0, 1800.0]
-
-
 @pytest.mark.parametrize(
-    ("attempt", "retry_after", "expected"),
-    [
-        (1, None, 5.0),
-        (2, None, 300.0),
-        (3, None, 1800.0),
-        (4, None, None),
-        (1, 7.0, 7.0),
-        (3, 0.5, 0.5),
-        (2, -3.0, 0.0),
-        (1, 10 * MAX_RETRY_AFTER, MAX_RETRY_AFTER),
-        (4, 7.0, None),
-        (1, float("nan"), 5.0),
-    ],
+    ("process_allows", "trigger_allowed"), [(True, False), (False, True), (False, False)]
 )
-def test_next_delay(attempt: int, retry_after: float | None, expected: float | None) -> None:
-    """next_delay follows the schedule, lets Retry-After replace it (0..24 h), then gives up."""
-    assert next_delay(attempt, SCHEDULE, retry_after) == expected
+def test_private_callback_needs_both_the_delivery_and_the_process_to_allow_it(
+    process_allows: bool, trigger_allowed: bool
+) -> None:
+    """The delivery's own decision (taken when its trigger was accepted) and the sending
+    process's setting must both allow a loopback callback; else it is blocked for good, unsent."""
+
+    async def scenario(rx: Receiver) -> None:
+        async with DeliverySender(allow_private=process_allows) as sender:
+            result = await sender.send(due(rx.url("/ok"), allow_private=trigger_allowed))
+        assert (result.outcome, result.status_code) == ("blocked", None)
+        assert result.error == "blocked: non-public address 127.0.0.1"
+        assert rx.seen == []
+
+    run_with_receiver(scenario)
 
 
-def test_next_delay_rejects_attempt_zero() -> None:
-    """Attempts are 1-based; attempt 0 is a ValueError."""
-    with pytest.raises(ValueError):
-        next_delay(0, SCHEDULE, None)
+def test_one_sender_serves_both_policies_without_sharing_a_resolution() -> None:
+    """A name resolved for a private-allowed delivery is not reused for a strict one: the strict
+    delivery asks its own guard, which blocks the loopback answer."""
 
+    async def scenario(rx: Receiver) -> None:
+        dns = TableDNS({"receiver.test": "127.0.0.1"})
+        url = rx.url("/ok", host="receiver.test")
+        async with DeliverySender(allow_private=True, resolver=dns) as sender:
+            first = await sender.send(due(url, allow_private=True))
+            second = await sender.send(due(url, allow_private=False))
+        assert (first.outcome, second.outcome) == ("delivered", "blocked")
+        assert second.error == "blocked: receiver.test resolves to non-public address 127.0.0.1"
+        assert len(rx.seen) == 1
 
-def test_next_delay_empty_schedule_gives_up() -> None:
-    """With no schedule the first failure is final."""
-    assert next_delay(1, [], 7.0) is None
-
-
-NOW = 784111777.0  # Sun, 06 Nov 1994 08:49:37 GMT
-
-
-@pytest.mark.parametrize(
-    ("value", "expected"),
-    [
-        (None, None),
-        ("", None),
-        ("soon", None),
-        ("-5", None),
-        ("1.5", None),
-        ("7", 7.0),
-        (" 120 ", 120.0),
-        ("0", 0.0),
-        ("9" * 400, MAX_RETRY_AFTER),
-        ("Sun, 06 Nov 1994 08:51:37 GMT", 120.0),
-        ("Sunday, 06-Nov-94 08:50:37 GMT", 60.0),
-        ("Sun Nov  6 08:49:47 1994", 10.0),
-        ("Sun, 06 Nov 1994 08:00:00 GMT", 0.0),
-        ("Mon, 07 Nov 1994 08:49:37 GMT", MAX_RETRY_AFTER),
-        ("Fri, 06 Nov 2094 08:49:37 GMT", MAX_RETRY_AFTER),
-    ],
-)
-def test_parse_retry_after(value: str | None, expected: float | None) -> None:
-    """Delta-seconds and the three HTTP-date forms parse to seconds from now, capped at 24 h."""
-    assert parse_retry_after(value, NOW) == expected
+    run_with_receiver(scenario)

@@ -10,15 +10,15 @@ from dataclasses import dataclass, field
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from genhook.delivery.addresses import is_public_address, literal_address
 from genhook.delivery.ssrf import (
     CallbackBlocked,
     GuardedResolver,
     SystemResolver,
     check_callback_target,
-    is_public_address,
-    literal_address,
 )
 from genhook.errors import ErrorCode, InvalidInput
+from tests.netns import run_isolated
 
 
 @dataclass
@@ -123,24 +123,143 @@ PUBLIC_URLS = [
 ]
 
 
-@pytest.mark.parametrize("url", NON_PUBLIC_URLS)
-def test_non_public_literal_refused_without_resolving(url: str) -> None:
-    """A non-public IP literal, in any spelling, is refused and no DNS lookup happens."""
+def refused_literal(url: str, *, allow_private: bool) -> str:
+    """The description of the refusal of ``url``, which must come without a DNS lookup."""
     dns = FakeDNS()
     with pytest.raises(InvalidInput) as info:
-        check_callback_target(url, allow_private=False, resolver=dns)
+        check_callback_target(url, allow_private=allow_private, resolver=dns)
     assert info.value.code is ErrorCode.INVALID_CALLBACK_URL
     assert info.value.field == "callback_url"
     assert "non-public" in info.value.description
     assert dns.calls == []
+    return info.value.description
 
 
 @pytest.mark.parametrize("url", NON_PUBLIC_URLS)
-def test_non_public_literal_accepted_when_private_allowed(url: str) -> None:
-    """With allow_private every non-public literal passes (only the syntax is checked)."""
+def test_non_public_literal_refused_without_resolving(url: str) -> None:
+    """A non-public IP literal, in any spelling, is refused and no DNS lookup happens."""
+    refused_literal(url, allow_private=False)
+
+
+#: What GENHOOK_ALLOW_PRIVATE_CALLBACKS opens: loopback and the private ranges, in any spelling.
+PRIVATE_URLS = [
+    "http://127.0.0.1/hook",
+    "https://127.0.0.1:8443/hook",
+    "http://2130706433/",
+    "http://0x7f.0.0.1/",
+    "http://127.1/",
+    "http://127.0.0.1./",
+    "http://\uff11\uff12\uff17\uff0e\uff10\uff0e\uff10\uff0e\uff11/",
+    "http://[::1]/",
+    "http://[::ffff:127.0.0.1]/",
+    "http://[64:ff9b::10.0.0.1]/",
+    "http://[fc00::1]/",
+    "http://[fd12:3456:789a::1]/",
+    "http://10.0.0.1/",
+    "http://172.16.5.4/",
+    "http://192.168.1.1/",
+]
+
+#: Link-local and cloud metadata endpoints, in every spelling: refused under every policy.
+METADATA_URLS = [
+    "http://169.254.169.254/latest",
+    "http://169.254.169.254/latest/meta-data/iam/security-credentials/",
+    "http://169.254.169.254./latest",
+    "http://2852039166/latest",  # decimal
+    "http://0xa9fea9fe/latest",  # hex
+    "http://0251.0376.0251.0376/latest",  # octal
+    "http://169.254.43518/latest",  # short form
+    "http://\uff11\uff16\uff19\uff0e\uff12\uff15\uff14\uff0e\uff11\uff16\uff19"
+    "\uff0e\uff12\uff15\uff14/",  # full-width
+    "http://169.254.170.2/v2/credentials",  # AWS ECS task metadata
+    "http://169.254.0.23/",  # Tencent Cloud
+    "http://[::ffff:169.254.169.254]/",  # IPv4-mapped
+    "http://[::ffff:a9fe:a9fe]/",
+    "http://[::169.254.169.254]/",  # IPv4-compatible
+    "http://[64:ff9b::169.254.169.254]/",  # NAT64
+    "http://[2002:a9fe:a9fe::1]/",  # 6to4
+    "http://[2001:0:4136:e378:8000:63bf:5601:5601]/",  # Teredo, client 169.254.169.254
+    "http://[fd00:ec2::254]/latest",  # AWS IMDS over IPv6
+    "http://[fd00:0ec2:0000::0254]/latest",
+    "http://[fd00:ec2::23]/",  # AWS EKS pod identity agent
+    "http://[fd20:ce::254]/",  # Google Cloud over IPv6
+    "http://[fe80::1]/",  # link-local
+    "http://[fe80::a9fe:a9fe]/",
+    "http://[fe80::1%25lo]/",
+    "http://100.100.100.200/latest/meta-data/",  # Alibaba Cloud
+    "http://168.63.129.16/machine",  # Azure wire server
+    "http://192.0.0.192/",  # Oracle Cloud
+]
+
+#: Not loopback, not private, not public: refused even with private callbacks allowed.
+RESERVED_URLS = [
+    "http://0.0.0.0/",
+    "http://[::]/",
+    "http://100.64.0.1/",  # CGNAT shared space is not a private range
+    "http://224.0.0.1/",
+    "http://255.255.255.255/",
+    "http://192.0.2.1/",
+    "http://[ff02::1]/",
+    "http://[2001:db8::1]/",
+]
+
+
+@pytest.mark.parametrize("url", PRIVATE_URLS)
+def test_loopback_and_private_literals_accepted_when_private_allowed(url: str) -> None:
+    """With allow_private, loopback and the private ranges pass, without a DNS lookup."""
     dns = FakeDNS()
     check_callback_target(url, allow_private=True, resolver=dns)
     assert dns.calls == []
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize("url", METADATA_URLS + RESERVED_URLS)
+def test_metadata_and_link_local_refused_even_when_private_allowed(
+    url: str, allow_private: bool
+) -> None:
+    """Link-local, metadata and reserved addresses, in any spelling, stay refused either way."""
+    description = refused_literal(url, allow_private=allow_private)
+    if allow_private:
+        assert "refused even with GENHOOK_ALLOW_PRIVATE_CALLBACKS" in description
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+@pytest.mark.parametrize(
+    "host",
+    [
+        "metadata.google.internal",
+        "METADATA.Google.Internal.",
+        "metadata.goog",
+        "metadata",
+        "instance-data",
+        "instance-data.ec2.internal",
+        "computeMetadata.metadata.google.internal",
+    ],
+)
+def test_metadata_names_refused_without_a_lookup(host: str, allow_private: bool) -> None:
+    """The metadata services' well-known names are refused before any lookup, either way."""
+    dns = FakeDNS({host.lower().rstrip("."): ["93.184.216.34"]})
+    with pytest.raises(InvalidInput) as info:
+        check_callback_target(f"http://{host}/v1/", allow_private=allow_private, resolver=dns)
+    assert "cloud metadata service" in info.value.description
+    assert dns.calls == []
+
+
+@pytest.mark.parametrize("addr", ["169.254.169.254", "fd00:ec2::254", "100.100.100.200"])
+def test_name_resolving_to_metadata_refused_when_private_allowed(addr: str) -> None:
+    """With allow_private a name is still resolved, and one metadata address refuses it."""
+    dns = FakeDNS({"hooks.test": ["10.0.0.5", addr]})
+    with pytest.raises(InvalidInput) as info:
+        check_callback_target("http://hooks.test:8080/cb", allow_private=True, resolver=dns)
+    assert addr in info.value.description
+    assert dns.calls == [("hooks.test", 8080)]
+
+
+def test_name_resolving_to_loopback_and_private_accepted_when_private_allowed() -> None:
+    """With allow_private a name resolving to loopback and private addresses passes."""
+    dns = FakeDNS({"receiver.test": ["127.0.0.1", "::1", "10.0.0.5", "fd12::5"]})
+    check_callback_target("http://receiver.test:9/", allow_private=True, resolver=dns)
+    assert dns.calls == [("receiver.test", 9)]
 
 
 @pytest.mark.parametrize("url", PUBLIC_URLS)
@@ -205,6 +324,9 @@ def test_literal_address_is_none_for_names(host: str) -> None:
         ("100::1", False),
         ("3fff::1", False),
         ("2001:2::1", False),
+        ("168.63.129.16", False),  # Azure wire server: public-looking, inside Azure only
+        ("100.100.100.200", False),
+        ("fd00:ec2::254", False),
     ],
 )
 def test_is_public_address_table(addr: str, public: bool) -> None:
@@ -258,11 +380,11 @@ def test_name_resolving_to_nothing_is_refused() -> None:
         check_callback_target("https://empty.example/", allow_private=False, resolver=dns)
 
 
-def test_names_are_not_resolved_when_private_allowed() -> None:
-    """With allow_private a name is not looked up at all, so an unresolvable one passes."""
-    dns = FakeDNS()
-    check_callback_target("http://receiver.test:9/", allow_private=True, resolver=dns)
-    assert dns.calls == []
+def test_unresolvable_name_refused_when_private_allowed() -> None:
+    """With allow_private a name must still resolve (else nothing can be said of its target)."""
+    with pytest.raises(InvalidInput) as info:
+        check_callback_target("http://receiver.test:9/", allow_private=True, resolver=FakeDNS())
+    assert "does not resolve" in info.value.description
 
 
 def test_localhost_refused_with_the_system_resolver() -> None:
@@ -317,11 +439,36 @@ def test_guarded_resolver_blocks_when_nothing_public_remains() -> None:
     assert "192.168.0.10" in str(info.value)
 
 
-def test_guarded_resolver_allow_private_keeps_everything() -> None:
-    """With allow_private the guard passes every address through."""
-    guard = GuardedResolver(FakeAsyncDNS({"lan.example": ["10.0.0.1"]}), allow_private=True)
+def test_guarded_resolver_allow_private_keeps_loopback_and_private_only() -> None:
+    """With allow_private the guard keeps loopback and private addresses, and still drops
+    link-local and metadata ones."""
+    answer = ["169.254.169.254", "10.0.0.1", "fd00:ec2::254", "::1", "fe80::1", "127.0.0.1"]
+    guard = GuardedResolver(FakeAsyncDNS({"lan.example": answer}), allow_private=True)
     out = asyncio.run(guard.resolve("lan.example", 80, family=socket.AF_UNSPEC))
-    assert [r["host"] for r in out] == ["10.0.0.1"]
+    assert [r["host"] for r in out] == ["10.0.0.1", "::1", "127.0.0.1"]
+
+
+@pytest.mark.parametrize("allow_private", [False, True])
+def test_guarded_resolver_blocks_a_rebinding_to_metadata_under_either_policy(
+    allow_private: bool,
+) -> None:
+    """A name resolving to the metadata address at connect time is blocked, either way."""
+    dns = FakeAsyncDNS({"rebind.example": ["169.254.169.254", "fd00:ec2::254"]})
+    guard = GuardedResolver(dns, allow_private=allow_private)
+    with pytest.raises(CallbackBlocked) as info:
+        asyncio.run(guard.resolve("rebind.example", 80, family=socket.AF_UNSPEC))
+    assert str(info.value) == (
+        "blocked: rebind.example resolves to non-public address 169.254.169.254, fd00:ec2::254"
+    )
+
+
+def test_guarded_resolver_blocks_metadata_names_without_a_lookup() -> None:
+    """A metadata service's name is blocked at connect time before the inner resolver is asked."""
+    dns = FakeAsyncDNS({"metadata.google.internal": ["93.184.216.34"]})
+    guard = GuardedResolver(dns, allow_private=True)
+    with pytest.raises(CallbackBlocked):
+        asyncio.run(guard.resolve("metadata.google.internal", 80, family=socket.AF_UNSPEC))
+    assert dns.calls == []
 
 
 def test_guarded_resolver_wraps_a_blocking_resolver() -> None:
@@ -343,3 +490,35 @@ def test_guarded_resolver_judges_legacy_literals_itself() -> None:
     with pytest.raises(CallbackBlocked):
         asyncio.run(guard.resolve("0x7f.0.0.1", 80, family=socket.AF_UNSPEC))
     assert dns.calls == []
+
+
+NETNS_ADDRESSES = [
+    "169.254.169.254/32",
+    "100.100.100.200/32",
+    "168.63.129.16/32",
+    "10.9.8.7/32",
+    "fd00:ec2::254/128",
+    "fd12::7/128",
+]
+
+
+def test_private_callbacks_never_reach_metadata_for_real() -> None:
+    """In a loopback-only network namespace where 169.254.169.254 (and the other metadata
+    addresses) really answer, genhook with private callbacks allowed refuses them at trigger time
+    and at connect time, in every spelling and behind names; loopback and private addresses it
+    does reach. The receiver, not genhook, says what got through."""
+    report = run_isolated("tests.ssrf_probe", NETNS_ADDRESSES)
+    reached = {url for url, r in report.items() if r["reached"]}
+    accepted = {url for url, r in report.items() if r["accepted"]}
+    private = {
+        "http://10.9.8.7:8089/hook",
+        "http://[fd12::7]:8089/hook",
+        "http://lan.test:8089/hook",
+        "http://127.0.0.1:8089/hook",
+    }
+    assert reached == private
+    assert accepted == private
+    for url, result in report.items():
+        if url not in private:
+            assert result["outcome"] == "blocked", (url, result)
+            assert str(result["error"]).startswith("blocked: "), (url, result)

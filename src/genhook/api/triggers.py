@@ -126,6 +126,7 @@ def _reject(
         payload=payload,
         idempotency_key=key,
         request_hash=digest,
+        callback_private=runtime.settings.allow_private_callbacks,
     )
     if not created:
         return _replay(job, runtime)
@@ -172,6 +173,7 @@ def _accept(
         envelope=checked.envelope.stored(),
         idempotency_key=key,
         request_hash=digest,
+        callback_private=runtime.settings.allow_private_callbacks,
     )
     if not created:
         return _replay(job, runtime)

@@ -76,9 +76,10 @@ def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
             {
                 "number": a["number"],
                 "at": iso(a["at"]),
+                "state": a["state"],  # sending | done | interrupted (the sender died mid-attempt)
                 "status_code": a["status_code"],
                 "error": a["error"],
-                "duration_ms": round(a["duration_ms"], 1),
+                "duration_ms": None if a["duration_ms"] is None else round(a["duration_ms"], 1),
             }
             for a in row.get("attempt_log", [])
         ],

@@ -3,50 +3,107 @@
 It wakes at once when a job ends in this process (an in-process signal), else when the earliest
 pending delivery falls due, and at least every ``poll_seconds`` for deliveries that other
 processes wrote.
+
+Crashes: every attempt is in the delivery log before its request goes out (the claim writes it,
+state ``sending``). A lease (``lease_seconds``, 30 s) is renewed every third of itself while the
+attempt is in flight, so a sender that dies is taken over within one lease, by any outbox on any
+host. On start-up an outbox also ends at once the leases of outboxes on this host whose process
+is gone (:func:`owner_is_dead`), so a restarted service resends what it had in flight at once
+instead of after the lease.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import os
+import socket
 from collections.abc import Sequence
+from pathlib import Path
 
 from genhook.clock import Clock, SystemClock
-from genhook.delivery.sender import DeliverySender, DueDelivery, next_delay
+from genhook.delivery.sender import DeliverySender, DueDelivery
+from genhook.ids import new_id
+from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
 from genhook.store.store import Row, Store
 
 log = logging.getLogger("genhook.delivery")
 
 
+def owner_name() -> str:
+    """This outbox's lease-owner name: ``host:pid:token``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{new_id('o')[-8:]}"
+
+
+def owner_is_dead(owner: str) -> bool:
+    """True when ``owner`` names an outbox on this host whose process has ended.
+
+    Owners on other hosts, in this process, or that cannot be parsed count as alive: their leases
+    end on their own. A reused process id makes a dead owner look alive (the same: one lease).
+    """
+    host, _, rest = owner.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return False
+    pid = int(pid_text)
+    if pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    try:  # a killed child its parent has not reaped yet is a zombie: gone all the same
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
 class Outbox:
-    """Delivers completion payloads with at most ``concurrency`` requests in flight."""
+    """Delivers completion payloads with at most ``concurrency`` requests in flight.
+
+    ``policy`` is the callbacks' :class:`~genhook.retry.RetryPolicy` (a plain schedule is
+    taken as :func:`~genhook.retry.delivery_policy` of it).
+    """
 
     def __init__(
         self,
         store: Store,
         sender: DeliverySender,
-        schedule: Sequence[float],
+        policy: RetryPolicy | Sequence[float],
         *,
         signal: Signal | None = None,
         clock: Clock | None = None,
         concurrency: int = 64,
-        lease_seconds: float = 120.0,
+        lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
+        name: str | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
-        self.schedule = tuple(schedule)
+        self.policy = policy if isinstance(policy, RetryPolicy) else delivery_policy(policy)
         self.signal = signal or Signal()
         self.clock = clock or SystemClock()
         self.concurrency = concurrency
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
-        self._inflight: set[asyncio.Task[None]] = set()
+        self.name = name or owner_name()
+        self._inflight: dict[asyncio.Task[None], str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; in-flight attempts finish first."""
         wake = self.signal.asyncio_event(asyncio.get_running_loop())
+        try:
+            taken = await asyncio.to_thread(self.store.expire_dead_leases, owner_is_dead)
+            if taken:
+                log.info("taking over %d deliveries whose sender died", taken)
+        except Exception:
+            log.exception("taking over dead senders' deliveries failed")
+        renewals = asyncio.create_task(self._renew())
         while not stop.is_set():
             wake.clear()
             room = self.concurrency - len(self._inflight)
@@ -54,13 +111,13 @@ class Outbox:
             if room > 0:
                 try:
                     batch = await asyncio.to_thread(
-                        self.store.claim_deliveries, room, self.lease_seconds
+                        self.store.claim_deliveries, room, self.lease_seconds, self.name
                     )
                 except Exception:
                     log.exception("claiming deliveries failed")
             for row in batch:
                 task = asyncio.create_task(self._deliver(row))
-                self._inflight.add(task)
+                self._inflight[task] = row["id"]
                 task.add_done_callback(self._done)
             if batch and len(batch) == room:
                 await asyncio.sleep(0)
@@ -68,10 +125,30 @@ class Outbox:
             await self._nap(wake, stop)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
+        renewals.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await renewals
 
     def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.discard(task)
+        self._inflight.pop(task, None)
         self.signal.notify()  # a slot freed up: look for more work
+
+    async def _renew(self) -> None:
+        """Keep the leases of in-flight deliveries, every third of a lease."""
+        while True:
+            await asyncio.sleep(self.lease_seconds / 3)
+            held = list(self._inflight.values())
+            if not held:
+                continue
+            try:
+                kept = await asyncio.to_thread(
+                    self.store.renew_deliveries, held, self.name, self.lease_seconds
+                )
+            except Exception:
+                log.exception("renewing delivery leases failed")
+                continue
+            if kept < len(held):
+                log.warning("%d in-flight deliveries were taken over", len(held) - kept)
 
     async def _nap(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
         timeout = self.poll_seconds
@@ -89,21 +166,27 @@ class Outbox:
                 waiter.cancel()
 
     async def _deliver(self, row: Row) -> None:
-        number = int(row["attempts"]) + 1
+        number = int(row["attempts"])  # this attempt, already in the log as "sending"
         due = DueDelivery(
             delivery_id=row["id"],
             url=row["url"],
             body=bytes(row["body"]),
             secret=row["webhook_secret"],
             attempt=number,
+            allow_private=bool(row["callback_private"]),
         )
         result = await self.sender.send(due)
         next_at = None
-        if result.outcome == "retry":
-            delay = next_delay(number, self.schedule, result.retry_after)
-            next_at = None if delay is None else self.clock.now() + delay
+        if result.outcome != "delivered":
+            retry = decide(
+                self.policy,
+                number,
+                retryable=result.outcome == "retry",
+                retry_after=result.retry_after,
+            )
+            next_at = None if retry.delay is None else self.clock.now() + retry.delay
         try:
-            await asyncio.to_thread(
+            moved = await asyncio.to_thread(
                 self.store.record_delivery,
                 row["id"],
                 number=number,
@@ -112,6 +195,10 @@ class Outbox:
                 duration_ms=result.duration_ms,
                 outcome=result.outcome,
                 next_attempt_at=next_at,
+                owner=self.name,
             )
         except Exception:
             log.exception("recording delivery %s failed; its lease will expire", row["id"])
+            return
+        if not moved:
+            log.warning("delivery %s was taken over by another sender", row["id"])

@@ -1,27 +1,33 @@
-"""One signed POST of a completion payload to a ``callback_url``, and the retry arithmetic.
+"""One signed POST of a completion payload to a ``callback_url``.
 
 The outbox loop asks :class:`DeliverySender` to make one attempt of one due delivery and gets an
 :class:`AttemptResult` back; it never raises for network or HTTP problems. What counts:
 
 * ``delivered``: a 2xx status within ``timeout`` seconds (15 s by default);
 * ``gone``: HTTP 410, no further attempts;
-* ``retry``: anything else, redirects (3xx, never followed), timeouts, refused or blocked
-  connections included. On 429 and 503 the ``Retry-After`` header is parsed into seconds;
-  :func:`next_delay` turns the attempt number, the schedule and that into the next wait.
+* ``blocked``: the SSRF guard refused the address (an IP literal, or every address the name
+  resolves to at connect time): no request was made, and none ever will be, so no further
+  attempts either;
+* ``retry``: anything else, redirects (3xx, never followed), timeouts and refused connections
+  included. On 429 and 503 the ``Retry-After`` header is parsed into seconds
+  (:func:`genhook.retry.parse_retry_after`); the outbox's :class:`~genhook.retry.RetryPolicy`
+  turns that into the next wait.
+
+Which addresses an attempt may reach is the delivery's own decision, taken when its trigger was
+accepted (``DueDelivery.allow_private``), and the sending process's setting
+(``DeliverySender(allow_private=...)``) must allow it too: a process with private callbacks off
+never calls a private address, and one with them on still refuses a delivery whose trigger was
+accepted without.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
-import math
-import re
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC
-from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Literal, Self
 from urllib.parse import urlsplit
@@ -32,21 +38,15 @@ from yarl import URL
 
 from genhook.contract.envelope import check_callback_url
 from genhook.delivery import signing
-from genhook.delivery.ssrf import (
-    CallbackBlocked,
-    GuardedResolver,
-    Resolver,
-    is_public_address,
-    literal_address,
-)
+from genhook.delivery.addresses import literal_address, refusal
+from genhook.delivery.ssrf import CallbackBlocked, GuardedResolver, Resolver
 from genhook.errors import InvalidInput
+from genhook.retry import parse_retry_after
 
 #: At most this much of a receiver's answer is read (and thrown away).
 MAX_RESPONSE_BYTES = 64 * 1024
-#: The longest wait that a ``Retry-After`` can ask for.
-MAX_RETRY_AFTER = 24 * 60 * 60.0
 
-_DELTA_SECONDS = re.compile(r"[0-9]+")
+Outcome = Literal["delivered", "retry", "gone", "blocked"]
 
 
 @dataclass(frozen=True)
@@ -58,68 +58,22 @@ class DueDelivery:
     body: bytes  # the exact payload bytes; identical on every attempt
     secret: str  # the service's whsec_ secret
     attempt: int  # 1-based number of this attempt
+    allow_private: bool = False  # the trigger was accepted with private callbacks allowed
 
 
 @dataclass(frozen=True)
 class AttemptResult:
     """What one attempt came to."""
 
-    outcome: Literal["delivered", "retry", "gone"]  # 2xx; anything else; HTTP 410 (stop for good)
+    outcome: Outcome  # 2xx; anything else; HTTP 410; refused by the SSRF guard (both final)
     status_code: int | None
     error: str | None  # None when delivered
     duration_ms: float
     retry_after: float | None  # seconds from Retry-After, on 429/503 only
 
 
-def parse_retry_after(value: str | None, now: float) -> float | None:
-    """Seconds to wait from a ``Retry-After`` header value, or None when absent or malformed.
-
-    Accepts delta-seconds (``"120"``) and an HTTP-date (IMF-fixdate, RFC 850 or asctime form;
-    a date without a zone is taken as UTC), counted from ``now`` (Unix seconds). A date in the
-    past gives 0. The result is capped at 24 h.
-    """
-    if value is None:
-        return None
-    text = value.strip()
-    if not text:
-        return None
-    if _DELTA_SECONDS.fullmatch(text):
-        return min(float(text), MAX_RETRY_AFTER)  # float(): huge values become inf, then capped
-    try:
-        when = parsedate_to_datetime(text)
-    except (TypeError, ValueError, IndexError, OverflowError):
-        return None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=UTC)
-    try:
-        wait = when.timestamp() - now
-    except (OverflowError, ValueError, OSError):
-        return None
-    return min(max(wait, 0.0), MAX_RETRY_AFTER)
-
-
-def next_delay(attempt: int, schedule: Sequence[float], retry_after: float | None) -> float | None:
-    """Seconds to wait before attempt ``attempt + 1``, given that attempt ``attempt`` failed.
-
-    ``attempt`` is 1-based. With ``n = len(schedule)``::
-
-        next_delay = None                                   if attempt > n   (give up)
-                   = min(max(retry_after, 0), 86400)        if retry_after is not None
-                   = schedule[attempt - 1]                  otherwise
-
-    so a ``Retry-After`` replaces the scheduled wait (capped at 24 h) but never adds attempts.
-    """
-    if attempt < 1:
-        raise ValueError(f"attempt is 1-based, got {attempt}")
-    if attempt > len(schedule):
-        return None
-    if retry_after is not None and not math.isnan(retry_after):
-        return min(max(retry_after, 0.0), MAX_RETRY_AFTER)
-    return float(schedule[attempt - 1])
-
-
-def blocked_literal(url: str) -> str | None:
-    """Why ``url``'s host is a non-public IP literal (in any spelling), or None when it is not.
+def blocked_literal(url: str, *, allow_private: bool = False) -> str | None:
+    """Why ``url``'s host is an IP literal (in any spelling) the policy refuses, or None.
 
     aiohttp connects to IP-literal hosts without asking its resolver, so the
     :class:`~genhook.delivery.ssrf.GuardedResolver` never sees them; this check covers them.
@@ -132,15 +86,14 @@ def blocked_literal(url: str) -> str | None:
         hosts.append(URL(url).raw_host or "")
     for host in hosts:
         ip = literal_address(host)
-        if ip is not None and not is_public_address(ip):
-            return f"blocked: non-public address {ip}"
+        why = None if ip is None else refusal(ip, allow_private=allow_private)
+        if why is not None:
+            return f"blocked: {why}"
     return None
 
 
 def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
     os_error = exc.os_error
-    if isinstance(os_error, CallbackBlocked):
-        return str(os_error)
     if isinstance(exc, aiohttp.ClientConnectorDNSError):
         return f"DNS lookup of {exc.host} failed: {os_error.strerror or os_error}"
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
@@ -155,11 +108,13 @@ def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
 
 
 class DeliverySender:
-    """Makes signed delivery attempts over one pooled HTTP client.
+    """Makes signed delivery attempts over pooled HTTP clients, one per callback policy.
 
     ``resolver`` (an aiohttp resolver or a blocking :class:`~genhook.delivery.ssrf.Resolver`;
-    default: the system's) is always wrapped in a :class:`GuardedResolver`, so unless
-    ``allow_private`` every connection goes to a public address only. ``clock`` gives the Unix
+    default: the system's) is always wrapped in a :class:`GuardedResolver`. Deliveries accepted
+    under the default policy go through a client whose guard allows public addresses only; with
+    ``allow_private`` a second client (own connection pool and DNS cache, so nothing leaks between
+    the two) serves deliveries accepted with private callbacks allowed. ``clock`` gives the Unix
     time used for ``webhook-timestamp`` and for ``Retry-After`` dates.
     """
 
@@ -177,30 +132,32 @@ class DeliverySender:
         self._resolver = resolver
         self._limit = limit
         self._clock = clock
-        self._session: aiohttp.ClientSession | None = None
-        self._guard: GuardedResolver | None = None
+        self._clients: dict[bool, tuple[aiohttp.ClientSession, GuardedResolver]] = {}
 
-    async def start(self) -> None:
-        """Open the HTTP client (idempotent)."""
-        if self._session is not None:
-            return
-        self._guard = GuardedResolver(self._resolver, allow_private=self._allow_private)
-        connector = aiohttp.TCPConnector(resolver=self._guard, limit=self._limit)
-        self._session = aiohttp.ClientSession(
+    def _client(self, allow_private: bool) -> tuple[aiohttp.ClientSession, GuardedResolver]:
+        guard = GuardedResolver(self._resolver, allow_private=allow_private)
+        connector = aiohttp.TCPConnector(resolver=guard, limit=self._limit)
+        session = aiohttp.ClientSession(
             connector=connector,
             timeout=aiohttp.ClientTimeout(total=self._timeout),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
         )
+        return session, guard
+
+    async def start(self) -> None:
+        """Open the HTTP clients (idempotent)."""
+        if self._clients:
+            return
+        for policy in {False, self._allow_private}:
+            self._clients[policy] = self._client(policy)
 
     async def close(self) -> None:
-        """Close the HTTP client and its resolver (idempotent)."""
-        session, guard = self._session, self._guard
-        self._session = self._guard = None
-        if session is not None:
+        """Close the HTTP clients and their resolvers (idempotent)."""
+        clients, self._clients = self._clients, {}
+        for session, guard in clients.values():
             await session.close()
-        if guard is not None:
             await guard.close()
 
     async def __aenter__(self) -> Self:
@@ -217,13 +174,14 @@ class DeliverySender:
 
     async def send(self, due: DueDelivery) -> AttemptResult:
         """Make one attempt of ``due``; network and HTTP problems come back as ``retry``."""
-        session = self._session
-        if session is None:
+        if not self._clients:
             raise RuntimeError("DeliverySender.start() was not called")
+        allow_private = due.allow_private and self._allow_private
+        session = self._clients[allow_private][0]
         started = time.perf_counter()
 
         def result(
-            outcome: Literal["delivered", "retry", "gone"],
+            outcome: Outcome,
             status: int | None,
             error: str | None,
             retry_after: float | None = None,
@@ -235,10 +193,9 @@ class DeliverySender:
             check_callback_url(due.url)
         except InvalidInput as exc:
             return result("retry", None, f"invalid callback URL: {exc.description}")
-        if not self._allow_private:
-            blocked = blocked_literal(due.url)
-            if blocked is not None:
-                return result("retry", None, blocked)
+        blocked = blocked_literal(due.url, allow_private=allow_private)
+        if blocked is not None:
+            return result("blocked", None, blocked)
 
         timestamp = int(self._clock())
         headers = signing.headers(due.secret, due.delivery_id, timestamp, due.body)
@@ -258,6 +215,8 @@ class DeliverySender:
         except TimeoutError:
             error = f"timeout after {self._timeout}s"
         except aiohttp.ClientConnectorError as exc:
+            if isinstance(exc.os_error, CallbackBlocked):
+                return result("blocked", None, str(exc.os_error))
             error = _connect_error(exc)
         except aiohttp.ServerDisconnectedError:
             error = "server disconnected without an answer"

@@ -1,21 +1,36 @@
-"""The delivery outbox: lease due deliveries, log attempts, list them, replay one."""
+"""The delivery outbox: lease due deliveries, log attempts, list them, replay one.
+
+Every attempt is in the log before its request goes out: the claim that leases a delivery also
+writes its attempt row (state ``sending``), and the answer completes that row (``done``). An
+attempt whose sender died stays in the log as ``interrupted`` (the receiver may have got it) when
+another outbox takes the delivery over. A lease is held by one outbox (``lease_owner``); only
+the holder can move the delivery on, and an outbox renews the leases of what it has in flight.
+"""
 
 from __future__ import annotations
+
+from collections.abc import Callable, Collection
 
 import sqlalchemy as sa
 
 from genhook.store.base import Row, StoreBase
-from genhook.store.schema import deliveries, delivery_attempts, services
+from genhook.store.schema import deliveries, delivery_attempts, jobs, services
+
+INTERRUPTED = "the sender stopped before the answer was recorded; the receiver may have got it"
 
 
 class DeliveryStore(StoreBase):
     """Deliveries of completion payloads and every attempt at them."""
 
-    def claim_deliveries(self, limit: int, lease_seconds: float) -> list[Row]:
-        """Lease up to ``limit`` due deliveries (and ones whose sender died), with secrets."""
+    def claim_deliveries(self, limit: int, lease_seconds: float, owner: str = "") -> list[Row]:
+        """Lease up to ``limit`` due deliveries (and ones whose sender died) to ``owner``.
+
+        Each comes back with its new attempt's ``attempts`` number (already logged as
+        ``sending``), the service's ``webhook_secret`` and the trigger's ``callback_private``.
+        """
         now = self.clock.now()
         with self._write() as conn:
-            stale = sa.and_(deliveries.c.status == "sending", deliveries.c.lease_expires < now)
+            stale = sa.and_(deliveries.c.status == "sending", deliveries.c.lease_expires <= now)
             due = sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
             ids = list(
                 conn.execute(
@@ -29,16 +44,74 @@ class DeliveryStore(StoreBase):
             if not ids:
                 return []
             conn.execute(
+                delivery_attempts.update()
+                .where(
+                    delivery_attempts.c.delivery_id.in_(ids),
+                    delivery_attempts.c.state == "sending",
+                )
+                .values(state="interrupted", error=INTERRUPTED)
+            )
+            conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id.in_(ids))
-                .values(status="sending", lease_expires=now + lease_seconds)
+                .values(
+                    status="sending",
+                    attempts=deliveries.c.attempts + 1,
+                    lease_expires=now + lease_seconds,
+                    lease_owner=owner or None,
+                )
             )
-            rows = conn.execute(
-                sa.select(deliveries, services.c.webhook_secret)
-                .join(services, services.c.id == deliveries.c.service_id)
-                .where(deliveries.c.id.in_(ids))
-            ).mappings()
-            return [dict(r) for r in rows]
+            rows = [
+                dict(r)
+                for r in conn.execute(
+                    sa.select(deliveries, services.c.webhook_secret, jobs.c.callback_private)
+                    .join(services, services.c.id == deliveries.c.service_id)
+                    .join(jobs, jobs.c.id == deliveries.c.job_id)
+                    .where(deliveries.c.id.in_(ids))
+                ).mappings()
+            ]
+            conn.execute(
+                delivery_attempts.insert(),
+                [
+                    {"delivery_id": r["id"], "number": r["attempts"], "at": now, "state": "sending"}
+                    for r in rows
+                ],
+            )
+            return rows
+
+    def renew_deliveries(self, ids: Collection[str], owner: str, lease_seconds: float) -> int:
+        """Extend ``owner``'s leases on ``ids``; how many it still held."""
+        if not ids:
+            return 0
+        now = self.clock.now()
+        with self._write() as conn:
+            return conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.id.in_(list(ids)),
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_owner == owner,
+                )
+                .values(lease_expires=now + lease_seconds)
+            ).rowcount
+
+    def expire_dead_leases(self, is_dead: Callable[[str], bool]) -> int:
+        """End the leases of owners that ``is_dead`` says are gone, so they are claimed at once."""
+        now = self.clock.now()
+        with self._write() as conn:
+            owners = conn.execute(
+                sa.select(deliveries.c.lease_owner)
+                .where(deliveries.c.status == "sending", deliveries.c.lease_owner.is_not(None))
+                .distinct()
+            ).scalars()
+            dead = [owner for owner in owners if is_dead(owner)]
+            if not dead:
+                return 0
+            return conn.execute(
+                deliveries.update()
+                .where(deliveries.c.status == "sending", deliveries.c.lease_owner.in_(dead))
+                .values(lease_expires=now)
+            ).rowcount
 
     def next_delivery_at(self) -> float | None:
         """When the earliest pending delivery falls due."""
@@ -60,9 +133,13 @@ class DeliveryStore(StoreBase):
         duration_ms: float,
         outcome: str,
         next_attempt_at: float | None,
-        manual: bool = False,
-    ) -> None:
-        """Log one attempt and move the delivery on: delivered, pending again, or failed."""
+        owner: str = "",
+    ) -> bool:
+        """Complete attempt ``number`` and move the delivery on: delivered, pending or failed.
+
+        The attempt's row is completed in any case (it is what happened); the delivery moves on
+        only while ``owner`` still holds its lease (False otherwise: another outbox took it over).
+        """
         now = self.clock.now()
         if outcome == "delivered":
             status = "delivered"
@@ -72,29 +149,33 @@ class DeliveryStore(StoreBase):
             status = "pending"
         with self._write() as conn:
             conn.execute(
-                delivery_attempts.insert().values(
-                    delivery_id=delivery_id,
-                    number=number,
-                    at=now,
-                    status_code=status_code,
-                    error=error,
-                    duration_ms=duration_ms,
-                    manual=manual,
+                delivery_attempts.update()
+                .where(
+                    delivery_attempts.c.delivery_id == delivery_id,
+                    delivery_attempts.c.number == number,
                 )
+                .values(state="done", status_code=status_code, error=error, duration_ms=duration_ms)
             )
-            conn.execute(
+            moved = conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == delivery_id)
+                .where(
+                    deliveries.c.id == delivery_id,
+                    deliveries.c.status == "sending",
+                    deliveries.c.lease_owner.is_(None)
+                    if not owner
+                    else deliveries.c.lease_owner == owner,
+                )
                 .values(
                     status=status,
-                    attempts=number,
                     next_attempt_at=next_attempt_at,
                     lease_expires=None,
+                    lease_owner=None,
                     delivered_at=now if status == "delivered" else None,
                     last_status_code=status_code,
                     last_error=error,
                 )
-            )
+            ).rowcount
+        return bool(moved)
 
     def deliveries(self, job_id: str) -> list[Row]:
         """A job's deliveries, each with its attempts (no body)."""
@@ -135,6 +216,6 @@ class DeliveryStore(StoreBase):
             done = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id == delivery_id, deliveries.c.status != "sending")
-                .values(status="pending", next_attempt_at=now, lease_expires=None)
+                .values(status="pending", next_attempt_at=now, lease_expires=None, lease_owner=None)
             ).rowcount
         return bool(done)

@@ -50,13 +50,15 @@ class JobStore(StoreBase):
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         envelope: Mapping[str, Any] | None = None,
+        callback_private: bool = False,
     ) -> tuple[Row, bool]:
         """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
         24 h with the same request hash returns the first job (created False), whether it was
         accepted or rejected; with another hash it raises ``idempotency_conflict``.
 
         ``trigger`` is the workflow's checked input; ``callback_url`` and ``envelope`` (the
-        envelope's other fields) are kept beside it, never in it."""
+        envelope's other fields) are kept beside it, never in it. ``callback_private``: the
+        callback was accepted with private callbacks allowed (the sender applies that decision)."""
         now = self.clock.now()
         job_id = new_id("job")
         row = {
@@ -68,6 +70,7 @@ class JobStore(StoreBase):
             "input": dict(trigger),
             "external_id": external_id,
             "callback_url": callback_url,
+            "callback_private": callback_private,
             "envelope": None if envelope is None else dict(envelope),
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,
@@ -149,6 +152,7 @@ class JobStore(StoreBase):
         envelope: Mapping[str, Any] | None = None,
         idempotency_key: str | None = None,
         request_hash: str | None = None,
+        callback_private: bool = False,
     ) -> tuple[Row, bool]:
         """Record an invalid trigger as a failed job, and outbox its payload if it has a URL;
         ``(job, created)``. Idempotency as in :meth:`submit`: a retried request (same key, same
@@ -164,6 +168,7 @@ class JobStore(StoreBase):
             "input": body if isinstance(body, dict) else {"_body": body},
             "external_id": external_id,
             "callback_url": callback_url,
+            "callback_private": callback_private,
             "envelope": None if envelope is None else dict(envelope),
             "idempotency_key": idempotency_key,
             "request_hash": request_hash,

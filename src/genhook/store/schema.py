@@ -38,6 +38,8 @@ jobs = sa.Table(
     sa.Column("callback_url", sa.Text, nullable=True),
     # the trigger envelope but callback_url: callback_events, client_metadata, priority, deadline
     sa.Column("envelope", sa.JSON, nullable=True),
+    # the SSRF decision taken when the trigger was accepted: private callbacks were allowed
+    sa.Column("callback_private", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("idempotency_key", sa.String(255), nullable=True),
     sa.Column("request_hash", sa.String(64), nullable=True),
     sa.Column("created_at", Time, nullable=False),
@@ -115,6 +117,7 @@ deliveries = sa.Table(
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("next_attempt_at", Time, nullable=True),
     sa.Column("lease_expires", Time, nullable=True),
+    sa.Column("lease_owner", sa.String(120), nullable=True),  # the sending outbox: host:pid:token
     sa.Column("created_at", Time, nullable=False),
     sa.Column("delivered_at", Time, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
@@ -136,8 +139,10 @@ delivery_attempts = sa.Table(
     ),
     sa.Column("number", sa.Integer, nullable=False),
     sa.Column("at", Time, nullable=False),
+    # sending (recorded before the request) | done | interrupted (the sender died mid-attempt)
+    sa.Column("state", sa.String(16), nullable=False, server_default="done"),
     sa.Column("status_code", sa.Integer, nullable=True),
     sa.Column("error", sa.Text, nullable=True),
-    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("duration_ms", sa.Float, nullable=True),  # None until the attempt is done
     sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
 )

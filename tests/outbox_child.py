@@ -1,0 +1,22 @@
+"""A process that runs genhook's outbox alone, for crash tests: ``python -m tests.outbox_child
+DATABASE_URL``. Kill it to crash it mid-send."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+
+from genhook.delivery.outbox import Outbox
+from genhook.delivery.sender import DeliverySender
+from genhook.store.store import Store
+
+
+async def main(url: str) -> None:
+    store = Store(url)
+    async with DeliverySender(allow_private=True, timeout=60.0) as sender:
+        outbox = Outbox(store, sender, (5.0,), poll_seconds=0.05)
+        await outbox.run(asyncio.Event())
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1]))

@@ -1,0 +1,321 @@
+"""The outbox against a real HTTP receiver on 127.0.0.1 and a real store: the callback policy
+belongs to the delivery, every attempt is logged before its request, and a sender that dies is
+taken over at once (start-up recovery) or within one lease (renewed while in flight)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from genhook.contract.completion import failure_payload
+from genhook.delivery.outbox import Outbox, owner_is_dead, owner_name
+from genhook.delivery.sender import DeliverySender
+from genhook.errors import ErrorCode, InvalidInput
+from genhook.ids import new_job_id
+from genhook.store.store import Row, Store
+from tests.databases import database_url
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass
+class Receiver:
+    """A real HTTP server on 127.0.0.1 that records each request and answers per ``answer``.
+
+    ``hold`` set: requests wait (up to 20 s) for ``release`` before answering; ``on_request``
+    runs inside the handler, while the sender is waiting for the answer.
+    """
+
+    answer: int = 200
+    hold: bool = False
+    release: threading.Event = field(default_factory=threading.Event)
+    arrived: threading.Event = field(default_factory=threading.Event)
+    seen: list[dict[str, str]] = field(default_factory=list)
+    on_request: Callable[[], None] | None = None
+    port: int = 0
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    rx = Receiver()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            rx.seen.append(dict(self.headers))
+            if rx.on_request is not None:
+                rx.on_request()
+            rx.arrived.set()
+            if rx.hold:
+                rx.release.wait(20)
+            self.send_response(rx.answer)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.daemon_threads = True
+    rx.port = server.server_address[1]
+    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
+    thread.start()
+    try:
+        yield rx
+    finally:
+        rx.release.set()
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with database_url(request.param, tmp_path) as url:
+        s = Store(url)
+        s.migrate()
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+def outboxed(store: Store, url: str, *, private: bool) -> Row:
+    """A refused trigger's failure payload in the outbox for ``url``, accepted with the callback
+    policy ``private``: the delivery as the store holds it."""
+    service = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
+    error = InvalidInput(ErrorCode.MISSING_FIELD, "product_name is required", field="product_name")
+    payload = failure_payload(
+        job_id=new_job_id(), workflow_id="tiny", external_id=None, error=error, attempts=0
+    ).to_json()
+    job, _ = store.reject(
+        service_id=service["service_id"],
+        workflow_id="tiny",
+        workflow_version=1,
+        body={},
+        external_id=None,
+        callback_url=url,
+        error=error,
+        payload=payload,
+        callback_private=private,
+    )
+    [delivery] = store.deliveries(job["id"])
+    return delivery
+
+
+def current(store: Store, delivery: Row) -> Row:
+    [row] = store.deliveries(delivery["job_id"])
+    return row
+
+
+async def deliver_until(
+    store: Store,
+    *,
+    allow_private: bool,
+    done: Callable[[], bool],
+    timeout: float = 10.0,
+    lease_seconds: float = 30.0,
+) -> float:
+    """Run one outbox until ``done()`` (seconds it took); fail after ``timeout``."""
+    stop = asyncio.Event()
+    async with DeliverySender(allow_private=allow_private, timeout=30.0) as sender:
+        outbox = Outbox(store, sender, (5.0,), poll_seconds=0.05, lease_seconds=lease_seconds)
+        task = asyncio.create_task(outbox.run(stop))
+        started = time.monotonic()
+        try:
+            while not done():
+                assert time.monotonic() - started < timeout, "the outbox did not get there"
+                await asyncio.sleep(0.02)
+            return time.monotonic() - started
+        finally:
+            stop.set()
+            outbox.signal.notify()
+            await task
+
+
+def test_blocked_delivery_fails_for_good_and_no_later_private_process_sends_it(
+    store: Store, receiver: Receiver
+) -> None:
+    """A delivery accepted with private callbacks off that the connect-time guard blocks fails at
+    once with the reason; a process started later with private callbacks on does not send it,
+    not even after a manual replay: the decision taken at the trigger is the delivery's."""
+    delivery = outboxed(store, receiver.url(), private=False)
+
+    def ended() -> bool:
+        return current(store, delivery)["status"] in ("failed", "delivered")
+
+    asyncio.run(deliver_until(store, allow_private=False, done=ended))
+    row = current(store, delivery)
+    assert row["status"] == "failed"
+    assert row["last_error"] == "blocked: non-public address 127.0.0.1"
+    assert [(a["state"], a["error"]) for a in row["attempt_log"]] == [
+        ("done", "blocked: non-public address 127.0.0.1")
+    ]
+
+    assert store.replay(delivery["id"])
+    asyncio.run(deliver_until(store, allow_private=True, done=ended))
+    row = current(store, delivery)
+    assert row["status"] == "failed"
+    assert len(row["attempt_log"]) == 2
+    assert receiver.seen == []
+
+
+def test_delivery_accepted_with_private_callbacks_is_sent_by_a_private_process(
+    store: Store, receiver: Receiver
+) -> None:
+    """The same loopback callback, accepted with private callbacks allowed, is delivered."""
+    delivery = outboxed(store, receiver.url(), private=True)
+    asyncio.run(
+        deliver_until(
+            store,
+            allow_private=True,
+            done=lambda: current(store, delivery)["status"] == "delivered",
+        )
+    )
+    assert len(receiver.seen) == 1
+    assert receiver.seen[0]["webhook-id"] == delivery["id"]
+
+
+def test_attempt_is_in_the_log_before_its_request_goes_out(
+    store: Store, receiver: Receiver
+) -> None:
+    """While the receiver holds the request, the delivery log already shows the attempt, state
+    sending; after the answer it is done, with the status and duration."""
+    delivery = outboxed(store, receiver.url(), private=True)
+    during: list[list[tuple[int, str]]] = []
+    receiver.on_request = lambda: during.append(
+        [(a["number"], a["state"]) for a in current(store, delivery)["attempt_log"]]
+    )
+    asyncio.run(
+        deliver_until(
+            store,
+            allow_private=True,
+            done=lambda: current(store, delivery)["status"] == "delivered",
+        )
+    )
+    assert during == [[(1, "sending")]]
+    [attempt] = current(store, delivery)["attempt_log"]
+    assert (attempt["state"], attempt["status_code"]) == ("done", 200)
+    assert attempt["duration_ms"] is not None and attempt["duration_ms"] > 0
+
+
+def test_lease_is_renewed_while_an_attempt_is_in_flight(store: Store, receiver: Receiver) -> None:
+    """With a 0.6 s lease and a receiver that takes 1.5 s, a second outbox polling the same store
+    does not take the delivery over: one request, delivered once."""
+    delivery = outboxed(store, receiver.url(), private=True)
+    receiver.hold = True
+    threading.Timer(1.5, receiver.release.set).start()
+
+    async def both() -> None:
+        delivered = lambda: current(store, delivery)["status"] == "delivered"  # noqa: E731
+        await asyncio.gather(
+            deliver_until(store, allow_private=True, done=delivered, lease_seconds=0.6),
+            deliver_until(store, allow_private=True, done=delivered, lease_seconds=0.6),
+        )
+
+    asyncio.run(both())
+    assert len(receiver.seen) == 1
+    assert [a["state"] for a in current(store, delivery)["attempt_log"]] == ["done"]
+
+
+def test_a_sender_killed_mid_send_is_resent_at_once_by_the_next_one(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    """SIGKILL an outbox process while the receiver holds its request: the log keeps that attempt
+    (sending). The next outbox takes the delivery over at start-up, well before the 30 s lease
+    runs out: attempt 1 interrupted, attempt 2 delivered, same webhook-id."""
+    url = f"sqlite:///{tmp_path / 'genhook.db'}"
+    store = Store(url)
+    store.migrate()
+    try:
+        delivery = outboxed(store, receiver.url(), private=True)
+        receiver.hold = True
+        child = subprocess.Popen(
+            [sys.executable, "-m", "tests.outbox_child", url],
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            assert receiver.arrived.wait(20), "the child outbox never sent"
+        finally:
+            child.kill()
+            child.wait(10)
+        log = current(store, delivery)["attempt_log"]
+        assert [(a["number"], a["state"]) for a in log] == [(1, "sending")]
+
+        receiver.hold, receiver.answer = False, 204
+        took = asyncio.run(
+            deliver_until(
+                store,
+                allow_private=True,
+                done=lambda: current(store, delivery)["status"] == "delivered",
+            )
+        )
+        assert took < 5.0
+        row = current(store, delivery)
+        assert [(a["number"], a["state"], a["status_code"]) for a in row["attempt_log"]] == [
+            (1, "interrupted", None),
+            (2, "done", 204),
+        ]
+        assert "the receiver may have got it" in row["attempt_log"][0]["error"]
+        assert [s["webhook-id"] for s in receiver.seen] == [delivery["id"]] * 2
+    finally:
+        store.close()
+
+
+def test_owner_is_dead() -> None:
+    """Only an owner on this host whose process has ended counts as dead."""
+    assert owner_name().split(":")[1] == str(os.getpid())
+    assert not owner_is_dead(owner_name())
+    code = "import os; print(os.getpid())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    host = owner_name().split(":")[0]
+    assert owner_is_dead(f"{host}:{done.stdout.strip()}:abcd1234")
+    assert not owner_is_dead(f"{host}:{os.getppid()}:abcd1234")
+    assert not owner_is_dead(f"other-{host}:{done.stdout.strip()}:abcd1234")
+    assert not owner_is_dead("garbage")
+
+
+def test_delivery_log_shows_the_attempt_state() -> None:
+    """The API's view of an attempt has its state and a duration only once it is done."""
+    from genhook.api.views import delivery_view
+
+    row = {
+        "id": "msg_1",
+        "job_id": "job_1",
+        "url": "http://127.0.0.1/hook",
+        "status": "sending",
+        "attempts": 1,
+        "next_attempt_at": None,
+        "created_at": 1_800_000_000.0,
+        "delivered_at": None,
+        "attempt_log": [
+            {
+                "number": 1,
+                "at": 1_800_000_000.0,
+                "state": "sending",
+                "status_code": None,
+                "error": None,
+                "duration_ms": None,
+            },
+        ],
+    }
+    [attempt] = delivery_view(row)["attempt_log"]
+    assert (attempt["state"], attempt["duration_ms"]) == ("sending", None)
+    assert json.dumps(attempt)
