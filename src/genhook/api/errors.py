@@ -81,6 +81,7 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
         response = error_response(GenhookError(code, str(exc.detail)))
         response.status_code = exc.status_code
+        response.headers.update(exc.headers or {})  # e.g. a 405's Allow
         return response
 
     @app.exception_handler(RequestValidationError)

@@ -31,11 +31,21 @@ def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     return runtime_of(request).engine.workflow(workflow_id).describe()
 
 
-@router.get("/v1/schemas/completion-v1.json", summary="Completion payload JSON Schema")
-def completion_schema_route() -> JSONResponse:
+class SchemaResponse(JSONResponse):
+    """JSON Schema's own media type (draft 2020-12 §9.5), also what the OpenAPI declares."""
+
+    media_type = "application/schema+json"
+
+
+@router.get(
+    "/v1/schemas/completion-v1.json",
+    summary="Completion payload JSON Schema",
+    response_class=SchemaResponse,
+)
+def completion_schema_route() -> SchemaResponse:
     """The JSON Schema of completion payload version 1. Public, no key needed: a schema is no
     secret, and a receiver validates callbacks against it with nothing but its URL."""
-    return JSONResponse(completion_schema(), media_type="application/schema+json")
+    return SchemaResponse(completion_schema())
 
 
 @router.get("/assets/{job_id}/{filename}", summary="Asset bytes", response_class=FileResponse)
@@ -52,8 +62,14 @@ def asset(job_id: str, filename: str, request: Request) -> Response:
 
 @router.get("/healthz", summary="Health")
 def healthz(request: Request) -> JSONResponse:
-    """200 when the database answers, else 503."""
-    ok = runtime_of(request).store.ping()
-    return JSONResponse(
-        {"status": "ok" if ok else "unavailable", "database": ok}, status_code=200 if ok else 503
-    )
+    """200 when the database answers and can write now (a rolled-back probe write, and no
+    recent failed write), else 503 with the reason: a full or read-only store is not healthy."""
+    health = runtime_of(request).store.health()
+    body: dict[str, Any] = {
+        "status": "ok" if health.ok else "unavailable",
+        "database": health.answers,
+        "writable": health.writable,
+    }
+    if not health.ok:
+        body["reason"] = health.reason
+    return JSONResponse(body, status_code=200 if health.ok else 503)
