@@ -56,7 +56,7 @@ def openapi_document() -> dict[str, Any]:
         ).resolved()
         runtime = Runtime.build(settings)
         try:
-            return create_app(runtime, workers=0, deliver=False).openapi()
+            return create_app(runtime).openapi()
         finally:
             runtime.store.close()
 

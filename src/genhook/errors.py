@@ -56,6 +56,10 @@ class ErrorCode(StrEnum):
     DELIVERY_IN_FLIGHT = "delivery_in_flight"
     RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
     TOO_MANY_STREAMS = "too_many_streams"
+    MALFORMED_REQUEST = "malformed_request"
+    HEADERS_TOO_LARGE = "headers_too_large"
+    REQUEST_TIMEOUT = "request_timeout"
+    SERVER_BUSY = "server_busy"
 
 
 @dataclass(frozen=True)
@@ -149,6 +153,17 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.TOO_MANY_STREAMS: ErrorSpec(
         "The service already has GENHOOK_MAX_STREAMS_PER_SERVICE event streams open (HTTP 429).",
         False,
+    ),
+    ErrorCode.MALFORMED_REQUEST: ErrorSpec("The request is not valid HTTP/1.1 (HTTP 400).", False),
+    ErrorCode.HEADERS_TOO_LARGE: ErrorSpec(
+        "The request line and headers are larger than GENHOOK_MAX_HEADER_BYTES (HTTP 431).",
+        False,
+    ),
+    ErrorCode.REQUEST_TIMEOUT: ErrorSpec(
+        "The request head was not complete within GENHOOK_HEADER_TIMEOUT (HTTP 408).", False
+    ),
+    ErrorCode.SERVER_BUSY: ErrorSpec(
+        "GENHOOK_MAX_CONNECTIONS connections are open; try again (HTTP 503, Retry-After).", False
     ),
 }
 

@@ -3,7 +3,6 @@ the private folders that hold a service's data."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 _PACKAGE = Path(__file__).resolve().parent
@@ -18,15 +17,13 @@ def shipped_dir(name: str) -> Path:
 
 
 def workflows_dir() -> Path:
-    """``GENHOOK_WORKFLOWS_DIR``, or the shipped ``workflows/``."""
-    env = os.environ.get("GENHOOK_WORKFLOWS_DIR")
-    return Path(env) if env else shipped_dir("workflows")
+    """The shipped ``workflows/`` (``GENHOOK_WORKFLOWS_DIR`` is read by genhook.config)."""
+    return shipped_dir("workflows")
 
 
 def presets_dir() -> Path:
-    """``GENHOOK_PRESETS_DIR``, or the shipped ``presets/``."""
-    env = os.environ.get("GENHOOK_PRESETS_DIR")
-    return Path(env) if env else shipped_dir("presets")
+    """The shipped ``presets/`` (``GENHOOK_PRESETS_DIR`` is read by genhook.config)."""
+    return shipped_dir("presets")
 
 
 def private_dir(path: Path, *, tighten: bool = True) -> Path:
