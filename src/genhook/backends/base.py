@@ -11,14 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
-from genhook.plugins import Registry
+from genhook.plugins import Registry, load_group
 from genhook.presets import StylePreset
 
+if TYPE_CHECKING:
+    from genhook.config import Settings
+
 AssetKind = Literal["image", "video"]
+PROBE_TIMEOUT = 3.0
+"""Seconds a readiness probe may take (``genhook backends list``)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +77,11 @@ class Backend(Protocol):
     kinds: frozenset[AssetKind]
 
     def status(self) -> BackendStatus:
-        """Configured and reachable?"""
+        """Configured? Answered from the settings alone, with no network call."""
+        ...
+
+    def probe(self, timeout: float) -> BackendStatus:
+        """Configured and answering now: one short check of the engine, within ``timeout`` s."""
         ...
 
     def estimate_cost(self, request: GenerationRequest) -> float:
@@ -85,9 +94,26 @@ class Backend(Protocol):
 
 
 class BackendRegistry(Registry[Backend]):
-    """Backends by name: built-ins and plugins from the ``genhook.backends`` entry point group."""
+    """Backends by name: built-ins and plugins from the ``genhook.backends`` entry point group.
+
+    Each entry point names a factory. One with a ``from_settings`` class method is built from
+    the process's :class:`~genhook.config.Settings` (so that no backend reads the environment
+    itself); any other is called with no arguments.
+    """
 
     group = "genhook.backends"
+
+    @classmethod
+    def from_entry_points(cls, settings: Settings | None = None) -> Self:
+        """Every installed backend, built from ``settings`` (defaults: nothing configured)."""
+        from genhook.config import Settings
+
+        settings = settings or Settings()
+        registry = cls()
+        for name, factory in load_group(cls.group):
+            build = getattr(factory, "from_settings", None)
+            registry.register(build(settings) if callable(build) else factory(), name=name)
+        return registry
 
     def get(self, name: str) -> Backend:
         """The backend ``name``; a permanent error if this install has none of that name."""
@@ -97,3 +123,15 @@ class BackendRegistry(Registry[Backend]):
                 ErrorCode.BACKEND_NOT_CONFIGURED, f"no generation backend named {name!r}"
             )
         return backend
+
+
+def probe(backend: Backend, timeout: float = PROBE_TIMEOUT) -> BackendStatus:
+    """``backend.probe(timeout)``; a plugin without ``probe`` answers from ``status()``."""
+    check = getattr(backend, "probe", None)
+    if not callable(check):
+        return backend.status()
+    try:
+        result = check(timeout)
+    except Exception as exc:  # a plugin's probe must not take the listing down
+        return BackendStatus(False, f"the probe failed: {exc!r}")
+    return result if isinstance(result, BackendStatus) else backend.status()

@@ -27,6 +27,10 @@ class ProceduralBackend:
         """Always ready: nothing to configure or reach."""
         return BackendStatus(True, "offline renderer, models: " + ", ".join(self.models))
 
+    def probe(self, timeout: float) -> BackendStatus:
+        """Always answering: it runs in this process."""
+        return self.status()
+
     def estimate_cost(self, request: GenerationRequest) -> float:
         """Free."""
         return 0.0
