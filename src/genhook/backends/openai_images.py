@@ -11,12 +11,17 @@ not reproducible. The GPT image models (``gpt-image-*``) always answer in base64
 with the same client (the key is sent only to the API's own origin). The PNG, JPEG or WebP is
 decoded to RGB pixels at whatever size came back.
 
-Configuration comes from the environment when the backend is constructed:
+Its settings (``genhook.config.OpenAISettings``, read from the environment by
+``genhook.config`` alone) reach it through :meth:`OpenAIImagesBackend.from_settings`:
 
 - ``GENHOOK_OPENAI_BASE_URL``: default ``https://api.openai.com/v1``
-- ``GENHOOK_OPENAI_API_KEY``: required; without it the backend is not ready
+- ``GENHOOK_OPENAI_API_KEY`` (or ``OPENAI_API_KEY``): required; without it the backend is not
+  ready
 - ``GENHOOK_OPENAI_TIMEOUT``: seconds per HTTP exchange, default 120
 - ``GENHOOK_OPENAI_CREDITS_PER_IMAGE``: the credit cost of one image, default 4.0
+
+:meth:`OpenAIImagesBackend.probe` checks readiness with ``GET {base_url}/models`` and the key:
+any answer but 401/403 (or 5xx) means the engine is there and takes the key.
 
 Failures are translated at this edge into :class:`GenhookError` codes: a refused connection or a
 dropped one is ``backend_unavailable``; a timeout is ``backend_timeout``; HTTP 429 is
@@ -31,8 +36,6 @@ from __future__ import annotations
 import base64
 import binascii
 import io
-import math
-import os
 import threading
 import time
 from collections.abc import Mapping
@@ -43,13 +46,11 @@ import httpx
 import numpy as np
 
 from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
+from genhook.config import OpenAISettings, Settings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.retry import parse_retry_after
 
-DEFAULT_BASE_URL = "https://api.openai.com/v1"
-DEFAULT_TIMEOUT = 120.0
-DEFAULT_CREDITS_PER_IMAGE = 4.0
 PASSED_OPTIONS = (
     "quality",
     "style",
@@ -73,26 +74,21 @@ class OpenAIImagesBackend:
     name = "openai"
     kinds: frozenset[AssetKind] = frozenset({"image"})
 
-    def __init__(self) -> None:
-        env = os.environ
-        base_url = env.get("GENHOOK_OPENAI_BASE_URL", "").strip() or DEFAULT_BASE_URL
-        self.base_url = base_url.rstrip("/")
-        self.api_key = env.get("GENHOOK_OPENAI_API_KEY", "").strip() or None
-        problems: list[str] = []
-        if self.api_key is None:
-            problems.append("GENHOOK_OPENAI_API_KEY is not set")
-        elif not (self.api_key.isascii() and self.api_key.isprintable()):
-            problems.append("GENHOOK_OPENAI_API_KEY has characters a header cannot carry")
-        parts = urlsplit(self.base_url)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            problems.append("GENHOOK_OPENAI_BASE_URL is not an http(s) URL")
-        self.timeout = _positive_env("GENHOOK_OPENAI_TIMEOUT", DEFAULT_TIMEOUT, problems)
-        self.credits_per_image = _positive_env(
-            "GENHOOK_OPENAI_CREDITS_PER_IMAGE", DEFAULT_CREDITS_PER_IMAGE, problems, allow_zero=True
-        )
-        self._problem = "; ".join(problems) or None
+    def __init__(self, config: OpenAISettings | None = None) -> None:
+        config = config or OpenAISettings()
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.api_key = config.api_key
+        self.timeout = config.timeout
+        self.credits_per_image = config.credits_per_image
+        self._problem = "GENHOOK_OPENAI_API_KEY is not set" if self.api_key is None else None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> OpenAIImagesBackend:
+        """The factory the backend registry calls: this backend from the process's settings."""
+        return cls(settings.openai)
 
     # -- the Backend protocol ----------------------------------------------------------------
 
@@ -102,6 +98,28 @@ class OpenAIImagesBackend:
             return BackendStatus(False, self._problem)
         where = _origin_text(self.base_url) + urlsplit(self.base_url).path
         return BackendStatus(True, f"{where}, {self.credits_per_image:g} credits per image")
+
+    def probe(self, timeout: float) -> BackendStatus:
+        """Configured and answering: ``GET {base_url}/models`` with the key, within ``timeout``."""
+        if self._problem:
+            return BackendStatus(False, self._problem)
+        where = _origin_text(self.base_url)
+        url = f"{self.base_url}/models"
+        try:
+            with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
+                response = client.get(url, headers={**self._auth(), "User-Agent": "genhook"})
+        except httpx.TimeoutException:
+            return BackendStatus(False, f"{where} did not answer within {timeout:g}s")
+        except httpx.HTTPError as exc:
+            return BackendStatus(False, f"{where} is not reachable ({_reason(exc)})")
+        status = response.status_code
+        if status in (401, 403):
+            return BackendStatus(False, f"key refused by {where} (HTTP {status})")
+        if status >= 500:
+            return BackendStatus(False, f"{where} answers HTTP {status}")
+        return BackendStatus(
+            True, f"{where} answering, {self.credits_per_image:g} credits per image"
+        )
 
     def estimate_cost(self, request: GenerationRequest) -> float:
         """The configured credits per image."""
@@ -235,24 +253,6 @@ def decode(data: bytes) -> Pixels:
     return np.ascontiguousarray(pixels)
 
 
-def _positive_env(
-    name: str, default: float, problems: list[str], *, allow_zero: bool = False
-) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
-        problems.append(
-            f"{name} {raw!r} is not a {'non-negative' if allow_zero else 'positive'} number"
-        )
-        return default
-    return value
-
-
 def _origin(url: str) -> tuple[str, str]:
     parts = urlsplit(url)
     netloc = parts.hostname or ""
@@ -277,6 +277,15 @@ def _transport_error(exc: httpx.HTTPError, url: str) -> GenhookError:
             ErrorCode.BACKEND_UNAVAILABLE, f"connection to {where} dropped ({exc!r})"
         )
     return GenhookError(ErrorCode.BACKEND_ERROR, f"HTTP exchange with {where} failed ({exc!r})")
+
+
+def _reason(exc: httpx.HTTPError) -> str:
+    """The innermost cause of a transport error, in a few words (e.g. connection refused)."""
+    cause: BaseException = exc
+    while cause.__cause__ is not None or cause.__context__ is not None:
+        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
+    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
+    return str(text).lower()
 
 
 def _origin_text(url: str) -> str:

@@ -15,6 +15,7 @@ from genhook.cli.base import (
     cli,
     die_template,
     load_engine,
+    load_settings,
     print_json,
 )
 from genhook.contract.completion import failure_payload
@@ -27,7 +28,6 @@ from genhook.sinks import DirectorySink
 from genhook.workflow.inputs import check_trigger
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.template import Workflow, load_workflow
-
 
 RUN_EXAMPLE = """\b
 Example (paste it as it is, from any folder):
@@ -157,7 +157,7 @@ def workflows_show(workflow_id: str) -> None:
 @click.argument("files", nargs=-1, required=True, type=click.Path(path_type=Path))
 def workflows_validate(files: tuple[Path, ...]) -> None:
     """Check templates; print each problem as FILE:LINE: where: what. Exit 2 if any."""
-    presets, nodes = load_presets(), NodeRegistry.from_entry_points()
+    presets, nodes = load_presets(load_settings().presets_dir), NodeRegistry.from_entry_points()
     bad = False
     for path in files:
         try:
@@ -177,21 +177,15 @@ def backends() -> None:
 
 
 @backends.command("list")
-def backends_list() -> None:
-    """Each backend: what it makes (image, video) and whether it is ready."""
+@click.option("--offline", is_flag=True, help="Configured only: do not probe the engines.")
+def backends_list(offline: bool) -> None:
+    """Each backend: what it makes (image, video) and whether it is ready.
+
+    Ready means configured and answering a short probe now (at most a few seconds); with
+    --offline, configured only. `detail` says why a backend is not ready.
+    """
+    from genhook.backends import readiness
     from genhook.backends.base import BackendRegistry
 
-    registry = BackendRegistry.from_entry_points()
-    rows = []
-    for name in registry.names():
-        backend = registry.get(name)
-        status = backend.status()
-        rows.append(
-            {
-                "backend": name,
-                "kinds": sorted(backend.kinds),
-                "ready": status.ready,
-                "detail": status.detail,
-            }
-        )
-    print_json(rows)
+    registry = BackendRegistry.from_entry_points(load_settings())
+    print_json(readiness(registry, offline=offline))
