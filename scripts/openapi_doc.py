@@ -212,7 +212,8 @@ def _status_rows() -> list[str]:
         415: "Declared, but not answered at present: the body is parsed as JSON whatever its "
         "`Content-Type`.",
         422: "Invalid input. On `POST .../runs` the answer also carries `job_id` (the trigger is "
-        "recorded as a failed job); a malformed query parameter is `invalid_value`.",
+        "recorded as a failed job; `null` for a body that is not strict JSON, which is not "
+        "recorded); a malformed query parameter is `invalid_value`.",
         500: "An unexpected error inside genhook (logged on the server; no traceback is sent).",
     }
     rows = ["| status | `error_code` | when |", "| --- | --- | --- |"]

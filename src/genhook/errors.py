@@ -97,7 +97,8 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         True,
     ),
     ErrorCode.INPUT_NOT_FOUND: ErrorSpec(
-        "`genhook run --input` names a file that cannot be read.", False, True
+        "`genhook run --input` names a file that cannot be read (exit 2; never an HTTP answer).",
+        False,
     ),
     ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec(
         "No workflow template has this id (HTTP 404; `genhook run` exits 2).", False
