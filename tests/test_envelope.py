@@ -206,3 +206,17 @@ def test_unknown_enum_value_echo_is_cut(engine: Engine) -> None:
         validate_input(wf, {**VALID, "target_style": "b" * 10_000})
     assert info.value.code.value == "unknown_style"
     assert "b" * 50 not in info.value.description
+
+
+def test_external_id_longer_than_its_column_is_refused(
+    presets: Presets, nodes: NodeRegistry
+) -> None:
+    """A schema without maxLength on the external id field: over 200 characters is refused
+    (PostgreSQL would refuse to store it), at 200 it is fine."""
+    wf = parse_workflow(GOOD, "t.yaml", presets, nodes)
+    body = {"name": "vase", "target_style": "minimal", "target_platform": "x_post"}
+    assert validate_input(wf, {**body, "item_id": "i" * 200})["item_id"] == "i" * 200
+    with pytest.raises(InvalidInput) as info:
+        validate_input(wf, {**body, "item_id": "i" * 201})
+    assert (info.value.code.value, info.value.field) == ("invalid_value", "item_id")
+    assert "limit of 200 characters" in info.value.description

@@ -79,11 +79,14 @@ def test_hostile_json_is_422_and_nothing_is_stored(any_store: Genhook) -> None:
             assert answer.json()["error_code"] == "invalid_json", (name, answer.json())
             assert answer.json()["error_description"], name
     assert stored_jobs(g) == 0
+    # an external id longer than its column (the template sets no maxLength): 422, not 500
+    long_id = g.trigger("tiny", {"item_id": "i" * 300})
+    assert (long_id.status_code, long_id.json()["field"]) == (422, "item_id"), long_id.text
     # an invalid trigger whose text is clean is still recorded (and its input stored) as before
     refused = g.trigger("product-image", {"product_id": "A", "product_name": 5})
     assert refused.status_code == 422 and refused.json()["job_id"]
     assert g.trigger("product-image", PRODUCT).status_code == 202
-    assert stored_jobs(g) == 2
+    assert stored_jobs(g) == 3
 
 
 def test_unknown_field_is_refused_naming_it(service: Genhook) -> None:

@@ -28,6 +28,8 @@ from genhook.workflow.template import Workflow
 
 # When one field breaks several rules, report the most telling first.
 _PRIORITY = {"required": 0, "type": 1, "enum": 2}
+MAX_EXTERNAL_ID = 200
+"""The longest external id (``jobs.external_id`` is a 200-character column)."""
 ECHO_LIMIT = 40
 """At most this many characters of a value are repeated in an error description."""
 
@@ -50,7 +52,21 @@ def validate_input(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, An
     for name, prop in declared.items():
         if name not in data and "default" in prop:
             data[name] = copy.deepcopy(prop["default"])
+    _check_external_id(workflow, data)
     return data
+
+
+def _check_external_id(workflow: Workflow, data: Mapping[str, Any]) -> None:
+    """The caller's id is stored and searched on: it must fit its column, whatever the schema."""
+    name = workflow.external_id
+    value = None if name is None else data.get(name)
+    if value is not None and len(str(value)) > MAX_EXTERNAL_ID:
+        raise InvalidInput(
+            ErrorCode.INVALID_VALUE,
+            f"'{name}' = {echo(value)} is longer than the limit of {MAX_EXTERNAL_ID} characters "
+            "for the workflow's external id",
+            field=name,
+        )
 
 
 def _unknown(workflow: Workflow, name: str) -> InvalidInput:
