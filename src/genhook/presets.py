@@ -7,7 +7,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from genhook.errors import TemplateError, TemplateProblem
 from genhook.paths import presets_dir
@@ -54,6 +61,15 @@ class PlatformPreset(BaseModel):
     format: ImageFormat = "jpeg"
     quality: int = Field(default=85, ge=1, le=100)
     background: str = Field(default="#ffffff", pattern=_HEX)
+    on_white: bool = False
+    """The product alone on pure white (marketplace main images): generated on white, and every
+    pixel around the product exported as (255, 255, 255). Needs ``background: "#ffffff"``."""
+
+    @model_validator(mode="after")
+    def _white_backdrop(self) -> PlatformPreset:
+        if self.on_white and self.background.lower() != "#ffffff":
+            raise ValueError("on_white needs background #ffffff")
+        return self
 
     @property
     def extension(self) -> str:

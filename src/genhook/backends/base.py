@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
+from genhook.media.aspect import Frame
 from genhook.plugins import Registry, load_group
 from genhook.presets import StylePreset
 
@@ -41,6 +42,8 @@ class GenerationRequest:
     kind: AssetKind = "image"
     options: Mapping[str, Any] = field(default_factory=dict)
     backend: str = "procedural"
+    frame: Frame | None = None
+    """The aspect class, backdrop and safe area the image is composed for (None: as sized)."""
 
     def retried(self, prompt_suffix: str, seed: int) -> GenerationRequest:
         """The same request with a modified prompt and a new seed (a quality-check retry)."""

@@ -2,7 +2,9 @@
 
 It composes a real image from the prompt and style (palette background, lighting, shapes, the
 subject's name set in type) and labels it honestly as a procedural render. It is what lets every
-workflow run end to end with no GPU and no account.
+workflow run end to end with no GPU and no account. A request's ``frame`` keeps the subject and
+title inside the safe area that later crops leave whole, or, on white, renders the object alone
+on pure white with no text.
 """
 
 from __future__ import annotations
@@ -49,7 +51,7 @@ class ProceduralBackend:
                 ErrorCode.BACKEND_REJECTED,
                 f"size {request.width}x{request.height} outside 16..{MAX_SIDE} pixels",
             )
-        style = request.style
+        style, frame = request.style, request.frame
         started = time.perf_counter()
         with glyph_audit() as missing:
             pixels = render(
@@ -61,6 +63,8 @@ class ProceduralBackend:
                 height=request.height,
                 seed=request.seed,
                 label=f"procedural render · seed {request.seed}",
+                on_white=frame.on_white if frame else False,
+                safe=(frame.safe_x, frame.safe_y) if frame else (0.0, 0.0),
             )
         return GenerationResult(
             pixels=pixels,

@@ -4,10 +4,16 @@
 byte for byte, what ``export`` returns for each. Every output is 8-bit sRGB with 3 bands and no
 metadata, exactly ``preset.width`` x ``preset.height``:
 
-* ``fit: crop`` -- resize to cover the box, then crop it with libvips' attention strategy (the
-  crop keeps the busiest, most saturated, most skin-toned region); smaller sources are upscaled;
+* ``fit: crop`` -- resize to cover the box, then cut it around the point that libvips'
+  attention strategy finds (the busiest, most saturated, most skin-toned region), clamped to the
+  image; smaller sources are upscaled. :attr:`Encoded.crop` says which part of the source
+  was kept, so that a salience check can measure what the crop lost;
 * ``fit: pad`` -- resize so that the whole image fits the box, then centre it on a canvas of
   ``preset.background``.
+
+A preset ``on_white`` is then made pure white around the product: every pixel whose three
+channels are all at least :data:`WHITE_SNAP` (an engine's near-white backdrop, resampling
+noise) becomes (255, 255, 255), and the padding is white.
 
 Encoder settings, chosen by measurement on 2 cores (see ``docs/benchmarks.md``):
 
@@ -69,7 +75,11 @@ AVIF_OPTIONS: dict[str, object] = {
 _COST = {"jpeg": 1, "png": 3, "webp": 4, "avif": 10}
 _KNOWN_COLOUR = {"srgb", "b-w", "rgb16", "grey16", "scrgb", "cmyk", "lab", "labs", "xyz", "hsv"}
 
-_Key = tuple[int, int, str, str]
+_Key = tuple[int, int, str, str, bool]
+Box = tuple[float, float, float, float]
+
+WHITE_SNAP = 248
+"""On-white presets: a pixel whose channels are all at least this becomes pure white."""
 
 
 @dataclass(frozen=True)
@@ -81,6 +91,9 @@ class Encoded:
     height: int
     format: ImageFormat
     media_type: str
+    crop: Box | None = None
+    """The part of the source kept, as fractions of its width and height (x0, y0, x1, y1);
+    None when all of it was (``fit: pad``, or a source of the preset's exact shape)."""
 
 
 def to_vips(pixels: Pixels) -> pyvips.Image:
@@ -104,7 +117,7 @@ def to_vips(pixels: Pixels) -> pyvips.Image:
 def export(image: pyvips.Image, preset: PlatformPreset) -> Encoded:
     """Fit ``image`` to ``preset`` (crop or pad) and encode it in the preset's format."""
     try:
-        return _encode(_fit(_normalise(image, preset), preset), preset)
+        return _encode(*_fit(_normalise(image, preset), preset), preset)
     except pyvips.Error as exc:
         raise _failed(preset, exc) from exc
 
@@ -136,11 +149,11 @@ def export_all(
     def run(group: list[int]) -> None:
         current = group[0]  # the preset a failure is reported against
         try:
-            fitted = _fit(_normalise(source, presets[current]), presets[current])
+            fitted, crop = _fit(_normalise(source, presets[current]), presets[current])
             if len(group) > 1:
                 fitted = fitted.copy_memory()
             for current in group:
-                results[current] = _encode(fitted, presets[current])
+                results[current] = _encode(fitted, crop, presets[current])
         except pyvips.Error as exc:
             error = _failed(presets[current], exc)
             error.__cause__ = exc
@@ -164,7 +177,7 @@ def export_all(
 
 
 def _key(preset: PlatformPreset) -> _Key:
-    return (preset.width, preset.height, preset.fit, preset.background.lower())
+    return (preset.width, preset.height, preset.fit, preset.background.lower(), preset.on_white)
 
 
 def _cost(preset: PlatformPreset) -> int:
@@ -197,21 +210,49 @@ def _normalise(image: pyvips.Image, preset: PlatformPreset) -> pyvips.Image:
     return image
 
 
-def _fit(image: pyvips.Image, preset: PlatformPreset) -> pyvips.Image:
-    """Exactly ``preset.width`` x ``preset.height``: cover + attention crop, or contain + pad."""
+def _fit(image: pyvips.Image, preset: PlatformPreset) -> tuple[pyvips.Image, Box | None]:
+    """Exactly ``preset.width`` x ``preset.height``: cover + attention crop, or contain + pad;
+    and the part of the source the crop kept."""
     width, height = preset.width, preset.height
+    crop: Box | None = None
     if preset.fit == "crop":
-        out = image.thumbnail_image(width, height=height, crop="attention", size="both")
+        out, crop = _cover_crop(image, width, height)
     else:
         out = image.thumbnail_image(width, height=height, size="both")
+    if preset.on_white:
+        out = (out >= WHITE_SNAP).bandand().ifthenelse(255, out)
     if out.width != width or out.height != height:  # pad; crop already has the exact size
         out = out.gravity(
             "centre", width, height, extend="background", background=_rgb(preset.background)
         )
-    return out
+    return out, crop
 
 
-def _encode(image: pyvips.Image, preset: PlatformPreset) -> Encoded:
+def _cover_crop(image: pyvips.Image, width: int, height: int) -> tuple[pyvips.Image, Box | None]:
+    """Resize to cover ``width x height``, then cut that box centred on libvips' attention
+    point (as ``smartcrop`` does), clamped to the image; and the kept box as fractions."""
+    scale = max(width / image.width, height / image.height)
+    cover_w = max(width, round(image.width * scale))
+    cover_h = max(height, round(image.height * scale))
+    resized = image.thumbnail_image(cover_w, height=cover_h, size="force")
+    if (cover_w, cover_h) == (width, height):
+        return resized, None
+    resized = resized.copy_memory()
+    _, found = resized.smartcrop(
+        width, height, interesting="attention", attention_x=True, attention_y=True
+    )
+    left = min(max(0, int(found["attention_x"]) - width // 2), cover_w - width)
+    top = min(max(0, int(found["attention_y"]) - height // 2), cover_h - height)
+    kept = (
+        left / cover_w,
+        top / cover_h,
+        (left + width) / cover_w,
+        (top + height) / cover_h,
+    )
+    return resized.extract_area(left, top, width, height), kept
+
+
+def _encode(image: pyvips.Image, crop: Box | None, preset: PlatformPreset) -> Encoded:
     if preset.format == "jpeg":
         data = image.jpegsave_buffer(Q=preset.quality, **JPEG_OPTIONS)
     elif preset.format == "webp":
@@ -226,4 +267,5 @@ def _encode(image: pyvips.Image, preset: PlatformPreset) -> Encoded:
         height=image.height,
         format=preset.format,
         media_type=preset.media_type,
+        crop=crop,
     )

@@ -1,4 +1,11 @@
-"""``export``: the image in every format its ``target_platform`` (a preset or bundle) asks for."""
+"""``export``: the images in every format its ``target_platform`` (a preset or bundle) asks for.
+
+Given a generate node's ``renders`` (one image per aspect class), each preset is cut from the
+image of its frame (:meth:`Renders.source_for`); given one image, every preset is cut from it.
+Each crop is then checked: when it kept less than :data:`~genhook.media.saliency.MIN_KEPT` of
+the source's salient region, the output is still delivered and the payload's
+``quality_warning`` names it (check ``salient_region.{platform_code}``, node: this node).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +14,18 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from genhook.errors import ErrorCode, GenhookError, InvalidInput
+from genhook.backends.base import GenerationResult
+from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
-from genhook.media.export import export_all, to_vips
+from genhook.media.aspect import crop_share
+from genhook.media.export import Encoded, export_all, to_vips
+from genhook.media.saliency import MIN_KEPT, SalienceMap, kept_extent, salience
 from genhook.nodes.metadata import slug
+from genhook.nodes.renders import Renders
+from genhook.nodes.targets import resolve_targets, unknown_targets
 from genhook.presets import PlatformPreset, Presets
-from genhook.workflow.node import BaseNode, RunContext
-from genhook.workflow.refs import find_refs
+from genhook.quality import FailedCheck
+from genhook.workflow.node import BaseNode, QualityReport, RunContext
 from genhook.workflow.result import Asset, SeoText
 
 
@@ -25,7 +37,7 @@ class Export(BaseNode):
     class Params(BaseModel):
         model_config = ConfigDict(arbitrary_types_allowed=True)
 
-        image: Pixels
+        image: Pixels | Renders
         platforms: str | list[str]
         seo: SeoText | None = None
         role: str = ""
@@ -34,75 +46,83 @@ class Export(BaseNode):
 
     def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
         """Literal platform codes and bundles must exist."""
-        value = params.get("platforms")
-        targets = value if isinstance(value, list) else [value]
-        unknown = [
-            t
-            for t in targets
-            if isinstance(t, str)
-            and not list(find_refs(t))
-            and presets.resolve_platforms(t) is None
-        ]
+        unknown = unknown_targets(params.get("platforms"), presets)
         return [("platforms", f"unknown platform presets {unknown}")] if unknown else []
 
     def plan(
         self, name: str, raw: Mapping[str, Any], ctx: RunContext
     ) -> tuple[Mapping[str, Any], dict[str, Any]]:
-        """Dry run: every file it would write (platform, size, format, name); no encoding."""
+        """Dry run: every file it would write (platform, size, format, name, the image it is cut
+        from and the share of each side the cut removes); no encoding."""
         params = self.Params.model_validate(raw)
         seo = self._seo(params, ctx)
-        outputs = [
-            {
-                "platform_code": p.code,
-                "width": p.width,
-                "height": p.height,
-                "format": p.format,
-                "fit": p.fit,
-                "filename_suggestion": self._filename(ctx, seo, params.role, p, p.width, p.height),
-            }
-            for p in self._presets(params, ctx)
-        ]
+        outputs = []
+        for p in resolve_targets(params.platforms, ctx.presets):
+            source = _source(params.image, p)
+            width, height = _size(source)
+            share = crop_share((width, height), (p.width, p.height)) if p.fit == "crop" else None
+            outputs.append(
+                {
+                    "platform_code": p.code,
+                    "width": p.width,
+                    "height": p.height,
+                    "format": p.format,
+                    "fit": p.fit,
+                    "source": _label(params.image, source),
+                    "crop_share": (
+                        {"x": round(share[0], 4), "y": round(share[1], 4)} if share else None
+                    ),
+                    "filename_suggestion": self._filename(
+                        ctx, seo, params.role, p, p.width, p.height
+                    ),
+                }
+            )
         return {"assets": []}, {"outputs": outputs}
 
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Name: ``{stem}-{role}-{platform}-{w}x{h}.{ext}``, at most 100 characters, unique."""
-        presets = self._presets(params, ctx)
+        presets = resolve_targets(params.platforms, ctx.presets)
         seo = self._seo(params, ctx)
         if ctx.is_cancelled():
             raise GenhookError(ErrorCode.CANCELLED)
-        encoded_all = export_all(to_vips(params.image), presets)
-        assets = [
-            Asset(
-                data=encoded.data,
-                filename=self._filename(
-                    ctx, seo, params.role, preset, encoded.width, encoded.height
-                ),
-                media_type=encoded.media_type,
-                format=encoded.format,
-                width=encoded.width,
-                height=encoded.height,
-                platform_code=preset.code,
-                alt_text=seo.alt_text,
-                caption=seo.caption,
-            )
-            for preset, encoded in zip(presets, encoded_all, strict=True)
-        ]
-        return {"assets": assets}
-
-    @staticmethod
-    def _presets(params: Any, ctx: RunContext) -> list[PlatformPreset]:
-        targets = params.platforms if isinstance(params.platforms, list) else [params.platforms]
-        presets: list[PlatformPreset] = []
-        for target in targets:
-            found = ctx.presets.resolve_platforms(target)
-            if found is None:
-                raise InvalidInput(
-                    ErrorCode.UNKNOWN_PLATFORM,
-                    f"no platform preset or bundle {target!r}",
-                    field="platforms",
+        groups: dict[int, tuple[Pixels, list[int]]] = {}
+        for index, preset in enumerate(presets):
+            pixels = _pixels(_source(params.image, preset))
+            groups.setdefault(id(pixels), (pixels, []))[1].append(index)
+        encoded: list[Encoded | None] = [None] * len(presets)
+        failed: list[FailedCheck] = []
+        for pixels, members in groups.values():
+            made = export_all(to_vips(pixels), [presets[i] for i in members])
+            region: SalienceMap | None = None
+            for index, out in zip(members, made, strict=True):
+                encoded[index] = out
+                if out.crop is None:
+                    continue
+                region = salience(pixels) if region is None else region
+                kept = kept_extent(region, out.crop)
+                if kept < MIN_KEPT:
+                    failed.append(_lost(presets[index], kept))
+        if failed:
+            checks = [f.to_dict() for f in failed]
+            ctx.quality.append(QualityReport(name, False, 1, checks))
+        assets = []
+        for preset, made_one in zip(presets, encoded, strict=True):
+            assert made_one is not None  # every preset belongs to one group
+            out = made_one
+            assets.append(
+                Asset(
+                    data=out.data,
+                    filename=self._filename(ctx, seo, params.role, preset, out.width, out.height),
+                    media_type=out.media_type,
+                    format=out.format,
+                    width=out.width,
+                    height=out.height,
+                    platform_code=preset.code,
+                    alt_text=seo.alt_text,
+                    caption=seo.caption,
                 )
-            presets += [p for p in found if p not in presets]
-        return presets
+            )
+        return {"assets": assets}
 
     @staticmethod
     def _seo(params: Any, ctx: RunContext) -> SeoText:
@@ -116,3 +136,35 @@ class Export(BaseNode):
         tail = slug(f"{role} {preset.code} {width}x{height}", limit=40)
         stem = f"{seo.stem[: 100 - len(tail) - 6].rstrip('-')}-{tail}".strip("-")
         return ctx.reserve_filename(stem, preset.extension)
+
+
+def _source(image: Pixels | Renders, preset: PlatformPreset) -> Pixels | GenerationResult:
+    return image.source_for(preset) if isinstance(image, Renders) else image
+
+
+def _pixels(source: Pixels | GenerationResult) -> Pixels:
+    return source.pixels if isinstance(source, GenerationResult) else source
+
+
+def _size(source: Pixels | GenerationResult) -> tuple[int, int]:
+    height, width = _pixels(source).shape[:2]
+    return width, height
+
+
+def _label(image: Pixels | Renders, source: Pixels | GenerationResult) -> str:
+    return (
+        image.label(source)
+        if isinstance(source, GenerationResult) and isinstance(image, Renders)
+        else "image"
+    )
+
+
+def _lost(preset: PlatformPreset, kept: float) -> FailedCheck:
+    """The failed salience check of one output."""
+    return FailedCheck(
+        f"salient_region.{preset.code}",
+        round(kept, 4),
+        MIN_KEPT,
+        ">=",
+        round((MIN_KEPT - kept) / MIN_KEPT, 4),
+    )

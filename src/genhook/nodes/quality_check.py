@@ -6,6 +6,10 @@ such as ``missing_glyphs``). When none passed, ``on_fail: deliver_with_warning``
 the best candidate and records a ``quality_warning`` (which checks failed, by how much);
 ``on_fail: fail`` ends the job with ``quality_check_failed``. A failing output is never passed on
 as if it had passed.
+
+Given a generate node's ``renders`` (one image per aspect class), the policy applies to each
+image on its own (a retry regenerates only the frame that failed); the reports are named
+``{node}.{frame}`` (``qc.tall``) and the node's ``renders`` output carries the chosen set.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.qc import measure
 from genhook.nodes.generate import generate_once
+from genhook.nodes.renders import Renders
 from genhook.quality import (
     FacePolicy,
     FailedCheck,
@@ -42,7 +47,7 @@ class QualityCheck(BaseNode):
     class Params(BaseModel):
         model_config = ConfigDict(arbitrary_types_allowed=True)
 
-        result: GenerationResult
+        result: GenerationResult | Renders
         min_width: int = Field(default=0, ge=0)
         min_height: int = Field(default=0, ge=0)
         min_contrast: float = Field(default=8.0, ge=0)
@@ -58,6 +63,7 @@ class QualityCheck(BaseNode):
         "result": GenerationResult,
         "image": Pixels,
         "passed": bool,
+        "renders": Renders,
     }
 
     def plan(
@@ -66,13 +72,32 @@ class QualityCheck(BaseNode):
         """Dry run: the policy it would apply; the candidate passes through unmeasured."""
         params = self.Params.model_validate(raw)
         report = params.model_dump(exclude={"result"})
-        result = params.result
-        return {"result": result, "image": result.pixels, "passed": True}, report
+        renders = _renders(params.result)
+        first = renders.primary
+        outputs = {"result": first, "image": first.pixels, "passed": True, "renders": renders}
+        return outputs, report
 
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
-        """Apply the policy; record the outcome in the run's ledger."""
+        """Apply the policy to each image; record the outcomes in the run's ledger."""
+        given = params.result
+        if isinstance(given, GenerationResult):
+            chosen, passed = self._police(name, name, params, ctx, given)
+            renders = Renders((chosen,))
+        else:
+            outcomes = [
+                self._police(name, f"{name}.{given.label(r)}", params, ctx, r)
+                for r in given.results
+            ]
+            renders = Renders(tuple(c for c, _ in outcomes))
+            passed = all(p for _, p in outcomes)
+        first = renders.primary
+        return {"result": first, "image": first.pixels, "passed": passed, "renders": renders}
+
+    def _police(
+        self, name: str, label: str, params: Any, ctx: RunContext, candidate: GenerationResult
+    ) -> tuple[GenerationResult, bool]:
+        """The policy for one image; its report is named ``label``."""
         thresholds = Thresholds(**{k: getattr(params, k) for k in Thresholds.__dataclass_fields__})
-        candidate: GenerationResult = params.result
         original = candidate.request  # every retry amends this prompt, never an amended one
         best: tuple[tuple[int, float], GenerationResult, list[FailedCheck]] | None = None
         attempts = 0
@@ -92,7 +117,8 @@ class QualityCheck(BaseNode):
             )
             candidate = generate_once(ctx, request)
         _, chosen, failed = best
-        ctx.quality.append(QualityReport(name, not failed, attempts, [f.to_dict() for f in failed]))
+        checks = [f.to_dict() for f in failed]
+        ctx.quality.append(QualityReport(label, not failed, attempts, checks))
         if failed and params.on_fail == "fail":
             summary = "; ".join(f.describe() for f in failed)
             raise GenhookError(
@@ -100,4 +126,8 @@ class QualityCheck(BaseNode):
                 f"no output passed quality checks after {attempts} attempts: {summary}",
             )
         ctx.delivered.append(chosen)
-        return {"result": chosen, "image": chosen.pixels, "passed": not failed}
+        return chosen, not failed
+
+
+def _renders(given: GenerationResult | Renders) -> Renders:
+    return given if isinstance(given, Renders) else Renders((given,))
