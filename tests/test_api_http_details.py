@@ -69,3 +69,17 @@ async def test_schema_route_media_type_is_what_openapi_declares(
     spec = (await client.get("/openapi.json")).json()
     declared = spec["paths"][SCHEMA_ROUTE]["get"]["responses"]["200"]["content"]
     assert list(declared) == [served]
+
+
+async def test_schema_route_errors_stay_json_in_openapi(client: httpx.AsyncClient) -> None:
+    """Only the schema itself is application/schema+json; the route's error answers are
+    declared as the application/json error shape, like every other route's."""
+    spec = (await client.get("/openapi.json")).json()
+    responses = spec["paths"][SCHEMA_ROUTE]["get"]["responses"]
+    errors = {status: r for status, r in responses.items() if status != "200"}
+    assert errors
+    for answer in errors.values():
+        assert list(answer["content"]) == ["application/json"]
+        assert answer["content"]["application/json"]["schema"] == {
+            "$ref": "#/components/schemas/ErrorBody"
+        }

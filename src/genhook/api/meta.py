@@ -37,10 +37,21 @@ class SchemaResponse(JSONResponse):
     media_type = "application/schema+json"
 
 
+# FastAPI files the error responses under a route's own media type; errors stay application/json
+_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {
+        "description": doc["description"],
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+    }
+    for status, doc in RESPONSES.items()
+}
+
+
 @router.get(
     "/v1/schemas/completion-v1.json",
     summary="Completion payload JSON Schema",
     response_class=SchemaResponse,
+    responses=_JSON_ERRORS,
 )
 def completion_schema_route() -> SchemaResponse:
     """The JSON Schema of completion payload version 1. Public, no key needed: a schema is no
