@@ -215,6 +215,9 @@ def _status_rows() -> list[str]:
         "recorded as a failed job; `null` for a body that is not strict JSON, which is not "
         "recorded); a malformed query parameter is `invalid_value`.",
         500: "An unexpected error inside genhook (logged on the server; no traceback is sent).",
+        503: "`store_unavailable`: the database does not answer or cannot write now (down, full, "
+        "read-only); nothing was changed or lost, and every route may answer it. `server_busy`: "
+        "`GENHOOK_MAX_CONNECTIONS` connections are open. Try again after `Retry-After` (seconds).",
     }
     rows = ["| status | `error_code` | when |", "| --- | --- | --- |"]
     for status in sorted(by_status):
@@ -222,8 +225,11 @@ def _status_rows() -> list[str]:
         rows.append(f"| {status} | {codes} | {notes.get(status, '')} |")
     rows += [
         "",
-        '`GET /healthz` answers `503 {"status": "unavailable", "database": false}` when the',
-        'database does not answer (`200 {"status": "ok", "database": true}` otherwise).',
+        '`GET /healthz` answers `200 {"status": "ok", "database": true, "writable": true}` when',
+        "the database answers and can write (a probe row written in a transaction that is rolled",
+        "back, and no write of the store's failed in the last 15 s); otherwise `503` with",
+        '`"status": "unavailable"`, which of `database` and `writable` is false, and `reason`',
+        "(what the database said).",
     ]
     return rows
 

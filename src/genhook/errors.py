@@ -44,6 +44,7 @@ class ErrorCode(StrEnum):
     WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
+    STORE_UNAVAILABLE = "store_unavailable"
     # HTTP API
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
@@ -127,6 +128,11 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.CANCELLED: ErrorSpec("The job was cancelled.", False),
     ErrorCode.INTERNAL_ERROR: ErrorSpec("An unexpected error inside genhook.", False),
+    ErrorCode.STORE_UNAVAILABLE: ErrorSpec(
+        "The database does not answer or cannot write now (down, full, read-only); nothing "
+        "was changed. Try again after `Retry-After` (HTTP 503).",
+        True,
+    ),
     ErrorCode.UNAUTHORIZED: ErrorSpec(
         "No valid `Authorization: Bearer <api_key>` header (HTTP 401).", False
     ),

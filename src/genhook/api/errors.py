@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -10,8 +12,10 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from genhook.errors import ErrorCode, GenhookError
+from genhook.store.db import describe, unavailable
 
 log = logging.getLogger("genhook.api")
 
@@ -33,6 +37,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.HEADERS_TOO_LARGE: 431,
     ErrorCode.SERVER_BUSY: 503,
     ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.STORE_UNAVAILABLE: 503,
 }
 
 
@@ -58,10 +63,60 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
 
 
 def error_response(error: GenhookError, **extra: Any) -> JSONResponse:
-    """The JSON answer for ``error``: 422 for invalid input, else by code."""
+    """The JSON answer for ``error``: 422 for invalid input, else by code; a 429 or 503 whose
+    error says when to come back carries ``Retry-After`` (whole seconds)."""
     status = STATUS.get(error.code, 422 if error.invalid_input else 400)
-    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if status == 401 else {}
+    if status in (429, 503) and error.retry_after is not None:
+        headers["Retry-After"] = str(max(1, math.ceil(error.retry_after)))
     return JSONResponse({**error.to_dict(), **extra}, status_code=status, headers=headers)
+
+
+def log_store_failure(request: Request | None, error: BaseException) -> None:
+    """One warning line for a request the store could not serve (no traceback: during an
+    outage every request fails the same way)."""
+    where = f"{request.method} {request.url.path}: " if request is not None else ""
+    cause = error.__cause__ or error
+    log.warning("store unavailable: %s%s", where, describe(cause))
+
+
+class CatchAll:
+    """Turns any exception that escapes the routes into an answer inside the app.
+
+    Starlette's outermost handler sends a 500 and then re-raises, and uvicorn then logs a
+    traceback and closes the connection, resetting a keep-alive client. Here nothing is
+    re-raised: a store failure answers 503, anything else 500 with one logged traceback; an
+    answer already under way is ended cleanly.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            error = exc if isinstance(exc, GenhookError) else unavailable(exc)
+            if error is not None and error.code is ErrorCode.STORE_UNAVAILABLE:
+                log_store_failure(None, exc)
+            elif error is None:
+                log.exception("unexpected error", exc_info=exc)
+                error = GenhookError(ErrorCode.INTERNAL_ERROR)
+            if started:
+                with contextlib.suppress(Exception):
+                    await send({"type": "http.response.body", "body": b"", "more_body": False})
+                return
+            await error_response(error)(scope, receive, send)
 
 
 _HTTP_CODES = {
@@ -76,8 +131,12 @@ _HTTP_CODES = {
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the error shape."""
 
+    app.add_middleware(CatchAll)
+
     @app.exception_handler(GenhookError)
-    async def _genhook(_: Request, exc: GenhookError) -> JSONResponse:
+    async def _genhook(request: Request, exc: GenhookError) -> JSONResponse:
+        if exc.code is ErrorCode.STORE_UNAVAILABLE:
+            log_store_failure(request, exc)
         return error_response(exc)
 
     @app.exception_handler(HTTPException)

@@ -1,11 +1,18 @@
-"""The store's foundation: the engine, write and read transactions, and the row type."""
+"""The store's foundation: the engine, write and read transactions, the row type, and health.
+
+Every transaction goes through :meth:`StoreBase._write` or :meth:`StoreBase._read`, which is
+where database failures become ``store_unavailable`` (see :func:`genhook.store.db.unavailable`):
+the store's edge, so no caller sees a driver's exception.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -13,9 +20,28 @@ import sqlalchemy as sa
 from genhook.clock import Clock, SystemClock
 from genhook.store import migrate
 from genhook.store.batch import GroupCommitter
-from genhook.store.db import create_engine
+from genhook.store.db import create_engine, describe, unavailable
+from genhook.store.schema import store_probe
 
 Row = dict[str, Any]
+# a write that failed for want of the database keeps health at 503 this long: on a full disk a
+# rolled-back probe writes nothing, so only real writes can tell
+WRITE_FAILURE_MEMORY = 15.0
+# the probe row spans a few pages, so a database that cannot grow (SQLITE_FULL) refuses it
+PROBE_BYTES = 3 * 4096
+
+
+@dataclass(frozen=True)
+class Health:
+    """What the store can do now: answer reads, and write; ``reason`` when it cannot."""
+
+    answers: bool
+    writable: bool
+    reason: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.answers and self.writable
 
 
 class StoreBase:
@@ -31,6 +57,7 @@ class StoreBase:
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
         self._batcher = GroupCommitter(self._write)
+        self._write_failure: tuple[float, str] | None = None
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""
@@ -43,21 +70,63 @@ class StoreBase:
 
     @contextmanager
     def _write(self) -> Iterator[sa.Connection]:
-        with self._write_lock, self.engine.connect() as conn:
-            conn = conn.execution_options(immediate=True)
-            with conn.begin():
-                yield conn
+        """A write transaction (``BEGIN IMMEDIATE`` on SQLite); database failures leave it as
+        ``store_unavailable``, and are remembered for :meth:`health`."""
+        try:
+            with self._write_lock, self.engine.connect() as conn:
+                conn = conn.execution_options(immediate=True)
+                with conn.begin():
+                    yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            self._write_failure = (self.clock.now(), describe(exc))
+            raise error from exc
 
     @contextmanager
     def _read(self) -> Iterator[sa.Connection]:
-        with self.engine.connect() as conn, conn.begin():
-            yield conn
+        """A read transaction; database failures leave it as ``store_unavailable``."""
+        try:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+        except sa.exc.SQLAlchemyError as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def ping(self) -> bool:
-        """True when the database answers."""
+        """True when the database answers and can write (see :meth:`health`)."""
+        return self.health().ok
+
+    def health(self) -> Health:
+        """Whether the database answers, and whether it can write now.
+
+        Writing is proven by a probe: a row of a few pages inserted in a write transaction that
+        is rolled back (SQLite takes its write lock and must find room; PostgreSQL refuses it on
+        a read-only server or a full disk). A write of the store's that failed for want of the
+        database within the last ``WRITE_FAILURE_MEMORY`` seconds also counts as not writable.
+        """
         try:
             with self._read() as conn:
                 conn.execute(sa.text("SELECT 1"))
-        except sa.exc.SQLAlchemyError:
-            return False
-        return True
+        except Exception as exc:
+            return Health(False, False, describe(exc.__cause__ or exc))
+        try:
+            with self._write_lock, self.engine.connect() as conn:
+                probe = conn.execution_options(immediate=True).begin()
+                try:
+                    conn.execute(store_probe.insert().values(data=os.urandom(PROBE_BYTES)))
+                finally:
+                    probe.rollback()
+        except sa.exc.SQLAlchemyError as exc:
+            return Health(True, False, describe(exc))
+        failure = self._write_failure
+        if failure is not None and self.clock.now() - failure[0] < WRITE_FAILURE_MEMORY:
+            return Health(
+                True,
+                False,
+                f"a write failed {self.clock.now() - failure[0]:.0f} s ago: {failure[1]}",
+            )
+        return Health(True, True)

@@ -1,4 +1,5 @@
-"""Database engines: SQLite tuned for a durable embedded queue, or PostgreSQL."""
+"""Database engines: SQLite tuned for a durable embedded queue, or PostgreSQL; and the one
+mapping of their failures to genhook's error vocabulary."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy import event
 
+from genhook.errors import ErrorCode, GenhookError
 from genhook.paths import private_dir
 
 
@@ -70,3 +72,55 @@ def private_file(path: Path) -> None:
         with contextlib.suppress(OSError):  # a read-only file system: the store says so later
             if file.stat().st_mode & 0o077:
                 file.chmod(0o600)
+
+
+# PostgreSQL SQLSTATEs that say the server cannot do the work now, whatever the request:
+# connection (08), read-only transaction (25006), resources such as a full disk (53), operator
+# intervention such as a shutdown (57), system errors (58)
+_UNAVAILABLE_STATES = ("08", "25006", "53", "57", "58")
+# SQLite primary result codes of the same kind: BUSY, LOCKED, NOMEM, READONLY, IOERR, FULL,
+# CANTOPEN, PROTOCOL (SQLite reports "no such table" and other bugs as OperationalError too)
+_SQLITE_UNAVAILABLE = frozenset({5, 6, 7, 8, 10, 13, 14, 15})
+STORE_RETRY_AFTER = 2.0
+
+
+def unavailable(exc: BaseException) -> GenhookError | None:
+    """The ``store_unavailable`` error for a database failure that is no fault of the request
+    (down, unreachable, full, read-only, locked past the busy timeout); None for any other.
+
+    The one mapping of database errors: the store's transactions raise what this returns, so
+    the API answers 503 with ``Retry-After`` and the worker logs one line. Integrity and data
+    errors (a raced unique key, a value the database refuses) and SQL that does not fit the
+    schema are not mapped: they are the store's own business or a bug.
+    """
+    orig = getattr(exc, "orig", None)
+    sqlite_code = getattr(orig, "sqlite_errorcode", None)
+    state = str(getattr(orig, "sqlstate", None) or "")
+    if isinstance(exc, sa.exc.TimeoutError):  # no pooled connection came free in time
+        mapped = True
+    elif not isinstance(exc, sa.exc.DBAPIError):
+        mapped = False
+    elif sqlite_code is not None:
+        mapped = int(sqlite_code) & 0xFF in _SQLITE_UNAVAILABLE
+    elif isinstance(exc, sa.exc.IntegrityError | sa.exc.DataError | sa.exc.ProgrammingError):
+        mapped = False
+    else:
+        mapped = (
+            exc.connection_invalidated
+            or isinstance(exc, sa.exc.OperationalError | sa.exc.InterfaceError)
+            or state.startswith(_UNAVAILABLE_STATES)
+        )
+    if not mapped:
+        return None
+    return GenhookError(
+        ErrorCode.STORE_UNAVAILABLE,
+        "the database does not answer or cannot write now; nothing was changed, try again",
+        retry_after=STORE_RETRY_AFTER,
+    )
+
+
+def describe(exc: BaseException) -> str:
+    """One line saying what the database said (no SQL, no parameters): for the logs."""
+    orig = getattr(exc, "orig", None) or exc
+    lines = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {lines[0] if lines else 'no message'}"[:300]

@@ -146,3 +146,12 @@ delivery_attempts = sa.Table(
     sa.Column("duration_ms", sa.Float, nullable=True),  # None until the attempt is done
     sa.Column("manual", sa.Boolean, nullable=False, server_default=sa.false()),
 )
+
+# /healthz proves the database can write by inserting a row here in a transaction that it rolls
+# back: the table stays empty
+store_probe = sa.Table(
+    "store_probe",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+)
