@@ -6,11 +6,12 @@ generated from these models (``make schema``), never written by hand.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from genhook.errors import GenhookError
 from genhook.workflow.result import RunResult
@@ -33,8 +34,8 @@ class OutputAsset(_Model):
     width: int
     height: int
     platform_code: str = Field(description="The platform preset this file was made for.")
-    bytes: int
-    sha256: str
+    bytes: int = Field(ge=0)
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="Hex SHA-256 of the bytes.")
     alt_text: str
     filename_suggestion: str = Field(description="Lowercase ASCII slug, at most 100 characters.")
     caption: str
@@ -95,6 +96,36 @@ class ErrorInfo(_Model):
     field: str | None = Field(description="The trigger field at fault, as sent; null if none.")
 
 
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
+"""What ``timestamp`` looks like (checked even by validators that skip ``format``)."""
+
+_CONSISTENT = (
+    {
+        "if": {"properties": {"event": {"const": "job.completed"}}},
+        "then": {"properties": {"status": {"const": "success"}, "error": {"type": "null"}}},
+    },
+    {
+        "if": {"properties": {"event": {"const": "job.failed"}}},
+        "then": {
+            "properties": {
+                "status": {"const": "failed"},
+                "outputs": {"maxItems": 0},
+                "error": {"not": {"type": "null"}},  # so an ErrorInfo (see its anyOf)
+            }
+        },
+    },
+)
+"""The rules between fields, in the published schema: ``job.completed`` goes with ``success``
+and no error; ``job.failed`` with ``failed``, no outputs and an error."""
+
+
+def _published_rules(schema: dict[str, Any]) -> None:
+    """Add to the generated schema what pydantic does not say: ``schema_version`` is required
+    (it has a default here, but every payload carries it), and the rules between fields."""
+    schema["required"] = ["schema_version", *schema.get("required", [])]
+    schema["allOf"] = copy.deepcopy(list(_CONSISTENT))
+
+
 class CompletionPayload(_Model):
     """POSTed to ``callback_url`` when a job ends; also the ``result`` of ``GET /v1/jobs/{id}``."""
 
@@ -109,7 +140,24 @@ class CompletionPayload(_Model):
     metadata: Metadata
     quality_warning: QualityWarning | None
     error: ErrorInfo | None
-    timestamp: datetime
+    timestamp: datetime = Field(
+        description="When the job ended: RFC 3339, UTC, with a Z.",
+        json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN},
+    )
+
+    model_config = ConfigDict(json_schema_extra=_published_rules)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> CompletionPayload:
+        """``event``, ``status``, ``outputs`` and ``error`` agree (see ``_CONSISTENT``)."""
+        failed = self.event == "job.failed"
+        if (self.status == "failed") != failed:
+            raise ValueError(f"event {self.event} with status {self.status}")
+        if failed and (self.outputs or self.error is None):
+            raise ValueError("a job.failed payload has no outputs and an error")
+        if not failed and self.error is not None:
+            raise ValueError("a job.completed payload has no error")
+        return self
 
     @field_serializer("timestamp")
     def _zulu(self, value: datetime) -> str:
