@@ -209,8 +209,13 @@ def _status_rows() -> list[str]:
         409: "The `Idempotency-Key` was used within 24 h with another body; or the job to "
         "cancel has already ended.",
         413: "The body is larger than `GENHOOK_MAX_BODY_BYTES` (256 KiB by default).",
-        415: "Declared, but not answered at present: the body is parsed as JSON whatever its "
-        "`Content-Type`.",
+        415: "The body declares a `Content-Type` that is not JSON (`application/json` or "
+        "`application/*+json`) on `POST .../runs` or `.../dry-run`; a body sent without "
+        "`Content-Type` is read as JSON.",
+        416: "`GET /assets/...` with a `Range` that starts past the end of the file; "
+        "`Content-Range: bytes */SIZE` says the size.",
+        429: "`too_many_streams`: the service already has `GENHOOK_MAX_STREAMS_PER_SERVICE` "
+        "event streams open (20 by default); `Retry-After` says when to try again.",
         422: "Invalid input. On `POST .../runs` the answer also carries `job_id` (the trigger is "
         "recorded as a failed job; `null` for a body that is not strict JSON, which is not "
         "recorded); a malformed query parameter is `invalid_value`.",
@@ -409,7 +414,8 @@ MANUAL = """\
 Every `/v1` route takes `Authorization: Bearer <api_key>`, the key of one requesting service
 (`genhook services create NAME` prints it once; `genhook serve --dev` keeps a development one in
 `$GENHOOK_DATA_DIR/dev-service.json`). A service sees only its own jobs and deliveries: another
-service's id answers 403, an unknown id 404. Not under `/v1`, and open without a key:
+service's id answers 403, an unknown id 404. Open without a key: `GET
+/v1/schemas/completion-v1.json` (a schema is no secret; receivers validate callbacks against it),
 `GET /healthz`, `GET /openapi.json`, `GET /docs` and `GET /assets/...` (asset URLs hold the
 job's random id, so they are unguessable; anyone holding an `asset_url` can fetch it).
 
@@ -448,9 +454,10 @@ curl -s -X POST http://127.0.0.1:8080/v1/workflows/product-image/runs \\
 
 @@accepted@@
 
-The same `Idempotency-Key` with byte-for-byte the same body (and workflow) within 24 h answers
-`200` with the same `job_id` and the job's current `status`; with any other body, even the same
-JSON spaced differently, `409 idempotency_conflict`. Keys are per service, 1 to 255 characters.
+The same `Idempotency-Key` with the same body (and workflow) within 24 h answers `200` with the
+same `job_id` and the job's current `status`. "The same body" means the same JSON value: spacing
+and key order do not count (a client that re-serialises its retry still gets its job, by
+design); any other value, `409 idempotency_conflict`. Keys are per service, 1 to 255 characters.
 
 ### Invalid trigger: `422`
 
@@ -493,7 +500,9 @@ curl -sN http://127.0.0.1:8080/v1/jobs/$JOB_ID/events -H "Authorization: Bearer 
 the event's number (send it back as `Last-Event-ID` to resume after it), `event` the new status,
 `data` one line of JSON. The terminal event (`succeeded`, `failed` or `cancelled`) carries the
 completion payload under `result`, and the server then closes the stream. While nothing happens,
-a `: keep-alive` comment comes every `GENHOOK_POLL_SECONDS` (1 s).
+a `: keep-alive` comment comes every `GENHOOK_POLL_SECONDS` (1 s). A service may hold
+`GENHOOK_MAX_STREAMS_PER_SERVICE` streams at once (20 by default); one more answers
+`429 too_many_streams` with `Retry-After` (close a stream, or poll `GET /v1/jobs/{job_id}`).
 
 ```text
 @@sse@@
@@ -506,6 +515,23 @@ backend's `Retry-After: 4` stretched a 1 s wait to 4 s):
 ```text
 @@retrying@@
 ```
+
+### Assets: `GET /assets/{job_id}/{filename}`
+
+The bytes behind an `asset_url`, with their `Content-Type`, `Content-Length`, `Accept-Ranges:
+bytes`, `Cache-Control: public, max-age=31536000, immutable` (the bytes under a URL never change)
+and an `ETag` that is the file's SHA-256 in quotes, the `sha256` of the payload's output:
+
+```sh
+curl -sI http://127.0.0.1:8080/assets/$JOB_ID/@@file@@
+curl -s -H "Range: bytes=0-1023" -o head.jpg http://127.0.0.1:8080/assets/$JOB_ID/@@file@@
+```
+
+`HEAD` answers the headers alone. `Range: bytes=...` answers `206` with `Content-Range` (several
+ranges: `multipart/byteranges`); a range that starts past the end, `416 range_not_satisfiable`
+with `Content-Range: bytes */SIZE`; a `Range` in another unit or malformed is ignored (`200`, the
+whole file), as RFC 9110 asks. `If-None-Match` with the `ETag` (or `*`) answers `304` with no
+body; `If-Range` with the `ETag` keeps a range request conditional.
 
 ### Deliveries: `GET /v1/deliveries?job_id=...`
 
@@ -533,6 +559,7 @@ def render_manual() -> list[str]:
     values = {
         "status_rows": "\n".join(_status_rows()),
         "callback": CALLBACK,
+        "file": FILE,
         "accepted": block("accepted"),
         "invalid": block("invalid"),
         "job": block("job"),
