@@ -125,16 +125,19 @@ def test_receiver_down_then_500_then_200(
 
     wait_for(
         lambda: (
-            g.http.get("/v1/deliveries", params={"job_id": job_id}).json()["deliveries"] and log()
+            g.http.get("/v1/deliveries", params={"job_id": job_id}).json()["deliveries"]
+            and [a["state"] for a in log()] == ["done"]
         ),
         60,
-        "a first attempt",
+        "a first attempt, refused",
     )
     receiver.port = port
     receiver.start()
     try:
         calls = receiver.wait_job(job_id, count=2)
-        wait_for(lambda: len(log()) == 3, 30, "three logged attempts")
+        wait_for(
+            lambda: [a["state"] for a in log()] == ["done"] * 3, 30, "three completed attempts"
+        )
         attempts = log()
         assert attempts[0]["status_code"] is None and attempts[0]["error"]
         assert attempts[1]["status_code"] == 500
