@@ -251,3 +251,40 @@ def test_to_vips_refuses_arrays_that_are_not_rgb_uint8() -> None:
     assert caught.value.code is ErrorCode.EXPORT_FAILED
     with pytest.raises(GenhookError):
         to_vips(np.zeros((4, 4, 3), np.float32))
+
+
+def test_on_white_presets_snap_a_near_white_backdrop_to_pure_white() -> None:
+    """An engine's off-white backdrop (250, 250, 248) around a product becomes exactly 255 in
+    an on_white preset, padding included; an ordinary pad preset keeps it as it came."""
+    photo = np.full((900, 1200, 3), (250, 250, 248), np.uint8)
+    photo[300:600, 450:750] = (40, 90, 160)  # the product
+    white = custom(width=800, height=800, fit="pad", format="png", on_white=True)
+    plain = custom(width=800, height=800, fit="pad", format="png")
+    out, kept = rgb(export(to_vips(photo), white)), rgb(export(to_vips(photo), plain))
+    product = np.zeros(out.shape[:2], bool)
+    product[298:502, 298:502] = True  # 300..600 x 450..750 scaled by 2/3, centred: 300..500
+    assert (out[~product] == 255).all()
+    assert (kept[400, 100] == (250, 250, 248)).all()
+    assert (out[400, 400] == (40, 90, 160)).all()
+
+
+def test_on_white_needs_a_white_background() -> None:
+    """A preset cannot be on white and pad on another colour."""
+    with pytest.raises(ValueError, match="on_white needs background #ffffff"):
+        custom(fit="pad", on_white=True, background="#000000")
+
+
+def test_a_crop_reports_the_part_of_the_source_it_kept() -> None:
+    """``Encoded.crop`` is the kept box, as fractions: the output equals that box of the source
+    resized, and it holds the off-centre object (the attention point)."""
+    source = with_object(gradient(1536, 1024), left=1200, top=400)
+    preset = custom(width=512, height=1024, format="png")
+    encoded = export(to_vips(source), preset)
+    assert encoded.crop is not None
+    x0, y0, x1, y1 = encoded.crop
+    assert (y0, y1) == (0.0, 1.0) and x1 - x0 == pytest.approx(512 / 1536, abs=1e-3)
+    assert x0 * 1536 <= 1200 and x1 * 1536 >= 1360
+    cut = source[:, round(x0 * 1536) : round(x1 * 1536)].astype(np.int16)
+    assert np.abs(rgb(encoded) - cut).mean() < 2.0
+    same_shape = export(to_vips(source), custom(width=768, height=512, format="png"))
+    assert same_shape.crop is None

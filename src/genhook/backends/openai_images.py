@@ -11,6 +11,12 @@ not reproducible. The GPT image models (``gpt-image-*``) always answer in base64
 with the same client (the key is sent only to the API's own origin). The PNG, JPEG or WebP is
 decoded to RGB pixels at whatever size came back.
 
+A request composed for an aspect class (its ``frame`` is set) is sent the size the model supports
+nearest the class's (:data:`MODEL_SIZES`; other models get the size asked) and one sentence on
+composition (keep subject and text clear of the edges; on white: the product alone on pure
+white). An on-white frame asks the ``gpt-image-*`` models for a transparent background, which
+:func:`decode` composes over pure white.
+
 Its settings (``genhook.config.OpenAISettings``, read from the environment by
 ``genhook.config`` alone) reach it through :meth:`OpenAIImagesBackend.from_settings`:
 
@@ -36,6 +42,7 @@ from __future__ import annotations
 import base64
 import binascii
 import io
+import math
 import threading
 import time
 from collections.abc import Mapping
@@ -49,6 +56,7 @@ from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, G
 from genhook.config import OpenAISettings, Settings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
+from genhook.media.aspect import Frame, ratio_text
 from genhook.retry import parse_retry_after
 
 PASSED_OPTIONS = (
@@ -154,14 +162,21 @@ class OpenAIImagesBackend:
         negative = request.negative_prompt.strip()
         if negative:
             prompt = f"{prompt.rstrip()}\n\nAvoid: {negative}"
+        frame = request.frame
+        width, height = request.width, request.height
+        if frame is not None:  # composed for an aspect class: the model's nearest size
+            width, height = size_for(request.model, width, height)
+            prompt = f"{prompt.rstrip()}\n\n{frame_hint(frame, width, height)}"
         body: dict[str, Any] = {
             "model": request.model,
             "prompt": prompt,
             "n": 1,
-            "size": f"{request.width}x{request.height}",
+            "size": f"{width}x{height}",
         }
         if not request.model.startswith(NO_RESPONSE_FORMAT_PREFIX):
             body["response_format"] = "b64_json"
+        elif frame is not None and frame.on_white and _alpha_allowed(request.options):
+            body["background"] = "transparent"  # decoded over pure white
         for key in PASSED_OPTIONS:
             value = request.options.get(key)
             if value is not None:
@@ -226,6 +241,41 @@ class OpenAIImagesBackend:
                 f"downloading the generated image failed with HTTP {response.status_code}",
             )
         return response.content
+
+
+MODEL_SIZES: tuple[tuple[str, tuple[tuple[int, int], ...]], ...] = (
+    ("gpt-image", ((1024, 1024), (1536, 1024), (1024, 1536))),
+    ("dall-e-3", ((1024, 1024), (1792, 1024), (1024, 1792))),
+    ("dall-e-2", ((1024, 1024), (512, 512), (256, 256))),
+)
+"""Model name prefix -> the sizes its ``size`` accepts (other models get the size asked)."""
+
+
+def size_for(model: str, width: int, height: int) -> tuple[int, int]:
+    """The size ``model`` supports nearest ``width x height``: the nearest aspect ratio (on a log
+    scale), then the nearest pixel count; a model not in :data:`MODEL_SIZES` gets it as asked."""
+    sizes = next((sizes for prefix, sizes in MODEL_SIZES if model.startswith(prefix)), None)
+    if sizes is None:
+        return width, height
+    want, area = math.log(width / height), width * height
+    return min(sizes, key=lambda s: (abs(math.log(s[0] / s[1]) - want), abs(s[0] * s[1] - area)))
+
+
+def _alpha_allowed(options: Mapping[str, Any]) -> bool:
+    """No background chosen, and a format with transparency."""
+    return "background" not in options and options.get("output_format", "png") != "jpeg"
+
+
+def frame_hint(frame: Frame, width: int, height: int) -> str:
+    """Composition words for an aspect class: the frame, the safe area, a white backdrop."""
+    shape = "square" if width == height else "portrait" if width < height else "landscape"
+    text = (
+        f"Composition: a {shape} {ratio_text(frame.ratio)} frame; keep the subject and any text "
+        "well inside it, clear of the edges."
+    )
+    if frame.on_white:
+        text += " The product alone on a pure white (#ffffff) background: no props, no text."
+    return text
 
 
 def decode(data: bytes) -> Pixels:
