@@ -33,6 +33,18 @@ from genhook.errors import ErrorCode, GenhookError
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 431: b"Request Header Fields Too Large"}
 
 
+def _head_part(tail: bytes, data: bytes) -> int:
+    """How many bytes of ``data`` belong to the request head: up to its blank line, if there.
+
+    ``tail`` is the last bytes seen before ``data``, so a ``\\r\\n\\r\\n`` split across two
+    reads is found; a body that arrives in the same read as the head is not counted.
+    """
+    end = (tail + data).find(b"\r\n\r\n")
+    if end < 0:
+        return len(data)
+    return max(0, end + 4 - len(tail))
+
+
 class GuardedH11Protocol(H11Protocol):
     """uvicorn's h11 protocol with bounded request heads and a connection cap (see module)."""
 
@@ -43,6 +55,7 @@ class GuardedH11Protocol(H11Protocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_bytes = 0
+        self._head_tail = b""
         self._head_timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
@@ -68,7 +81,8 @@ class GuardedH11Protocol(H11Protocol):
     def data_received(self, data: bytes) -> None:
         """Count the bytes of a request head; past the limit, refuse without parsing more."""
         if self.conn.their_state is h11.IDLE:
-            self._head_bytes += len(data)
+            self._head_bytes += _head_part(self._head_tail, data)
+            self._head_tail = (self._head_tail + data)[-3:]
             if self._head_bytes > self.max_header_bytes:
                 self._refuse(
                     431,
@@ -88,6 +102,7 @@ class GuardedH11Protocol(H11Protocol):
         super().on_response_complete()
         if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
             self._head_bytes = 0
+            self._head_tail = b""
             self._arm_head_timer()
 
     def send_400_response(self, msg: str) -> None:
