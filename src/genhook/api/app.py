@@ -37,8 +37,8 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
         redoc_url=None,
     )
     app.state.runtime = runtime
-    errors.install(app)
     for module in (triggers, jobs, deliveries, meta):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    errors.install(app)  # last: its catch-all middleware wraps every other one
     return app
