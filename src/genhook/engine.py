@@ -195,7 +195,10 @@ class Engine:
 
 
 def _estimate(steps: list[dict[str, Any]]) -> dict[str, float]:
-    """Credits: each generation once, and the most if every quality check retried fully."""
+    """Credits: each generation once, and the most if every quality check retried fully.
+
+    A generate step's estimate covers all its aspect classes (one image each); a quality check
+    retries each class on its own, so its worst case is its retries times the dearest step."""
     once = sum(s["credit_estimate"] for s in steps if s["kind"] == "generate")
     retries = sum(s["max_retries"] for s in steps if s["kind"] == "quality_check")
     per_generation = max(
