@@ -5,7 +5,6 @@ from __future__ import annotations
 import glob
 import os
 import signal
-import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -55,6 +54,12 @@ def test_transient_backend_failures_are_retried(
     assert len(engine_api.requests) == 3
 
 
+def delivery_status(g: Genhook, job_id: str) -> str | None:
+    """The recorded status of the job's one callback delivery (``None`` before it exists)."""
+    found = g.http.get("/v1/deliveries", params={"job_id": job_id}).json()["deliveries"]
+    return str(found[0]["status"]) if found else None
+
+
 def test_permanent_backend_failure_is_not_retried(
     genhook_factory: Callable[..., Genhook], engine_api: FakeOpenAI, receiver: Receiver
 ) -> None:
@@ -68,7 +73,8 @@ def test_permanent_backend_failure_is_not_retried(
     assert payload["status"] == "failed" and payload["outputs"] == []
     assert payload["error"]["error_code"] == "backend_rejected"
     assert "content_policy_violation" in payload["error"]["error_description"]
-    time.sleep(1)
+    # A failed job is terminal in the store: nothing can claim it again, so one request is final.
+    wait_for(lambda: g.job(job_id)["status"] == "failed", 30, "the job recorded as failed")
     assert len(engine_api.requests) == 1
     assert [a["outcome"] for a in g.job(job_id)["attempts"]] == ["failed"]
 
@@ -100,7 +106,7 @@ def test_worker_killed_mid_job_is_taken_over(
     assert [a["outcome"] for a in job["attempts"]] == ["lost", "succeeded"]
     assert job["attempts"][0]["error"]["error_code"] == "worker_lost"
     assert job["attempts"][0]["worker"] != job["attempts"][1]["worker"]
-    time.sleep(2)
+    wait_for(lambda: delivery_status(g, job_id) == "delivered", 30, "the delivery recorded")
     calls = receiver.for_job(job_id)
     assert len({c.headers["webhook-id"] for c in calls}) == 1
     assert len(calls) == 1
@@ -163,7 +169,7 @@ def test_gone_stops_delivery(service: Genhook) -> None:
             "tiny", {"item_id": "gone-1", "callback_url": receiver.url}
         ).json()["job_id"]
         receiver.wait_job(job_id)
-        time.sleep(2)
+        wait_for(lambda: delivery_status(service, job_id) == "failed", 30, "the 410 recorded")
         assert len(receiver.for_job(job_id)) == 1
         (delivery,) = service.http.get("/v1/deliveries", params={"job_id": job_id}).json()[
             "deliveries"
