@@ -25,6 +25,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.retry import decide, job_policy
 from genhook.signals import Signal
+from genhook.status import JobStatus
 from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.db import describe
 from genhook.store.store import Store
@@ -162,15 +163,15 @@ class Worker:
                 work_seconds=work,
                 cancelled=cancelled,
             )
-            if ended == "cancelled":
+            if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
             return
         if error is None:
-            status = "succeeded"
+            status = JobStatus.SUCCEEDED
         elif error.code is ErrorCode.CANCELLED:
-            status = "cancelled"
+            status = JobStatus.CANCELLED
         else:
-            status = "failed"
+            status = JobStatus.FAILED
         if self.store.finish(
             job["id"],
             self.name,
@@ -180,7 +181,7 @@ class Worker:
             credit_cost=outcome.credit_cost,
             work_seconds=work,
             cancelled=cancelled,
-            publish=assets.publish if status == "succeeded" else None,
+            publish=assets.publish if status is JobStatus.SUCCEEDED else None,
         ):
             self.deliveries_signal.notify()
 

@@ -11,6 +11,7 @@ from genhook.api.auth import bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.api.views import delivery_view
 from genhook.errors import ErrorCode, GenhookError
+from genhook.status import DeliveryStatus
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
@@ -38,6 +39,10 @@ def replay_delivery(delivery_id: str, request: Request) -> JSONResponse:
         )
     runtime.deliveries_signal.notify()
     return JSONResponse(
-        {"delivery_id": delivery["id"], "status": "pending", "job_id": delivery["job_id"]},
+        {
+            "delivery_id": delivery["id"],
+            "status": DeliveryStatus.PENDING,
+            "job_id": delivery["job_id"],
+        },
         status_code=202,
     )

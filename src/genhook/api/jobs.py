@@ -17,7 +17,7 @@ from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, stream
 from genhook.api.views import iso, job_view
 from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
-from genhook.store.store import TERMINAL
+from genhook.status import TERMINAL, JobStatus
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
@@ -60,9 +60,9 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     status = runtime.store.cancel(
         job_id, lambda row: job_failure_payload(row, GenhookError(ErrorCode.CANCELLED)).to_json()
     )
-    if status in TERMINAL and status != "cancelled":
+    if status in TERMINAL and status is not JobStatus.CANCELLED:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {status}")
-    if status == "cancelled":
+    if status is JobStatus.CANCELLED:
         runtime.deliveries_signal.notify()
     runtime.events_signal.notify()
     return JSONResponse(

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from genhook.status import DeliveryStatus, JobStatus
+
 
 def iso(t: float | None) -> str | None:
     """Epoch seconds as RFC 3339 UTC with ``Z`` (millisecond precision)."""
@@ -41,7 +43,7 @@ def job_view(
         "callback_url": job["callback_url"],
         "updated_at": iso(job["updated_at"]),
         "finished_at": iso(job["finished_at"]),
-        "next_attempt_at": iso(job["run_after"]) if job["status"] == "retrying" else None,
+        "next_attempt_at": iso(job["run_after"]) if job["status"] == JobStatus.RETRYING else None,
         "cancel_requested": bool(job["cancel_requested"]),
         "attempts": [
             {
@@ -69,7 +71,9 @@ def delivery_view(row: dict[str, Any]) -> dict[str, Any]:
         "url": row["url"],
         "status": row["status"],
         "attempts": row["attempts"],
-        "next_attempt_at": iso(row["next_attempt_at"]) if row["status"] == "pending" else None,
+        "next_attempt_at": iso(row["next_attempt_at"])
+        if row["status"] == DeliveryStatus.PENDING
+        else None,
         "created_at": iso(row["created_at"]),
         "delivered_at": iso(row["delivered_at"]),
         "attempt_log": [

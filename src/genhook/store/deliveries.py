@@ -13,6 +13,7 @@ from collections.abc import Callable, Collection
 
 import sqlalchemy as sa
 
+from genhook.status import DeliveryAttemptState, DeliveryStatus
 from genhook.store.base import Row, StoreBase
 from genhook.store.schema import deliveries, delivery_attempts, jobs, services
 
@@ -30,8 +31,12 @@ class DeliveryStore(StoreBase):
         """
         now = self.clock.now()
         with self._write() as conn:
-            stale = sa.and_(deliveries.c.status == "sending", deliveries.c.lease_expires <= now)
-            due = sa.and_(deliveries.c.status == "pending", deliveries.c.next_attempt_at <= now)
+            stale = sa.and_(
+                deliveries.c.status == DeliveryStatus.SENDING, deliveries.c.lease_expires <= now
+            )
+            due = sa.and_(
+                deliveries.c.status == DeliveryStatus.PENDING, deliveries.c.next_attempt_at <= now
+            )
             ids = list(
                 conn.execute(
                     sa.select(deliveries.c.id)
@@ -47,15 +52,15 @@ class DeliveryStore(StoreBase):
                 delivery_attempts.update()
                 .where(
                     delivery_attempts.c.delivery_id.in_(ids),
-                    delivery_attempts.c.state == "sending",
+                    delivery_attempts.c.state == DeliveryAttemptState.SENDING,
                 )
-                .values(state="interrupted", error=INTERRUPTED)
+                .values(state=DeliveryAttemptState.INTERRUPTED, error=INTERRUPTED)
             )
             conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id.in_(ids))
                 .values(
-                    status="sending",
+                    status=DeliveryStatus.SENDING,
                     attempts=deliveries.c.attempts + 1,
                     lease_expires=now + lease_seconds,
                     lease_owner=owner or None,
@@ -73,7 +78,12 @@ class DeliveryStore(StoreBase):
             conn.execute(
                 delivery_attempts.insert(),
                 [
-                    {"delivery_id": r["id"], "number": r["attempts"], "at": now, "state": "sending"}
+                    {
+                        "delivery_id": r["id"],
+                        "number": r["attempts"],
+                        "at": now,
+                        "state": DeliveryAttemptState.SENDING,
+                    }
                     for r in rows
                 ],
             )
@@ -89,7 +99,7 @@ class DeliveryStore(StoreBase):
                 deliveries.update()
                 .where(
                     deliveries.c.id.in_(list(ids)),
-                    deliveries.c.status == "sending",
+                    deliveries.c.status == DeliveryStatus.SENDING,
                     deliveries.c.lease_owner == owner,
                 )
                 .values(lease_expires=now + lease_seconds)
@@ -101,7 +111,10 @@ class DeliveryStore(StoreBase):
         with self._write() as conn:
             owners = conn.execute(
                 sa.select(deliveries.c.lease_owner)
-                .where(deliveries.c.status == "sending", deliveries.c.lease_owner.is_not(None))
+                .where(
+                    deliveries.c.status == DeliveryStatus.SENDING,
+                    deliveries.c.lease_owner.is_not(None),
+                )
                 .distinct()
             ).scalars()
             dead = [owner for owner in owners if is_dead(owner)]
@@ -109,7 +122,10 @@ class DeliveryStore(StoreBase):
                 return 0
             return conn.execute(
                 deliveries.update()
-                .where(deliveries.c.status == "sending", deliveries.c.lease_owner.in_(dead))
+                .where(
+                    deliveries.c.status == DeliveryStatus.SENDING,
+                    deliveries.c.lease_owner.in_(dead),
+                )
                 .values(lease_expires=now)
             ).rowcount
 
@@ -118,7 +134,7 @@ class DeliveryStore(StoreBase):
         with self._read() as conn:
             value = conn.execute(
                 sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                    deliveries.c.status == "pending"
+                    deliveries.c.status == DeliveryStatus.PENDING
                 )
             ).scalar()
         return float(value) if value is not None else None
@@ -142,11 +158,11 @@ class DeliveryStore(StoreBase):
         """
         now = self.clock.now()
         if outcome == "delivered":
-            status = "delivered"
+            status = DeliveryStatus.DELIVERED
         elif next_attempt_at is None:
-            status = "failed"
+            status = DeliveryStatus.FAILED
         else:
-            status = "pending"
+            status = DeliveryStatus.PENDING
         with self._write() as conn:
             conn.execute(
                 delivery_attempts.update()
@@ -154,13 +170,18 @@ class DeliveryStore(StoreBase):
                     delivery_attempts.c.delivery_id == delivery_id,
                     delivery_attempts.c.number == number,
                 )
-                .values(state="done", status_code=status_code, error=error, duration_ms=duration_ms)
+                .values(
+                    state=DeliveryAttemptState.DONE,
+                    status_code=status_code,
+                    error=error,
+                    duration_ms=duration_ms,
+                )
             )
             moved = conn.execute(
                 deliveries.update()
                 .where(
                     deliveries.c.id == delivery_id,
-                    deliveries.c.status == "sending",
+                    deliveries.c.status == DeliveryStatus.SENDING,
                     deliveries.c.lease_owner.is_(None)
                     if not owner
                     else deliveries.c.lease_owner == owner,
@@ -170,7 +191,7 @@ class DeliveryStore(StoreBase):
                     next_attempt_at=next_attempt_at,
                     lease_expires=None,
                     lease_owner=None,
-                    delivered_at=now if status == "delivered" else None,
+                    delivered_at=now if status is DeliveryStatus.DELIVERED else None,
                     last_status_code=status_code,
                     last_error=error,
                 )
@@ -215,7 +236,14 @@ class DeliveryStore(StoreBase):
         with self._write() as conn:
             done = conn.execute(
                 deliveries.update()
-                .where(deliveries.c.id == delivery_id, deliveries.c.status != "sending")
-                .values(status="pending", next_attempt_at=now, lease_expires=None, lease_owner=None)
+                .where(
+                    deliveries.c.id == delivery_id, deliveries.c.status != DeliveryStatus.SENDING
+                )
+                .values(
+                    status=DeliveryStatus.PENDING,
+                    next_attempt_at=now,
+                    lease_expires=None,
+                    lease_owner=None,
+                )
             ).rowcount
         return bool(done)

@@ -14,11 +14,11 @@ from sqlalchemy.exc import IntegrityError
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
+from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.base import Row, StoreBase
 from genhook.store.schema import attempts, deliveries, events, jobs
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
-TERMINAL = ("succeeded", "failed", "cancelled")
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 
 
@@ -66,7 +66,7 @@ class JobStore(StoreBase):
             "service_id": service_id,
             "workflow_id": workflow_id,
             "workflow_version": workflow_version,
-            "status": "queued",
+            "status": JobStatus.QUEUED,
             "input": dict(trigger),
             "external_id": external_id,
             "callback_url": callback_url,
@@ -89,7 +89,8 @@ class JobStore(StoreBase):
                 return existing, False
             conn.execute(jobs.insert(), row)
             conn.execute(
-                events.insert(), {"job_id": job_id, "at": now, "status": "queued", "detail": None}
+                events.insert(),
+                {"job_id": job_id, "at": now, "status": JobStatus.QUEUED, "detail": None},
             )
             return row, True
 
@@ -164,7 +165,7 @@ class JobStore(StoreBase):
             "service_id": service_id,
             "workflow_id": workflow_id,
             "workflow_version": workflow_version,
-            "status": "failed",
+            "status": JobStatus.FAILED,
             "input": body if isinstance(body, dict) else {"_body": body},
             "external_id": external_id,
             "callback_url": callback_url,
@@ -190,7 +191,7 @@ class JobStore(StoreBase):
                     if existing is not None:
                         return existing, False
                     conn.execute(jobs.insert().values(**row))
-                    self._event(conn, job_id, "failed", dict(payload), now)
+                    self._event(conn, job_id, JobStatus.FAILED, dict(payload), now)
                     if callback_url:
                         self._outbox(conn, job_id, service_id, callback_url, payload, now)
                 return row, True
@@ -210,7 +211,7 @@ class JobStore(StoreBase):
         with self._write() as conn:
             stalled = conn.execute(
                 sa.select(jobs.c.id)
-                .where(jobs.c.status == "running", jobs.c.lease_expires < now)
+                .where(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
                 .order_by(jobs.c.lease_expires)
                 .limit(1)
                 .with_for_update(skip_locked=True)
@@ -218,16 +219,16 @@ class JobStore(StoreBase):
             if stalled is not None:
                 self._close_lost_attempt(conn, stalled, lease_seconds, now)
                 job_id = stalled
-                claimable = sa.and_(jobs.c.status == "running", jobs.c.lease_expires < now)
+                claimable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
             else:
                 job_id = conn.execute(
                     sa.select(jobs.c.id)
-                    .where(jobs.c.status.in_(("queued", "retrying")), jobs.c.run_after <= now)
+                    .where(jobs.c.status.in_(CLAIMABLE), jobs.c.run_after <= now)
                     .order_by(jobs.c.run_after)
                     .limit(1)
                     .with_for_update(skip_locked=True)
                 ).scalar()
-                claimable = jobs.c.status.in_(("queued", "retrying"))
+                claimable = jobs.c.status.in_(CLAIMABLE)
             if job_id is None:
                 return None
             claimed = (
@@ -235,7 +236,7 @@ class JobStore(StoreBase):
                     jobs.update()
                     .where(jobs.c.id == job_id, claimable)
                     .values(
-                        status="running",
+                        status=JobStatus.RUNNING,
                         lease_owner=worker,
                         lease_expires=now + lease_seconds,
                         attempts=jobs.c.attempts + 1,
@@ -254,7 +255,7 @@ class JobStore(StoreBase):
                     job_id=job_id, number=claimed["attempts"], worker=worker, started_at=now
                 )
             )
-            self._event(conn, job_id, "running", {"attempt": claimed["attempts"]}, now)
+            self._event(conn, job_id, JobStatus.RUNNING, {"attempt": claimed["attempts"]}, now)
         return {**claimed, "claimed_at": now}
 
     def _close_lost_attempt(
@@ -279,7 +280,7 @@ class JobStore(StoreBase):
             .where(attempts.c.job_id == job_id, attempts.c.ended_at.is_(None))
             .values(
                 ended_at=now,
-                outcome="lost",
+                outcome=AttemptOutcome.LOST,
                 error_code=ErrorCode.WORKER_LOST.value,
                 error_description="the worker stopped renewing its lease",
             )
@@ -292,7 +293,9 @@ class JobStore(StoreBase):
             row = conn.execute(
                 jobs.update()
                 .where(
-                    jobs.c.id == job_id, jobs.c.lease_owner == worker, jobs.c.status == "running"
+                    jobs.c.id == job_id,
+                    jobs.c.lease_owner == worker,
+                    jobs.c.status == JobStatus.RUNNING,
                 )
                 .values(lease_expires=now + lease_seconds)
                 .returning(jobs.c.cancel_requested)
@@ -311,14 +314,14 @@ class JobStore(StoreBase):
         job_id: str,
         worker: str,
         *,
-        status: str,
+        status: JobStatus,
         payload: Mapping[str, Any],
         error: GenhookError | None,
         credit_cost: float,
         work_seconds: float,
         cancelled: Mapping[str, Any] | None = None,
         publish: Callable[[], None] | None = None,
-    ) -> str | None:
+    ) -> JobStatus | None:
         """End a job the worker still holds, and outbox its payload, in one transaction.
 
         A cancel recorded before this transaction wins: the job ends ``cancelled`` with the
@@ -344,7 +347,7 @@ class JobStore(StoreBase):
             if done is not None and publish is not None:
                 publish()  # inside the transaction: the files go live only if this commits
             if done is None:
-                status, payload, error = "cancelled", cancelled or payload, _CANCELLED
+                status, payload, error = JobStatus.CANCELLED, cancelled or payload, _CANCELLED
                 done = self._release(
                     conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(payload, now)
                 )
@@ -363,7 +366,7 @@ class JobStore(StoreBase):
         credit_cost: float,
         work_seconds: float,
         cancelled: Mapping[str, Any],
-    ) -> str | None:
+    ) -> JobStatus | None:
         """Put a job the worker holds back in the queue after ``delay`` seconds, or, when a
         cancel was recorded meanwhile, end it ``cancelled`` (outboxing ``cancelled``).
         Returns ``retrying`` or ``cancelled``, None when the lease was lost."""
@@ -376,35 +379,35 @@ class JobStore(StoreBase):
                 credit_cost,
                 work_seconds,
                 cancel_requested=False,
-                status="retrying",
+                status=JobStatus.RETRYING,
                 run_after=now + delay,
                 error_code=error.code.value,
                 updated_at=now,
             )
             if done is not None:
-                self._close_attempt(conn, job_id, "retrying", error, now)
+                self._close_attempt(conn, job_id, AttemptOutcome.RETRYING, error, now)
                 self._event(
                     conn,
                     job_id,
-                    "retrying",
+                    JobStatus.RETRYING,
                     {"error": error.to_dict(), "retry_at": now + delay},
                     now,
                 )
-                return "retrying"
+                return JobStatus.RETRYING
             done = self._release(
                 conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(cancelled, now)
             )
             if done is None:
                 return None
-            self._ended(conn, job_id, done, "cancelled", cancelled, _CANCELLED, now)
-        return "cancelled"
+            self._ended(conn, job_id, done, JobStatus.CANCELLED, cancelled, _CANCELLED, now)
+        return JobStatus.CANCELLED
 
     @staticmethod
     def _cancelled(payload: Mapping[str, Any], now: float) -> dict[str, Any]:
         """The columns of a job that ends cancelled (for :meth:`_release`)."""
         return {
             "cancel_requested": True,
-            "status": "cancelled",
+            "status": JobStatus.CANCELLED,
             "result": dict(payload),
             "error_code": ErrorCode.CANCELLED.value,
             "finished_at": now,
@@ -416,13 +419,13 @@ class JobStore(StoreBase):
         conn: sa.Connection,
         job_id: str,
         done: sa.Row[Any],
-        status: str,
+        status: JobStatus,
         payload: Mapping[str, Any],
         error: GenhookError | None,
         now: float,
     ) -> None:
         """What follows a job's end in its transaction: close the attempt, log, outbox."""
-        self._close_attempt(conn, job_id, status, error, now)
+        self._close_attempt(conn, job_id, AttemptOutcome(status), error, now)
         self._event(conn, job_id, status, dict(payload), now)
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, payload, now)
@@ -448,7 +451,7 @@ class JobStore(StoreBase):
             .where(
                 jobs.c.id == job_id,
                 jobs.c.lease_owner == worker,
-                jobs.c.status == "running",
+                jobs.c.status == JobStatus.RUNNING,
                 jobs.c.cancel_requested.is_(sa.true())
                 if cancel_requested
                 else jobs.c.cancel_requested.is_(sa.false()),
@@ -463,7 +466,7 @@ class JobStore(StoreBase):
             .returning(jobs.c.callback_url, jobs.c.service_id)
         ).first()
 
-    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> str:
+    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> JobStatus:
         """Cancel a queued or retrying job at once; flag a running one. Each is one conditional
         update, so a cancel never overwrites a job that a worker claimed or ended meanwhile.
 
@@ -477,9 +480,9 @@ class JobStore(StoreBase):
             ended = (
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.status.in_(("queued", "retrying")))
+                    .where(jobs.c.id == job_id, jobs.c.status.in_(CLAIMABLE))
                     .values(
-                        status="cancelled",
+                        status=JobStatus.CANCELLED,
                         cancel_requested=True,
                         error_code=ErrorCode.CANCELLED.value,
                         finished_at=now,
@@ -493,27 +496,32 @@ class JobStore(StoreBase):
             if ended is not None:
                 body = dict(payload(dict(ended)))
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=body))
-                self._event(conn, job_id, "cancelled", body, now)
+                self._event(conn, job_id, JobStatus.CANCELLED, body, now)
                 if ended["callback_url"]:
                     self._outbox(
                         conn, job_id, ended["service_id"], ended["callback_url"], body, now
                     )
-                return "cancelled"
+                return JobStatus.CANCELLED
             flagged = conn.execute(
                 jobs.update()
-                .where(jobs.c.id == job_id, jobs.c.status == "running")
+                .where(jobs.c.id == job_id, jobs.c.status == JobStatus.RUNNING)
                 .values(cancel_requested=True, updated_at=now)
                 .returning(jobs.c.id)
             ).first()
             if flagged is not None:
-                return "running"
+                return JobStatus.RUNNING
             status = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
             if status is None:
                 raise GenhookError(ErrorCode.NOT_FOUND, f"no job {job_id!r}")
-            return str(status)
+            return JobStatus(status)
 
     def _close_attempt(
-        self, conn: sa.Connection, job_id: str, outcome: str, error: GenhookError | None, now: float
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        outcome: AttemptOutcome,
+        error: GenhookError | None,
+        now: float,
     ) -> None:
         conn.execute(
             attempts.update()
@@ -527,7 +535,7 @@ class JobStore(StoreBase):
         )
 
     def _event(
-        self, conn: sa.Connection, job_id: str, status: str, detail: Any, now: float
+        self, conn: sa.Connection, job_id: str, status: JobStatus, detail: Any, now: float
     ) -> None:
         conn.execute(events.insert().values(job_id=job_id, at=now, status=status, detail=detail))
 
@@ -547,7 +555,7 @@ class JobStore(StoreBase):
                 service_id=service_id,
                 url=url,
                 body=body_bytes(payload),
-                status="pending",
+                status=DeliveryStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,
                 created_at=now,

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
+from genhook.status import DeliveryStatus, JobStatus
+
 metadata = sa.MetaData()
 Time = sa.Float(precision=53)
 
@@ -60,14 +62,14 @@ jobs = sa.Table(
 sa.Index(
     "ix_jobs_claimable",
     jobs.c.run_after,
-    sqlite_where=jobs.c.status.in_(["queued", "retrying"]),
-    postgresql_where=jobs.c.status.in_(["queued", "retrying"]),
+    sqlite_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+    postgresql_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
 )
 sa.Index(
     "ix_jobs_leased",
     jobs.c.lease_expires,
-    sqlite_where=jobs.c.status == "running",
-    postgresql_where=jobs.c.status == "running",
+    sqlite_where=jobs.c.status == JobStatus.RUNNING,
+    postgresql_where=jobs.c.status == JobStatus.RUNNING,
 )
 sa.Index("ix_jobs_service_external", jobs.c.service_id, jobs.c.external_id)
 sa.Index(
@@ -126,8 +128,8 @@ deliveries = sa.Table(
 sa.Index(
     "ix_deliveries_due",
     deliveries.c.next_attempt_at,
-    sqlite_where=deliveries.c.status == "pending",
-    postgresql_where=deliveries.c.status == "pending",
+    sqlite_where=deliveries.c.status == DeliveryStatus.PENDING,
+    postgresql_where=deliveries.c.status == DeliveryStatus.PENDING,
 )
 
 delivery_attempts = sa.Table(

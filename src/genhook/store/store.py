@@ -7,9 +7,10 @@ The parts live in their own modules: ``jobs``, ``deliveries``, ``services`` over
 
 from __future__ import annotations
 
+from genhook.status import TERMINAL
 from genhook.store.base import Row
 from genhook.store.deliveries import DeliveryStore
-from genhook.store.jobs import TERMINAL, JobStore, Lease, body_bytes
+from genhook.store.jobs import JobStore, Lease, body_bytes
 from genhook.store.services import ServiceStore, key_hash
 
 __all__ = ["TERMINAL", "Lease", "Row", "Store", "body_bytes", "key_hash"]

@@ -1,0 +1,58 @@
+"""The states genhook stores: a job's status, how an attempt ended, where a delivery stands.
+
+One vocabulary for the store, the worker, the outbox and the API, so that a misspelled state
+is a mypy error rather than a query that silently matches nothing. Each is a ``StrEnum``: a
+member equals its string, so what is stored in the database and written in JSON is unchanged.
+Flow control will add states here (the contract's ``awaiting_review`` and ``expired``).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """A job's ``status`` column (and the status its events record)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    RETRYING = "retrying"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL: frozenset[JobStatus] = frozenset(
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+)
+"""A job in one of these has ended: nothing moves it again."""
+
+CLAIMABLE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
+"""A worker may claim a job in one of these once its ``run_after`` has come."""
+
+
+class AttemptOutcome(StrEnum):
+    """How one attempt of a job ended (an attempt row's ``outcome``)."""
+
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    RETRYING = "retrying"
+    LOST = "lost"  # its worker stopped renewing the lease
+
+
+class DeliveryStatus(StrEnum):
+    """A delivery's ``status`` column: waiting, in flight, or done for good."""
+
+    PENDING = "pending"
+    SENDING = "sending"
+    DELIVERED = "delivered"
+    FAILED = "failed"
+
+
+class DeliveryAttemptState(StrEnum):
+    """A delivery attempt row's ``state``: written before its request goes out."""
+
+    SENDING = "sending"
+    DONE = "done"
+    INTERRUPTED = "interrupted"  # its sender stopped before the answer was recorded
