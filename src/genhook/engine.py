@@ -1,4 +1,4 @@
-"""The engine: workflows, presets, nodes and backends wired once at start-up, and one job run.
+"""The engine (the runner): a workflow catalog plus the backends, built once, and one job run.
 
 :func:`Engine.execute` is the whole life of a job minus the queue: run the graph on a trigger's
 input (already split from its envelope and validated at the edge), store the assets through a
@@ -8,7 +8,6 @@ the service's worker, on the stored input, with its asset store.
 
 from __future__ import annotations
 
-import difflib
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -16,17 +15,18 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from genhook.backends.base import BackendRegistry
+from genhook.catalog import Catalog, external_id
 from genhook.contract.completion import CompletionPayload, failure_payload, success_payload
-from genhook.errors import ErrorCode, GenhookError, TemplateError, TemplateProblem
+from genhook.errors import GenhookError
 from genhook.ids import new_job_id
-from genhook.paths import workflows_dir
-from genhook.presets import Presets, load_presets
-from genhook.seeds import stable_seed
+from genhook.presets import Presets
 from genhook.workflow.node import RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
-from genhook.workflow.runner import plan_workflow, run_workflow
-from genhook.workflow.template import Workflow, load_workflow
+from genhook.workflow.runner import run_workflow
+from genhook.workflow.template import Workflow
+
+__all__ = ["AssetSink", "Engine", "Outcome", "external_id"]
 
 
 class AssetSink(Protocol):
@@ -48,19 +48,15 @@ class Outcome:
 
 
 class Engine:
-    """Everything needed to run jobs, loaded and checked once."""
+    """The runner: a workflow catalog and the backends that run its jobs, built once.
 
-    def __init__(
-        self,
-        presets: Presets,
-        nodes: NodeRegistry,
-        backends: BackendRegistry,
-        workflows: Mapping[str, Workflow],
-    ) -> None:
-        self.presets = presets
-        self.nodes = nodes
+    Only worker processes and ``genhook run`` build one (backends may be heavy, and the API
+    needs none): the API holds the :class:`~genhook.catalog.Catalog` alone.
+    """
+
+    def __init__(self, catalog: Catalog, backends: BackendRegistry) -> None:
+        self.catalog = catalog
         self.backends = backends
-        self.workflows = dict(workflows)
 
     @classmethod
     def load(
@@ -69,37 +65,26 @@ class Engine:
         presets: Presets | None = None,
         backends: BackendRegistry | None = None,
     ) -> Engine:
-        """Load presets, plugins and every ``*.yaml`` template of ``workflows`` (checked)."""
-        presets = presets or load_presets()
-        nodes = NodeRegistry.from_entry_points()
-        loaded: dict[str, Workflow] = {}
-        for path in sorted((workflows or workflows_dir()).glob("*.yaml")):
-            wf = load_workflow(path, presets, nodes)
-            if wf.id in loaded:
-                raise TemplateError(
-                    str(path),
-                    [
-                        TemplateProblem(
-                            "id", 1, f"id {wf.id!r} is also used by {loaded[wf.id].source}"
-                        )
-                    ],
-                )
-            loaded[wf.id] = wf
-        return cls(presets, nodes, backends or BackendRegistry.from_entry_points(), loaded)
+        """Load the catalog of ``workflows`` (checked) and the backends (default: every one)."""
+        return cls(
+            Catalog.load(workflows, presets), backends or BackendRegistry.from_entry_points()
+        )
+
+    @property
+    def presets(self) -> Presets:
+        return self.catalog.presets
+
+    @property
+    def nodes(self) -> NodeRegistry:
+        return self.catalog.nodes
+
+    @property
+    def workflows(self) -> dict[str, Workflow]:
+        return self.catalog.workflows
 
     def workflow(self, workflow_id: str) -> Workflow:
-        """The workflow of this id, or ``unknown_workflow``."""
-        try:
-            return self.workflows[workflow_id]
-        except KeyError:
-            near = difflib.get_close_matches(workflow_id, list(self.workflows), n=3, cutoff=0.5)
-            hint = f"; did you mean {', '.join(near)}?" if near else ""
-            known = ", ".join(sorted(self.workflows)) or "none"
-            raise GenhookError(
-                ErrorCode.UNKNOWN_WORKFLOW,
-                f"no workflow {workflow_id[:80]!r}{hint} (installed: {known})",
-                field=None,
-            ) from None
+        """The workflow of this id, or ``unknown_workflow`` (with the nearest ids)."""
+        return self.catalog.workflow(workflow_id)
 
     def context(
         self,
@@ -109,32 +94,19 @@ class Engine:
         job_id: str,
         is_cancelled: Callable[[], bool] = lambda: False,
     ) -> RunContext:
-        """A fresh run context; its seed is stable for (workflow, version, trigger)."""
-        return RunContext(
+        """A fresh run context on these backends (seed stable for workflow, version, trigger)."""
+        return self.catalog.context(
+            workflow,
+            trigger,
             job_id=job_id,
-            trigger=trigger,
-            presets=self.presets,
             backends=self.backends,
-            base_seed=stable_seed(workflow.id, workflow.version, dict(trigger)),
+            prices=self.backends,
             is_cancelled=is_cancelled,
         )
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
-        """Dry run of a validated trigger: prompts, style, outputs and a credit estimate."""
-        ctx = self.context(workflow, trigger, job_id="job_dry_run")
-        planned = plan_workflow(workflow, self.nodes, ctx)
-        steps = planned["steps"]
-        return {
-            "workflow_id": workflow.id,
-            "version": workflow.version,
-            "external_id": external_id(workflow, trigger),
-            "input": dict(trigger),
-            "style": next((s["key"] for s in steps if s["kind"] == "style_preset"), None),
-            "prompts": [s["prompt"] for s in steps if s["kind"] == "generate"],
-            "outputs": [o for s in steps if s["kind"] == "export" for o in s["outputs"]],
-            "credit_estimate": _estimate(steps),
-            "steps": steps,
-        }
+        """The catalog's dry run, priced by these backends themselves."""
+        return self.catalog.plan(workflow, trigger, prices=self.backends)
 
     def execute(
         self,
@@ -193,23 +165,3 @@ class Engine:
         )
         return Outcome(payload, result, None, result.credit_cost)
 
-
-def _estimate(steps: list[dict[str, Any]]) -> dict[str, float]:
-    """Credits: each generation once, and the most if every quality check retried fully.
-
-    A generate step's estimate covers all its aspect classes (one image each); a quality check
-    retries each class on its own, so its worst case is its retries times the dearest step."""
-    once = sum(s["credit_estimate"] for s in steps if s["kind"] == "generate")
-    retries = sum(s["max_retries"] for s in steps if s["kind"] == "quality_check")
-    per_generation = max(
-        (s["credit_estimate"] for s in steps if s["kind"] == "generate"), default=0
-    )
-    return {"expected": once, "max": once + retries * per_generation}
-
-
-def external_id(workflow: Workflow, trigger: Mapping[str, Any]) -> str | None:
-    """The caller's own id, from the workflow's declared ``external_id`` field."""
-    if workflow.external_id is None:
-        return None
-    value = trigger.get(workflow.external_id)
-    return None if value is None else str(value)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass, field
 
 from genhook.backends.base import BackendRegistry
+from genhook.backends.prices import SettingsPrices
+from genhook.catalog import Catalog
 from genhook.clock import Clock, SystemClock
 from genhook.config import Settings
 from genhook.delivery.ssrf import Resolver, SystemResolver
@@ -17,17 +20,23 @@ from genhook.store.store import Store
 
 @dataclass
 class Runtime:
-    """Settings, store, engine, storage and the in-process signals, built once."""
+    """Settings, store, workflow catalog, storage and the in-process signals, built once.
+
+    The API uses the catalog alone and builds no backend; :attr:`engine` (the catalog with its
+    backends) is built on first use, which only worker processes make.
+    """
 
     settings: Settings
     store: Store
-    engine: Engine
+    catalog: Catalog
     storage: LocalStorage
     clock: Clock = field(default_factory=SystemClock)
     resolver: Resolver = field(default_factory=SystemResolver)
     jobs_signal: Signal = field(default_factory=Signal)
     deliveries_signal: Signal = field(default_factory=Signal)
     events_signal: Signal = field(default_factory=Signal)
+    _engine: Engine | None = field(default=None, repr=False)
+    _engine_lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
     def build(cls, settings: Settings, *, clock: Clock | None = None) -> Runtime:
@@ -35,15 +44,30 @@ class Runtime:
         clock = clock or SystemClock()
         store = Store(settings.database_url, clock)
         store.migrate()
-        engine = load_engine(settings)
+        catalog = load_catalog(settings)
         storage = LocalStorage.from_url(settings.storage_url, settings.public_url)
-        return cls(settings, store, engine, storage, clock)
+        return cls(settings, store, catalog, storage, clock)
+
+    @property
+    def engine(self) -> Engine:
+        """The runner on this catalog, its backends built from the settings on first use."""
+        with self._engine_lock:
+            if self._engine is None:
+                self._engine = Engine(
+                    self.catalog, BackendRegistry.from_entry_points(self.settings)
+                )
+            return self._engine
+
+
+def load_catalog(settings: Settings) -> Catalog:
+    """Presets and workflows from ``settings``, priced from them too; no backend is built."""
+    return Catalog.load(
+        settings.workflows_dir,
+        presets=load_presets(settings.presets_dir),
+        prices=SettingsPrices(settings),
+    )
 
 
 def load_engine(settings: Settings) -> Engine:
-    """Presets, workflows and backends from ``settings`` (each backend built by its factory)."""
-    return Engine.load(
-        settings.workflows_dir,
-        presets=load_presets(settings.presets_dir),
-        backends=BackendRegistry.from_entry_points(settings),
-    )
+    """The catalog and backends from ``settings`` (each backend built by its factory)."""
+    return Engine(load_catalog(settings), BackendRegistry.from_entry_points(settings))

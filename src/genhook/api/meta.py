@@ -20,15 +20,15 @@ router = APIRouter(responses=RESPONSES)
 def list_workflows(request: Request) -> dict[str, Any]:
     """Every installed workflow with its input schema and error codes."""
     service_of(request)
-    engine = runtime_of(request).engine
-    return {"workflows": [wf.describe() for wf in engine.workflows.values()]}
+    catalog = runtime_of(request).catalog
+    return {"workflows": [wf.describe() for wf in catalog.workflows.values()]}
 
 
 @router.get("/v1/workflows/{workflow_id}", summary="Get a workflow")
 def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     """The integration contract of one workflow: input schema (with enums), error codes."""
     service_of(request)
-    return runtime_of(request).engine.workflow(workflow_id).describe()
+    return runtime_of(request).catalog.describe(workflow_id)
 
 
 class SchemaResponse(JSONResponse):

@@ -18,15 +18,15 @@ from fastapi.responses import JSONResponse
 from genhook.api.auth import bearer, runtime_of, service_of
 from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
+from genhook.catalog import external_id
 from genhook.contract.completion import failure_payload
 from genhook.contract.envelope import check_callback_url, split_trigger
 from genhook.contract.jsonbody import parse_json
 from genhook.delivery.ssrf import check_callback_target
-from genhook.engine import external_id
 from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
-from genhook.workflow.inputs import check_trigger
+from genhook.store.records import Service
 from genhook.workflow.template import Workflow
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -98,7 +98,7 @@ def _stored_external_id(wf: Workflow, given: dict[str, Any], error: GenhookError
 
 def _reject(
     runtime: Runtime,
-    service: dict[str, Any],
+    service: Service,
     wf: Workflow,
     body: Any,
     error: GenhookError,
@@ -116,7 +116,7 @@ def _reject(
         job_id=new_job_id(), workflow_id=wf.id, external_id=ext, error=error, attempts=0
     ).to_json()
     job, created = runtime.store.reject(
-        service_id=service["id"],
+        service_id=service.id,
         workflow_id=wf.id,
         workflow_version=wf.version,
         body=given,
@@ -150,21 +150,21 @@ def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:
 
 
 def _accept(
-    runtime: Runtime, service: dict[str, Any], workflow_id: str, raw: bytes, key: str | None
+    runtime: Runtime, service: Service, workflow_id: str, raw: bytes, key: str | None
 ) -> JSONResponse:
-    wf = runtime.engine.workflow(workflow_id)
+    wf = runtime.catalog.workflow(workflow_id)
     try:
         body = parse_json(raw)
     except InvalidInput as exc:  # not strict JSON: refused before anything is stored
         return error_response(exc, job_id=None)
     digest = _request_hash(wf.id, body) if key else None
     try:
-        checked = check_trigger(wf, body)
+        checked = runtime.catalog.validate(wf, body)
         _check_target(checked.envelope.callback_url, runtime)
     except InvalidInput as exc:
         return _reject(runtime, service, wf, body, exc, key, digest)
     job, created = runtime.store.submit(
-        service_id=service["id"],
+        service_id=service.id,
         workflow_id=wf.id,
         workflow_version=wf.version,
         trigger=checked.input,
@@ -230,8 +230,8 @@ async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     service_of(request)
     _check_media_type(request)
     runtime = runtime_of(request)
-    wf = runtime.engine.workflow(workflow_id)
-    checked = check_trigger(wf, parse_json(await request.body()))
+    wf = runtime.catalog.workflow(workflow_id)
+    checked = runtime.catalog.validate(wf, parse_json(await request.body()))
     _check_target(checked.envelope.callback_url, runtime)
-    plan = await run_in_threadpool(runtime.engine.plan, wf, checked.input)
+    plan = await run_in_threadpool(runtime.catalog.plan, wf, checked.input)
     return JSONResponse(plan)

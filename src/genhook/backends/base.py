@@ -114,9 +114,12 @@ class BackendRegistry(Registry[Backend]):
         settings = settings or Settings()
         registry = cls()
         for name, factory in load_group(cls.group):
-            build = getattr(factory, "from_settings", None)
-            registry.register(build(settings) if callable(build) else factory(), name=name)
+            registry.register(build_backend(factory, settings), name=name)
         return registry
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """Credits of ``request`` on its backend (``backend_not_configured`` if none)."""
+        return self.get(request.backend).estimate_cost(request)
 
     def get(self, name: str) -> Backend:
         """The backend ``name``; a permanent error if this install has none of that name."""
@@ -126,6 +129,21 @@ class BackendRegistry(Registry[Backend]):
                 ErrorCode.BACKEND_NOT_CONFIGURED, f"no generation backend named {name!r}"
             )
         return backend
+
+
+def build_backend(factory: Any, settings: Settings) -> Backend:
+    """A backend from its entry point's ``factory``: ``from_settings(settings)`` if it has one."""
+    build = getattr(factory, "from_settings", None)
+    backend: Backend = build(settings) if callable(build) else factory()
+    return backend
+
+
+class Prices(Protocol):
+    """What a dry run asks of backends: the credits one request will cost."""
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """Credits of ``request`` on its backend (``backend_not_configured`` if none)."""
+        ...
 
 
 def probe(backend: Backend, timeout: float = PROBE_TIMEOUT) -> BackendStatus:

@@ -8,6 +8,7 @@ from typing import Any, NoReturn
 
 import click
 
+from genhook.catalog import Catalog
 from genhook.engine import Engine
 from genhook.errors import TemplateError
 
@@ -21,6 +22,16 @@ def print_json(data: Any) -> None:
 def load_engine() -> Engine:
     """The engine of this process's settings (exit 2 on a bad setting or template)."""
     from genhook.runtime import load_engine as load
+
+    try:
+        return load(load_settings())
+    except TemplateError as exc:
+        die_template(exc)
+
+
+def load_catalog() -> Catalog:
+    """The workflow catalog of this process's settings, no backend built (exit 2 as above)."""
+    from genhook.runtime import load_catalog as load
 
     try:
         return load(load_settings())

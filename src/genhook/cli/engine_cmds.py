@@ -14,6 +14,7 @@ from genhook.cli.base import (
     EXIT_OK,
     cli,
     die_template,
+    load_catalog,
     load_engine,
     load_settings,
     print_json,
@@ -132,11 +133,11 @@ def workflows() -> None:
 @workflows.command("list")
 def workflows_list() -> None:
     """The loaded templates: id, version, description."""
-    engine = load_engine()
+    catalog = load_catalog()
     print_json(
         [
             {"workflow_id": w.id, "version": w.version, "description": w.description}
-            for w in engine.workflows.values()
+            for w in catalog.workflows.values()
         ]
     )
 
@@ -145,9 +146,9 @@ def workflows_list() -> None:
 @click.argument("workflow_id")
 def workflows_show(workflow_id: str) -> None:
     """The same JSON as GET /v1/workflows/{id}: input schema, error codes, nodes."""
-    engine = load_engine()
+    catalog = load_catalog()
     try:
-        print_json(engine.workflow(workflow_id).describe())
+        print_json(catalog.describe(workflow_id))
     except GenhookError as exc:
         click.echo(f"error: {exc.description}", err=True)
         sys.exit(EXIT_INVALID)

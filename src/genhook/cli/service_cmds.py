@@ -61,7 +61,7 @@ def serve_cmd(host: str | None, port: int | None, workers: int, dev: bool) -> No
     if dev:
         print_json(_dev_service(runtime))
     click.echo(
-        f"genhook {settings.public_url}: {len(runtime.engine.workflows)} workflows, "
+        f"genhook {settings.public_url}: {len(runtime.catalog.workflows)} workflows, "
         f"{workers} worker processes, database {settings.database_url.split('://')[0]}",
         err=True,
     )

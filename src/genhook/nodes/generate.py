@@ -81,11 +81,10 @@ class Generate(BaseNode):
         params = self.Params.model_validate(raw)
         frames = self.frames(params, ctx)
         requests = self.requests(name, params, ctx, frames)
-        backend = ctx.backends.get(params.backend)
-        costs = [backend.estimate_cost(r) for r in requests]
+        costs = [ctx.prices.estimate_cost(r) for r in requests]  # priced, no backend built
         primary = requests[0]
         report = {
-            "backend": backend.name,
+            "backend": params.backend,
             "model": primary.model,
             "prompt": primary.prompt,
             "negative_prompt": primary.negative_prompt,
@@ -103,7 +102,7 @@ class Generate(BaseNode):
                 GenerationResult(
                     pixels=_blank(r.width, r.height),
                     request=r,
-                    model_id=f"{backend.name}/{r.model}",
+                    model_id=f"{params.backend}/{r.model}",
                     credit_cost=0.0,
                 )
                 for r in requests

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from genhook.backends.base import BackendRegistry, GenerationResult
+    from genhook.backends.base import BackendRegistry, GenerationResult, Prices
     from genhook.presets import Presets
 
 
@@ -31,12 +31,16 @@ class QualityReport:
 
 @dataclass
 class RunContext:
-    """What every node of one run shares: presets, backends, the job's identity and its ledger."""
+    """What every node of one run shares: presets, backends, the job's identity and its ledger.
+
+    ``prices`` answers what a request would cost: the backends themselves in a worker, price
+    data in the API's dry runs (whose ``backends`` is empty: the API builds none)."""
 
     job_id: str
     trigger: Mapping[str, Any]
     presets: Presets
     backends: BackendRegistry
+    prices: Prices
     base_seed: int
     is_cancelled: Callable[[], bool] = lambda: False
     generations: list[GenerationResult] = field(default_factory=list)
