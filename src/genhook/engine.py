@@ -72,14 +72,17 @@ class Engine:
 
     @property
     def presets(self) -> Presets:
+        """The catalog's presets."""
         return self.catalog.presets
 
     @property
     def nodes(self) -> NodeRegistry:
+        """The catalog's node kinds."""
         return self.catalog.nodes
 
     @property
     def workflows(self) -> dict[str, Workflow]:
+        """The catalog's checked workflows, by id."""
         return self.catalog.workflows
 
     def workflow(self, workflow_id: str) -> Workflow:
@@ -164,4 +167,3 @@ class Engine:
             credit_before=credit_before,
         )
         return Outcome(payload, result, None, result.credit_cost)
-
