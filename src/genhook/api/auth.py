@@ -19,6 +19,7 @@ from fastapi.security import HTTPBearer
 from genhook.clock import Clock
 from genhook.errors import ErrorCode, GenhookError
 from genhook.runtime import Runtime
+from genhook.store.records import Service
 from genhook.store.services import key_hash
 
 KEY_CACHE_SECONDS = 5.0
@@ -46,10 +47,10 @@ class KeyCache:
         self._clock = clock
         self._max = max_entries
         self._ttl = ttl
-        self._entries: OrderedDict[str, tuple[float, dict[str, Any]]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, Service]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, digest: str) -> dict[str, Any] | None:
+    def get(self, digest: str) -> Service | None:
         """The cached service, or None when absent or older than the TTL (then dropped)."""
         with self._lock:
             entry = self._entries.get(digest)
@@ -61,7 +62,7 @@ class KeyCache:
             self._entries.move_to_end(digest)
             return entry[1]
 
-    def put(self, digest: str, service: dict[str, Any]) -> None:
+    def put(self, digest: str, service: Service) -> None:
         """Remember ``service``; the least recently used entry goes when the cache is full."""
         with self._lock:
             self._entries[digest] = (self._clock.now(), service)
@@ -104,7 +105,7 @@ def runtime_of(request: Request) -> Runtime:
     return runtime
 
 
-def service_of(request: Request) -> dict[str, Any]:
+def service_of(request: Request) -> Service:
     """The calling service, from ``Authorization: Bearer <api_key>``; 401 without a valid one."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -121,10 +122,10 @@ def service_of(request: Request) -> dict[str, Any]:
     return service
 
 
-def owned(job: dict[str, Any] | None, service: dict[str, Any], what: str = "job") -> dict[str, Any]:
+def owned(job: dict[str, Any] | None, service: Service, what: str = "job") -> dict[str, Any]:
     """``job`` if the service owns it: 404 when missing, 403 when another service's."""
     if job is None:
         raise GenhookError(ErrorCode.NOT_FOUND, f"no such {what}")
-    if job["service_id"] != service["id"]:
+    if job["service_id"] != service.id:
         raise GenhookError(ErrorCode.FORBIDDEN, f"this {what} belongs to another service")
     return job

@@ -38,7 +38,7 @@ def find_jobs(
     """The calling service's jobs whose ``external_id`` matches, newest first (at most 100)."""
     service = service_of(request)
     runtime = runtime_of(request)
-    rows = runtime.store.jobs_by_external_id(service["id"], external_id)
+    rows = runtime.store.jobs_by_external_id(service.id, external_id)
     return {
         "jobs": [
             job_view(row, runtime.store.attempts(row["id"]), runtime.settings.public_url)
@@ -93,7 +93,7 @@ async def job_events(job_id: str, request: Request) -> Response:
     except ValueError:
         after = 0
     slots = stream_slots(request.app)
-    if not slots.take(service["id"]):
+    if not slots.take(service.id):
         response = error_response(
             GenhookError(
                 ErrorCode.TOO_MANY_STREAMS,
@@ -125,7 +125,7 @@ async def job_events(job_id: str, request: Request) -> Response:
 
     return EventStreamResponse(
         stream(),
-        on_close=lambda: slots.give_back(service["id"]),
+        on_close=lambda: slots.give_back(service.id),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
 

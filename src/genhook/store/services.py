@@ -10,7 +10,8 @@ from sqlalchemy.exc import IntegrityError
 
 from genhook.delivery.signing import new_secret
 from genhook.ids import new_id
-from genhook.store.base import Row, StoreBase
+from genhook.store.base import StoreBase
+from genhook.store.records import Service
 from genhook.store.schema import services
 
 
@@ -52,7 +53,7 @@ class ServiceStore(StoreBase):
             "webhook_secret": secret,
         }
 
-    def service_for_key(self, api_key: str) -> Row | None:
+    def service_for_key(self, api_key: str) -> Service | None:
         """The service owning ``api_key``, read from the database every time: a cache here
         would keep a revoked key working (the API keeps its own, bounded and short-lived)."""
         digest = key_hash(api_key)
@@ -62,6 +63,4 @@ class ServiceStore(StoreBase):
                 .mappings()
                 .first()
             )
-        if row is None:
-            return None
-        return dict(row)
+        return None if row is None else Service.from_row(row)

@@ -1,0 +1,60 @@
+"""The store's typed vocabulary: statuses equal the strings stored and sent, and a looked-up
+service is a frozen record that keeps its webhook secret out of its repr (so out of logs)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from genhook.status import TERMINAL, JobStatus
+from genhook.store.records import Service
+from genhook.store.schema import jobs
+from genhook.store.store import Store
+from tests.databases import database_url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    with database_url(request.param, tmp_path) as url:
+        s = Store(url)
+        s.migrate()
+        try:
+            yield s
+        finally:
+            s.close()
+
+
+def test_a_looked_up_key_gives_a_frozen_service_whose_repr_hides_the_secret(store: Store) -> None:
+    created = store.create_service("crm", rate_limit="10/s", daily_budget=5.0)
+    service = store.service_for_key(created["api_key"])
+    assert isinstance(service, Service)
+    assert service.id == created["service_id"]
+    assert service.name == "crm"
+    assert service.webhook_secret == created["webhook_secret"]
+    assert (service.rate_limit, service.daily_budget, service.paused_at) == ("10/s", 5.0, None)
+    assert created["webhook_secret"] not in repr(service)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        service.name = "other"  # type: ignore[misc]
+    assert store.service_for_key(created["api_key"] + "x") is None
+
+
+def test_statuses_are_stored_and_serialised_as_their_strings(store: Store) -> None:
+    created = store.create_service("shop")
+    job, _ = store.submit(
+        service_id=created["service_id"],
+        workflow_id="wf",
+        workflow_version=1,
+        trigger={},
+        external_id=None,
+        callback_url=None,
+    )
+    with store.engine.connect() as conn:
+        stored = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job["id"])).scalar()
+    assert type(stored) is str and stored == "queued" == JobStatus.QUEUED
+    assert json.dumps({"status": JobStatus.QUEUED}) == '{"status": "queued"}'
+    assert {str(s) for s in TERMINAL} == {"succeeded", "failed", "cancelled"}
