@@ -1,5 +1,6 @@
-"""The store's typed vocabulary: statuses equal the strings stored and sent, and a looked-up
-service is a frozen record that keeps its webhook secret out of its repr (so out of logs)."""
+"""The store's typed vocabulary: statuses equal the strings stored and sent; a looked-up
+service is a frozen record that keeps its webhook secret out of its repr (so out of logs); a
+claim gives a frozen job carrying what the worker reads."""
 
 from __future__ import annotations
 
@@ -7,12 +8,13 @@ import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
 from genhook.status import TERMINAL, JobStatus
-from genhook.store.records import Service
+from genhook.store.records import Job, Service
 from genhook.store.schema import jobs
 from genhook.store.store import Store
 from tests.databases import database_url
@@ -27,6 +29,22 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             yield s
         finally:
             s.close()
+
+
+def submitted(
+    store: Store, *, version: int, trigger: dict[str, Any], external_id: str | None
+) -> str:
+    """The id of a queued job of workflow ``wf`` for a new service."""
+    created = store.create_service(f"svc-{version}")
+    job, _ = store.submit(
+        service_id=created["service_id"],
+        workflow_id="wf",
+        workflow_version=version,
+        trigger=trigger,
+        external_id=external_id,
+        callback_url=None,
+    )
+    return str(job["id"])
 
 
 def test_a_looked_up_key_gives_a_frozen_service_whose_repr_hides_the_secret(store: Store) -> None:
@@ -44,17 +62,23 @@ def test_a_looked_up_key_gives_a_frozen_service_whose_repr_hides_the_secret(stor
 
 
 def test_statuses_are_stored_and_serialised_as_their_strings(store: Store) -> None:
-    created = store.create_service("shop")
-    job, _ = store.submit(
-        service_id=created["service_id"],
-        workflow_id="wf",
-        workflow_version=1,
-        trigger={},
-        external_id=None,
-        callback_url=None,
-    )
+    job_id = submitted(store, version=1, trigger={}, external_id=None)
     with store.engine.connect() as conn:
-        stored = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job["id"])).scalar()
+        stored = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
     assert type(stored) is str and stored == "queued" == JobStatus.QUEUED
     assert json.dumps({"status": JobStatus.QUEUED}) == '{"status": "queued"}'
     assert {str(s) for s in TERMINAL} == {"succeeded", "failed", "cancelled"}
+
+
+def test_a_claim_gives_a_frozen_job_with_its_attempt_counted_and_its_start(store: Store) -> None:
+    job_id = submitted(store, version=3, trigger={"product_name": "Mug"}, external_id="sku-1")
+    before = store.clock.now()
+    job = store.claim("w1", 30)
+    assert isinstance(job, Job)
+    assert (job.id, job.workflow_id, job.workflow_version) == (job_id, "wf", 3)
+    assert job.status is JobStatus.RUNNING
+    assert (job.input, job.external_id, job.attempts) == ({"product_name": "Mug"}, "sku-1", 1)
+    assert (job.processing_seconds, job.credit_cost, job.cancel_requested) == (0.0, 0.0, False)
+    assert before <= job.claimed_at <= store.clock.now()
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.attempts = 2  # type: ignore[misc]

@@ -49,10 +49,10 @@ def work(store: Store, name: str, done: threading.Event, rng: random.Random) -> 
             continue
         if rng.random() < 0.5:
             time.sleep(0.001)  # let a cancel land while the job runs
-        cancelled = cancelled_payload(job)
-        if job["attempts"] == 1 and rng.random() < 0.3:
+        cancelled = cancelled_payload({"id": job.id})
+        if job.attempts == 1 and rng.random() < 0.3:
             store.retry(
-                job["id"],
+                job.id,
                 name,
                 error=GenhookError(ErrorCode.BACKEND_ERROR, "503"),
                 delay=0,
@@ -62,10 +62,10 @@ def work(store: Store, name: str, done: threading.Event, rng: random.Random) -> 
             )
             continue
         store.finish(
-            job["id"],
+            job.id,
             name,
             status="succeeded",
-            payload={"job_id": job["id"], "event": "job.completed"},
+            payload={"job_id": job.id, "event": "job.completed"},
             error=None,
             credit_cost=1.0,
             work_seconds=0.001,

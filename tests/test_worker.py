@@ -182,7 +182,7 @@ def test_expired_lease_is_taken_over_and_the_job_completes_once(world_factory: A
     world = world_factory([PHOTO])
     job_id = world.submit()
     dead = world.store.claim("dead-worker", 30)
-    assert dead is not None and dead["id"] == job_id
+    assert dead is not None and dead.id == job_id
     other = world.worker("w2")
     world.clock.advance(29)
     assert not other.run_once(), "the lease still holds"
@@ -232,7 +232,7 @@ def test_cancel_queued_and_running(world_factory: Any) -> None:
     assert len(world.store.deliveries(queued)) == 1
     running = world.submit("R")
     job = world.store.claim("w1", 30)
-    assert job is not None and job["id"] == running
+    assert job is not None and job.id == running
     assert world.store.cancel(running, lambda row: {}) == "running"
     world.worker("w1").process(job)
     done = world.store.job(running)
@@ -335,7 +335,7 @@ def test_processing_time_is_the_sum_of_attempts_from_claim_to_end(world_factory:
     assert world.store.job(job_id)["processing_seconds"] == pytest.approx(2.0)  # type: ignore[index]
     world.clock.advance(4)
     job = world.store.claim("w1", 30)
-    assert job is not None and job["id"] == job_id
+    assert job is not None and job.id == job_id
     world.clock.advance(1)  # the worker's own set-up after its claim is work
     worker.process(job)
     done = world.store.job(job_id)

@@ -15,11 +15,11 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from genhook.config import Settings
-from genhook.contract.completion import job_failure_payload
+from genhook.contract.completion import CompletionPayload, job_failure_payload
 from genhook.engine import Engine, Outcome
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
@@ -28,6 +28,7 @@ from genhook.signals import Signal
 from genhook.status import JobStatus
 from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.db import describe
+from genhook.store.records import Job
 from genhook.store.store import Store
 
 log = logging.getLogger("genhook.worker")
@@ -91,22 +92,22 @@ class Worker:
             self.events_signal.notify()
         return True
 
-    def process(self, job: dict[str, Any]) -> None:
+    def process(self, job: Job) -> None:
         """Run a claimed job to its next state: succeeded, failed, cancelled or retrying.
 
-        Working time is measured on the store's clock from the claim (``job["claimed_at"]``)
+        Working time is measured on the store's clock from the claim (``job.claimed_at``)
         to the end. The attempt's assets are staged under its own name and published only in
         the finishing transaction, so a worker that lost its lease never touches what the
         lease holder delivered.
         """
-        state = _Running(job["id"])
+        state = _Running(job.id)
         clock = self.store.clock
-        claimed_at = float(job.get("claimed_at", clock.now()))
+        claimed_at = job.claimed_at
 
         def worked() -> float:
-            return float(job["processing_seconds"]) + clock.now() - claimed_at
+            return job.processing_seconds + clock.now() - claimed_at
 
-        assets = self.storage.attempt(job["id"], int(job["attempts"]))
+        assets = self.storage.attempt(job.id, job.attempts)
         beat = threading.Thread(target=self._heartbeat, args=(state,), daemon=True)
         beat.start()
         try:
@@ -118,7 +119,7 @@ class Worker:
         try:
             if state.lost:
                 log.warning(
-                    "worker %s lost the lease on %s; dropping its result", self.name, job["id"]
+                    "worker %s lost the lease on %s; dropping its result", self.name, job.id
                 )
                 return
             self._record(job, outcome, work, worked(), assets)
@@ -127,7 +128,7 @@ class Worker:
 
     def _record(
         self,
-        job: dict[str, Any],
+        job: Job,
         outcome: Outcome,
         work: float,
         total: float,
@@ -135,12 +136,12 @@ class Worker:
     ) -> None:
         """Store the attempt's outcome; if a cancel was recorded first, the job ends cancelled
         with the credits spent and the time worked, and its assets are not published."""
-        cancelled = job_failure_payload(
-            {
-                **job,
-                "processing_seconds": total,
-                "credit_cost": round(job["credit_cost"] + outcome.credit_cost, 6),
-            },
+        cancelled = _failure(
+            replace(
+                job,
+                processing_seconds=total,
+                credit_cost=round(job.credit_cost + outcome.credit_cost, 6),
+            ),
             GenhookError(ErrorCode.CANCELLED),
         ).to_json()
         error = outcome.error
@@ -148,14 +149,14 @@ class Worker:
         if error is not None:
             retry = decide(
                 self.retry_policy,
-                job["attempts"],
+                job.attempts,
                 retryable=error.retryable,
                 retry_after=error.retry_after,
             )
             delay = retry.delay
         if error is not None and delay is not None:
             ended = self.store.retry(
-                job["id"],
+                job.id,
                 self.name,
                 error=error,
                 delay=delay,
@@ -173,7 +174,7 @@ class Worker:
         else:
             status = JobStatus.FAILED
         if self.store.finish(
-            job["id"],
+            job.id,
             self.name,
             status=status,
             payload=outcome.payload.to_json(),
@@ -187,22 +188,22 @@ class Worker:
 
     def _execute(
         self,
-        job: dict[str, Any],
+        job: Job,
         state: _Running,
         assets: AttemptAssets,
         worked: Callable[[], float],
     ) -> Outcome:
-        workflow = self.engine.workflows.get(job["workflow_id"])
+        workflow = self.engine.workflows.get(job.workflow_id)
         if workflow is None:
             return self._refuse(
                 job,
                 worked,
                 GenhookError(
                     ErrorCode.UNKNOWN_WORKFLOW,
-                    f"workflow {job['workflow_id']!r} is no longer installed",
+                    f"workflow {job.workflow_id!r} is no longer installed",
                 ),
             )
-        if job["attempts"] > self.retry_policy.max_attempts:
+        if job.attempts > self.retry_policy.max_attempts:
             # earlier attempts were all lost with their workers: a job that kills its worker
             # every time must end, like any other failure, once the schedule is spent
             return self._refuse(
@@ -210,7 +211,7 @@ class Worker:
                 worked,
                 GenhookError(
                     ErrorCode.WORKER_LOST,
-                    f"every one of {job['attempts'] - 1} attempts lost its worker",
+                    f"every one of {job.attempts - 1} attempts lost its worker",
                 ),
             )
         checked = [0.0]
@@ -223,27 +224,23 @@ class Worker:
             now = time.monotonic()
             if now - checked[0] >= 0.25:
                 checked[0] = now
-                state.cancel = self.store.cancel_requested(job["id"])
+                state.cancel = self.store.cancel_requested(job.id)
             return state.cancel
 
         return self.engine.execute(
             workflow,
-            job["input"],
+            job.input,
             assets,
-            job_id=job["id"],
-            attempts=job["attempts"],
+            job_id=job.id,
+            attempts=job.attempts,
             is_cancelled=is_cancelled,
             worked=worked,
-            credit_before=job["credit_cost"],
+            credit_before=job.credit_cost,
         )
 
-    def _refuse(
-        self, job: dict[str, Any], worked: Callable[[], float], error: GenhookError
-    ) -> Outcome:
+    def _refuse(self, job: Job, worked: Callable[[], float], error: GenhookError) -> Outcome:
         """End a claimed job without running it."""
-        return Outcome(
-            job_failure_payload({**job, "processing_seconds": worked()}, error), None, error
-        )
+        return Outcome(_failure(replace(job, processing_seconds=worked()), error), None, error)
 
     def _heartbeat(self, state: _Running) -> None:
         while not state.done.wait(self.settings.heartbeat_seconds):
@@ -256,6 +253,11 @@ class Worker:
             state.cancel = lease.cancel_requested
             if state.lost:
                 return
+
+
+def _failure(job: Job, error: GenhookError) -> CompletionPayload:
+    """The failed payload of a claimed job that ends without a result (refused, cancelled)."""
+    return job_failure_payload(asdict(job), error)
 
 
 def _log_failure(what: str, exc: Exception) -> None:

@@ -16,6 +16,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.base import Row, StoreBase
+from genhook.store.records import Job
 from genhook.store.schema import attempts, deliveries, events, jobs
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
@@ -199,13 +200,13 @@ class JobStore(StoreBase):
                 continue  # another process won the idempotency key: read it on the next pass
         raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not record the refused trigger")
 
-    def claim(self, worker: str, lease_seconds: float) -> Row | None:
+    def claim(self, worker: str, lease_seconds: float) -> Job | None:
         """Take the next due job (or one whose worker's lease ran out) and lease it to ``worker``.
 
         The candidate select uses ``FOR UPDATE SKIP LOCKED`` on PostgreSQL (ignored by SQLite,
         where ``BEGIN IMMEDIATE`` already serialises writers), so two workers never take one job;
         the update is conditional on the state it was chosen in, so it cannot take a job that a
-        cancel ended meanwhile. The row returned carries ``claimed_at``, the attempt's start.
+        cancel ended meanwhile. The job returned carries ``claimed_at``, the attempt's start.
         """
         now = self.clock.now()
         with self._write() as conn:
@@ -256,7 +257,7 @@ class JobStore(StoreBase):
                 )
             )
             self._event(conn, job_id, JobStatus.RUNNING, {"attempt": claimed["attempts"]}, now)
-        return {**claimed, "claimed_at": now}
+        return Job.from_row(claimed, claimed_at=now)
 
     def _close_lost_attempt(
         self, conn: sa.Connection, job_id: str, lease_seconds: float, now: float

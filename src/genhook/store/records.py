@@ -1,4 +1,4 @@
-"""Frozen records the store returns, one per table row that crosses the store's edge.
+"""Frozen records the store returns: a row that crosses the store's edge, typed.
 
 A row read as ``dict[str, Any]`` lets a misspelled column name through to run time; these
 types make mypy check each one, and being frozen, nothing downstream can change what the
@@ -11,6 +11,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from genhook.status import JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,4 +43,46 @@ class Service:
             daily_budget=row["daily_budget"],
             paused_at=row["paused_at"],
             created_at=row["created_at"],
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """A job as a worker claimed it: what it needs to run one attempt and account for it.
+
+    ``claimed_at`` is this attempt's start on the store's clock; ``attempts`` already counts
+    this attempt; ``processing_seconds`` and ``credit_cost`` are the earlier attempts' sums.
+    """
+
+    id: str
+    service_id: str
+    workflow_id: str
+    workflow_version: int
+    status: JobStatus
+    input: dict[str, Any]
+    external_id: str | None
+    attempts: int
+    processing_seconds: float
+    credit_cost: float
+    cancel_requested: bool
+    created_at: float
+    claimed_at: float
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any], *, claimed_at: float) -> Job:
+        """The job of a ``jobs`` row claimed at ``claimed_at``."""
+        return cls(
+            id=row["id"],
+            service_id=row["service_id"],
+            workflow_id=row["workflow_id"],
+            workflow_version=int(row["workflow_version"]),
+            status=JobStatus(row["status"]),
+            input=dict(row["input"]),
+            external_id=row["external_id"],
+            attempts=int(row["attempts"]),
+            processing_seconds=float(row["processing_seconds"]),
+            credit_cost=float(row["credit_cost"]),
+            cancel_requested=bool(row["cancel_requested"]),
+            created_at=float(row["created_at"]),
+            claimed_at=claimed_at,
         )
