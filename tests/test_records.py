@@ -1,6 +1,6 @@
 """The store's typed vocabulary: statuses equal the strings stored and sent; a looked-up
 service is a frozen record that keeps its webhook secret out of its repr (so out of logs); a
-claim gives a frozen job carrying what the worker reads."""
+claim gives a frozen job carrying what the worker reads, a lease a frozen delivery."""
 
 from __future__ import annotations
 
@@ -13,11 +13,12 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from genhook.status import TERMINAL, JobStatus
-from genhook.store.records import Job, Service
+from genhook.status import TERMINAL, DeliveryAttemptState, JobStatus
+from genhook.store.records import Delivery, Job, Service
 from genhook.store.schema import jobs
 from genhook.store.store import Store
 from tests.databases import database_url
+from tests.test_outbox import outboxed
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -82,3 +83,20 @@ def test_a_claim_gives_a_frozen_job_with_its_attempt_counted_and_its_start(store
     assert before <= job.claimed_at <= store.clock.now()
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.attempts = 2  # type: ignore[misc]
+
+
+def test_a_leased_delivery_is_a_frozen_record_with_its_attempt_and_policy(store: Store) -> None:
+    stored = outboxed(store, "http://127.0.0.1:9/hook", private=True)
+    [leased] = store.claim_deliveries(10, 30, "outbox-1")
+    assert isinstance(leased, Delivery)
+    assert (leased.id, leased.job_id, leased.url) == (
+        stored["id"],
+        stored["job_id"],
+        "http://127.0.0.1:9/hook",
+    )
+    assert (leased.attempt, leased.callback_private) == (1, True)
+    assert json.loads(leased.body)["job_id"] == stored["job_id"]
+    assert leased.webhook_secret and leased.webhook_secret not in repr(leased)
+    assert [a["state"] for a in store.deliveries(stored["job_id"])[0]["attempt_log"]] == [
+        DeliveryAttemptState.SENDING
+    ]

@@ -27,7 +27,8 @@ from genhook.delivery.sender import DeliverySender, DueDelivery
 from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
-from genhook.store.store import Row, Store
+from genhook.store.records import Delivery
+from genhook.store.store import Store
 
 log = logging.getLogger("genhook.delivery")
 
@@ -107,7 +108,7 @@ class Outbox:
         while not stop.is_set():
             wake.clear()
             room = self.concurrency - len(self._inflight)
-            batch: list[Row] = []
+            batch: list[Delivery] = []
             if room > 0:
                 try:
                     batch = await asyncio.to_thread(
@@ -117,7 +118,7 @@ class Outbox:
                     log.exception("claiming deliveries failed")
             for row in batch:
                 task = asyncio.create_task(self._deliver(row))
-                self._inflight[task] = row["id"]
+                self._inflight[task] = row.id
                 task.add_done_callback(self._done)
             if batch and len(batch) == room:
                 await asyncio.sleep(0)
@@ -165,15 +166,15 @@ class Outbox:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _deliver(self, row: Row) -> None:
-        number = int(row["attempts"])  # this attempt, already in the log as "sending"
+    async def _deliver(self, row: Delivery) -> None:
+        number = row.attempt  # this attempt, already in the log as "sending"
         due = DueDelivery(
-            delivery_id=row["id"],
-            url=row["url"],
-            body=bytes(row["body"]),
-            secret=row["webhook_secret"],
+            delivery_id=row.id,
+            url=row.url,
+            body=row.body,
+            secret=row.webhook_secret,
             attempt=number,
-            allow_private=bool(row["callback_private"]),
+            allow_private=row.callback_private,
         )
         result = await self.sender.send(due)
         next_at = None
@@ -188,7 +189,7 @@ class Outbox:
         try:
             moved = await asyncio.to_thread(
                 self.store.record_delivery,
-                row["id"],
+                row.id,
                 number=number,
                 status_code=result.status_code,
                 error=result.error,
@@ -198,7 +199,7 @@ class Outbox:
                 owner=self.name,
             )
         except Exception:
-            log.exception("recording delivery %s failed; its lease will expire", row["id"])
+            log.exception("recording delivery %s failed; its lease will expire", row.id)
             return
         if not moved:
-            log.warning("delivery %s was taken over by another sender", row["id"])
+            log.warning("delivery %s was taken over by another sender", row.id)

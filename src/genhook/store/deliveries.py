@@ -15,6 +15,7 @@ import sqlalchemy as sa
 
 from genhook.status import DeliveryAttemptState, DeliveryStatus
 from genhook.store.base import Row, StoreBase
+from genhook.store.records import Delivery
 from genhook.store.schema import deliveries, delivery_attempts, jobs, services
 
 INTERRUPTED = "the sender stopped before the answer was recorded; the receiver may have got it"
@@ -23,11 +24,11 @@ INTERRUPTED = "the sender stopped before the answer was recorded; the receiver m
 class DeliveryStore(StoreBase):
     """Deliveries of completion payloads and every attempt at them."""
 
-    def claim_deliveries(self, limit: int, lease_seconds: float, owner: str = "") -> list[Row]:
+    def claim_deliveries(self, limit: int, lease_seconds: float, owner: str = "") -> list[Delivery]:
         """Lease up to ``limit`` due deliveries (and ones whose sender died) to ``owner``.
 
-        Each comes back with its new attempt's ``attempts`` number (already logged as
-        ``sending``), the service's ``webhook_secret`` and the trigger's ``callback_private``.
+        Each comes back with its new attempt's number (already logged as ``sending``), the
+        service's ``webhook_secret`` and the trigger's ``callback_private``.
         """
         now = self.clock.now()
         with self._write() as conn:
@@ -67,7 +68,7 @@ class DeliveryStore(StoreBase):
                 )
             )
             rows = [
-                dict(r)
+                Delivery.from_row(r)
                 for r in conn.execute(
                     sa.select(deliveries, services.c.webhook_secret, jobs.c.callback_private)
                     .join(services, services.c.id == deliveries.c.service_id)
@@ -79,8 +80,8 @@ class DeliveryStore(StoreBase):
                 delivery_attempts.insert(),
                 [
                     {
-                        "delivery_id": r["id"],
-                        "number": r["attempts"],
+                        "delivery_id": r.id,
+                        "number": r.attempt,
                         "at": now,
                         "state": DeliveryAttemptState.SENDING,
                     }

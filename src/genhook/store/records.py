@@ -86,3 +86,37 @@ class Job:
             created_at=float(row["created_at"]),
             claimed_at=claimed_at,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Delivery:
+    """A delivery as an outbox leased it: what one attempt at sending it needs.
+
+    ``attempt`` is this attempt's number (already in the log as ``sending``); the secret is
+    the service's, and ``callback_private`` the callback policy taken when the trigger was
+    accepted (the sender applies that decision, not its own process's setting).
+    """
+
+    id: str
+    job_id: str
+    service_id: str
+    url: str
+    body: bytes = field(repr=False)
+    attempt: int
+    webhook_secret: str = field(repr=False)  # never in a log line or a traceback
+    callback_private: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Delivery:
+        """The delivery of a ``deliveries`` row joined with its service's secret and its job's
+        callback policy."""
+        return cls(
+            id=row["id"],
+            job_id=row["job_id"],
+            service_id=row["service_id"],
+            url=row["url"],
+            body=bytes(row["body"]),
+            attempt=int(row["attempts"]),
+            webhook_secret=row["webhook_secret"],
+            callback_private=bool(row["callback_private"]),
+        )
