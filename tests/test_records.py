@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from genhook.status import TERMINAL, DeliveryAttemptState, JobStatus
-from genhook.store.records import Delivery, Job, Service
+from genhook.status import TERMINAL, AttemptOutcome, DeliveryAttemptState, JobStatus
+from genhook.store.records import Attempt, Delivery, Job, Service
 from genhook.store.schema import jobs
 from genhook.store.store import Store
 from tests.databases import database_url
@@ -100,3 +100,24 @@ def test_a_leased_delivery_is_a_frozen_record_with_its_attempt_and_policy(store:
     assert [a["state"] for a in store.deliveries(stored["job_id"])[0]["attempt_log"]] == [
         DeliveryAttemptState.SENDING
     ]
+
+
+def test_attempts_are_frozen_records_open_until_their_outcome(store: Store) -> None:
+    job_id = submitted(store, version=1, trigger={}, external_id=None)
+    assert store.claim("w1", 30) is not None
+    [open_attempt] = store.attempts(job_id)
+    assert isinstance(open_attempt, Attempt)
+    assert (open_attempt.number, open_attempt.worker) == (1, "w1")
+    assert (open_attempt.ended_at, open_attempt.outcome) == (None, None)
+    ended = store.finish(
+        job_id,
+        "w1",
+        status=JobStatus.SUCCEEDED,
+        payload={"job_id": job_id, "event": "job.completed"},
+        error=None,
+        credit_cost=0.0,
+        work_seconds=0.01,
+    )
+    assert ended is JobStatus.SUCCEEDED
+    [done] = store.attempts(job_id)
+    assert done.outcome is AttemptOutcome.SUCCEEDED and done.ended_at is not None

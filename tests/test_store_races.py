@@ -135,7 +135,7 @@ def test_cancels_racing_claims_leave_every_job_consistent(url: str) -> None:
         answer = answers[job_id]
         if expected_event is None:
             problems.append(f"{job_id}: ended {status}")
-        if any(a["ended_at"] is None for a in tries):
+        if any(a.ended_at is None for a in tries):
             problems.append(f"{job_id}: {status} with an open attempt")
         if len(deliveries) != 1:
             problems.append(f"{job_id}: {len(deliveries)} callbacks")
@@ -147,13 +147,13 @@ def test_cancels_racing_claims_leave_every_job_consistent(url: str) -> None:
             problems.append(f"{job_id}: terminal events {events}")
         # a job cancelled while it waited for its retry has no attempt of its own
         allowed = {status, "retrying"} if status == "cancelled" else {status}
-        if tries and tries[-1]["outcome"] not in allowed:
-            problems.append(f"{job_id}: {status} but its last attempt {tries[-1]['outcome']}")
+        if tries and tries[-1].outcome not in allowed:
+            problems.append(f"{job_id}: {status} but its last attempt {tries[-1].outcome}")
         if answer in ("cancelled", "running") and status != "cancelled":
             problems.append(f"{job_id}: cancel answered {answer} but the job {status}")
         if answer == "succeeded" and status != "succeeded":
             problems.append(f"{job_id}: had succeeded, then became {status}")
-        if answer == "cancelled" and any(a["outcome"] == "succeeded" for a in tries):
+        if answer == "cancelled" and any(a.outcome == "succeeded" for a in tries):
             problems.append(f"{job_id}: cancelled although an attempt succeeded")
     for store in [setup, *stores]:
         store.close()

@@ -132,8 +132,8 @@ def test_transient_failures_retry_on_schedule_then_succeed(world_factory: Any) -
     job = world.store.job(job_id)
     assert job is not None and job["status"] == "succeeded"
     tries = world.store.attempts(job_id)
-    assert [a["outcome"] for a in tries] == ["retrying", "retrying", "succeeded"]
-    assert [a["error_code"] for a in tries] == ["backend_error", "backend_error", None]
+    assert [a.outcome for a in tries] == ["retrying", "retrying", "succeeded"]
+    assert [a.error_code for a in tries] == ["backend_error", "backend_error", None]
     assert job["result"]["metadata"]["attempts"] == 3
     assert job["result"]["status"] == "success"
     (delivery,) = world.store.deliveries(job_id)
@@ -191,11 +191,11 @@ def test_expired_lease_is_taken_over_and_the_job_completes_once(world_factory: A
     job = world.store.job(job_id)
     assert job is not None and job["status"] == "succeeded"
     tries = world.store.attempts(job_id)
-    assert [(a["worker"], a["outcome"]) for a in tries] == [
+    assert [(a.worker, a.outcome) for a in tries] == [
         ("dead-worker", "lost"),
         ("w2", "succeeded"),
     ]
-    assert tries[0]["error_code"] == "worker_lost"
+    assert tries[0].error_code == "worker_lost"
     late = world.store.finish(
         job_id,
         "dead-worker",
@@ -286,7 +286,7 @@ def test_a_job_that_keeps_losing_its_worker_fails_for_good(world_factory: Any) -
     assert job is not None and job["status"] == "failed"
     assert job["result"]["error"]["error_code"] == "worker_lost"
     assert world.backend.requests == []
-    assert [a["outcome"] for a in world.store.attempts(job_id)] == ["lost"] * 4 + ["failed"]
+    assert [a.outcome for a in world.store.attempts(job_id)] == ["lost"] * 4 + ["failed"]
 
 
 def test_lost_attempt_work_counts_until_its_last_heartbeat(world_factory: Any) -> None:
@@ -343,7 +343,7 @@ def test_processing_time_is_the_sum_of_attempts_from_claim_to_end(world_factory:
     assert done["result"]["metadata"]["processing_time_seconds"] == pytest.approx(6.0)
     assert done["processing_seconds"] == pytest.approx(6.0)
     tries = world.store.attempts(job_id)
-    assert sum(a["ended_at"] - a["started_at"] for a in tries) == pytest.approx(6.0)
+    assert sum(a.ended_at - a.started_at for a in tries) == pytest.approx(6.0)
 
 
 class GatedBackend(ScriptedBackend):
@@ -391,7 +391,7 @@ def test_a_cancel_recorded_before_the_finish_wins_over_success(world_factory: An
     assert done["result"]["event"] == "job.failed" and done["error_code"] == "cancelled"
     assert done["credit_cost"] == pytest.approx(1.5)
     assert done["processing_seconds"] == pytest.approx(2.0)
-    assert [a["outcome"] for a in world.store.attempts(job_id)] == ["cancelled"]
+    assert [a.outcome for a in world.store.attempts(job_id)] == ["cancelled"]
     (delivery,) = world.store.deliveries(job_id)
     assert json.loads(delivery["body"])["event"] == "job.failed"
     assert [e["status"] for e in world.store.events(job_id)][-1] == "cancelled"

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genhook.status import DeliveryStatus, JobStatus
+from genhook.store.records import Attempt
 
 
 def iso(t: float | None) -> str | None:
@@ -32,9 +33,7 @@ def accepted(job: dict[str, Any], public_url: str) -> dict[str, Any]:
     }
 
 
-def job_view(
-    job: dict[str, Any], attempts: list[dict[str, Any]], public_url: str
-) -> dict[str, Any]:
+def job_view(job: dict[str, Any], attempts: list[Attempt], public_url: str) -> dict[str, Any]:
     """``GET /v1/jobs/{id}``: status, attempts with their error reasons, and the result."""
     return {
         **accepted(job, public_url),
@@ -47,14 +46,14 @@ def job_view(
         "cancel_requested": bool(job["cancel_requested"]),
         "attempts": [
             {
-                "number": a["number"],
-                "worker": a["worker"],
-                "started_at": iso(a["started_at"]),
-                "ended_at": iso(a["ended_at"]),
-                "outcome": a["outcome"],
+                "number": a.number,
+                "worker": a.worker,
+                "started_at": iso(a.started_at),
+                "ended_at": iso(a.ended_at),
+                "outcome": a.outcome,
                 "error": None
-                if a["error_code"] is None
-                else {"error_code": a["error_code"], "error_description": a["error_description"]},
+                if a.error_code is None
+                else {"error_code": a.error_code, "error_description": a.error_description},
             }
             for a in attempts
         ],

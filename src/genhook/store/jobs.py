@@ -16,7 +16,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.base import Row, StoreBase
-from genhook.store.records import Job
+from genhook.store.records import Attempt, Job
 from genhook.store.schema import attempts, deliveries, events, jobs
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
@@ -580,13 +580,13 @@ class JobStore(StoreBase):
             ).mappings()
             return [dict(r) for r in rows]
 
-    def attempts(self, job_id: str) -> list[Row]:
+    def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempts, first first."""
         with self._read() as conn:
             rows = conn.execute(
                 sa.select(attempts).where(attempts.c.job_id == job_id).order_by(attempts.c.number)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [Attempt.from_row(r) for r in rows]
 
     def events(self, job_id: str, after: int = 0) -> list[Row]:
         """A job's state changes with id greater than ``after``."""

@@ -12,7 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from genhook.status import JobStatus
+from genhook.status import AttemptOutcome, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,4 +119,32 @@ class Delivery:
             attempt=int(row["attempts"]),
             webhook_secret=row["webhook_secret"],
             callback_private=bool(row["callback_private"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class Attempt:
+    """One attempt of a job: who ran it, when, and how it ended (open while ``ended_at`` is
+    None, so ``outcome`` is None too)."""
+
+    number: int
+    worker: str
+    started_at: float
+    ended_at: float | None
+    outcome: AttemptOutcome | None
+    error_code: str | None
+    error_description: str | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> Attempt:
+        """The attempt of a ``job_attempts`` row."""
+        outcome = row["outcome"]
+        return cls(
+            number=int(row["number"]),
+            worker=row["worker"],
+            started_at=float(row["started_at"]),
+            ended_at=row["ended_at"],
+            outcome=None if outcome is None else AttemptOutcome(outcome),
+            error_code=row["error_code"],
+            error_description=row["error_description"],
         )
