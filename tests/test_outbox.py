@@ -19,12 +19,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
+from standardwebhooks.webhooks import Webhook
 
 from genhook.contract.completion import failure_payload
 from genhook.delivery.outbox import Outbox, owner_is_dead, owner_name
 from genhook.delivery.sender import DeliverySender
 from genhook.errors import ErrorCode, InvalidInput
 from genhook.ids import new_job_id
+from genhook.store.schema import deliveries
 from genhook.store.store import Row, Store
 from tests.databases import database_url
 
@@ -44,6 +47,7 @@ class Receiver:
     release: threading.Event = field(default_factory=threading.Event)
     arrived: threading.Event = field(default_factory=threading.Event)
     seen: list[dict[str, str]] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
     on_request: Callable[[], None] | None = None
     port: int = 0
 
@@ -57,7 +61,7 @@ def receiver() -> Iterator[Receiver]:
 
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            rx.bodies.append(self.rfile.read(int(self.headers.get("Content-Length", 0))))
             rx.seen.append(dict(self.headers))
             if rx.on_request is not None:
                 rx.on_request()
@@ -100,10 +104,12 @@ def outboxed(store: Store, url: str, *, private: bool) -> Row:
     policy ``private``: the delivery as the store holds it."""
     service = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
     error = InvalidInput(ErrorCode.MISSING_FIELD, "product_name is required", field="product_name")
+    job_id = new_job_id()
     payload = failure_payload(
-        job_id=new_job_id(), workflow_id="tiny", external_id=None, error=error, attempts=0
+        job_id=job_id, workflow_id="tiny", external_id=None, error=error, attempts=0
     ).to_json()
     job, _ = store.reject(
+        job_id=job_id,
         service_id=service["service_id"],
         workflow_id="tiny",
         workflow_version=1,
@@ -189,6 +195,53 @@ def test_delivery_accepted_with_private_callbacks_is_sent_by_a_private_process(
     )
     assert len(receiver.seen) == 1
     assert receiver.seen[0]["webhook-id"] == delivery["id"]
+
+
+def test_receiver_gets_the_stored_bytes_and_their_signature_verifies(
+    store: Store, receiver: Receiver
+) -> None:
+    """The payload is encoded once: the bytes a real receiver reads are the delivery row's bytes,
+    byte for byte (compact, UTF-8, no escapes), the job's stored ``result`` is those bytes parsed,
+    and the signature verifies with the ``standardwebhooks`` library and the service's secret."""
+    service = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
+    error = InvalidInput(ErrorCode.INVALID_TYPE, "«Crème Brûlée» — Ωμέγα 茶", field="product_name")
+    job_id = new_job_id()
+    payload = failure_payload(
+        job_id=job_id, workflow_id="tiny", external_id="Amélie-1", error=error, attempts=0
+    ).to_json()
+    store.reject(
+        job_id=job_id,
+        service_id=service["service_id"],
+        workflow_id="tiny",
+        workflow_version=1,
+        body={},
+        external_id="Amélie-1",
+        callback_url=receiver.url(),
+        error=error,
+        payload=payload,
+        callback_private=True,
+    )
+    [delivery] = store.deliveries(job_id)
+    asyncio.run(
+        deliver_until(
+            store,
+            allow_private=True,
+            done=lambda: current(store, delivery)["status"] == "delivered",
+        )
+    )
+    with store.engine.connect() as conn:
+        stored = conn.execute(
+            sa.select(deliveries.c.body).where(deliveries.c.id == delivery["id"])
+        ).scalar_one()
+    [received] = receiver.bodies
+    assert received == stored
+    assert "Crème Brûlée".encode() in received and b"\\u" not in received
+    assert b", " not in received and b": " not in received
+    job = store.job(job_id)
+    assert job is not None and job["result"] == json.loads(received)
+    headers = {k.lower(): v for k, v in receiver.seen[0].items()}
+    verified = Webhook(service["webhook_secret"]).verify(received, headers)
+    assert verified["job_id"] == job_id
 
 
 def test_attempt_is_in_the_log_before_its_request_goes_out(

@@ -112,10 +112,12 @@ def _reject(
     given, envelope = split_trigger(body) if isinstance(body, dict) else ({"_body": body}, {})
     callback = None if error.field == "callback_url" else _usable_callback(envelope, runtime)
     ext = _stored_external_id(wf, given, error)
+    job_id = new_job_id()  # minted here and passed down; nothing reads it back out of a payload
     payload = failure_payload(
-        job_id=new_job_id(), workflow_id=wf.id, external_id=ext, error=error, attempts=0
+        job_id=job_id, workflow_id=wf.id, external_id=ext, error=error, attempts=0
     ).to_json()
     job, created = runtime.store.reject(
+        job_id=job_id,
         service_id=service.id,
         workflow_id=wf.id,
         workflow_version=wf.version,
@@ -132,7 +134,7 @@ def _reject(
         return _replay(job, runtime)
     if callback:
         runtime.deliveries_signal.notify()
-    return error_response(error, job_id=payload["job_id"])
+    return error_response(error, job_id=job_id)
 
 
 def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:

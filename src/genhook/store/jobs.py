@@ -4,7 +4,6 @@ transaction."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -12,6 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
+from genhook.contract.wire import decode_payload, encode_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
@@ -23,9 +23,18 @@ IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 
 
-def body_bytes(payload: Mapping[str, Any]) -> bytes:
-    """The exact bytes POSTed for a payload (the same on every retry)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+@dataclass(frozen=True)
+class Encoded:
+    """A payload encoded once: ``body``, the bytes outboxed (signed and POSTed as they are), and
+    ``parsed``, the same bytes read back, which is what the job's ``result`` and its event hold."""
+
+    body: bytes
+    parsed: dict[str, Any]
+
+    @classmethod
+    def of(cls, payload: Mapping[str, Any]) -> Encoded:
+        body = encode_payload(payload)
+        return cls(body, decode_payload(body))
 
 
 @dataclass(frozen=True)
@@ -143,6 +152,7 @@ class JobStore(StoreBase):
     def reject(
         self,
         *,
+        job_id: str,
         service_id: str,
         workflow_id: str,
         workflow_version: int,
@@ -158,9 +168,11 @@ class JobStore(StoreBase):
     ) -> tuple[Row, bool]:
         """Record an invalid trigger as a failed job, and outbox its payload if it has a URL;
         ``(job, created)``. Idempotency as in :meth:`submit`: a retried request (same key, same
-        hash) gets the job first recorded for it, and nothing is outboxed again."""
+        hash) gets the job first recorded for it, and nothing is outboxed again.
+
+        ``job_id`` is the id the API minted for this trigger (and put in ``payload``)."""
         now = self.clock.now()
-        job_id = str(payload["job_id"])
+        encoded = Encoded.of(payload)
         row: Row = {
             "id": job_id,
             "service_id": service_id,
@@ -183,7 +195,7 @@ class JobStore(StoreBase):
             "cancel_requested": False,
             "credit_cost": 0.0,
             "error_code": error.code.value,
-            "result": dict(payload),
+            "result": encoded.parsed,
         }
         for _ in range(3):
             try:
@@ -192,9 +204,9 @@ class JobStore(StoreBase):
                     if existing is not None:
                         return existing, False
                     conn.execute(jobs.insert().values(**row))
-                    self._event(conn, job_id, JobStatus.FAILED, dict(payload), now)
+                    self._event(conn, job_id, JobStatus.FAILED, encoded.parsed, now)
                     if callback_url:
-                        self._outbox(conn, job_id, service_id, callback_url, payload, now)
+                        self._outbox(conn, job_id, service_id, callback_url, encoded, now)
                 return row, True
             except IntegrityError:
                 continue  # another process won the idempotency key: read it on the next pass
@@ -331,6 +343,7 @@ class JobStore(StoreBase):
         with, or None when ``worker`` no longer held its lease (nothing changed).
         """
         now = self.clock.now()
+        encoded = Encoded.of(payload)
         with self._write() as conn:
             done = self._release(
                 conn,
@@ -340,7 +353,7 @@ class JobStore(StoreBase):
                 work_seconds,
                 cancel_requested=False,
                 status=status,
-                result=dict(payload),
+                result=encoded.parsed,
                 error_code=error.code.value if error else None,
                 finished_at=now,
                 updated_at=now,
@@ -348,13 +361,14 @@ class JobStore(StoreBase):
             if done is not None and publish is not None:
                 publish()  # inside the transaction: the files go live only if this commits
             if done is None:
-                status, payload, error = JobStatus.CANCELLED, cancelled or payload, _CANCELLED
+                status, error = JobStatus.CANCELLED, _CANCELLED
+                encoded = Encoded.of(cancelled) if cancelled else encoded
                 done = self._release(
-                    conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(payload, now)
+                    conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(encoded, now)
                 )
                 if done is None:
                     return None
-            self._ended(conn, job_id, done, status, payload, error, now)
+            self._ended(conn, job_id, done, status, encoded, error, now)
         return status
 
     def retry(
@@ -395,21 +409,22 @@ class JobStore(StoreBase):
                     now,
                 )
                 return JobStatus.RETRYING
+            encoded = Encoded.of(cancelled)
             done = self._release(
-                conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(cancelled, now)
+                conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(encoded, now)
             )
             if done is None:
                 return None
-            self._ended(conn, job_id, done, JobStatus.CANCELLED, cancelled, _CANCELLED, now)
+            self._ended(conn, job_id, done, JobStatus.CANCELLED, encoded, _CANCELLED, now)
         return JobStatus.CANCELLED
 
     @staticmethod
-    def _cancelled(payload: Mapping[str, Any], now: float) -> dict[str, Any]:
+    def _cancelled(encoded: Encoded, now: float) -> dict[str, Any]:
         """The columns of a job that ends cancelled (for :meth:`_release`)."""
         return {
             "cancel_requested": True,
             "status": JobStatus.CANCELLED,
-            "result": dict(payload),
+            "result": encoded.parsed,
             "error_code": ErrorCode.CANCELLED.value,
             "finished_at": now,
             "updated_at": now,
@@ -421,15 +436,15 @@ class JobStore(StoreBase):
         job_id: str,
         done: sa.Row[Any],
         status: JobStatus,
-        payload: Mapping[str, Any],
+        encoded: Encoded,
         error: GenhookError | None,
         now: float,
     ) -> None:
         """What follows a job's end in its transaction: close the attempt, log, outbox."""
         self._close_attempt(conn, job_id, AttemptOutcome(status), error, now)
-        self._event(conn, job_id, status, dict(payload), now)
+        self._event(conn, job_id, status, encoded.parsed, now)
         if done.callback_url:
-            self._outbox(conn, job_id, done.service_id, done.callback_url, payload, now)
+            self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
 
     def _release(
         self,
@@ -495,12 +510,12 @@ class JobStore(StoreBase):
                 .first()
             )
             if ended is not None:
-                body = dict(payload(dict(ended)))
-                conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=body))
-                self._event(conn, job_id, JobStatus.CANCELLED, body, now)
+                encoded = Encoded.of(payload(dict(ended)))
+                conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=encoded.parsed))
+                self._event(conn, job_id, JobStatus.CANCELLED, encoded.parsed, now)
                 if ended["callback_url"]:
                     self._outbox(
-                        conn, job_id, ended["service_id"], ended["callback_url"], body, now
+                        conn, job_id, ended["service_id"], ended["callback_url"], encoded, now
                     )
                 return JobStatus.CANCELLED
             flagged = conn.execute(
@@ -546,16 +561,17 @@ class JobStore(StoreBase):
         job_id: str,
         service_id: str,
         url: str,
-        payload: Mapping[str, Any],
+        encoded: Encoded,
         now: float,
     ) -> None:
+        """Queue the delivery of ``encoded.body``: the bytes every attempt signs and POSTs."""
         conn.execute(
             deliveries.insert().values(
                 id=new_id("msg"),
                 job_id=job_id,
                 service_id=service_id,
                 url=url,
-                body=body_bytes(payload),
+                body=encoded.body,
                 status=DeliveryStatus.PENDING,
                 attempts=0,
                 next_attempt_at=now,

@@ -10,10 +10,10 @@ from __future__ import annotations
 from genhook.status import TERMINAL
 from genhook.store.base import Row
 from genhook.store.deliveries import DeliveryStore
-from genhook.store.jobs import JobStore, Lease, body_bytes
+from genhook.store.jobs import JobStore, Lease
 from genhook.store.services import ServiceStore, key_hash
 
-__all__ = ["TERMINAL", "Lease", "Row", "Store", "body_bytes", "key_hash"]
+__all__ = ["TERMINAL", "Lease", "Row", "Store", "key_hash"]
 
 
 class Store(JobStore, DeliveryStore, ServiceStore):
