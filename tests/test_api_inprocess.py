@@ -235,6 +235,29 @@ def test_key_cache_is_bounded_and_expires() -> None:
     assert len(cache) <= 3
 
 
+# -- refused triggers ----------------------------------------------------------------------------
+
+
+async def test_refused_trigger_has_one_job_id_in_answer_store_and_payload(api: Api) -> None:
+    """The API mints the job id of a refused trigger and passes it down: the 422's ``job_id``,
+    the stored job's id, its stored payload's ``job_id`` and its event's are the one id, and a
+    retry with the same Idempotency-Key answers it again."""
+    headers = {**api.auth, "Idempotency-Key": "refused-1"}
+    bad = {k: v for k, v in TRIGGER.items() if k != "product_name"}
+    r = await api.client.post("/v1/workflows/product-image/runs", json=bad, headers=headers)
+    assert r.status_code == 422, r.text
+    job_id = r.json()["job_id"]
+    assert isinstance(job_id, str) and job_id.startswith("job_")
+    job = api.runtime.store.job(job_id)
+    assert job is not None and job["id"] == job_id
+    assert job["result"]["job_id"] == job_id
+    assert [e["detail"]["job_id"] for e in api.runtime.store.events(job_id)] == [job_id]
+    shown = await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth)
+    assert shown.status_code == 200 and shown.json()["result"] == job["result"]
+    again = await api.client.post("/v1/workflows/product-image/runs", json=bad, headers=headers)
+    assert (again.status_code, again.json()["job_id"]) == (422, job_id)
+
+
 # -- event streams -------------------------------------------------------------------------------
 
 
