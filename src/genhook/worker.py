@@ -28,8 +28,8 @@ from genhook.signals import Signal
 from genhook.status import JobStatus
 from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.db import describe
+from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
-from genhook.store.store import Store
 
 log = logging.getLogger("genhook.worker")
 
@@ -47,7 +47,7 @@ class Worker:
 
     def __init__(
         self,
-        store: Store,
+        store: WorkerStore,
         engine: Engine,
         storage: LocalStorage,
         settings: Settings,

@@ -27,8 +27,8 @@ from genhook.delivery.sender import DeliverySender, DueDelivery
 from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
+from genhook.store.ports import OutboxStore
 from genhook.store.records import Delivery
-from genhook.store.store import Store
 
 log = logging.getLogger("genhook.delivery")
 
@@ -73,7 +73,7 @@ class Outbox:
 
     def __init__(
         self,
-        store: Store,
+        store: OutboxStore,
         sender: DeliverySender,
         policy: RetryPolicy | Sequence[float],
         *,

@@ -1,0 +1,158 @@
+"""Narrow store ports: the part of :class:`~genhook.store.store.Store` each role uses.
+
+The worker, the outbox and the API each depend on a ``Protocol`` naming exactly the store
+methods that role calls, with ``Store``'s signatures, instead of on the whole store. What a role
+may do to durable state is then written in one place, mypy refuses a call outside it, and a
+second store (a remote one, a fake for a load test) need only provide the port it serves.
+Database errors never cross a port: the store translates them at its edge into
+``store_unavailable`` (see :mod:`genhook.store.base`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Collection, Mapping
+from typing import TYPE_CHECKING, Any, Protocol
+
+from genhook.clock import Clock
+from genhook.errors import GenhookError
+from genhook.status import JobStatus
+from genhook.store.base import Health, Row
+from genhook.store.jobs import Lease
+from genhook.store.records import Attempt, Delivery, Job, Service
+
+__all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
+
+
+class WorkerStore(Protocol):
+    """What a worker does: claim a job, keep its lease, and record how the attempt ended."""
+
+    @property
+    def clock(self) -> Clock: ...
+
+    def claim(self, worker: str, lease_seconds: float) -> Job | None: ...
+
+    def heartbeat(self, job_id: str, worker: str, lease_seconds: float) -> Lease: ...
+
+    def cancel_requested(self, job_id: str) -> bool: ...
+
+    def finish(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        status: JobStatus,
+        payload: Mapping[str, Any],
+        error: GenhookError | None,
+        credit_cost: float,
+        work_seconds: float,
+        cancelled: Mapping[str, Any] | None = None,
+        publish: Callable[[], None] | None = None,
+    ) -> JobStatus | None: ...
+
+    def retry(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        error: GenhookError,
+        delay: float,
+        credit_cost: float,
+        work_seconds: float,
+        cancelled: Mapping[str, Any],
+    ) -> JobStatus | None: ...
+
+
+class OutboxStore(Protocol):
+    """What the outbox does: lease due deliveries, renew and reclaim leases, log attempts."""
+
+    def claim_deliveries(
+        self, limit: int, lease_seconds: float, owner: str = ""
+    ) -> list[Delivery]: ...
+
+    def renew_deliveries(self, ids: Collection[str], owner: str, lease_seconds: float) -> int: ...
+
+    def expire_dead_leases(self, is_dead: Callable[[str], bool]) -> int: ...
+
+    def next_delivery_at(self) -> float | None: ...
+
+    def record_delivery(
+        self,
+        delivery_id: str,
+        *,
+        number: int,
+        status_code: int | None,
+        error: str | None,
+        duration_ms: float,
+        outcome: str,
+        next_attempt_at: float | None,
+        owner: str = "",
+    ) -> bool: ...
+
+
+class ApiStore(Protocol):
+    """What the HTTP API does: authenticate, accept or refuse triggers, read, cancel, replay."""
+
+    def service_for_key(self, api_key: str) -> Service | None: ...
+
+    def submit(
+        self,
+        *,
+        service_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        trigger: Mapping[str, Any],
+        external_id: str | None,
+        callback_url: str | None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        envelope: Mapping[str, Any] | None = None,
+        callback_private: bool = False,
+    ) -> tuple[Row, bool]: ...
+
+    def reject(
+        self,
+        *,
+        job_id: str,
+        service_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        body: Any,
+        external_id: str | None,
+        callback_url: str | None,
+        error: GenhookError,
+        payload: Mapping[str, Any],
+        envelope: Mapping[str, Any] | None = None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        callback_private: bool = False,
+    ) -> tuple[Row, bool]: ...
+
+    def job(self, job_id: str) -> Row | None: ...
+
+    def jobs_by_external_id(
+        self, service_id: str, external_id: str, limit: int = 100
+    ) -> list[Row]: ...
+
+    def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    def events(self, job_id: str, after: int = 0) -> list[Row]: ...
+
+    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> JobStatus: ...
+
+    def deliveries(self, job_id: str) -> list[Row]: ...
+
+    def delivery(self, delivery_id: str) -> Row | None: ...
+
+    def replay(self, delivery_id: str) -> bool: ...
+
+    def health(self) -> Health: ...
+
+
+if TYPE_CHECKING:
+    # mypy proves here that the one concrete store serves every port (a signature that drifts
+    # in Store or in a port fails the type check, not a deployment)
+    from genhook.store.store import Store
+
+    _worker_port: type[WorkerStore] = Store
+    _outbox_port: type[OutboxStore] = Store
+    _api_port: type[ApiStore] = Store
