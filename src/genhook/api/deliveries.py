@@ -7,7 +7,7 @@ from typing import Any
 from fastapi import APIRouter, Query, Request, Security
 from fastapi.responses import JSONResponse
 
-from genhook.api.auth import bearer, owned, runtime_of, service_of
+from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.api.views import delivery_view
 from genhook.errors import ErrorCode, GenhookError
@@ -21,8 +21,8 @@ def list_deliveries(request: Request, job_id: str = Query(min_length=1)) -> dict
     """Every delivery of the job's completion payload, with every attempt."""
     service = service_of(request)
     runtime = runtime_of(request)
-    owned(runtime.store.job(job_id), service)
-    return {"deliveries": [delivery_view(d) for d in runtime.store.deliveries(job_id)]}
+    owned(api_store(runtime).job(job_id), service)
+    return {"deliveries": [delivery_view(d) for d in api_store(runtime).deliveries(job_id)]}
 
 
 @router.post(
@@ -32,8 +32,8 @@ def replay_delivery(delivery_id: str, request: Request) -> JSONResponse:
     """Send the same message (same ``webhook-id`` and body, fresh timestamp) again now."""
     service = service_of(request)
     runtime = runtime_of(request)
-    delivery = owned(runtime.store.delivery(delivery_id), service, "delivery")
-    if not runtime.store.replay(delivery_id):
+    delivery = owned(api_store(runtime).delivery(delivery_id), service, "delivery")
+    if not api_store(runtime).replay(delivery_id):
         raise GenhookError(
             ErrorCode.DELIVERY_IN_FLIGHT, "an attempt of this delivery is in flight; try again"
         )

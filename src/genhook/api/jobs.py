@@ -11,7 +11,7 @@ from fastapi import APIRouter, Query, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 
-from genhook.api.auth import bearer, owned, runtime_of, service_of
+from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES, ErrorBody, error_response
 from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, stream_slots
 from genhook.api.views import iso, job_view
@@ -27,8 +27,8 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Status, every attempt with its error reason, and the completion payload once ended."""
     service = service_of(request)
     runtime = runtime_of(request)
-    job = owned(runtime.store.job(job_id), service)
-    return job_view(job, runtime.store.attempts(job_id), runtime.settings.public_url)
+    job = owned(api_store(runtime).job(job_id), service)
+    return job_view(job, api_store(runtime).attempts(job_id), runtime.settings.public_url)
 
 
 @router.get("/v1/jobs", summary="Find jobs by your own id")
@@ -38,10 +38,10 @@ def find_jobs(
     """The calling service's jobs whose ``external_id`` matches, newest first (at most 100)."""
     service = service_of(request)
     runtime = runtime_of(request)
-    rows = runtime.store.jobs_by_external_id(service.id, external_id)
+    rows = api_store(runtime).jobs_by_external_id(service.id, external_id)
     return {
         "jobs": [
-            job_view(row, runtime.store.attempts(row["id"]), runtime.settings.public_url)
+            job_view(row, api_store(runtime).attempts(row["id"]), runtime.settings.public_url)
             for row in rows
         ]
     }
@@ -54,10 +54,10 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     job)."""
     service = service_of(request)
     runtime = runtime_of(request)
-    job = owned(runtime.store.job(job_id), service)
+    job = owned(api_store(runtime).job(job_id), service)
     if job["status"] in TERMINAL:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job['status']}")
-    status = runtime.store.cancel(
+    status = api_store(runtime).cancel(
         job_id, lambda row: job_failure_payload(row, GenhookError(ErrorCode.CANCELLED)).to_json()
     )
     if status in TERMINAL and status is not JobStatus.CANCELLED:
@@ -87,7 +87,7 @@ async def job_events(job_id: str, request: Request) -> Response:
     last carrying the completion payload; the stream then ends. ``Last-Event-ID`` resumes."""
     service = await run_in_threadpool(service_of, request)
     runtime = runtime_of(request)
-    owned(await run_in_threadpool(runtime.store.job, job_id), service)
+    owned(await run_in_threadpool(api_store(runtime).job, job_id), service)
     try:
         after = int(request.headers.get("last-event-id", "0"))
     except ValueError:
@@ -110,7 +110,7 @@ async def job_events(job_id: str, request: Request) -> Response:
             yield b": genhook job events\n\n"
             while True:
                 wake.clear()
-                rows = await run_in_threadpool(runtime.store.events, job_id, after)
+                rows = await run_in_threadpool(api_store(runtime).events, job_id, after)
                 for row in rows:
                     after = row["id"]
                     yield _event(job_id, row)

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from genhook.api.assets import asset_response
-from genhook.api.auth import runtime_of, service_of
+from genhook.api.auth import api_store, runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.contract.schema import completion_schema
 from genhook.errors import ErrorCode, GenhookError
@@ -75,7 +75,7 @@ def asset(job_id: str, filename: str, request: Request) -> Response:
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers and can write now (a rolled-back probe write, and no
     recent failed write), else 503 with the reason: a full or read-only store is not healthy."""
-    health = runtime_of(request).store.health()
+    health = api_store(runtime_of(request)).health()
     body: dict[str, Any] = {
         "status": "ok" if health.ok else "unavailable",
         "database": health.answers,
