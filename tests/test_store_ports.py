@@ -80,3 +80,22 @@ def test_the_scan_sees_a_call_outside_the_port(tmp_path: Path) -> None:
     source.write_text("def f(self):\n    self.store.create_service('x')\n", encoding="utf-8")
     assert store_uses(source) == {"create_service"}
     assert not store_uses(source) <= members(WorkerStore)
+
+
+def test_routes_reach_the_store_only_through_api_store() -> None:
+    """A route reading ``runtime.store`` directly would get the whole Store past mypy."""
+    direct = []
+    for path in sorted((SRC / "api").glob("*.py")):
+        tree = ast.parse(path.read_text(encoding="utf-8"))
+        allowed = {
+            id(node)
+            for fn in ast.walk(tree)
+            if isinstance(fn, ast.FunctionDef) and fn.name == "api_store"
+            for node in ast.walk(fn)
+        }
+        direct += [
+            f"{path.name}:{node.lineno}"
+            for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and node.attr == "store" and id(node) not in allowed
+        ]
+    assert direct == []

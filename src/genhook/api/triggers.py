@@ -15,7 +15,7 @@ from fastapi import APIRouter, Header, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
-from genhook.api.auth import bearer, runtime_of, service_of
+from genhook.api.auth import api_store, bearer, runtime_of, service_of
 from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
 from genhook.catalog import external_id
@@ -116,7 +116,7 @@ def _reject(
     payload = failure_payload(
         job_id=job_id, workflow_id=wf.id, external_id=ext, error=error, attempts=0
     ).to_json()
-    job, created = runtime.store.reject(
+    job, created = api_store(runtime).reject(
         job_id=job_id,
         service_id=service.id,
         workflow_id=wf.id,
@@ -165,7 +165,7 @@ def _accept(
         _check_target(checked.envelope.callback_url, runtime)
     except InvalidInput as exc:
         return _reject(runtime, service, wf, body, exc, key, digest)
-    job, created = runtime.store.submit(
+    job, created = api_store(runtime).submit(
         service_id=service.id,
         workflow_id=wf.id,
         workflow_version=wf.version,
@@ -176,6 +176,7 @@ def _accept(
         idempotency_key=key,
         request_hash=digest,
         callback_private=runtime.settings.allow_private_callbacks,
+        job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
     )
     if not created:
         return _replay(job, runtime)
