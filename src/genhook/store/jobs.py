@@ -13,7 +13,7 @@ from sqlalchemy.exc import IntegrityError
 
 from genhook.contract.wire import decode_payload, encode_payload
 from genhook.errors import ErrorCode, GenhookError
-from genhook.ids import new_id
+from genhook.ids import new_id, new_job_id
 from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.base import Row, StoreBase
 from genhook.store.records import Attempt, Job
@@ -61,6 +61,7 @@ class JobStore(StoreBase):
         request_hash: str | None = None,
         envelope: Mapping[str, Any] | None = None,
         callback_private: bool = False,
+        job_id: str | None = None,
     ) -> tuple[Row, bool]:
         """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
         24 h with the same request hash returns the first job (created False), whether it was
@@ -68,9 +69,10 @@ class JobStore(StoreBase):
 
         ``trigger`` is the workflow's checked input; ``callback_url`` and ``envelope`` (the
         envelope's other fields) are kept beside it, never in it. ``callback_private``: the
-        callback was accepted with private callbacks allowed (the sender applies that decision)."""
+        callback was accepted with private callbacks allowed (the sender applies that decision).
+        ``job_id``: the id the API minted for this trigger (a new one when None)."""
         now = self.clock.now()
-        job_id = new_id("job")
+        job_id = job_id or new_job_id()
         row = {
             "id": job_id,
             "service_id": service_id,

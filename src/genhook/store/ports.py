@@ -107,6 +107,7 @@ class ApiStore(Protocol):
         request_hash: str | None = None,
         envelope: Mapping[str, Any] | None = None,
         callback_private: bool = False,
+        job_id: str | None = None,
     ) -> tuple[Row, bool]: ...
 
     def reject(
