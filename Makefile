@@ -26,12 +26,13 @@ serve: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/python -m genhook.demo --out out
 
-## Every check: lint, format, types, tests.
+## Every check: lint, format, types, tests, and the coverage of genhook's code in the test process
+## and in every genhook process a test starts (see [tool.coverage.run] in pyproject.toml).
 test: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
-	$(BIN)/pytest -n 2
+	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts
@@ -57,4 +58,4 @@ bench: $(STAMP)
 	exit $$status
 
 clean:
-	rm -rf $(VENV) out var .mypy_cache .ruff_cache .pytest_cache
+	rm -rf $(VENV) out var .mypy_cache .ruff_cache .pytest_cache .coverage .coverage.*
