@@ -1,4 +1,5 @@
-"""Shared fixtures: the shipped presets, node registry and engine, and the real CLI."""
+"""Shared fixtures: the shipped presets, node registry and engine, a migrated store on each
+database, and the real CLI."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +16,24 @@ import pytest
 
 from genhook.engine import Engine
 from genhook.presets import Presets, load_presets
+from genhook.store.store import Store
 from genhook.workflow.registry import NodeRegistry
+from tests.databases import database_url
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLES = ROOT / "workflows" / "samples"
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+    """A migrated store on SQLite and on PostgreSQL, closed after the test."""
+    with database_url(request.param, tmp_path) as url:
+        s = Store(url)
+        s.migrate()
+        try:
+            yield s
+        finally:
+            s.close()
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,6 @@ from genhook.errors import ErrorCode, InvalidInput
 from genhook.ids import new_job_id
 from genhook.store.schema import deliveries
 from genhook.store.store import Row, Store
-from tests.databases import database_url
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -86,17 +85,6 @@ def receiver() -> Iterator[Receiver]:
         rx.release.set()
         server.shutdown()
         server.server_close()
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with database_url(request.param, tmp_path) as url:
-        s = Store(url)
-        s.migrate()
-        try:
-            yield s
-        finally:
-            s.close()
 
 
 def outboxed(store: Store, url: str, *, private: bool) -> Row:

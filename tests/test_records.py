@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,19 +15,7 @@ from genhook.status import TERMINAL, AttemptOutcome, DeliveryAttemptState, JobSt
 from genhook.store.records import Attempt, Delivery, Job, Service
 from genhook.store.schema import jobs
 from genhook.store.store import Store
-from tests.databases import database_url
 from tests.test_outbox import outboxed
-
-
-@pytest.fixture(params=["sqlite", "postgresql"])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
-    with database_url(request.param, tmp_path) as url:
-        s = Store(url)
-        s.migrate()
-        try:
-            yield s
-        finally:
-            s.close()
 
 
 def submitted(
