@@ -27,6 +27,7 @@ from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
 from genhook.store.records import Service
+from genhook.workflow.inputs import MAX_EXTERNAL_ID
 from genhook.workflow.template import Workflow
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -93,7 +94,7 @@ def _stored_external_id(wf: Workflow, given: dict[str, Any], error: GenhookError
     if isinstance(value, bool) or not isinstance(value, str | int):
         return None
     text = str(value)
-    return text if 0 < len(text) <= 200 else None
+    return text if 0 < len(text) <= MAX_EXTERNAL_ID else None
 
 
 def _reject(
