@@ -20,6 +20,8 @@ from urllib.parse import urlsplit
 
 from genhook.config_values import (
     ConfigError,
+    backend_counts,
+    backend_rates,
     boolean,
     parse_duration,
     parse_rate,
@@ -77,6 +79,25 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     openai: OpenAISettings = field(default_factory=OpenAISettings)
+    # flow control and cost (issue 7)
+    pricing_file: Path | None = None  # None: the shipped presets/pricing.yaml
+    alert_url: str | None = None
+    alert_secret: str | None = None
+    # per backend: most jobs running at once across every worker, and most starts per window
+    backend_concurrency: Mapping[str, int] = field(default_factory=dict)
+    backend_rates: Mapping[str, tuple[int, float]] = field(default_factory=dict)
+    # the backend breaker: transient failures in a row that open it, and the wait between probes
+    backend_breaker_failures: int = 5
+    backend_probe_seconds: float = 30.0
+    # the endpoint breaker: an endpoint whose every attempt failed for this long, over at least
+    # endpoint_disable_deliveries deliveries, is disabled
+    endpoint_disable_seconds: float = 6 * 3600.0
+    endpoint_disable_deliveries: int = 10
+    # the sender: attempts in flight per service and per endpoint, and the connect timeout
+    delivery_per_service: int = 16
+    delivery_per_endpoint: int = 8
+    delivery_connect_timeout: float = 5.0
+    default_queue_limit: int = 10_000
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -92,6 +113,8 @@ class Settings:
             public_url=(self.public_url or f"http://{host}:{self.port}").rstrip("/"),
             workflows_dir=self.workflows_dir or shipped_dir("workflows"),
             presets_dir=self.presets_dir or shipped_dir("presets"),
+            pricing_file=self.pricing_file
+            or (self.presets_dir or shipped_dir("presets")) / "pricing.yaml",
         )
 
     @classmethod
@@ -137,6 +160,22 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a port; accepts 0 to 65535")
         _check_openai(self.openai)
+        if self.pricing_file is not None and not self.pricing_file.is_file():
+            raise ConfigError(
+                f"GENHOOK_PRICING_FILE: {self.pricing_file} is not a file; accepts a YAML file "
+                "of backend: model: {per_image: CREDITS}"
+            )
+        if self.alert_url is not None:
+            parts = urlsplit(self.alert_url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ConfigError(
+                    "GENHOOK_ALERT_URL: not an http(s) URL; accepts e.g. https://ops.example.com/hook"
+                )
+            if not (self.alert_secret or "").startswith("whsec_"):
+                raise ConfigError(
+                    "GENHOOK_ALERT_SECRET: needed with GENHOOK_ALERT_URL; accepts a Standard "
+                    "Webhooks secret whsec_<base64>"
+                )
 
 
 Table = Mapping[str, tuple[str, Callable[[str], Any]]]
@@ -225,6 +264,19 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_HEADER_TIMEOUT": ("header_timeout", _positive_seconds),
     "GENHOOK_KEEPALIVE_TIMEOUT": ("keepalive_timeout", _positive_seconds),
     "GENHOOK_MAX_CONNECTIONS": ("max_connections", positive_int),
+    "GENHOOK_PRICING_FILE": ("pricing_file", Path),
+    "GENHOOK_ALERT_URL": ("alert_url", str.strip),
+    "GENHOOK_ALERT_SECRET": ("alert_secret", str.strip),
+    "GENHOOK_BACKEND_CONCURRENCY": ("backend_concurrency", backend_counts),
+    "GENHOOK_BACKEND_RATES": ("backend_rates", backend_rates),
+    "GENHOOK_BACKEND_BREAKER_FAILURES": ("backend_breaker_failures", positive_int),
+    "GENHOOK_BACKEND_PROBE_SECONDS": ("backend_probe_seconds", _positive_seconds),
+    "GENHOOK_ENDPOINT_DISABLE_AFTER": ("endpoint_disable_seconds", _positive_seconds),
+    "GENHOOK_ENDPOINT_DISABLE_DELIVERIES": ("endpoint_disable_deliveries", positive_int),
+    "GENHOOK_DELIVERY_PER_SERVICE": ("delivery_per_service", positive_int),
+    "GENHOOK_DELIVERY_PER_ENDPOINT": ("delivery_per_endpoint", positive_int),
+    "GENHOOK_DELIVERY_CONNECT_TIMEOUT": ("delivery_connect_timeout", _positive_seconds),
+    "GENHOOK_QUEUE_LIMIT": ("default_queue_limit", positive_int),
 }
 
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {

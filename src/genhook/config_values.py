@@ -59,3 +59,23 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise ValueError(f"not a positive whole number: {text!r} (use e.g. 100)")
     return value
+
+
+def _backend_pairs(text: str, what: str) -> list[tuple[str, str]]:
+    pairs = []
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise ValueError(f"not a list of backend=value: {text!r} (use e.g. {what})")
+        pairs.append((name.strip(), value.strip()))
+    return pairs
+
+
+def backend_counts(text: str) -> dict[str, int]:
+    """``openai=4,replicate=8``: the most jobs of each backend running at once."""
+    return {name: positive_int(value) for name, value in _backend_pairs(text, "openai=4,fal=8")}
+
+
+def backend_rates(text: str) -> dict[str, tuple[int, float]]:
+    """``openai=5/s,replicate=100/m``: the most starts of each backend per window."""
+    return {name: parse_rate(value) for name, value in _backend_pairs(text, "openai=5/s")}

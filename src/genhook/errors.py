@@ -61,6 +61,12 @@ class ErrorCode(StrEnum):
     HEADERS_TOO_LARGE = "headers_too_large"
     REQUEST_TIMEOUT = "request_timeout"
     SERVER_BUSY = "server_busy"
+    # flow control and cost
+    QUEUE_FULL = "queue_full"
+    BUDGET_EXCEEDED = "budget_exceeded"
+    SERVICE_NOT_FOUND = "service_not_found"
+    ENDPOINT_DISABLED = "endpoint_disabled"
+    DELIVERY_EXHAUSTED = "delivery_exhausted"
 
 
 @dataclass(frozen=True)
@@ -171,6 +177,25 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.SERVER_BUSY: ErrorSpec(
         "GENHOOK_MAX_CONNECTIONS connections are open; try again (HTTP 503, Retry-After).", False
+    ),
+    ErrorCode.QUEUE_FULL: ErrorSpec(
+        "The service has its queue limit of jobs waiting (`--queue-limit`, default 10,000); "
+        "try again after `Retry-After` (HTTP 429).",
+        False,
+    ),
+    ErrorCode.BUDGET_EXCEEDED: ErrorSpec(
+        "The service's daily credit budget cannot cover the job, and its policy is "
+        "`--on-budget fail`.",
+        False,
+    ),
+    ErrorCode.SERVICE_NOT_FOUND: ErrorSpec("No service has this name (HTTP 404).", False),
+    ErrorCode.ENDPOINT_DISABLED: ErrorSpec(
+        "The callback endpoint failed every attempt for hours and is disabled; its deliveries "
+        "wait until an operator enables it.",
+        False,
+    ),
+    ErrorCode.DELIVERY_EXHAUSTED: ErrorSpec(
+        "The callback used up GENHOOK_DELIVERY_SCHEDULE without a 2xx answer.", False
     ),
 }
 

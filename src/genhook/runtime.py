@@ -43,6 +43,7 @@ class Runtime:
         """Open (and migrate) the store, load and check every workflow, open storage."""
         clock = clock or SystemClock()
         store = Store(settings.database_url, clock)
+        store.alert_url = settings.alert_url
         store.migrate()
         catalog = load_catalog(settings)
         storage = LocalStorage.from_url(settings.storage_url, settings.public_url)

@@ -32,6 +32,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.RANGE_NOT_SATISFIABLE: 416,
     ErrorCode.TOO_MANY_STREAMS: 429,
+    ErrorCode.QUEUE_FULL: 429,
+    ErrorCode.SERVICE_NOT_FOUND: 404,
     ErrorCode.MALFORMED_REQUEST: 400,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.HEADERS_TOO_LARGE: 431,

@@ -58,6 +58,8 @@ class StoreBase:
         )
         self._batcher = GroupCommitter(self._write)
         self._write_failure: tuple[float, str] | None = None
+        # where operator events are outboxed (GENHOOK_ALERT_URL); None: logged only
+        self.alert_url: str | None = None
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""

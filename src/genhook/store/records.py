@@ -30,6 +30,13 @@ class Service:
     daily_budget: float | None
     paused_at: float | None
     created_at: float
+    queue_limit: int | None = None  # None: GENHOOK_QUEUE_LIMIT (10,000)
+    on_budget: str = "hold"  # hold | fail
+    sandbox: bool = False  # --test: procedural at 0 credits, "test": true in payloads
+    paused_reason: str | None = None
+    previous_secret: str | None = field(default=None, repr=False)
+    previous_secret_until: float | None = None
+    key_rotated_at: float | None = None
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Service:
@@ -43,6 +50,13 @@ class Service:
             daily_budget=row["daily_budget"],
             paused_at=row["paused_at"],
             created_at=row["created_at"],
+            queue_limit=row["queue_limit"],
+            on_budget=row["on_budget"],
+            sandbox=bool(row["sandbox"]),
+            paused_reason=row["paused_reason"],
+            previous_secret=row["previous_secret"],
+            previous_secret_until=row["previous_secret_until"],
+            key_rotated_at=row["key_rotated_at"],
         )
 
 

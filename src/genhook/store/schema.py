@@ -24,6 +24,24 @@ services = sa.Table(
     sa.Column("daily_budget", sa.Float, nullable=True),
     sa.Column("paused_at", Time, nullable=True),
     sa.Column("created_at", Time, nullable=False),
+    # flow control (issue 7): waiting jobs past which triggers get 429 (None: the default)
+    sa.Column("queue_limit", sa.Integer, nullable=True),
+    # hold | fail: what a job that the daily budget cannot cover does
+    sa.Column("on_budget", sa.String(8), nullable=False, server_default="hold"),
+    # a sandbox service: procedural backend, 0 credits, "test": true in every payload
+    sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("paused_reason", sa.Text, nullable=True),
+    # the secret before the last rotation, still signing (beside the new one) until then
+    sa.Column("previous_secret", sa.String(100), nullable=True),
+    sa.Column("previous_secret_until", Time, nullable=True),
+    # bumped when the key is rotated: API processes drop their cached look-ups
+    sa.Column("key_rotated_at", Time, nullable=True),
+    # the storm breaker's two hour buckets: triggers counted in this hour and in the one before
+    sa.Column("storm_bucket", Time, nullable=True),
+    sa.Column("storm_count", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("storm_previous", sa.Integer, nullable=False, server_default="0"),
+    # the fair claim serves the service that was served longest ago
+    sa.Column("last_served_at", Time, nullable=False, server_default="0"),
 )
 
 jobs = sa.Table(
@@ -57,6 +75,25 @@ jobs = sa.Table(
     sa.Column("credit_cost", sa.Float, nullable=False, server_default="0"),
     sa.Column("error_code", sa.String(64), nullable=True),
     sa.Column("result", sa.JSON, nullable=True),
+    # flow control (issue 7). While queued: why the job waits (None, rate_limit, budget, paused,
+    # backend_unavailable); run_after is then its eligible_at
+    sa.Column("hold_reason", sa.String(24), nullable=True),
+    # 0 low, 1 normal, 2 high: order within the service's own share
+    sa.Column("priority", sa.SmallInteger, nullable=False, server_default="1"),
+    # the template's deduplication key over input fields (sha256), None when it declares none
+    sa.Column("dedup_key", sa.String(64), nullable=True),
+    # the backend its generate nodes resolve to, for per-backend limits and breakers
+    sa.Column("backend", sa.String(40), nullable=True),
+    # the credit estimate (the dry-run's prices), reserved against the budget at each start
+    sa.Column("estimate", sa.Float, nullable=False, server_default="0"),
+    # what the running attempt holds reserved, and on which UTC day's ledger
+    sa.Column("reserved", sa.Float, nullable=False, server_default="0"),
+    sa.Column("reserved_day", sa.String(10), nullable=True),
+    # its place in the service's rate window: the start slot given when it was accepted
+    sa.Column("rate_slot", Time, nullable=True),
+    # attempts that do not count against the retry schedule (failed while its backend's breaker
+    # opened: the backend was down, not the job)
+    sa.Column("spared_attempts", sa.Integer, nullable=False, server_default="0"),
 )
 # The claim query reads only these rows: a partial index keeps it fast at any table size.
 sa.Index(
@@ -72,6 +109,32 @@ sa.Index(
     postgresql_where=jobs.c.status == JobStatus.RUNNING,
 )
 sa.Index("ix_jobs_service_external", jobs.c.service_id, jobs.c.external_id)
+# the fair claim: per service, its claimable jobs in priority order, then by eligible_at
+sa.Index(
+    "ix_jobs_service_claimable",
+    jobs.c.service_id,
+    jobs.c.priority,
+    jobs.c.run_after,
+    sqlite_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+    postgresql_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+)
+# the rate window: a service's start slots, and its real starts
+sa.Index(
+    "ix_jobs_service_slot",
+    jobs.c.service_id,
+    jobs.c.rate_slot,
+    sqlite_where=jobs.c.rate_slot.is_not(None),
+    postgresql_where=jobs.c.rate_slot.is_not(None),
+)
+sa.Index("ix_jobs_service_started", jobs.c.service_id, jobs.c.first_claimed_at)
+sa.Index(
+    "ix_jobs_dedup",
+    jobs.c.service_id,
+    jobs.c.dedup_key,
+    jobs.c.created_at,
+    sqlite_where=jobs.c.dedup_key.is_not(None),
+    postgresql_where=jobs.c.dedup_key.is_not(None),
+)
 sa.Index(
     "ux_jobs_idempotency",
     jobs.c.service_id,
@@ -94,7 +157,12 @@ attempts = sa.Table(
     sa.Column("outcome", sa.String(16), nullable=True),
     sa.Column("error_code", sa.String(64), nullable=True),
     sa.Column("error_description", sa.Text, nullable=True),
+    # what the attempt ran on, made ({"image": 6, "video_seconds": 0}) and cost
+    sa.Column("backend", sa.String(40), nullable=True),
+    sa.Column("made", sa.JSON, nullable=True),
+    sa.Column("credit_cost", sa.Float, nullable=False, server_default="0"),
 )
+sa.Index("ix_job_attempts_backend_started", attempts.c.backend, attempts.c.started_at)
 
 events = sa.Table(
     "job_events",
@@ -110,8 +178,14 @@ deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("id", sa.String(40), primary_key=True),  # the webhook-id
-    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False, index=True),
-    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=False),
+    # None for an operator event (kind alert)
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=True, index=True),
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=True),
+    # callback (a job's payload, signed with its service's secret) | alert (an operator event,
+    # signed with GENHOOK_ALERT_SECRET)
+    sa.Column("kind", sa.String(16), nullable=False, server_default="callback"),
+    # scheme://host:port of url: the endpoint whose breaker and in-flight cap apply
+    sa.Column("endpoint", sa.String(300), nullable=True),
     sa.Column("url", sa.Text, nullable=False),
     sa.Column("body", sa.LargeBinary, nullable=False),
     # pending | sending | delivered | failed
@@ -156,4 +230,77 @@ store_probe = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("data", sa.LargeBinary, nullable=False),
+)
+
+
+# ---- flow control and cost (issue 7) -------------------------------------------------------
+
+# one row per service per UTC day: what was spent (settled) and what running jobs hold reserved,
+# and which budget thresholds have sent their operator event that day
+credit_ledger = sa.Table(
+    "credit_ledger",
+    metadata,
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), primary_key=True),
+    sa.Column("day", sa.String(10), primary_key=True),  # YYYY-MM-DD, UTC
+    sa.Column("spent", sa.Float, nullable=False, server_default="0"),
+    sa.Column("reserved", sa.Float, nullable=False, server_default="0"),
+    sa.Column("alerted_80", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("alerted_100", sa.Boolean, nullable=False, server_default=sa.false()),
+)
+
+# a generation backend's breaker: closed (in use), open (its jobs wait, probes test it)
+backend_state = sa.Table(
+    "backend_state",
+    metadata,
+    sa.Column("backend", sa.String(40), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="closed"),
+    sa.Column("failures", sa.Integer, nullable=False, server_default="0"),  # in a row
+    sa.Column("opened_at", Time, nullable=True),
+    sa.Column("probe_at", Time, nullable=True),  # when the next probe may run
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# a callback endpoint (scheme://host:port) of a service: disabled after failing for long
+endpoints = sa.Table(
+    "endpoints",
+    metadata,
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), primary_key=True),
+    sa.Column("endpoint", sa.String(300), primary_key=True),
+    sa.Column("state", sa.String(16), nullable=False, server_default="enabled"),
+    sa.Column("failing_since", Time, nullable=True),  # first failure since the last success
+    sa.Column("failed_attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("disabled_at", Time, nullable=True),
+    sa.Column("updated_at", Time, nullable=False),
+)
+
+# every operator event, as logged (and outboxed to GENHOOK_ALERT_URL when one is set)
+operator_events = sa.Table(
+    "operator_events",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),  # the alert's webhook-id
+    sa.Column("event", sa.String(40), nullable=False),
+    sa.Column("service", sa.String(100), nullable=True),  # the service's name
+    sa.Column("at", Time, nullable=False, index=True),
+    sa.Column("details", sa.JSON, nullable=True),
+)
+
+# per service, workflow and hour: what /v1/ops/summary and the dashboard show, kept up to date
+# in the transactions that change it, so that no figure scans the jobs table
+job_rollups = sa.Table(
+    "job_rollups",
+    metadata,
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), primary_key=True),
+    sa.Column("workflow_id", sa.String(64), primary_key=True),
+    sa.Column("bucket", Time, primary_key=True),  # the hour's start, epoch seconds
+    sa.Column("triggers", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("refused", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("completed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("cancelled", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("generation_seconds", sa.Float, nullable=False, server_default="0"),
+    sa.Column("qc_checked", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("qc_passed", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("credits", sa.Float, nullable=False, server_default="0"),
 )
