@@ -44,6 +44,11 @@ class Runtime:
         clock = clock or SystemClock()
         store = Store(settings.database_url, clock)
         store.alert_url = settings.alert_url
+        store.default_queue_limit = settings.default_queue_limit
+        store.backend_concurrency = settings.backend_concurrency
+        store.backend_rates = settings.backend_rates
+        store.backend_breaker_failures = settings.backend_breaker_failures
+        store.backend_probe_seconds = settings.backend_probe_seconds
         store.migrate()
         catalog = load_catalog(settings)
         storage = LocalStorage.from_url(settings.storage_url, settings.public_url)

@@ -18,10 +18,12 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from genhook.backends.base import BackendStatus, probe
 from genhook.config import Settings
 from genhook.contract.completion import CompletionPayload, job_failure_payload
 from genhook.engine import Engine, Outcome
 from genhook.errors import ErrorCode, GenhookError
+from genhook.flow import BreakerState
 from genhook.ids import new_id
 from genhook.retry import decide, job_policy
 from genhook.signals import Signal
@@ -32,6 +34,17 @@ from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
 
 log = logging.getLogger("genhook.worker")
+
+# transient failures that are the backend's (they count towards its breaker); a lost worker or
+# an unavailable store are not
+BACKEND_FAULTS = frozenset(
+    {
+        ErrorCode.BACKEND_UNAVAILABLE,
+        ErrorCode.BACKEND_TIMEOUT,
+        ErrorCode.BACKEND_RATE_LIMITED,
+        ErrorCode.BACKEND_ERROR,
+    }
+)
 
 
 @dataclass
@@ -78,7 +91,24 @@ class Worker:
                 worked = False
                 stop.wait(self.settings.poll_seconds)
             if not worked:
+                self._probe_backends()
                 self.jobs_signal.wait(self.settings.poll_seconds, seen=seen)
+
+    def _probe_backends(self) -> None:
+        """Probe a backend whose breaker is open when its probe is due (one worker of all
+        processes takes each probe); a ready answer closes it and frees its held jobs."""
+        try:
+            name = self.store.take_probe()
+            if name is None:
+                return
+            found = self.engine.backends.find(name)
+            status = probe(found) if found is not None else BackendStatus(False, "not installed")
+            self.store.probe_result(name, status.ready, status.detail)
+            if status.ready:
+                log.warning("backend %s answers its probe again: its jobs resume", name)
+                self.jobs_signal.notify()
+        except Exception as exc:
+            _log_failure(f"probe by {self.name}", exc)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when none was due."""
@@ -145,15 +175,23 @@ class Worker:
             GenhookError(ErrorCode.CANCELLED),
         ).to_json()
         error = outcome.error
+        made = getattr(outcome, "made", None)
         delay = None
+        spared = False
         if error is not None:
             retry = decide(
                 self.retry_policy,
-                job.attempts,
+                job.counted_attempts,
                 retryable=error.retryable,
                 retry_after=error.retry_after,
             )
             delay = retry.delay
+            if error.retryable and job.backend and error.code in BACKEND_FAULTS:
+                state = self.store.backend_failed(job.backend, error)
+                if state.state is BreakerState.OPEN:
+                    # the backend is down, not the job: wait for the probe, spend no retry
+                    delay = max(0.0, (state.probe_at or 0.0) - self.store.clock.now())
+                    spared = True
         if error is not None and delay is not None:
             ended = self.store.retry(
                 job.id,
@@ -163,6 +201,8 @@ class Worker:
                 credit_cost=outcome.credit_cost,
                 work_seconds=work,
                 cancelled=cancelled,
+                made=made,
+                spared=spared,
             )
             if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
@@ -183,6 +223,7 @@ class Worker:
             work_seconds=work,
             cancelled=cancelled,
             publish=assets.publish if status is JobStatus.SUCCEEDED else None,
+            made=made,
         ):
             self.deliveries_signal.notify()
 
@@ -203,7 +244,9 @@ class Worker:
                     f"workflow {job.workflow_id!r} is no longer installed",
                 ),
             )
-        if job.attempts > self.retry_policy.max_attempts:
+        if job.refusal is not None:
+            return self._refuse(job, worked, GenhookError(job.refusal))
+        if job.counted_attempts > self.retry_policy.max_attempts:
             # earlier attempts were all lost with their workers: a job that kills its worker
             # every time must end, like any other failure, once the schedule is spent
             return self._refuse(

@@ -27,8 +27,15 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Status, every attempt with its error reason, and the completion payload once ended."""
     service = service_of(request)
     runtime = runtime_of(request)
-    job = owned(api_store(runtime).job(job_id), service)
-    return job_view(job, api_store(runtime).attempts(job_id), runtime.settings.public_url)
+    store = api_store(runtime)
+    job = owned(store.job(job_id), service)
+    return job_view(
+        job,
+        store.attempts(job_id),
+        runtime.settings.public_url,
+        paused=store.paused(service.id),
+        now=runtime.clock.now(),
+    )
 
 
 @router.get("/v1/jobs", summary="Find jobs by your own id")
@@ -38,10 +45,18 @@ def find_jobs(
     """The calling service's jobs whose ``external_id`` matches, newest first (at most 100)."""
     service = service_of(request)
     runtime = runtime_of(request)
-    rows = api_store(runtime).jobs_by_external_id(service.id, external_id)
+    store = api_store(runtime)
+    rows = store.jobs_by_external_id(service.id, external_id)
+    paused, now = store.paused(service.id), runtime.clock.now()
     return {
         "jobs": [
-            job_view(row, api_store(runtime).attempts(row["id"]), runtime.settings.public_url)
+            job_view(
+                row,
+                store.attempts(row["id"]),
+                runtime.settings.public_url,
+                paused=paused,
+                now=now,
+            )
             for row in rows
         ]
     }

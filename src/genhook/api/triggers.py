@@ -26,6 +26,7 @@ from genhook.delivery.ssrf import check_callback_target
 from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
+from genhook.store.jobs import PRIORITIES, Admission
 from genhook.store.records import Service
 from genhook.workflow.inputs import MAX_EXTERNAL_ID
 from genhook.workflow.template import Workflow
@@ -143,6 +144,8 @@ def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:
     code = job.get("error_code")
     known = {c.value: c for c in ErrorCode}
     refused = job["first_claimed_at"] is None and code in known and job.get("result")
+    if job.get("deduplicated"):
+        return JSONResponse(accepted(job, runtime.settings.public_url), status_code=200)
     if refused and ERROR_SPECS[known[str(code)]].invalid_input:
         stored = job["result"]["error"]
         error = InvalidInput(
@@ -150,6 +153,21 @@ def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:
         )
         return error_response(error, job_id=job["id"])
     return JSONResponse(accepted(job, runtime.settings.public_url), status_code=200)
+
+
+def _admission(
+    runtime: Runtime, service: Service, wf: Workflow, given: dict[str, Any], priority: str
+) -> Admission:
+    """The flow-control facts of an accepted trigger: its priority, dedup key, backend (a
+    sandbox service's jobs all run on procedural) and credit estimate."""
+    estimate = getattr(runtime.catalog, "estimate", None)
+    return Admission(
+        priority=PRIORITIES.get(priority, 1),
+        dedup_key=None if wf.dedup is None else wf.dedup.key_of(given),
+        dedup_window=0.0 if wf.dedup is None else wf.dedup.window,
+        backend="procedural" if service.sandbox else wf.backend,
+        estimate=0.0 if service.sandbox or estimate is None else float(estimate(wf, given)),
+    )
 
 
 def _accept(
@@ -178,6 +196,7 @@ def _accept(
         request_hash=digest,
         callback_private=runtime.settings.allow_private_callbacks,
         job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
+        admission=_admission(runtime, service, wf, checked.input, checked.envelope.priority),
     )
     if not created:
         return _replay(job, runtime)

@@ -23,20 +23,50 @@ def status_url(public_url: str, job_id: str) -> str:
 
 
 def accepted(job: dict[str, Any], public_url: str) -> dict[str, Any]:
-    """The answer to a trigger: ``{job_id, status, workflow_id, status_url, created_at}``."""
-    return {
+    """The answer to a trigger: ``{job_id, status, workflow_id, status_url, created_at}``,
+    with ``deduplicated: true`` when a dedup key matched an earlier job."""
+    answer = {
         "job_id": job["id"],
         "status": job["status"],
         "workflow_id": job["workflow_id"],
         "status_url": status_url(public_url, job["id"]),
         "created_at": iso(job["created_at"]),
     }
+    if job.get("deduplicated"):
+        answer["deduplicated"] = True
+    return answer
 
 
-def job_view(job: dict[str, Any], attempts: list[Attempt], public_url: str) -> dict[str, Any]:
-    """``GET /v1/jobs/{id}``: status, attempts with their error reasons, and the result."""
+def hold_of(job: dict[str, Any], paused: bool, now: float) -> tuple[str | None, str | None]:
+    """``(hold_reason, eligible_at)`` of a job: while it waits, why (its service is paused; else
+    the reason recorded while its eligible_at is still ahead) and from when it may start."""
+    if job["status"] not in (JobStatus.QUEUED, JobStatus.RETRYING):
+        return None, None
+    if paused:
+        return "paused", None
+    reason = job.get("hold_reason")
+    if reason is not None and job["run_after"] <= now:
+        reason = None
+    return reason, iso(job["run_after"])
+
+
+def job_view(
+    job: dict[str, Any],
+    attempts: list[Attempt],
+    public_url: str,
+    *,
+    paused: bool = False,
+    now: float | None = None,
+) -> dict[str, Any]:
+    """``GET /v1/jobs/{id}``: status, while it waits ``hold_reason`` and ``eligible_at``,
+    attempts with their error reasons, and the result."""
+    hold_reason, eligible_at = hold_of(job, paused, job["updated_at"] if now is None else now)
     return {
         **accepted(job, public_url),
+        "hold_reason": hold_reason,
+        "eligible_at": eligible_at,
+        "priority": {0: "low", 1: "normal", 2: "high"}.get(job.get("priority", 1), "normal"),
+        "credit_cost": job.get("credit_cost", 0.0),
         "workflow_version": job["workflow_version"],
         "external_id": job["external_id"],
         "callback_url": job["callback_url"],

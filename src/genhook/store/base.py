@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -60,6 +60,14 @@ class StoreBase:
         self._write_failure: tuple[float, str] | None = None
         # where operator events are outboxed (GENHOOK_ALERT_URL); None: logged only
         self.alert_url: str | None = None
+        # waiting jobs past which a service's triggers get 429 queue_full (GENHOOK_QUEUE_LIMIT),
+        # unless the service sets its own
+        self.default_queue_limit = 10_000
+        # per backend: most jobs running at once, and most starts per (count, period)
+        self.backend_concurrency: Mapping[str, int] = {}
+        self.backend_rates: Mapping[str, tuple[int, float]] = {}
+        self.backend_breaker_failures = 5
+        self.backend_probe_seconds = 30.0
 
     def migrate(self) -> None:
         """Create or upgrade the schema."""

@@ -13,14 +13,48 @@ from sqlalchemy.exc import IntegrityError
 
 from genhook.contract.wire import decode_payload, encode_payload
 from genhook.errors import ErrorCode, GenhookError
+from genhook.flow import (
+    STORM_FACTOR,
+    Breaker,
+    BreakerState,
+    BudgetDecision,
+    HoldReason,
+    RateLimit,
+    Storm,
+    budget_decision,
+    next_utc_midnight,
+    utc_day,
+)
 from genhook.ids import new_id, new_job_id
 from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
+from genhook.store.accounting import (
+    add_to_ledger,
+    breaker,
+    bump_rollup,
+    check_thresholds,
+    ledger,
+    save_breaker,
+    settle,
+)
 from genhook.store.base import Row, StoreBase
+from genhook.store.ops_events import OperatorEvent, record_event
 from genhook.store.records import Attempt, Job
-from genhook.store.schema import attempts, deliveries, events, jobs
+from genhook.store.schema import attempts, backend_state, deliveries, events, jobs, services
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
+PRIORITIES = {"low": 0, "normal": 1, "high": 2}
+
+
+@dataclass(frozen=True)
+class Admission:
+    """What flow control needs to know of an accepted trigger, decided at the edge."""
+
+    priority: int = 1  # PRIORITIES
+    dedup_key: str | None = None
+    dedup_window: float = 0.0
+    backend: str | None = None
+    estimate: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -62,6 +96,7 @@ class JobStore(StoreBase):
         envelope: Mapping[str, Any] | None = None,
         callback_private: bool = False,
         job_id: str | None = None,
+        admission: Admission | None = None,
     ) -> tuple[Row, bool]:
         """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
         24 h with the same request hash returns the first job (created False), whether it was
@@ -70,9 +105,17 @@ class JobStore(StoreBase):
         ``trigger`` is the workflow's checked input; ``callback_url`` and ``envelope`` (the
         envelope's other fields) are kept beside it, never in it. ``callback_private``: the
         callback was accepted with private callbacks allowed (the sender applies that decision).
-        ``job_id``: the id the API minted for this trigger (a new one when None)."""
+        ``job_id``: the id the API minted for this trigger (a new one when None).
+
+        ``admission``: the flow-control facts of the trigger (priority, dedup key, backend,
+        estimate). In the same transaction: a dedup match returns the first job (created False,
+        ``deduplicated`` True in the row); a full queue raises ``queue_full``; the service's rate
+        window gives the job its start slot (``run_after``, with ``hold_reason`` rate_limit when
+        later than now); a paused service holds it (``paused``), and a trigger storm pauses the
+        service (operator event ``service.paused``)."""
         now = self.clock.now()
         job_id = job_id or new_job_id()
+        admission = admission or Admission()
         row = {
             "id": job_id,
             "service_id": service_id,
@@ -93,12 +136,22 @@ class JobStore(StoreBase):
             "processing_seconds": 0.0,
             "cancel_requested": False,
             "credit_cost": 0.0,
+            "priority": admission.priority,
+            "dedup_key": admission.dedup_key,
+            "backend": admission.backend,
+            "estimate": admission.estimate,
+            "hold_reason": None,
+            "rate_slot": None,
         }
 
         def insert(conn: sa.Connection) -> tuple[Row, bool]:
             existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
             if existing is not None:
                 return existing, False
+            first = self._duplicate(conn, service_id, admission, now)
+            if first is not None:
+                return first, False
+            row.update(self._admit(conn, service_id, workflow_id, now))
             conn.execute(jobs.insert(), row)
             conn.execute(
                 events.insert(),
@@ -150,6 +203,104 @@ class JobStore(StoreBase):
             conn.execute(jobs.update().where(jobs.c.id == found["id"]).values(idempotency_key=None))
             return None
         return dict(found)
+
+    def _duplicate(
+        self, conn: sa.Connection, service_id: str, admission: Admission, now: float
+    ) -> Row | None:
+        """The service's job with the same dedup key within the window, if any."""
+        if admission.dedup_key is None:
+            return None
+        found = (
+            conn.execute(
+                sa.select(jobs)
+                .where(
+                    jobs.c.service_id == service_id,
+                    jobs.c.dedup_key == admission.dedup_key,
+                    jobs.c.created_at >= now - admission.dedup_window,
+                )
+                .order_by(jobs.c.created_at)
+                .limit(1)
+            )
+            .mappings()
+            .first()
+        )
+        return None if found is None else {**found, "deduplicated": True}
+
+    def _admit(
+        self, conn: sa.Connection, service_id: str, workflow_id: str, now: float
+    ) -> dict[str, Any]:
+        """The queue limit, the storm breaker and the rate window for one accepted trigger:
+        raises ``queue_full`` (before writing anything), else the columns that hold the job."""
+        svc = conn.execute(
+            sa.select(
+                services.c.name,
+                services.c.rate_limit,
+                services.c.queue_limit,
+                services.c.paused_at,
+                services.c.storm_bucket,
+                services.c.storm_count,
+                services.c.storm_previous,
+            )
+            .where(services.c.id == service_id)
+            .with_for_update()
+        ).one()
+        limit = RateLimit.parse(svc.rate_limit)
+        queue_limit = svc.queue_limit or self.default_queue_limit
+        waiting = conn.execute(
+            sa.select(sa.func.count()).select_from(
+                sa.select(jobs.c.id)
+                .where(jobs.c.service_id == service_id, jobs.c.status.in_(CLAIMABLE))
+                .limit(queue_limit)
+                .subquery()
+            )
+        ).scalar_one()
+        if waiting >= queue_limit:
+            raise GenhookError(
+                ErrorCode.QUEUE_FULL,
+                f"the service has {queue_limit} jobs waiting, its queue limit",
+                retry_after=max(1.0, limit.period / limit.count) if limit else 5.0,
+            )
+        bump_rollup(conn, service_id, workflow_id, now, triggers=1)
+        held: dict[str, Any] = {}
+        paused = svc.paused_at is not None
+        if limit is not None:
+            storm = Storm(svc.storm_bucket, svc.storm_count, svc.storm_previous).add(now)
+            values: dict[str, Any] = {
+                "storm_bucket": storm.bucket,
+                "storm_count": storm.count,
+                "storm_previous": storm.previous,
+            }
+            if not paused and storm.tripped(now, limit):
+                paused = True
+                reason = (
+                    f"trigger storm: {storm.last_hour(now):.0f} triggers in the last hour, "
+                    f"more than {STORM_FACTOR:g} x the limit of {limit.per_hour:g}/h"
+                )
+                values.update(paused_at=now, paused_reason=reason)
+                record_event(
+                    conn,
+                    event=OperatorEvent.SERVICE_PAUSED,
+                    service=svc.name,
+                    details={"reason": reason, "rate_limit": svc.rate_limit},
+                    now=now,
+                    alert_url=self.alert_url,
+                )
+            conn.execute(services.update().where(services.c.id == service_id).values(**values))
+            nth = conn.execute(
+                sa.select(jobs.c.rate_slot)
+                .where(jobs.c.service_id == service_id, jobs.c.rate_slot.is_not(None))
+                .order_by(jobs.c.rate_slot.desc())
+                .offset(limit.count - 1)
+                .limit(1)
+            ).scalar()
+            slot = limit.slot(now, nth)
+            held["rate_slot"] = slot
+            held["run_after"] = slot
+            if slot > now:
+                held["hold_reason"] = HoldReason.RATE_LIMIT
+        if paused:
+            held["hold_reason"] = HoldReason.PAUSED
+        return held
 
     def reject(
         self,
@@ -206,6 +357,7 @@ class JobStore(StoreBase):
                     if existing is not None:
                         return existing, False
                     conn.execute(jobs.insert().values(**row))
+                    bump_rollup(conn, service_id, workflow_id, now, triggers=1, refused=1)
                     self._event(conn, job_id, JobStatus.FAILED, encoded.parsed, now)
                     if callback_url:
                         self._outbox(conn, job_id, service_id, callback_url, encoded, now)
@@ -231,18 +383,13 @@ class JobStore(StoreBase):
                 .limit(1)
                 .with_for_update(skip_locked=True)
             ).scalar()
+            refusal: ErrorCode | None = None
             if stalled is not None:
                 self._close_lost_attempt(conn, stalled, lease_seconds, now)
                 job_id = stalled
                 claimable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
             else:
-                job_id = conn.execute(
-                    sa.select(jobs.c.id)
-                    .where(jobs.c.status.in_(CLAIMABLE), jobs.c.run_after <= now)
-                    .order_by(jobs.c.run_after)
-                    .limit(1)
-                    .with_for_update(skip_locked=True)
-                ).scalar()
+                job_id, refusal = self._fair_pick(conn, now)
                 claimable = jobs.c.status.in_(CLAIMABLE)
             if job_id is None:
                 return None
@@ -257,6 +404,7 @@ class JobStore(StoreBase):
                         attempts=jobs.c.attempts + 1,
                         first_claimed_at=sa.func.coalesce(jobs.c.first_claimed_at, now),
                         updated_at=now,
+                        hold_reason=None,
                     )
                     .returning(*jobs.c)
                 )
@@ -267,11 +415,186 @@ class JobStore(StoreBase):
                 return None
             conn.execute(
                 attempts.insert().values(
-                    job_id=job_id, number=claimed["attempts"], worker=worker, started_at=now
+                    job_id=job_id,
+                    number=claimed["attempts"],
+                    worker=worker,
+                    started_at=now,
+                    backend=claimed["backend"],
                 )
             )
             self._event(conn, job_id, JobStatus.RUNNING, {"attempt": claimed["attempts"]}, now)
-        return Job.from_row(claimed, claimed_at=now)
+        return Job.from_row(claimed, claimed_at=now, refusal=refusal)
+
+    # how many candidate jobs one claim looks at before it gives up (each one skipped is held
+    # with its reason and eligible_at, so the next claim does not look at it again)
+    CLAIM_CANDIDATES = 16
+
+    def _fair_pick(self, conn: sa.Connection, now: float) -> tuple[str | None, ErrorCode | None]:
+        """The next job to start: fair across services, then by priority and eligible_at.
+
+        Services take turns: of the services with a due job that are not paused, the one
+        served longest ago goes first, so one service's backlog delays another service's job
+        by at most the job slot that is running. Within a service, ``high`` before ``normal``
+        before ``low``, then the earliest ``eligible_at``. A candidate that its service's rate
+        window, its backend's breaker or limits, or the daily budget stops is held (reason and
+        eligible_at written) or skipped, and the next is tried. ``(job id, refusal)``: a
+        refusal (``budget_exceeded``) is claimed to be ended at once by the worker."""
+        running: dict[str, int] | None = None
+        tried: set[str] = set()
+        for _ in range(self.CLAIM_CANDIDATES):
+            service_id = conn.execute(
+                sa.select(services.c.id)
+                .where(
+                    services.c.paused_at.is_(None),
+                    services.c.id.not_in(tried) if tried else sa.true(),
+                    sa.exists().where(
+                        jobs.c.service_id == services.c.id,
+                        jobs.c.status.in_(CLAIMABLE),
+                        jobs.c.run_after <= now,
+                    ),
+                )
+                .order_by(services.c.last_served_at, services.c.id)
+                .limit(1)
+            ).scalar()
+            if service_id is None:
+                return None, None
+            cand = conn.execute(
+                sa.select(
+                    jobs.c.id,
+                    jobs.c.backend,
+                    jobs.c.estimate,
+                    jobs.c.first_claimed_at,
+                )
+                .where(
+                    jobs.c.service_id == service_id,
+                    jobs.c.status.in_(CLAIMABLE),
+                    jobs.c.run_after <= now,
+                )
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if cand is None:
+                tried.add(service_id)
+                continue
+            if cand.backend is not None:
+                if running is None:
+                    running = dict(
+                        conn.execute(
+                            sa.select(jobs.c.backend, sa.func.count())
+                            .where(jobs.c.status == JobStatus.RUNNING)
+                            .group_by(jobs.c.backend)
+                        ).all()
+                    )
+                gate = self._backend_gate(conn, cand.backend, running, now)
+                if gate is not None:
+                    if gate > now:  # the breaker is open: hold its jobs until the next probe
+                        self._hold(conn, cand.id, HoldReason.BACKEND_UNAVAILABLE, gate, now)
+                    tried.add(service_id)
+                    continue
+            svc = conn.execute(
+                sa.select(
+                    services.c.rate_limit,
+                    services.c.daily_budget,
+                    services.c.on_budget,
+                ).where(services.c.id == service_id)
+            ).one()
+            limit = RateLimit.parse(svc.rate_limit)
+            if limit is not None and cand.first_claimed_at is None:
+                nth = conn.execute(
+                    sa.select(jobs.c.first_claimed_at)
+                    .where(
+                        jobs.c.service_id == service_id,
+                        jobs.c.first_claimed_at > now - limit.period,
+                    )
+                    .order_by(jobs.c.first_claimed_at.desc())
+                    .offset(limit.count - 1)
+                    .limit(1)
+                ).scalar()
+                if nth is not None:
+                    self._hold(conn, cand.id, HoldReason.RATE_LIMIT, nth + limit.period, now)
+                    continue  # the service's next job may be a retry, which the window allows
+            refusal = self._reserve(conn, service_id, cand.id, cand.estimate, svc, now)
+            if not isinstance(refusal, ErrorCode | None):
+                continue  # held for the budget
+            conn.execute(
+                services.update().where(services.c.id == service_id).values(last_served_at=now)
+            )
+            return cand.id, refusal
+        return None, None
+
+    def _hold(
+        self, conn: sa.Connection, job_id: str, reason: HoldReason, until: float, now: float
+    ) -> None:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id)
+            .values(hold_reason=reason, run_after=until, updated_at=now)
+        )
+
+    def _backend_gate(
+        self, conn: sa.Connection, backend: str, running: dict[str, int], now: float
+    ) -> float | None:
+        """None when a job of ``backend`` may start now; else when to look again (a time after
+        now: its breaker is open until then; ``now``: at its concurrency or rate limit)."""
+        state = breaker(conn, backend)
+        if state.state is BreakerState.OPEN:
+            return max(state.probe_at or now, now + 0.001)
+        cap = self.backend_concurrency.get(backend)
+        if cap is not None and running.get(backend, 0) >= cap:
+            return now
+        rate = self.backend_rates.get(backend)
+        if rate is not None:
+            count, period = rate
+            started = conn.execute(
+                sa.select(sa.func.count()).select_from(
+                    sa.select(attempts.c.id)
+                    .where(attempts.c.backend == backend, attempts.c.started_at > now - period)
+                    .limit(count)
+                    .subquery()
+                )
+            ).scalar_one()
+            if started >= count:
+                return now
+        return None
+
+    def _reserve(
+        self,
+        conn: sa.Connection,
+        service_id: str,
+        job_id: str,
+        estimate: float,
+        svc: Any,
+        now: float,
+    ) -> ErrorCode | HoldReason | None:
+        """Reserve the job's estimate on today's ledger, or hold it until the next UTC day
+        (``--on-budget hold``: returns ``budget``), or let the worker end it
+        (``--on-budget fail``: returns ``budget_exceeded``)."""
+        if svc.daily_budget is None:
+            return None
+        day = utc_day(now)
+        row = ledger(conn, service_id, day)
+        decision = budget_decision(
+            svc.daily_budget,
+            row.spent if row else 0.0,
+            row.reserved if row else 0.0,
+            estimate,
+            svc.on_budget,
+        )
+        if decision is BudgetDecision.RESERVE:
+            if estimate:
+                add_to_ledger(conn, service_id, day, reserved=estimate)
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.id == job_id)
+                    .values(reserved=estimate, reserved_day=day)
+                )
+            return None
+        check_thresholds(conn, service_id, day, now, self.alert_url, exhausted=True)
+        if decision is BudgetDecision.HOLD:
+            self._hold(conn, job_id, HoldReason.BUDGET, next_utc_midnight(now), now)
+            return HoldReason.BUDGET
+        return ErrorCode.BUDGET_EXCEEDED
 
     def _close_lost_attempt(
         self, conn: sa.Connection, job_id: str, lease_seconds: float, now: float
@@ -336,6 +659,7 @@ class JobStore(StoreBase):
         work_seconds: float,
         cancelled: Mapping[str, Any] | None = None,
         publish: Callable[[], None] | None = None,
+        made: Mapping[str, float] | None = None,
     ) -> JobStatus | None:
         """End a job the worker still holds, and outbox its payload, in one transaction.
 
@@ -370,7 +694,9 @@ class JobStore(StoreBase):
                 )
                 if done is None:
                     return None
-            self._ended(conn, job_id, done, status, encoded, error, now)
+            self._ended(
+                conn, job_id, done, status, encoded, error, now, credit_cost=credit_cost, made=made
+            )
         return status
 
     def retry(
@@ -383,11 +709,24 @@ class JobStore(StoreBase):
         credit_cost: float,
         work_seconds: float,
         cancelled: Mapping[str, Any],
+        made: Mapping[str, float] | None = None,
+        spared: bool = False,
     ) -> JobStatus | None:
         """Put a job the worker holds back in the queue after ``delay`` seconds, or, when a
         cancel was recorded meanwhile, end it ``cancelled`` (outboxing ``cancelled``).
-        Returns ``retrying`` or ``cancelled``, None when the lease was lost."""
+        Returns ``retrying`` or ``cancelled``, None when the lease was lost.
+
+        ``spared``: the attempt failed because its backend's breaker is open; it does not count
+        against the retry schedule, and the job waits (``backend_unavailable``) for the probe."""
         now = self.clock.now()
+        held = (
+            {
+                "spared_attempts": jobs.c.spared_attempts + 1,
+                "hold_reason": HoldReason.BACKEND_UNAVAILABLE,
+            }
+            if spared
+            else {}
+        )
         with self._write() as conn:
             done = self._release(
                 conn,
@@ -400,9 +739,19 @@ class JobStore(StoreBase):
                 run_after=now + delay,
                 error_code=error.code.value,
                 updated_at=now,
+                **held,
             )
             if done is not None:
-                self._close_attempt(conn, job_id, AttemptOutcome.RETRYING, error, now)
+                self._close_attempt(
+                    conn,
+                    job_id,
+                    AttemptOutcome.RETRYING,
+                    error,
+                    now,
+                    credit_cost=credit_cost,
+                    made=made,
+                )
+                bump_rollup(conn, done.service_id, done.workflow_id, now, retries=1)
                 self._event(
                     conn,
                     job_id,
@@ -417,7 +766,17 @@ class JobStore(StoreBase):
             )
             if done is None:
                 return None
-            self._ended(conn, job_id, done, JobStatus.CANCELLED, encoded, _CANCELLED, now)
+            self._ended(
+                conn,
+                job_id,
+                done,
+                JobStatus.CANCELLED,
+                encoded,
+                _CANCELLED,
+                now,
+                credit_cost=credit_cost,
+                made=made,
+            )
         return JobStatus.CANCELLED
 
     @staticmethod
@@ -441,10 +800,36 @@ class JobStore(StoreBase):
         encoded: Encoded,
         error: GenhookError | None,
         now: float,
+        **spent: Any,
     ) -> None:
-        """What follows a job's end in its transaction: close the attempt, log, outbox."""
-        self._close_attempt(conn, job_id, AttemptOutcome(status), error, now)
+        """What follows a job's end in its transaction: close the attempt, log, outbox, and add
+        it to its hour's roll-up."""
+        self._close_attempt(conn, job_id, AttemptOutcome(status), error, now, **spent)
         self._event(conn, job_id, status, encoded.parsed, now)
+        ended = {
+            JobStatus.SUCCEEDED: "completed",
+            JobStatus.FAILED: "failed",
+            JobStatus.CANCELLED: "cancelled",
+        }[status]
+        figures: dict[str, float] = {
+            ended: 1,
+            "generation_seconds": float(done.processing_seconds),
+            "credits": float(done.credit_cost),
+        }
+        if status is JobStatus.SUCCEEDED:
+            figures["qc_checked"] = 1
+            figures["qc_passed"] = int(encoded.parsed.get("quality_warning") is None)
+            if done.backend is not None:
+                conn.execute(
+                    backend_state.update()
+                    .where(
+                        backend_state.c.backend == done.backend,
+                        backend_state.c.failures > 0,
+                        backend_state.c.state == BreakerState.CLOSED,
+                    )
+                    .values(failures=0, updated_at=now)
+                )
+        bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
 
@@ -461,10 +846,14 @@ class JobStore(StoreBase):
     ) -> sa.Row[Any] | None:
         """Move a job out of ``running`` if ``worker`` still holds its lease and its cancel flag
         is ``cancel_requested``, adding the attempt's credits and working time; else None.
+        The attempt's budget reservation is released and its real cost booked on the ledger.
 
         One conditional update: on PostgreSQL a concurrent cancel either commits first (and
         this update, re-checking its condition, no longer matches) or waits for this one."""
-        return conn.execute(
+        held = conn.execute(
+            sa.select(jobs.c.reserved, jobs.c.reserved_day).where(jobs.c.id == job_id)
+        ).first()
+        done = conn.execute(
             jobs.update()
             .where(
                 jobs.c.id == job_id,
@@ -479,10 +868,30 @@ class JobStore(StoreBase):
                 lease_expires=None,
                 credit_cost=jobs.c.credit_cost + credit_cost,
                 processing_seconds=jobs.c.processing_seconds + work_seconds,
+                reserved=0.0,
+                reserved_day=None,
                 **values,
             )
-            .returning(jobs.c.callback_url, jobs.c.service_id)
+            .returning(
+                jobs.c.callback_url,
+                jobs.c.service_id,
+                jobs.c.workflow_id,
+                jobs.c.backend,
+                jobs.c.processing_seconds,
+                jobs.c.credit_cost,
+            )
         ).first()
+        if done is not None and held is not None:
+            settle(
+                conn,
+                done.service_id,
+                held.reserved,
+                held.reserved_day,
+                credit_cost,
+                self.clock.now(),
+                self.alert_url,
+            )
+        return done
 
     def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> JobStatus:
         """Cancel a queued or retrying job at once; flag a running one. Each is one conditional
@@ -514,6 +923,7 @@ class JobStore(StoreBase):
             if ended is not None:
                 encoded = Encoded.of(payload(dict(ended)))
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=encoded.parsed))
+                bump_rollup(conn, ended["service_id"], ended["workflow_id"], now, cancelled=1)
                 self._event(conn, job_id, JobStatus.CANCELLED, encoded.parsed, now)
                 if ended["callback_url"]:
                     self._outbox(
@@ -540,6 +950,9 @@ class JobStore(StoreBase):
         outcome: AttemptOutcome,
         error: GenhookError | None,
         now: float,
+        *,
+        credit_cost: float = 0.0,
+        made: Mapping[str, float] | None = None,
     ) -> None:
         conn.execute(
             attempts.update()
@@ -549,6 +962,8 @@ class JobStore(StoreBase):
                 outcome=outcome,
                 error_code=error.code.value if error else None,
                 error_description=error.description if error else None,
+                credit_cost=credit_cost,
+                made=None if made is None else dict(made),
             )
         )
 
@@ -580,6 +995,105 @@ class JobStore(StoreBase):
                 created_at=now,
             )
         )
+
+    def backend_failed(self, backend: str, error: GenhookError) -> Breaker:
+        """A transient failure of ``backend``: count it, and open its breaker at
+        ``backend_breaker_failures`` in a row (operator event ``backend.unhealthy``)."""
+        now = self.clock.now()
+        with self._write() as conn:
+            before = breaker(conn, backend)
+            after = before.failed(now, self.backend_breaker_failures, self.backend_probe_seconds)
+            save_breaker(conn, backend, after, now, error.description)
+            if after.state is BreakerState.OPEN and before.state is BreakerState.CLOSED:
+                record_event(
+                    conn,
+                    event=OperatorEvent.BACKEND_UNHEALTHY,
+                    service=None,
+                    details={
+                        "backend": backend,
+                        "failures": after.failures,
+                        "error_code": error.code.value,
+                        "error_description": error.description,
+                        "probe_at": after.probe_at,
+                    },
+                    now=now,
+                    alert_url=self.alert_url,
+                )
+        return after
+
+    def take_probe(self) -> str | None:
+        """An open backend whose probe is due, its next probe pushed back a full interval so
+        that one worker (of any process) probes it; None when none is due."""
+        now = self.clock.now()
+        with self._write() as conn:
+            row = conn.execute(
+                sa.select(backend_state.c.backend)
+                .where(backend_state.c.state == BreakerState.OPEN, backend_state.c.probe_at <= now)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).first()
+            if row is None:
+                return None
+            conn.execute(
+                backend_state.update()
+                .where(backend_state.c.backend == row.backend)
+                .values(probe_at=now + self.backend_probe_seconds, updated_at=now)
+            )
+            return str(row.backend)
+
+    def probe_result(self, backend: str, ok: bool, reason: str | None = None) -> None:
+        """What a probe found: closed again (``backend.recovered``; its held jobs due now), or
+        still open until the next probe."""
+        now = self.clock.now()
+        with self._write() as conn:
+            before = breaker(conn, backend)
+            if before.state is not BreakerState.OPEN:
+                return
+            if not ok:
+                save_breaker(
+                    conn, backend, before.probe_failed(now, self.backend_probe_seconds), now, reason
+                )
+                return
+            save_breaker(conn, backend, before.succeeded(), now)
+            conn.execute(
+                jobs.update()
+                .where(
+                    jobs.c.backend == backend,
+                    jobs.c.status.in_(CLAIMABLE),
+                    jobs.c.hold_reason == HoldReason.BACKEND_UNAVAILABLE,
+                )
+                .values(hold_reason=None, run_after=now, updated_at=now)
+            )
+            record_event(
+                conn,
+                event=OperatorEvent.BACKEND_RECOVERED,
+                service=None,
+                details={
+                    "backend": backend,
+                    "down_seconds": round(now - (before.opened_at or now), 3),
+                },
+                now=now,
+                alert_url=self.alert_url,
+            )
+
+    def breakers(self) -> dict[str, Breaker]:
+        """Every backend's breaker that has a state."""
+        with self._read() as conn:
+            rows = conn.execute(sa.select(backend_state)).all()
+        return {
+            r.backend: Breaker(BreakerState(r.state), r.failures, r.opened_at, r.probe_at)
+            for r in rows
+        }
+
+    def paused(self, service_id: str) -> bool:
+        """Is the service paused (its breaker tripped, and no operator resumed it yet)?"""
+        with self._read() as conn:
+            return (
+                conn.execute(
+                    sa.select(services.c.paused_at).where(services.c.id == service_id)
+                ).scalar()
+                is not None
+            )
 
     def job(self, job_id: str) -> Row | None:
         """A job by id."""

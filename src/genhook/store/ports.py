@@ -15,9 +15,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from genhook.clock import Clock
 from genhook.errors import GenhookError
+from genhook.flow import Breaker
 from genhook.status import JobStatus
 from genhook.store.base import Health, Row
-from genhook.store.jobs import Lease
+from genhook.store.jobs import Admission, Lease
 from genhook.store.records import Attempt, Delivery, Job, Service
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
@@ -47,6 +48,7 @@ class WorkerStore(Protocol):
         work_seconds: float,
         cancelled: Mapping[str, Any] | None = None,
         publish: Callable[[], None] | None = None,
+        made: Mapping[str, float] | None = None,
     ) -> JobStatus | None: ...
 
     def retry(
@@ -59,7 +61,15 @@ class WorkerStore(Protocol):
         credit_cost: float,
         work_seconds: float,
         cancelled: Mapping[str, Any],
+        made: Mapping[str, float] | None = None,
+        spared: bool = False,
     ) -> JobStatus | None: ...
+
+    def backend_failed(self, backend: str, error: GenhookError) -> Breaker: ...
+
+    def take_probe(self) -> str | None: ...
+
+    def probe_result(self, backend: str, ok: bool, reason: str | None = None) -> None: ...
 
 
 class OutboxStore(Protocol):
@@ -108,6 +118,7 @@ class ApiStore(Protocol):
         envelope: Mapping[str, Any] | None = None,
         callback_private: bool = False,
         job_id: str | None = None,
+        admission: Admission | None = None,
     ) -> tuple[Row, bool]: ...
 
     def reject(
@@ -129,6 +140,8 @@ class ApiStore(Protocol):
     ) -> tuple[Row, bool]: ...
 
     def job(self, job_id: str) -> Row | None: ...
+
+    def paused(self, service_id: str) -> bool: ...
 
     def jobs_by_external_id(
         self, service_id: str, external_id: str, limit: int = 100

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from genhook.errors import ErrorCode
 from genhook.status import AttemptOutcome, JobStatus
 
 
@@ -81,9 +82,21 @@ class Job:
     cancel_requested: bool
     created_at: float
     claimed_at: float
+    backend: str | None = None
+    estimate: float = 0.0
+    reserved: float = 0.0
+    spared_attempts: int = 0  # attempts that do not count against the retry schedule
+    refusal: ErrorCode | None = None  # claimed only to be ended at once (budget_exceeded)
+
+    @property
+    def counted_attempts(self) -> int:
+        """The attempts that count against the retry schedule (this one included)."""
+        return self.attempts - self.spared_attempts
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any], *, claimed_at: float) -> Job:
+    def from_row(
+        cls, row: Mapping[Any, Any], *, claimed_at: float, refusal: ErrorCode | None = None
+    ) -> Job:
         """The job of a ``jobs`` row claimed at ``claimed_at``."""
         return cls(
             id=row["id"],
@@ -99,6 +112,11 @@ class Job:
             cancel_requested=bool(row["cancel_requested"]),
             created_at=float(row["created_at"]),
             claimed_at=claimed_at,
+            backend=row["backend"],
+            estimate=float(row["estimate"] or 0.0),
+            reserved=float(row["reserved"] or 0.0),
+            spared_attempts=int(row["spared_attempts"] or 0),
+            refusal=refusal,
         )
 
 

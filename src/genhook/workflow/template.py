@@ -9,6 +9,8 @@ nodes or outputs that do not exist, references whose type does not fit, and cycl
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from dataclasses import dataclass, field
 from graphlib import CycleError, TopologicalSorter
@@ -18,6 +20,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import TypeAdapter, ValidationError
 
+from genhook.config_values import parse_duration
 from genhook.contract.envelope import RESERVED, SCHEMA_PROPERTIES
 from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
 from genhook.presets import Presets
@@ -35,6 +38,7 @@ TOP_KEYS = {
     "external_id",
     "input",
     "additional_fields",
+    "dedup",
     "nodes",
     "outputs",
 }
@@ -51,6 +55,20 @@ class NodeSpec:
     kind: str
     params: dict[str, Any]
     deps: frozenset[str]
+
+
+@dataclass(frozen=True)
+class Dedup:
+    """A template's ``dedup: {key: [field, ...], window: 1h}``."""
+
+    key: tuple[str, ...]
+    window: float  # seconds
+
+    def key_of(self, trigger: dict[str, Any]) -> str:
+        """The sha256 of the key fields' values (canonical JSON; a missing field is null)."""
+        values = [trigger.get(name) for name in self.key]
+        canonical = json.dumps(values, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True, eq=False)
@@ -70,6 +88,19 @@ class Workflow:
     additional_fields: str = "refuse"
     """``refuse``: a trigger field the input does not declare is ``unknown_field``; ``ignore``:
     it is dropped before the workflow sees it (for systems that send their whole record)."""
+    dedup: Dedup | None = None
+    """Deduplication: a trigger of the same service whose key fields equal a job's within the
+    window returns that job instead of generating again."""
+
+    @property
+    def backend(self) -> str:
+        """The backend its generate nodes name (the first one's; procedural when none)."""
+        for name in self.order:
+            spec = self.nodes[name]
+            if spec.kind == "generate":
+                backend = spec.params.get("backend", "procedural")
+                return backend if isinstance(backend, str) else "procedural"
+        return "procedural"
 
     def error_codes(self) -> list[dict[str, Any]]:
         """The error codes a trigger of this workflow can end with, documented."""
@@ -132,6 +163,9 @@ class Workflow:
             "external_id_field": self.external_id,
             "input_schema": self.published_schema(),
             "additional_fields": self.additional_fields,
+            "dedup": None
+            if self.dedup is None
+            else {"key": list(self.dedup.key), "window_seconds": self.dedup.window},
             "error_codes": self.error_codes(),
             "nodes": [{"name": n, "kind": self.nodes[n].kind} for n in self.order],
         }
@@ -193,6 +227,7 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
             ("additional_fields",),
             f"additional_fields must be one of {', '.join(ADDITIONAL_FIELDS)} (default refuse)",
         )
+    dedup = _check_dedup(chk, data.get("dedup"), field_types)
     nodes = _check_nodes(chk, data.get("nodes"), field_types, registry, presets)
     order = _order(chk, nodes)
     outputs = _check_outputs(chk, data.get("outputs"), field_types, nodes, registry)
@@ -210,7 +245,35 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
         source=source,
         enum_codes=enum_codes,
         additional_fields=str(additional),
+        dedup=dedup,
     )
+
+
+def _check_dedup(chk: _Checker, raw: Any, field_types: dict[str, Any]) -> Dedup | None:
+    """``dedup: {key: [input fields], window: DURATION}`` (window default 24h, at most 30d)."""
+    if raw is None:
+        return None
+    if not isinstance(raw, dict) or set(raw) - {"key", "window"}:
+        chk.add(("dedup",), "dedup must be a mapping of key (a list of input fields) and window")
+        return None
+    key = raw.get("key")
+    if isinstance(key, str):
+        key = [key]
+    if not isinstance(key, list) or not key or not all(isinstance(k, str) for k in key):
+        chk.add(("dedup", "key"), "dedup.key must be a non-empty list of input field names")
+        return None
+    for name in key:
+        if name not in field_types:
+            chk.add(("dedup", "key"), f"dedup.key names no input field: {name!r}")
+    try:
+        window = parse_duration(str(raw.get("window", "24h")))
+    except ValueError as exc:
+        chk.add(("dedup", "window"), str(exc))
+        return None
+    if not 0 < window <= 30 * 86400:
+        chk.add(("dedup", "window"), "dedup.window must be more than 0 and at most 30d")
+        return None
+    return Dedup(tuple(key), window)
 
 
 def _check_input(
