@@ -5,8 +5,10 @@ from __future__ import annotations
 import pytest
 
 from genhook.engine import Engine
+from genhook.nodes.export import Export
 from genhook.nodes.metadata import cut_words, slug
 from genhook.workflow.inputs import validate_input
+from genhook.workflow.result import SeoText
 
 LONG = (
     "Amélie Merino Wool Crewneck Sweater with Extraordinarily Long Descriptive Name "
@@ -67,3 +69,40 @@ def test_exported_names_keep_whole_words_and_stay_unique(engine: Engine) -> None
         product = stem.removesuffix(f"-{tail}")
         assert len(product.split("-")) >= 3, name
         assert _is_word_prefix(product, full), name
+
+
+def test_a_repeated_long_name_keeps_whole_words_and_its_size(engine: Engine) -> None:
+    """The same long subject exported again and again to one preset: every name is unique, at
+    most 100 characters, ends with the preset's tail and a ``-N`` counter, and its subject part
+    is whole words from the start (the counter's room is kept, so no word is cut for it)."""
+    wf = engine.workflow("product-image")
+    ctx = engine.context(wf, {}, job_id="job_filenames")
+    preset = engine.presets.platforms["instagram_feed"]
+    full = slug(f"SKU-123 {LONG} {LONG}", limit=10_000)
+    seo = SeoText("alt", "caption", full)
+    tail = slug(f"main {preset.code} {preset.width}x{preset.height}")
+    names = [
+        Export._filename(ctx, seo, "main", preset, preset.width, preset.height) for _ in range(12)
+    ]
+    assert len(set(names)) == 12
+    for n, name in enumerate(names, start=1):
+        assert len(name) <= 100, name
+        stem, _, extension = name.rpartition(".")
+        assert extension == preset.extension
+        counter = "" if n == 1 else f"-{n}"
+        assert stem.endswith(f"-{tail}{counter}"), name
+        subject = stem.removesuffix(f"-{tail}{counter}")
+        assert len(subject.split("-")) >= 3 and _is_word_prefix(subject, full), name
+
+
+def test_reserve_filename_cuts_a_long_stem_at_a_word(engine: Engine) -> None:
+    """A stem longer than the limit loses whole words from its end, also once a counter is
+    needed, instead of a word cut in the middle."""
+    ctx = engine.context(engine.workflow("product-image"), {}, job_id="job_reserve")
+    stem = slug(f"{LONG} {LONG}", limit=10_000)
+    first = ctx.reserve_filename(stem, "jpeg", limit=60)
+    second = ctx.reserve_filename(stem, "jpeg", limit=60)
+    assert first != second and second.endswith("-2.jpeg")
+    for name, counter in ((first, ""), (second, "-2")):
+        assert len(name) <= 60, name
+        assert _is_word_prefix(name.removesuffix(f"{counter}.jpeg"), stem), name

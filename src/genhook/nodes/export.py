@@ -20,12 +20,18 @@ from genhook.media import Pixels
 from genhook.media.aspect import crop_share
 from genhook.media.export import Encoded, export_all, to_vips
 from genhook.media.saliency import MIN_KEPT, SalienceMap, kept_extent, salience
-from genhook.nodes.metadata import slug
+from genhook.nodes.metadata import cut_words, slug
 from genhook.nodes.renders import Renders
 from genhook.nodes.targets import resolve_targets, unknown_targets
 from genhook.presets import PlatformPreset, Presets
 from genhook.quality import FailedCheck
-from genhook.workflow.node import BaseNode, QualityReport, RunContext
+from genhook.workflow.node import (
+    FILENAME_LIMIT,
+    UNIQUE_SUFFIX_ROOM,
+    BaseNode,
+    QualityReport,
+    RunContext,
+)
 from genhook.workflow.result import Asset, SeoText
 
 
@@ -134,7 +140,9 @@ class Export(BaseNode):
         ctx: RunContext, seo: SeoText, role: str, preset: PlatformPreset, width: int, height: int
     ) -> str:
         tail = slug(f"{role} {preset.code} {width}x{height}", limit=40)
-        stem = f"{seo.stem[: 100 - len(tail) - 6].rstrip('-')}-{tail}".strip("-")
+        # the subject's words, then "-{tail}", room for a "-N" suffix, then ".{extension}"
+        room = FILENAME_LIMIT - len(tail) - 1 - UNIQUE_SUFFIX_ROOM - len(preset.extension) - 1
+        stem = f"{cut_words(seo.stem, room)}-{tail}".strip("-")
         return ctx.reserve_filename(stem, preset.extension)
 
 

@@ -19,6 +19,12 @@ if TYPE_CHECKING:
     from genhook.presets import Presets
 
 
+FILENAME_LIMIT = 100
+"""The longest filename an export reserves, extension and uniqueness suffix included."""
+UNIQUE_SUFFIX_ROOM = 3
+"""Characters a stem leaves for ``-2`` .. ``-99``, so that keeping names unique cuts no word."""
+
+
 @dataclass
 class QualityReport:
     """The outcome of one quality-check node: kept for the completion payload."""
@@ -48,13 +54,16 @@ class RunContext:
     quality: list[QualityReport] = field(default_factory=list)
     filenames: set[str] = field(default_factory=set)
 
-    def reserve_filename(self, stem: str, extension: str, limit: int = 100) -> str:
-        """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``..."""
+    def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
+        """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;
+        a stem too long for ``limit`` loses whole words from its end."""
+        from genhook.nodes.metadata import cut_words  # nodes import this module
+
         n = 1
         while True:
             suffix = "" if n == 1 else f"-{n}"
             room = limit - len(suffix) - len(extension) - 1
-            name = f"{stem[:room].rstrip('-')}{suffix}.{extension}"
+            name = f"{cut_words(stem, room)}{suffix}.{extension}"
             if name not in self.filenames:
                 self.filenames.add(name)
                 return name
