@@ -440,7 +440,8 @@ class JobStore(StoreBase):
         eligible_at written) or skipped, and the next is tried. ``(job id, refusal)``: a
         refusal (``budget_exceeded``) is claimed to be ended at once by the worker."""
         running: dict[str, int] | None = None
-        tried: set[str] = set()
+        tried: set[str] = set()  # services with nothing that may start now
+        blocked: set[str] = set()  # backends at their concurrency or rate limit
         for _ in range(self.CLAIM_CANDIDATES):
             service_id = conn.execute(
                 sa.select(services.c.id)
@@ -469,8 +470,11 @@ class JobStore(StoreBase):
                     jobs.c.service_id == service_id,
                     jobs.c.status.in_(CLAIMABLE),
                     jobs.c.run_after <= now,
+                    sa.or_(jobs.c.backend.is_(None), jobs.c.backend.not_in(blocked))
+                    if blocked
+                    else sa.true(),
                 )
-                .order_by(jobs.c.priority.desc(), jobs.c.run_after)
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.created_at, jobs.c.id)
                 .limit(1)
                 .with_for_update(skip_locked=True)
             ).first()
@@ -490,7 +494,8 @@ class JobStore(StoreBase):
                 if gate is not None:
                     if gate > now:  # the breaker is open: hold its jobs until the next probe
                         self._hold(conn, cand.id, HoldReason.BACKEND_UNAVAILABLE, gate, now)
-                    tried.add(service_id)
+                    else:  # at its limit: the service's jobs of other backends may go
+                        blocked.add(cand.backend)
                     continue
             svc = conn.execute(
                 sa.select(
