@@ -117,7 +117,7 @@ def _service(store: Store, name: str, **values: Any) -> str:
 
 
 def _submit(store: Store, service_id: str, **admission: Any) -> dict[str, Any]:
-    job, created = store.submit(
+    job, _created = store.submit(
         service_id=service_id,
         workflow_id="product-image",
         workflow_version=1,
