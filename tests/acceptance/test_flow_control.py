@@ -131,7 +131,7 @@ def test_one_services_backlog_does_not_delay_anothers_job(
         assert big.post("/v1/workflows/tiny/runs", json={"item_id": f"q{i}"}).status_code == 202
     g.worker()  # the workers start with 1,000 jobs of one service waiting
 
-    def started() -> int:
+    def claimed() -> int:
         with db(g) as conn:
             return int(
                 conn.execute(
@@ -139,7 +139,7 @@ def test_one_services_backlog_does_not_delay_anothers_job(
                 ).fetchone()[0]
             )
 
-    wait_for(lambda: started() >= 5, 60, "the backlog to be under way")
+    wait_for(lambda: claimed() >= 5, 60, "the backlog to be under way")
     lone = small.post("/v1/workflows/tiny/runs", json={"item_id": "lone"}).json()
     accepted = ts(lone["created_at"])
     view = wait_for(
