@@ -19,6 +19,7 @@ from genhook.flow import Breaker
 from genhook.status import JobStatus
 from genhook.store.base import Health, Row
 from genhook.store.jobs import Admission, Lease
+from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import Attempt, Delivery, Job, Service
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
@@ -104,6 +105,8 @@ class ApiStore(Protocol):
 
     def service_for_key(self, api_key: str) -> Service | None: ...
 
+    def key_epoch(self) -> int | None: ...
+
     def submit(
         self,
         *,
@@ -159,7 +162,20 @@ class ApiStore(Protocol):
 
     def replay(self, delivery_id: str) -> bool: ...
 
+    # the operator's view (store/ops.py): /v1/ops and the dashboard
+    def ops_summary(self, window: str = ...) -> Summary: ...
+
+    def ops_series(self, window: str = ...) -> Series: ...
+
+    def held_jobs(self, limit: int = 100) -> list[HeldJob]: ...
+
+    def failed_deliveries(self, limit: int = 50) -> list[FailedDelivery]: ...
+
+    def resume_service(self, service: str) -> Resumed | None: ...
+
     def health(self) -> Health: ...
+
+    def breakers(self) -> dict[str, Breaker]: ...
 
 
 if TYPE_CHECKING:
