@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from genhook import __version__
-from genhook.api import deliveries, errors, jobs, meta, triggers
+from genhook.api import dashboard, deliveries, errors, jobs, meta, ops, triggers
 from genhook.api.limits import BodyLimit
 from genhook.runtime import Runtime
 
@@ -37,7 +37,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for module in (triggers, jobs, deliveries, meta):
+    for module in (triggers, jobs, deliveries, meta, ops, dashboard):
         app.include_router(module.router)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     errors.install(app)  # last: its catch-all middleware wraps every other one

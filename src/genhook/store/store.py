@@ -11,10 +11,11 @@ from genhook.status import TERMINAL
 from genhook.store.base import Row
 from genhook.store.deliveries import DeliveryStore
 from genhook.store.jobs import JobStore, Lease
+from genhook.store.ops import OpsStore
 from genhook.store.services import ServiceStore, key_hash
 
 __all__ = ["TERMINAL", "Lease", "Row", "Store", "key_hash"]
 
 
-class Store(JobStore, DeliveryStore, ServiceStore):
+class Store(JobStore, DeliveryStore, ServiceStore, OpsStore):
     """Jobs, attempts, events, services and the delivery outbox, on SQLite or PostgreSQL."""
