@@ -7,6 +7,12 @@ from dataclasses import dataclass, field
 from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
 from genhook.errors import GenhookError
 from genhook.media import Pixels
+from genhook.pricing import Pricing
+
+SCRIPTED_PRICING = Pricing.from_mapping(
+    {"scripted": {"*": {"per_image": 1.5}}}, "the scripted engine's pricing"
+)
+"""What a run on the scripted engine is charged: 1.5 credits an image (procedural free)."""
 
 
 @dataclass
@@ -14,7 +20,8 @@ class ScriptedBackend:
     """Answers the n-th call with the n-th scripted image (or raises the scripted error).
 
     The last entry repeats. Every request is recorded, so tests can see how genhook changed the
-    prompt and seed between attempts.
+    prompt and seed between attempts. Runs on it are charged by :data:`SCRIPTED_PRICING`
+    (``cost`` is what it reports, which genhook replaces with the pricing file's price).
     """
 
     script: list[Pixels | GenhookError]

@@ -43,7 +43,7 @@ from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
 from genhook.workflow.template import parse_workflow
 from tests.fake_openai import FAKE_API_KEY, FakeOpenAI
-from tests.fakes import ScriptedBackend
+from tests.fakes import SCRIPTED_PRICING, ScriptedBackend
 
 Box = tuple[float, float, float, float]
 LINEN = {
@@ -253,7 +253,7 @@ def test_dry_run_shows_the_classes_and_their_cost_and_the_run_costs_the_same(
     backend = ScriptedBackend([grey], cost=1.5)
     backends = BackendRegistry()
     backends.register(backend)
-    engine = Engine.load(wf_dir, presets=presets, backends=backends)
+    engine = Engine.load(wf_dir, presets=presets, backends=backends, pricing=SCRIPTED_PRICING)
     wf = engine.workflow("single")
     plan = engine.plan(wf, {"name": "Linen Shirt"})
     (step,) = [s for s in plan["steps"] if s["kind"] == "generate"]

@@ -3,7 +3,7 @@ backends) is built on first use, which only workers and ``genhook run`` make.
 
 Proven in a fresh interpreter, so that ``sys.modules`` says what the API really imported: a third
 party's backend, installed through the ``genhook.backends`` entry point group, records when its
-module is imported and when it is built.
+module is imported and when it is built. Its price is the pricing file's, like every backend's.
 """
 
 from __future__ import annotations
@@ -16,14 +16,6 @@ import sys
 import textwrap
 from pathlib import Path
 
-import pytest
-
-from genhook.backends.base import GenerationRequest
-from genhook.backends.openai_images import OpenAIImagesBackend
-from genhook.backends.prices import BUILTIN_PRICES, SettingsPrices
-from genhook.backends.procedural import ProceduralBackend
-from genhook.config import OpenAISettings, Settings
-from genhook.errors import ErrorCode, GenhookError
 from genhook.paths import shipped_dir
 
 BACKEND = """
@@ -91,7 +83,8 @@ TRIGGER = {"product_id": "SKU-1", "product_name": "Linen Shirt", "target_style":
            "target_platform": "instagram_feed"}
 RUNS = "/v1/workflows/product-image/runs"
 tmp = Path(sys.argv[1])
-settings = Settings(data_dir=tmp / "var", workflows_dir=tmp / "flows").resolved()
+settings = Settings(data_dir=tmp / "var", workflows_dir=tmp / "flows",
+                    pricing_file=tmp / "pricing.yaml").resolved()
 runtime = Runtime.build(settings)
 app = create_app(runtime)
 report = {}
@@ -127,9 +120,9 @@ print(json.dumps(report))
 
 
 def test_the_api_builds_no_backend_and_the_runner_builds_them(tmp_path: Path) -> None:
-    """Listing and describing workflows, triggers (accepted and refused) and a dry run import no
-    backend module and build no backend; a dry run on a plugin's backend builds that one alone
-    (for its price); the runtime's engine, built on first use, brings the backends in."""
+    """Listing and describing workflows, triggers (accepted and refused) and dry runs import no
+    backend module and build no backend, a dry run on a plugin's backend included (its price is
+    the pricing file's); the runtime's engine, built on first use, brings the backends in."""
     site = tmp_path / "site"
     (site / "recorded_backend").mkdir(parents=True)
     (site / "recorded_backend" / "__init__.py").write_text(textwrap.dedent(BACKEND))
@@ -142,6 +135,8 @@ def test_the_api_builds_no_backend_and_the_runner_builds_them(tmp_path: Path) ->
     flows = tmp_path / "flows"
     shutil.copytree(shipped_dir("workflows"), flows)
     (flows / "priced.yaml").write_text(PRICED)
+    pricing = (shipped_dir("presets") / "pricing.yaml").read_text()
+    (tmp_path / "pricing.yaml").write_text(pricing + 'recorded:\n  "*": {per_image: 2.5}\n')
     log = site / "recorded_backend" / "log.txt"
     env = {**os.environ, "PYTHONPATH": str(site)}
     proc = subprocess.run(
@@ -155,38 +150,15 @@ def test_the_api_builds_no_backend_and_the_runner_builds_them(tmp_path: Path) ->
     report = json.loads(proc.stdout.strip().splitlines()[-1])
     assert report["api"] == {"codes": [200, 200, 404, 202, 422, 200], "loaded": [], "engine": False}
     assert report["dry_run_credits"] == {"expected": 0.0, "max": 0.0}
-    # a plugin's price is known only to it: that one backend is imported and built, once
+    # a plugin's price is the pricing file's: the dry run imports and builds no backend
     assert report["priced"] == {
         "code": 200,
         "credits": {"expected": 2.5, "max": 2.5},
-        "loaded": ["recorded_backend"],
+        "loaded": [],
     }
     assert report["worker"]["engine"] is True
     assert {"genhook.backends.procedural", "genhook.backends.openai_images"} <= set(
         report["worker"]["loaded"]
     )
-    # the dry run built it once; the worker's registry built its own
-    assert log.read_text().split() == ["imported", "built", "built"]
-
-
-@pytest.mark.parametrize("credits", [4.0, 0.75])
-def test_price_data_says_what_the_builtin_backends_charge(credits: float) -> None:
-    """The dry run's price data and each built-in backend's own estimate agree."""
-    settings = Settings(openai=OpenAISettings(api_key="k", credits_per_image=credits))
-    prices = SettingsPrices(settings)
-    backends = {
-        "procedural": ProceduralBackend(),
-        "openai": OpenAIImagesBackend.from_settings(settings),
-    }
-    assert set(BUILTIN_PRICES) == set(backends)
-    for name, backend in backends.items():
-        request = GenerationRequest("p", "", 512, 512, 1, "m", backend=name)
-        assert prices.estimate_cost(request) == backend.estimate_cost(request)
-
-
-def test_price_of_a_backend_that_is_not_installed() -> None:
-    """As with the backends themselves: ``backend_not_configured``."""
-    request = GenerationRequest("p", "", 512, 512, 1, "m", backend="nowhere")
-    with pytest.raises(GenhookError) as caught:
-        SettingsPrices().estimate_cost(request)
-    assert caught.value.code is ErrorCode.BACKEND_NOT_CONFIGURED
+    # only the worker's registry imported and built it
+    assert log.read_text().split() == ["imported", "built"]

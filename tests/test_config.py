@@ -77,7 +77,8 @@ BAD_SETTINGS = [
     ("GENHOOK_HEADER_TIMEOUT", "never", "duration"),
     ("GENHOOK_OPENAI_BASE_URL", "api.openai.com", "http(s)"),
     ("GENHOOK_OPENAI_TIMEOUT", "soon", "duration"),
-    ("GENHOOK_OPENAI_CREDITS_PER_IMAGE", "-4", "0 or more"),
+    ("GENHOOK_PRICING_FILE", "{tmp}/no-such-file", "per_image"),
+    ("GENHOOK_PRICING_FILE", "{tmp}/a-file", "per_image"),
     ("GENHOOK_OPENAI_API_KEY", "sk-\u00e9t\u00e9", "printable ASCII"),
 ]
 

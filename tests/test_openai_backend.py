@@ -30,7 +30,7 @@ ENV_VARS = (
     "GENHOOK_OPENAI_API_KEY",
     "OPENAI_API_KEY",
     "GENHOOK_OPENAI_TIMEOUT",
-    "GENHOOK_OPENAI_CREDITS_PER_IMAGE",
+    "GENHOOK_PRICING_FILE",
 )
 
 MakeBackend = Callable[..., OpenAIImagesBackend]
@@ -196,11 +196,17 @@ def test_an_image_of_another_size_is_returned_as_it_came(
     assert result.pixels.shape == (512, 512, 3)
 
 
-def test_credits_per_image_come_from_the_environment(make_backend: MakeBackend) -> None:
-    """GENHOOK_OPENAI_CREDITS_PER_IMAGE sets both the estimate and the charged cost."""
-    backend = make_backend(GENHOOK_OPENAI_CREDITS_PER_IMAGE="2.5")
+def test_credits_per_image_come_from_the_pricing_file(
+    make_backend: MakeBackend, tmp_path: Path
+) -> None:
+    """GENHOOK_PRICING_FILE sets both the estimate and the reported cost, per model."""
+    prices = tmp_path / "pricing.yaml"
+    prices.write_text('openai:\n  "*": {per_image: 4.0}\n  dall-e-3: {per_image: 2.5}\n')
+    backend = make_backend(GENHOOK_PRICING_FILE=str(prices))
     assert backend.estimate_cost(request()) == 2.5
     assert backend.generate(request()).credit_cost == 2.5
+    assert backend.estimate_cost(request(model="gpt-image-1")) == 4.0
+    assert backend.status().detail.endswith(", 4 credits per image")
 
 
 def test_one_backend_serves_concurrent_generations(
@@ -262,8 +268,6 @@ def test_invalid_numbers_in_the_environment_are_configuration_errors(
     """A timeout that is not a positive duration is refused when the settings are read."""
     with pytest.raises(ConfigError, match="GENHOOK_OPENAI_TIMEOUT"):
         make_backend(GENHOOK_OPENAI_TIMEOUT="soon")
-    with pytest.raises(ConfigError, match="GENHOOK_OPENAI_CREDITS_PER_IMAGE"):
-        make_backend(GENHOOK_OPENAI_CREDITS_PER_IMAGE="-1")
 
 
 def test_registry_loads_it_from_the_entry_point(

@@ -18,7 +18,7 @@ from genhook.media import Pixels
 from genhook.presets import Presets
 from genhook.quality import FailedCheck, missing_glyphs, retry_may_help
 from genhook.sinks import DirectorySink
-from tests.fakes import ScriptedBackend
+from tests.fakes import SCRIPTED_PRICING, ScriptedBackend
 
 TEMPLATE = textwrap.dedent(
     """\
@@ -89,7 +89,7 @@ def run(
     backend = ScriptedBackend(script)
     backends = BackendRegistry()
     backends.register(backend)
-    engine = Engine.load(wf_dir, presets=presets, backends=backends)
+    engine = Engine.load(wf_dir, presets=presets, backends=backends, pricing=SCRIPTED_PRICING)
     outcome = engine.execute(
         engine.workflow("qc-test"), {"name": "Ada"}, DirectorySink(tmp_path / "out")
     )

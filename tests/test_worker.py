@@ -26,7 +26,7 @@ from genhook.storage import LocalStorage
 from genhook.store.store import Store
 from genhook.worker import Worker
 from tests.databases import database_url
-from tests.fakes import ScriptedBackend
+from tests.fakes import SCRIPTED_PRICING, ScriptedBackend
 
 FLOW = textwrap.dedent(
     """\
@@ -71,7 +71,9 @@ class World:
         self.backend = ScriptedBackend(script)
         backends = BackendRegistry()
         backends.register(self.backend)
-        self.engine = Engine.load(tmp / "flows", presets=presets, backends=backends)
+        self.engine = Engine.load(
+            tmp / "flows", presets=presets, backends=backends, pricing=SCRIPTED_PRICING
+        )
         self.settings = Settings(data_dir=tmp).resolved()
         self.storage = LocalStorage(tmp / "assets", "http://genhook.test")
         self.service = self.store.create_service("shop")

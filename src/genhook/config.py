@@ -10,7 +10,6 @@ exits 2.
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -49,7 +48,6 @@ class OpenAISettings:
     base_url: str = "https://api.openai.com/v1"
     api_key: str | None = None
     timeout: float = 120.0
-    credits_per_image: float = 4.0
 
 
 @dataclass(frozen=True)
@@ -163,7 +161,7 @@ class Settings:
         if self.pricing_file is not None and not self.pricing_file.is_file():
             raise ConfigError(
                 f"GENHOOK_PRICING_FILE: {self.pricing_file} is not a file; accepts a YAML file "
-                "of backend: model: {per_image: CREDITS}"
+                "of backend: model: {per_image: CREDITS, per_video_second: CREDITS}"
             )
         if self.alert_url is not None:
             parts = urlsplit(self.alert_url)
@@ -208,16 +206,6 @@ def _positive_seconds(text: str) -> float:
     if seconds <= 0:
         raise ValueError(f"{text!r} is not a positive duration (use e.g. 30s, 2m, 250ms)")
     return seconds
-
-
-def _credits(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"{text!r} is not a number of credits (accepts 0 or more, e.g. 4.0)")
-    return value
 
 
 def _check_folder(var: str, path: Path | None, holds: str) -> None:
@@ -282,5 +270,4 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_OPENAI_BASE_URL": ("base_url", lambda text: text.strip().rstrip("/")),
     "GENHOOK_OPENAI_TIMEOUT": ("timeout", _positive_seconds),
-    "GENHOOK_OPENAI_CREDITS_PER_IMAGE": ("credits_per_image", _credits),
 }

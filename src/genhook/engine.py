@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -20,6 +20,7 @@ from genhook.contract.completion import CompletionPayload, failure_payload, succ
 from genhook.errors import GenhookError
 from genhook.ids import new_job_id
 from genhook.presets import Presets
+from genhook.pricing import Pricing, made
 from genhook.workflow.node import RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
@@ -39,12 +40,17 @@ class AssetSink(Protocol):
 
 @dataclass
 class Outcome:
-    """A finished job: its payload, and the run's result when it succeeded."""
+    """A finished attempt: its payload, and the run's result when it succeeded.
+
+    ``credit_cost`` is this attempt's credits (the pricing file's price of what it made);
+    ``made`` is what it made, ``{"image": N, "video_seconds": S}``, quality-check
+    regenerations included, on success and on failure alike."""
 
     payload: CompletionPayload
     result: RunResult | None
     error: GenhookError | None
     credit_cost: float = 0.0
+    made: dict[str, float] = field(default_factory=lambda: made(()))
 
 
 class Engine:
@@ -64,10 +70,13 @@ class Engine:
         workflows: Path | None = None,
         presets: Presets | None = None,
         backends: BackendRegistry | None = None,
+        pricing: Pricing | None = None,
     ) -> Engine:
-        """Load the catalog of ``workflows`` (checked) and the backends (default: every one)."""
+        """Load the catalog of ``workflows`` (checked, priced by ``pricing``: default the
+        shipped pricing file) and the backends (default: every one)."""
         return cls(
-            Catalog.load(workflows, presets), backends or BackendRegistry.from_entry_points()
+            Catalog.load(workflows, presets, pricing),
+            backends or BackendRegistry.from_entry_points(),
         )
 
     @property
@@ -97,19 +106,15 @@ class Engine:
         job_id: str,
         is_cancelled: Callable[[], bool] = lambda: False,
     ) -> RunContext:
-        """A fresh run context on these backends (seed stable for workflow, version, trigger)."""
+        """A fresh run context on these backends, priced by the catalog's pricing (seed stable
+        for workflow, version, trigger)."""
         return self.catalog.context(
-            workflow,
-            trigger,
-            job_id=job_id,
-            backends=self.backends,
-            prices=self.backends,
-            is_cancelled=is_cancelled,
+            workflow, trigger, job_id=job_id, backends=self.backends, is_cancelled=is_cancelled
         )
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
-        """The catalog's dry run, priced by these backends themselves."""
-        return self.catalog.plan(workflow, trigger, prices=self.backends)
+        """The catalog's dry run, priced by the same pricing as a run."""
+        return self.catalog.plan(workflow, trigger)
 
     def execute(
         self,
@@ -155,7 +160,7 @@ class Engine:
                 credit_cost=round(credit_before + cost, 6),
                 generations=len(spent),
             )
-            return Outcome(payload, None, exc, cost)
+            return Outcome(payload, None, exc, cost, made(spent))
         payload = success_payload(
             job_id=job_id,
             workflow_id=workflow.id,
@@ -166,4 +171,4 @@ class Engine:
             processing_time_seconds=worked(),
             credit_before=credit_before,
         )
-        return Outcome(payload, result, None, result.credit_cost)
+        return Outcome(payload, result, None, result.credit_cost, made(result.generations))

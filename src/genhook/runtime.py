@@ -6,13 +6,13 @@ import threading
 from dataclasses import dataclass, field
 
 from genhook.backends.base import BackendRegistry
-from genhook.backends.prices import SettingsPrices
 from genhook.catalog import Catalog
 from genhook.clock import Clock, SystemClock
 from genhook.config import Settings
 from genhook.delivery.ssrf import Resolver, SystemResolver
 from genhook.engine import Engine
 from genhook.presets import load_presets
+from genhook.pricing import load_pricing, shipped_pricing
 from genhook.signals import Signal
 from genhook.storage import LocalStorage
 from genhook.store.store import Store
@@ -66,11 +66,13 @@ class Runtime:
 
 
 def load_catalog(settings: Settings) -> Catalog:
-    """Presets and workflows from ``settings``, priced from them too; no backend is built."""
+    """Presets and workflows from ``settings``, priced by its pricing file (a bad file is a
+    ConfigError; a workflow naming an unpriced backend, a TemplateError); no backend is built."""
+    path = settings.pricing_file
     return Catalog.load(
         settings.workflows_dir,
         presets=load_presets(settings.presets_dir),
-        prices=SettingsPrices(settings),
+        pricing=load_pricing(path) if path is not None else shipped_pricing(),
     )
 
 

@@ -28,7 +28,6 @@ def remote(factory: Callable[..., Genhook], fake: FakeOpenAI, **env: str) -> Gen
     return factory(
         GENHOOK_OPENAI_BASE_URL=fake.base_url,
         GENHOOK_OPENAI_API_KEY=FAKE_API_KEY,
-        GENHOOK_OPENAI_CREDITS_PER_IMAGE="2.5",
         **env,
     )
 
@@ -46,7 +45,7 @@ def test_transient_backend_failures_are_retried(
     assert payload["status"] == "success"
     assert payload["metadata"]["attempts"] == 3
     assert payload["metadata"]["model_id"] == "openai/gpt-image-test"
-    assert payload["metadata"]["credit_cost"] == 2.5
+    assert payload["metadata"]["credit_cost"] == 4.0  # the shipped pricing file's openai "*"
     job = g.job(job_id)
     assert [a["outcome"] for a in job["attempts"]] == ["retrying", "retrying", "succeeded"]
     assert [a["error"]["error_code"] for a in job["attempts"][:2]] == ["backend_error"] * 2

@@ -53,7 +53,7 @@ class GenerationRequest:
 
 @dataclass(frozen=True)
 class GenerationResult:
-    """One generated image and what it cost."""
+    """One generated image and what it cost (the run charges it by the pricing file)."""
 
     pixels: Pixels
     request: GenerationRequest
@@ -88,7 +88,9 @@ class Backend(Protocol):
         ...
 
     def estimate_cost(self, request: GenerationRequest) -> float:
-        """Credits one generation of ``request`` will cost."""
+        """Credits one generation of ``request`` will cost. genhook prices every run and dry
+        run by the pricing file (:mod:`genhook.pricing`), not by this answer; the built-ins
+        answer from that file too."""
         ...
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
@@ -117,10 +119,6 @@ class BackendRegistry(Registry[Backend]):
             registry.register(build_backend(factory, settings), name=name)
         return registry
 
-    def estimate_cost(self, request: GenerationRequest) -> float:
-        """Credits of ``request`` on its backend (``backend_not_configured`` if none)."""
-        return self.get(request.backend).estimate_cost(request)
-
     def get(self, name: str) -> Backend:
         """The backend ``name``; a permanent error if this install has none of that name."""
         backend = self.find(name)
@@ -136,14 +134,6 @@ def build_backend(factory: Any, settings: Settings) -> Backend:
     build = getattr(factory, "from_settings", None)
     backend: Backend = build(settings) if callable(build) else factory()
     return backend
-
-
-class Prices(Protocol):
-    """What a dry run asks of backends: the credits one request will cost."""
-
-    def estimate_cost(self, request: GenerationRequest) -> float:
-        """Credits of ``request`` on its backend (``backend_not_configured`` if none)."""
-        ...
 
 
 def probe(backend: Backend, timeout: float = PROBE_TIMEOUT) -> BackendStatus:

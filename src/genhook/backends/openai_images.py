@@ -24,7 +24,9 @@ Its settings (``genhook.config.OpenAISettings``, read from the environment by
 - ``GENHOOK_OPENAI_API_KEY`` (or ``OPENAI_API_KEY``): required; without it the backend is not
   ready
 - ``GENHOOK_OPENAI_TIMEOUT``: seconds per HTTP exchange, default 120
-- ``GENHOOK_OPENAI_CREDITS_PER_IMAGE``: the credit cost of one image, default 4.0
+
+Its prices are the pricing file's (``GENHOOK_PRICING_FILE``, entry ``openai``), as every
+backend's are.
 
 :meth:`OpenAIImagesBackend.probe` checks readiness with ``GET {base_url}/models`` and the key:
 any answer but 401/403 (or 5xx) means the engine is there and takes the key.
@@ -57,6 +59,7 @@ from genhook.config import OpenAISettings, Settings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import Frame, ratio_text
+from genhook.pricing import Pricing, load_pricing, shipped_pricing
 from genhook.retry import parse_retry_after
 
 PASSED_OPTIONS = (
@@ -82,21 +85,25 @@ class OpenAIImagesBackend:
     name = "openai"
     kinds: frozenset[AssetKind] = frozenset({"image"})
 
-    def __init__(self, config: OpenAISettings | None = None) -> None:
+    def __init__(
+        self, config: OpenAISettings | None = None, pricing: Pricing | None = None
+    ) -> None:
         config = config or OpenAISettings()
         self.config = config
         self.base_url = config.base_url.rstrip("/")
         self.api_key = config.api_key
         self.timeout = config.timeout
-        self.credits_per_image = config.credits_per_image
+        self.pricing = pricing or shipped_pricing()
         self._problem = "GENHOOK_OPENAI_API_KEY is not set" if self.api_key is None else None
         self._client: httpx.Client | None = None
         self._lock = threading.Lock()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIImagesBackend:
-        """The factory the backend registry calls: this backend from the process's settings."""
-        return cls(settings.openai)
+        """The factory the backend registry calls: this backend from the process's settings
+        (its prices from the pricing file)."""
+        path = settings.pricing_file
+        return cls(settings.openai, load_pricing(path) if path is not None else None)
 
     # -- the Backend protocol ----------------------------------------------------------------
 
@@ -105,7 +112,7 @@ class OpenAIImagesBackend:
         if self._problem:
             return BackendStatus(False, self._problem)
         where = _origin_text(self.base_url) + urlsplit(self.base_url).path
-        return BackendStatus(True, f"{where}, {self.credits_per_image:g} credits per image")
+        return BackendStatus(True, f"{where}{self._price_text()}")
 
     def probe(self, timeout: float) -> BackendStatus:
         """Configured and answering: ``GET {base_url}/models`` with the key, within ``timeout``."""
@@ -125,13 +132,11 @@ class OpenAIImagesBackend:
             return BackendStatus(False, f"key refused by {where} (HTTP {status})")
         if status >= 500:
             return BackendStatus(False, f"{where} answers HTTP {status}")
-        return BackendStatus(
-            True, f"{where} answering, {self.credits_per_image:g} credits per image"
-        )
+        return BackendStatus(True, f"{where} answering{self._price_text()}")
 
     def estimate_cost(self, request: GenerationRequest) -> float:
-        """The configured credits per image."""
-        return self.credits_per_image
+        """The pricing file's credits for one image of ``request.model``."""
+        return self.pricing.price(self.name, request.model, "image", 1)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """One image for ``request``, or a GenhookError whose code says if a retry may help."""
@@ -150,11 +155,16 @@ class OpenAIImagesBackend:
             pixels=decode(image_bytes),
             request=request,
             model_id=f"openai/{request.model}",
-            credit_cost=self.credits_per_image,
+            credit_cost=self.estimate_cost(request),
             seconds=time.perf_counter() - started,
         )
 
     # -- the pieces --------------------------------------------------------------------------
+
+    def _price_text(self) -> str:
+        """``, N credits per image`` for any model (the pricing file's ``"*"``), if priced."""
+        price = self.pricing.unit_price(self.name, "*", "image")
+        return "" if price is None else f", {price:g} credits per image"
 
     def body(self, request: GenerationRequest) -> dict[str, Any]:
         """The JSON body of the ``/images/generations`` request for ``request``."""

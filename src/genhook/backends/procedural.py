@@ -1,4 +1,7 @@
-"""The ``procedural`` backend: offline, deterministic, fast, free. The embedded default.
+"""The ``procedural`` backend: offline, deterministic, fast. The embedded default.
+
+It costs what the pricing file says (the shipped file: 0 credits; 0 too where a file does not
+name it).
 
 It composes a real image from the prompt and style (palette background, lighting, shapes, the
 subject's name set in type) and labels it honestly as a procedural render. It is what lets every
@@ -10,20 +13,34 @@ on pure white with no text.
 from __future__ import annotations
 
 import time
+from typing import TYPE_CHECKING
 
 from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
 from genhook.errors import ErrorCode, GenhookError
+from genhook.pricing import Pricing, load_pricing, shipped_pricing
+
+if TYPE_CHECKING:
+    from genhook.config import Settings
 
 DEFAULT_PALETTE = ["#1d3557", "#457b9d", "#a8dadc", "#f1faee"]
 MAX_SIDE = 4096
 
 
 class ProceduralBackend:
-    """Renders compositions with numpy and Pillow; costs 0 credits."""
+    """Renders compositions with numpy and Pillow; priced by the pricing file (0 as shipped)."""
 
     name = "procedural"
     kinds: frozenset[AssetKind] = frozenset({"image"})
     models = ("procedural-v1",)
+
+    def __init__(self, pricing: Pricing | None = None) -> None:
+        self.pricing = pricing or shipped_pricing()
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ProceduralBackend:
+        """The factory the backend registry calls: priced by the settings' pricing file."""
+        path = settings.pricing_file
+        return cls(load_pricing(path) if path is not None else None)
 
     def status(self) -> BackendStatus:
         """Always ready: nothing to configure or reach."""
@@ -34,8 +51,8 @@ class ProceduralBackend:
         return self.status()
 
     def estimate_cost(self, request: GenerationRequest) -> float:
-        """Free."""
-        return 0.0
+        """The pricing file's credits for one image (0 as shipped)."""
+        return self.pricing.price(self.name, request.model, "image", 1)
 
     def generate(self, request: GenerationRequest) -> GenerationResult:
         """Render ``request`` deterministically for its seed."""
@@ -70,7 +87,7 @@ class ProceduralBackend:
             pixels=pixels,
             request=request,
             model_id=f"procedural/{request.model}",
-            credit_cost=0.0,
+            credit_cost=self.estimate_cost(request),
             seconds=time.perf_counter() - started,
             missing_glyphs=tuple(sorted(missing)),
         )

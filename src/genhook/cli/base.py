@@ -71,10 +71,15 @@ def setup_logging() -> None:
 
 
 def load_settings(**overrides: object) -> Any:
+    """The settings of this process, the pricing file's content checked too (exit 2 if bad)."""
     from genhook.config import ConfigError, Settings
+    from genhook.pricing import load_pricing
 
     try:
-        return Settings.from_env(None, **overrides)
+        settings = Settings.from_env(None, **overrides)
+        if settings.pricing_file is not None:
+            load_pricing(settings.pricing_file)  # a bad file: one line naming its line and key
+        return settings
     except ConfigError as exc:
         die_config(exc)
 

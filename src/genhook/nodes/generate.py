@@ -6,7 +6,8 @@ safe area that later crops leave whole, and on pure white for ``on_white`` prese
 about ``width x height`` pixels, shaped to its class and grown where a preset needs more, and
 costs what one image costs. ``single`` makes one ``width x height`` image for every preset
 (cheaper with a paid engine; crops to far-off ratios then cut into it, and the export's
-salience check says so). Backend errors keep their code (transient or not).
+salience check says so). Backend errors keep their code (transient or not). Each generation is
+charged by the pricing file (:mod:`genhook.pricing`) for what it made.
 """
 
 from __future__ import annotations
@@ -185,7 +186,14 @@ def _blank(width: int, height: int) -> Pixels:
 
 
 def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResult:
-    """Call the request's backend once and record the result (and its cost) in the ledger."""
-    result = ctx.backends.get(request.backend).generate(request)
+    """Call the request's backend once and record the result in the run's ledger, charged by
+    the pricing file for what it made (whatever the backend itself reported).
+
+    An unpriced backend or model is refused (``backend_not_configured``) before the engine is
+    called: a paid engine is never run for free."""
+    backend = ctx.backends.get(request.backend)
+    ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
+    result = backend.generate(request)
+    result = replace(result, credit_cost=ctx.prices.charge(result))
     ctx.generations.append(result)
     return result

@@ -15,8 +15,9 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from genhook.backends.base import BackendRegistry, GenerationResult, Prices
+    from genhook.backends.base import BackendRegistry, GenerationResult
     from genhook.presets import Presets
+    from genhook.pricing import Pricing
 
 
 FILENAME_LIMIT = 100
@@ -39,14 +40,15 @@ class QualityReport:
 class RunContext:
     """What every node of one run shares: presets, backends, the job's identity and its ledger.
 
-    ``prices`` answers what a request would cost: the backends themselves in a worker, price
-    data in the API's dry runs (whose ``backends`` is empty: the API builds none)."""
+    ``prices`` (the pricing file) says what a request would cost and charges what each
+    generation made, in a worker and in the API's dry runs alike (whose ``backends`` is empty:
+    the API builds none)."""
 
     job_id: str
     trigger: Mapping[str, Any]
     presets: Presets
     backends: BackendRegistry
-    prices: Prices
+    prices: Pricing
     base_seed: int
     is_cancelled: Callable[[], bool] = lambda: False
     generations: list[GenerationResult] = field(default_factory=list)
