@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from genhook import metrics
 from genhook.backends.base import BackendRegistry
 from genhook.catalog import Catalog, external_id
 from genhook.contract.completion import CompletionPayload, failure_payload, success_payload
@@ -145,7 +146,8 @@ class Engine:
         ctx: RunContext | None = None
         try:
             ctx = self.context(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
-            result = run_workflow(workflow, self.nodes, ctx)
+            with metrics.job_scope(workflow.id):
+                result = run_workflow(workflow, self.nodes, ctx)
             urls = [sink.put(job_id, asset) for asset in result.assets]
         except GenhookError as exc:
             spent = ctx.generations if ctx else []
@@ -161,6 +163,11 @@ class Engine:
                 generations=len(spent),
             )
             return Outcome(payload, None, exc, cost, made(spent))
+        finally:
+            for generation in ctx.generations if ctx else ():
+                metrics.generation_seconds(
+                    workflow.id, generation.request.backend, generation.seconds
+                )
         payload = success_payload(
             job_id=job_id,
             workflow_id=workflow.id,

@@ -22,6 +22,7 @@ import threading
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
+from genhook import metrics
 from genhook.runtime import Runtime
 from genhook.supervisor import WorkerProcesses, die_with_parent, parent_gone, worker_env
 from genhook.wakeup import WakeupChannel, open_channel, worker_role
@@ -112,6 +113,8 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
     from genhook.api.protocol import guarded_h11
 
     settings = runtime.settings
+    # every process of this tree counts into one emptied folder; workers inherit the variable
+    metrics.enable_multiprocess(metrics.prepare_multiprocess_dir(settings.data_dir))
     app = create_app(runtime, lifespan=hub_lifespan(runtime, workers=workers))
     config = uvicorn.Config(
         app,

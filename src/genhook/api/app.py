@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from genhook import __version__
 from genhook.api import dashboard, deliveries, errors, jobs, meta, ops, triggers
+from genhook.api import metrics as metrics_routes
 from genhook.api.limits import BodyLimit
 from genhook.runtime import Runtime
 
@@ -39,6 +40,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     app.state.runtime = runtime
     for module in (triggers, jobs, deliveries, meta, ops, dashboard):
         app.include_router(module.router)
+    app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     errors.install(app)  # last: its catch-all middleware wraps every other one
     return app

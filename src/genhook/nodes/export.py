@@ -9,11 +9,13 @@ the source's salient region, the output is still delivered and the payload's
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
+from genhook import metrics
 from genhook.backends.base import GenerationResult
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
@@ -87,6 +89,7 @@ class Export(BaseNode):
 
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """Name: ``{stem}-{role}-{platform}-{w}x{h}.{ext}``, at most 100 characters, unique."""
+        started = time.perf_counter()
         presets = resolve_targets(params.platforms, ctx.presets)
         seo = self._seo(params, ctx)
         if ctx.is_cancelled():
@@ -106,6 +109,7 @@ class Export(BaseNode):
                     continue
                 region = salience(pixels) if region is None else region
                 kept = kept_extent(region, out.crop)
+                metrics.qc("salient_region", kept >= MIN_KEPT)
                 if kept < MIN_KEPT:
                     failed.append(_lost(presets[index], kept))
         if failed:
@@ -128,6 +132,7 @@ class Export(BaseNode):
                     caption=seo.caption,
                 )
             )
+        metrics.export_seconds(time.perf_counter() - started)
         return {"assets": assets}
 
     @staticmethod

@@ -19,6 +19,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from genhook import metrics
 from genhook.backends.base import GenerationResult
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
@@ -105,6 +106,7 @@ class QualityCheck(BaseNode):
             attempts += 1
             measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
             failed = evaluate(measured, thresholds, candidate.missing_glyphs)
+            _count_checks(thresholds, failed)
             if best is None or score(failed) < best[0]:
                 best = (score(failed), candidate, failed)
             if not retry_may_help(failed) or attempts > params.max_retries:
@@ -127,6 +129,18 @@ class QualityCheck(BaseNode):
             )
         ctx.delivered.append(chosen)
         return chosen, not failed
+
+
+CHECKS = ("width", "height", "contrast", "sharpness", "brightness", "missing_glyphs")
+"""The checks every evaluation applies (``face_confidence`` too unless faces are ignored)."""
+
+
+def _count_checks(thresholds: Thresholds, failed: list[FailedCheck]) -> None:
+    """/metrics: each check this evaluation applied, passed or failed."""
+    failing = {f.check for f in failed}
+    faces = ("face_confidence",) if thresholds.faces != "ignore" else ()
+    for check in (*CHECKS, *faces):
+        metrics.qc(check, check not in failing)
 
 
 def _renders(given: GenerationResult | Renders) -> Renders:
