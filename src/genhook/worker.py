@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from genhook import metrics
 from genhook.backends.base import BackendStatus, probe
 from genhook.config import Settings
 from genhook.contract.completion import CompletionPayload, job_failure_payload
@@ -204,6 +205,8 @@ class Worker:
                 made=made,
                 spared=spared,
             )
+            if ended is JobStatus.RETRYING:
+                metrics.retry(job.service_id, job.workflow_id)
             if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
             return

@@ -15,6 +15,7 @@ from fastapi import APIRouter, Header, Request, Security
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import JSONResponse
 
+from genhook import metrics
 from genhook.api.auth import api_store, bearer, runtime_of, service_of
 from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
@@ -136,6 +137,7 @@ def _reject(
         return _replay(job, runtime)
     if callback:
         runtime.deliveries_signal.notify()
+    metrics.trigger_refused(service.id, wf.id, error.code)
     return error_response(error, job_id=job_id)
 
 
@@ -201,6 +203,7 @@ def _accept(
     if not created:
         return _replay(job, runtime)
     runtime.jobs_signal.notify()
+    metrics.trigger_accepted(service.id, wf.id)
     return JSONResponse(accepted(job, runtime.settings.public_url), status_code=202)
 
 
