@@ -77,12 +77,10 @@ class Figures:
 
     @classmethod
     def of(cls, row: Mapping[Any, Any]) -> Figures:
-        return cls(**{f.name: (row[f.name] or 0) for f in fields(cls)})
+        return cls(*(row[name] or 0 for name in FIGURES))
 
     def __add__(self, other: Figures) -> Figures:
-        return Figures(
-            **{f.name: getattr(self, f.name) + getattr(other, f.name) for f in fields(self)}
-        )
+        return Figures(*(getattr(self, n) + getattr(other, n) for n in FIGURES))
 
     @property
     def ended(self) -> int:
@@ -135,6 +133,10 @@ class Figures:
             "failure_rate": self.failure_rate,
             "credits": self.credits,
         }
+
+
+FIGURES: tuple[str, ...] = tuple(f.name for f in fields(Figures))
+"""The roll-up columns that :class:`Figures` sums, in its order."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -319,11 +321,18 @@ def window_seconds(window: str) -> float:
         raise ValueError(f"window {window!r} is not one of {', '.join(WINDOWS)}") from None
 
 
+def waiting() -> sa.ColumnElement[bool]:
+    """``status IN ('queued', 'retrying')`` with the values written into the SQL: SQLite uses
+    a partial index only when it can see that the query implies the index's condition, which
+    it cannot through bound parameters (the claimable indexes would go unused)."""
+    return jobs.c.status.in_([sa.literal(str(s), literal_execute=True) for s in sorted(CLAIMABLE)])
+
+
 def _hour(ts: float) -> float:
     return math.floor(ts / HOUR) * HOUR
 
 
-_SUMS = [sa.func.sum(job_rollups.c[f.name]).label(f.name) for f in fields(Figures)]
+_SUMS = [sa.func.sum(job_rollups.c[name]).label(name) for name in FIGURES]
 
 
 class OpsStore(StoreBase):
@@ -357,19 +366,19 @@ class OpsStore(StoreBase):
             queued: dict[str, int] = {}
             for r in conn.execute(
                 sa.select(jobs.c.service_id, jobs.c.hold_reason, sa.func.count().label("n"))
-                .where(jobs.c.status.in_(CLAIMABLE))
+                .where(waiting())
                 .group_by(jobs.c.service_id, jobs.c.hold_reason)
             ):
                 queued[r.service_id] = queued.get(r.service_id, 0) + r.n
                 if r.hold_reason is not None:
                     held.setdefault(r.service_id, {})[r.hold_reason] = r.n
-            running: dict[str, int] = dict(
-                conn.execute(
-                    sa.select(jobs.c.service_id, sa.func.count())
-                    .where(jobs.c.status == JobStatus.RUNNING)
-                    .group_by(jobs.c.service_id)
-                ).all()
-            )
+            running: dict[str, int] = {}
+            # no GROUP BY here: it would lead SQLite to a per-service index over every job,
+            # where the partial index of running jobs (a handful) answers at once
+            for sid in conn.execute(
+                sa.select(jobs.c.service_id).where(jobs.c.status == JobStatus.RUNNING)
+            ).scalars():
+                running[sid] = running.get(sid, 0) + 1
             failed: dict[str | None, int] = dict(
                 conn.execute(
                     sa.select(deliveries.c.service_id, sa.func.count())
@@ -423,14 +432,26 @@ class OpsStore(StoreBase):
         steps = tuple(first + i * step for i in range(count))
         points: dict[tuple[str, str], list[Figures]] = {}
         with self._read() as conn:
+            # the step of a bucket, floor((bucket - first) / step): CAST truncates on SQLite
+            # (the value is never negative here) but rounds on PostgreSQL
+            ratio = (job_rollups.c.bucket - first) / step
+            postgres = conn.dialect.name == "postgresql"
+            index = sa.func.floor(ratio) if postgres else sa.cast(ratio, sa.Integer)
             for row in conn.execute(
-                sa.select(job_rollups).where(job_rollups.c.bucket >= first)
+                sa.select(
+                    job_rollups.c.service_id,
+                    job_rollups.c.workflow_id,
+                    index.label("step"),
+                    *_SUMS,
+                )
+                .where(job_rollups.c.bucket >= first)
+                .group_by(sa.text("1"), sa.text("2"), sa.text("3"))
             ).mappings():
-                index = min(count - 1, int((row["bucket"] - first) // step))
                 values = points.setdefault(
                     (row["service_id"], row["workflow_id"]), [Figures() for _ in steps]
                 )
-                values[index] = values[index] + Figures.of(row)
+                at = min(count - 1, max(0, int(row["step"])))
+                values[at] = values[at] + Figures.of(row)
         return Series(window, step, steps, {k: tuple(v) for k, v in points.items()})
 
     def held_jobs(self, limit: int = 100) -> list[HeldJob]:
@@ -446,7 +467,7 @@ class OpsStore(StoreBase):
                     jobs.c.run_after,
                 )
                 .join(services, services.c.id == jobs.c.service_id)
-                .where(jobs.c.status.in_(CLAIMABLE), jobs.c.hold_reason.is_not(None))
+                .where(waiting(), jobs.c.hold_reason.is_not(None))
                 .order_by(jobs.c.run_after, jobs.c.id)
                 .limit(limit)
             ).all()
@@ -501,7 +522,7 @@ class OpsStore(StoreBase):
                 jobs.update()
                 .where(
                     jobs.c.service_id == row.id,
-                    jobs.c.status.in_(CLAIMABLE),
+                    waiting(),
                     jobs.c.hold_reason == HoldReason.PAUSED,
                 )
                 .values(hold_reason=None, run_after=now, updated_at=now)

@@ -205,6 +205,20 @@ sa.Index(
     sqlite_where=deliveries.c.status == DeliveryStatus.PENDING,
     postgresql_where=deliveries.c.status == DeliveryStatus.PENDING,
 )
+# the operator's failed deliveries (a handful among all), newest first, without a scan
+sa.Index(
+    "ix_deliveries_failed",
+    deliveries.c.created_at,
+    sqlite_where=deliveries.c.status == DeliveryStatus.FAILED,
+    postgresql_where=deliveries.c.status == DeliveryStatus.FAILED,
+)
+# attempts in flight (the sender's caps count them) and abandoned ones, without a scan
+sa.Index(
+    "ix_deliveries_sending",
+    deliveries.c.lease_expires,
+    sqlite_where=deliveries.c.status == DeliveryStatus.SENDING,
+    postgresql_where=deliveries.c.status == DeliveryStatus.SENDING,
+)
 
 delivery_attempts = sa.Table(
     "delivery_attempts",
@@ -304,3 +318,5 @@ job_rollups = sa.Table(
     sa.Column("qc_passed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("credits", sa.Float, nullable=False, server_default="0"),
 )
+# a window's roll-ups (every service's last hours) are a range of buckets
+sa.Index("ix_job_rollups_bucket", job_rollups.c.bucket)

@@ -151,9 +151,27 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["service_id"], ["services.id"]),
         sa.PrimaryKeyConstraint("service_id", "workflow_id", "bucket"),
     )
+    op.create_index("ix_job_rollups_bucket", "job_rollups", ["bucket"])
+    op.create_index(
+        "ix_deliveries_failed",
+        "deliveries",
+        ["created_at"],
+        sqlite_where=sa.text("status = 'failed'"),
+        postgresql_where=sa.text("status = 'failed'"),
+    )
+    op.create_index(
+        "ix_deliveries_sending",
+        "deliveries",
+        ["lease_expires"],
+        sqlite_where=sa.text("status = 'sending'"),
+        postgresql_where=sa.text("status = 'sending'"),
+    )
 
 
 def downgrade() -> None:
+    op.drop_index("ix_deliveries_sending", table_name="deliveries")
+    op.drop_index("ix_deliveries_failed", table_name="deliveries")
+    op.drop_index("ix_job_rollups_bucket", table_name="job_rollups")
     op.drop_table("job_rollups")
     op.drop_index("ix_operator_events_at", table_name="operator_events")
     op.drop_table("operator_events")
