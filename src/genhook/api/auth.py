@@ -1,9 +1,14 @@
 """Bearer API keys: each names one requesting service.
 
 Looking a key up is a database read; a busy service sends the same key on every request, so the
-answers are kept in a small cache: bounded (least recently used entries go first) and short-lived
-(``KEY_CACHE_SECONDS``), so that a key revoked or rotated by any process stops working within
-seconds. Unknown keys are never cached: a key created a moment ago works at once.
+answers are kept in a small cache: bounded (least recently used entries go first) and
+short-lived (``KEY_CACHE_SECONDS``). Unknown keys are never cached: a key created a moment ago
+works at once. A rotated key stops working at once, in every process: each entry is tagged with
+the store's key epoch (:meth:`~genhook.store.services.ServiceStore.key_epoch`, read before the
+look-up), which every rotation and settings change raises after its commit, and an entry of
+another epoch is looked up again. Reading the epoch is a read of shared memory on SQLite; where
+the store has no epoch (PostgreSQL), every request looks its key up. The TTL stays as a
+backstop (a process that died between its commit and the raise).
 """
 
 from __future__ import annotations
@@ -36,7 +41,8 @@ bearer = HTTPBearer(
 
 
 class KeyCache:
-    """Services by key hash: at most ``max_entries``, each trusted for ``ttl`` seconds."""
+    """Services by key hash: at most ``max_entries``, each trusted for ``ttl`` seconds and only
+    while the key epoch is the one it was looked up at."""
 
     def __init__(
         self,
@@ -48,25 +54,27 @@ class KeyCache:
         self._clock = clock
         self._max = max_entries
         self._ttl = ttl
-        self._entries: OrderedDict[str, tuple[float, Service]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, int | None, Service]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, digest: str) -> Service | None:
-        """The cached service, or None when absent or older than the TTL (then dropped)."""
+    def get(self, digest: str, epoch: int | None = None) -> Service | None:
+        """The cached service, or None when absent, older than the TTL or looked up at another
+        key epoch than ``epoch`` (then dropped)."""
         with self._lock:
             entry = self._entries.get(digest)
             if entry is None:
                 return None
-            if self._clock.now() - entry[0] >= self._ttl:
+            if entry[1] != epoch or self._clock.now() - entry[0] >= self._ttl:
                 del self._entries[digest]
                 return None
             self._entries.move_to_end(digest)
-            return entry[1]
+            return entry[2]
 
-    def put(self, digest: str, service: Service) -> None:
-        """Remember ``service``; the least recently used entry goes when the cache is full."""
+    def put(self, digest: str, service: Service, epoch: int | None = None) -> None:
+        """Remember ``service``, looked up at key epoch ``epoch``; the least recently used entry
+        goes when the cache is full."""
         with self._lock:
-            self._entries[digest] = (self._clock.now(), service)
+            self._entries[digest] = (self._clock.now(), epoch, service)
             self._entries.move_to_end(digest)
             while len(self._entries) > self._max:
                 self._entries.popitem(last=False)
@@ -118,14 +126,24 @@ def service_of(request: Request) -> Service:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise GenhookError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api_key>")
+    token = token.strip()
+    store = api_store(runtime_of(request))
+    epoch = store.key_epoch()  # before the look-up: a rotation after it raises the epoch
+    if epoch is None:  # no shared epoch: only the database knows whether the key still holds
+        return _look_up(store, token)
     cache = key_cache(request.app)
-    digest = key_hash(token.strip())
-    service = cache.get(digest)
+    digest = key_hash(token)
+    service = cache.get(digest, epoch)
     if service is None:
-        service = api_store(runtime_of(request)).service_for_key(token.strip())
-        if service is None:
-            raise GenhookError(ErrorCode.UNAUTHORIZED, "unknown API key")
-        cache.put(digest, service)
+        service = _look_up(store, token)
+        cache.put(digest, service, epoch)
+    return service
+
+
+def _look_up(store: ApiStore, token: str) -> Service:
+    service = store.service_for_key(token)
+    if service is None:
+        raise GenhookError(ErrorCode.UNAUTHORIZED, "unknown API key")
     return service
 
 

@@ -1,21 +1,32 @@
-"""Service commands: ``serve``, ``worker``, ``services create``."""
+"""Service commands: ``serve``, ``worker``, and the ``services`` group (create, list, update,
+rotate-key, rotate-secret)."""
 
 from __future__ import annotations
 
 import json
 import sys
-from typing import Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from genhook.cli.base import (
+    EXIT_FAILED,
     EXIT_INVALID,
     build_runtime,
     cli,
+    die_config,
     load_settings,
     print_json,
     setup_logging,
 )
+from genhook.errors import ErrorCode, GenhookError
+from genhook.store.records import Service
+
+if TYPE_CHECKING:
+    from genhook.store.store import Store
+
+T = TypeVar("T")
 
 
 @cli.command("serve")
@@ -115,27 +126,215 @@ def services() -> None:
     """Requesting services: API keys, signing secrets, limits."""
 
 
+def _setting_options(update: bool) -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The flags ``create`` and ``update`` share (``update``: ``none`` clears a limit, and an
+    absent flag leaves its setting as it is)."""
+    clear = " (none: no limit)" if update else ""
+    options = [
+        click.option(
+            "--rate-limit",
+            default=None,
+            metavar="N/PERIOD",
+            help=f"Most job starts per window: N/s, N/m, N/h or N/d, e.g. 100/h{clear}.",
+        ),
+        click.option(
+            "--daily-budget",
+            default=None,
+            metavar="CREDITS",
+            help=f"Credits the service may spend per UTC day, 0 or more{clear}.",
+        ),
+        click.option(
+            "--on-budget",
+            default=None,
+            metavar="hold|fail",
+            help="At the budget: keep further jobs waiting (hold, the default) or fail them.",
+        ),
+        click.option(
+            "--queue-limit",
+            default=None,
+            metavar="N",
+            help="Waiting jobs past which triggers get 429 queue_full (default "
+            f"GENHOOK_QUEUE_LIMIT, 10,000){' (none: the default)' if update else ''}.",
+        ),
+        click.option(
+            "--test/--no-test" if update else "--test",
+            is_flag=True,
+            default=None if update else False,
+            help='A sandbox service: procedural backend, 0 credits, "test": true in payloads.',
+        ),
+    ]
+
+    def apply(command: Callable[..., None]) -> Callable[..., None]:
+        for option in reversed(options):
+            command = option(command)
+        return command
+
+    return apply
+
+
+def _settings(update: bool, **flags: Any) -> dict[str, Any]:
+    """The flags given, parsed and checked as the store's settings; one line and exit 2 on the
+    first bad one (never a usage screen)."""
+    from genhook.store.services import check_settings
+
+    settings: dict[str, Any] = {}
+    for name, value in flags.items():
+        if value is None:
+            continue  # not given: update leaves it, create takes the default
+        flag = "--" + name.replace("_", "-")
+        cleared = update and name != "on_budget" and value == "none"
+        try:
+            if name == "test":
+                settings["sandbox"] = value
+            elif cleared:
+                settings[name] = None
+            elif name == "daily_budget":
+                settings[name] = _number(value, flag)
+            elif name == "queue_limit":
+                settings[name] = _whole(value, flag)
+            elif name == "rate_limit":
+                settings[name] = value.strip()
+            else:
+                settings[name] = value
+            check_settings(settings)
+        except ValueError as exc:
+            message = str(exc) if str(exc).startswith("--") else f"{flag}: {exc}"
+            _die(message)
+    return settings
+
+
+def _number(text: str, flag: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise ValueError(f"{flag}: not a number: {text!r}") from None
+
+
+def _whole(text: str, flag: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"{flag}: not a whole number: {text!r}") from None
+
+
+def _die(message: str) -> NoReturn:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(EXIT_INVALID)
+
+
+def _store() -> Store:
+    """The store alone, migrated: managing services loads no workflow (a broken template does
+    not stop a key rotation, and the command answers sooner)."""
+    from genhook.store.store import Store
+
+    settings = load_settings()
+    try:
+        store = Store(settings.database_url)
+        store.migrate()
+    except ValueError as exc:
+        die_config(exc)
+    except GenhookError as exc:  # store_unavailable
+        _fail(exc)
+    return store
+
+
+def _or_not_found(call: Callable[[], T]) -> T:
+    """``call()``, its errors as :func:`_fail` says."""
+    try:
+        return call()
+    except GenhookError as exc:
+        _fail(exc)
+
+
+def _fail(exc: GenhookError) -> NoReturn:
+    """One line: an unknown service (``service_not_found``) exits 2, another store error
+    (``store_unavailable``) 1."""
+    click.echo(f"error: {exc.code.value}: {exc.description}", err=True)
+    sys.exit(EXIT_INVALID if exc.code is ErrorCode.SERVICE_NOT_FOUND else EXIT_FAILED)
+
+
+def service_view(service: Service) -> dict[str, Any]:
+    """A service as ``services list`` and ``services update`` print it: never its key or
+    secret, only the key's first characters."""
+    from genhook.api.views import iso
+
+    return {
+        "service": service.name,
+        "service_id": service.id,
+        "api_key_prefix": service.api_key_prefix,
+        "rate_limit": service.rate_limit,
+        "daily_budget": service.daily_budget,
+        "on_budget": service.on_budget,
+        "queue_limit": service.queue_limit,
+        "test": service.sandbox,
+        "paused": service.paused_at is not None,
+        "created_at": iso(service.created_at),
+    }
+
+
 @services.command("create")
 @click.argument("name")
-@click.option("--rate-limit", default=None, metavar="N/PERIOD", help="e.g. 100/h, 10/s.")
-@click.option("--daily-budget", type=float, default=None, metavar="CREDITS")
-def services_create(name: str, rate_limit: str | None, daily_budget: float | None) -> None:
+@_setting_options(update=False)
+def services_create(name: str, **flags: Any) -> None:
     """Create a service; prints {"service", "api_key", "webhook_secret"} (the key only now)."""
-    from genhook.config import parse_rate
-
-    if rate_limit is not None:
-        try:
-            parse_rate(rate_limit)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--rate-limit") from exc
-    if daily_budget is not None and daily_budget < 0:
-        raise click.BadParameter("must be 0 or more", param_hint="--daily-budget")
-    runtime = build_runtime(load_settings())
+    settings = _settings(False, **flags)
+    store = _store()
     try:
-        created = runtime.store.create_service(
-            name, rate_limit=rate_limit, daily_budget=daily_budget
-        )
+        created = store.create_service(name, **settings)
     except ValueError as exc:
-        click.echo(f"error: {exc}", err=True)
-        sys.exit(EXIT_INVALID)
+        _die(str(exc))
     print_json(created)
+
+
+@services.command("list")
+def services_list() -> None:
+    """Every service as JSON: its settings, never its key or secret."""
+    print_json([service_view(s) for s in _store().list_services()])
+
+
+@services.command("update")
+@click.argument("name")
+@_setting_options(update=True)
+def services_update(name: str, **flags: Any) -> None:
+    """Change only the flags given; prints the service as `services list` shows it."""
+    settings = _settings(True, **flags)
+    store = _store()
+    print_json(service_view(_or_not_found(lambda: store.update_service(name, **settings))))
+
+
+@services.command("rotate-key")
+@click.argument("name")
+def services_rotate_key(name: str) -> None:
+    """A new API key; the old one stops working at once. Prints {"service", "api_key"}."""
+    store = _store()
+    print_json(_or_not_found(lambda: store.rotate_key(name)))
+
+
+@services.command("rotate-secret")
+@click.argument("name")
+@click.option(
+    "--overlap",
+    default="24h",
+    show_default=True,
+    metavar="DURATION",
+    help="How long callbacks are signed with the old secret too (0: not at all).",
+)
+def services_rotate_secret(name: str, overlap: str) -> None:
+    """A new webhook signing secret; during the overlap callbacks carry both signatures.
+    Prints {"service", "webhook_secret", "previous_secret_valid_until"}."""
+    from genhook.api.views import iso
+    from genhook.config_values import parse_duration
+
+    try:
+        seconds = parse_duration(overlap)
+    except ValueError as exc:
+        _die(f"--overlap: {exc}")
+    store = _store()
+    rotated = _or_not_found(lambda: store.rotate_secret(name, seconds))
+    print_json(
+        {
+            "service": rotated["service"],
+            "webhook_secret": rotated["webhook_secret"],
+            "previous_secret_valid_until": iso(rotated["previous_secret_until"]),
+        }
+    )
