@@ -20,13 +20,16 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
+from genhook.clock import ManualClock
 from genhook.contract.completion import failure_payload
 from genhook.delivery.outbox import Outbox, owner_is_dead, owner_name
 from genhook.delivery.sender import DeliverySender
+from genhook.delivery.signing import new_secret
 from genhook.errors import ErrorCode, InvalidInput
 from genhook.ids import new_job_id
+from genhook.store.ops_events import OperatorEvent, record_event
 from genhook.store.schema import deliveries
 from genhook.store.store import Row, Store
 
@@ -91,6 +94,11 @@ def outboxed(store: Store, url: str, *, private: bool) -> Row:
     """A refused trigger's failure payload in the outbox for ``url``, accepted with the callback
     policy ``private``: the delivery as the store holds it."""
     service = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
+    return outboxed_for(store, service["service_id"], url, private=private)
+
+
+def outboxed_for(store: Store, service_id: str, url: str, *, private: bool = True) -> Row:
+    """The same for the service ``service_id``."""
     error = InvalidInput(ErrorCode.MISSING_FIELD, "product_name is required", field="product_name")
     job_id = new_job_id()
     payload = failure_payload(
@@ -98,7 +106,7 @@ def outboxed(store: Store, url: str, *, private: bool) -> Row:
     ).to_json()
     job, _ = store.reject(
         job_id=job_id,
-        service_id=service["service_id"],
+        service_id=service_id,
         workflow_id="tiny",
         workflow_version=1,
         body={},
@@ -110,6 +118,11 @@ def outboxed(store: Store, url: str, *, private: bool) -> Row:
     )
     [delivery] = store.deliveries(job["id"])
     return delivery
+
+
+def refused_to(store: Store, service_id: str, url: str) -> str:
+    """A refused trigger of ``service_id`` outboxed to ``url`` (private allowed): its delivery."""
+    return str(outboxed_for(store, service_id, url)["id"])
 
 
 def current(store: Store, delivery: Row) -> Row:
@@ -360,3 +373,261 @@ def test_delivery_log_shows_the_attempt_state() -> None:
     [attempt] = delivery_view(row)["attempt_log"]
     assert (attempt["state"], attempt["duration_ms"]) == ("sending", None)
     assert json.dumps(attempt)
+
+
+# ---- isolation: in-flight caps and fair turns (issue 7) ----------------------------------------
+
+
+def endpoints_of(leased: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for d in leased:
+        counts[d.endpoint] = counts.get(d.endpoint, 0) + 1
+    return counts
+
+
+def test_claims_keep_under_the_per_endpoint_and_per_service_caps_across_outboxes(
+    store: Store,
+) -> None:
+    """Caps count attempts in flight under a live lease, whoever holds them: a second outbox
+    gets nothing more of a service at its cap, gets room back as attempts end, and once the
+    first one's leases run out (it died) they count no more."""
+    clock = ManualClock(time.time())
+    store.clock = clock
+    store.delivery_per_endpoint, store.delivery_per_service = 3, 5
+    service_id = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")["service_id"]
+    for _ in range(10):
+        refused_to(store, service_id, "http://a.example.com/hook")
+        refused_to(store, service_id, "https://b.example.com/hook")
+    first = store.claim_deliveries(100, 30, "outbox-1")
+    assert len(first) == 5
+    counts = endpoints_of(first)
+    assert set(counts) == {"http://a.example.com:80", "https://b.example.com:443"}
+    assert max(counts.values()) == 3
+    assert store.claim_deliveries(100, 30, "outbox-2") == []
+    done = first[0]
+    assert store.record_delivery(
+        done.id,
+        number=done.attempt,
+        status_code=200,
+        error=None,
+        duration_ms=1.0,
+        outcome="delivered",
+        next_attempt_at=None,
+        owner="outbox-1",
+    )
+    [again] = store.claim_deliveries(100, 60, "outbox-2")  # the one slot that came free
+    assert max(endpoints_of([*first[1:], again]).values()) <= 3
+    clock.advance(31)  # outbox-1's leases ran out: its four no longer count
+    taken = store.claim_deliveries(100, 30, "outbox-2")
+    assert len(taken) == 4
+    assert max(endpoints_of([again, *taken]).values()) <= 3
+
+
+def test_one_services_backlog_does_not_fill_a_claim(store: Store) -> None:
+    """Services take turns: with 40 of one service's deliveries due first, a claim of 3 still
+    takes the other service's one (plain due order would take it 41st)."""
+    store.delivery_per_endpoint = store.delivery_per_service = 100
+    busy = store.create_service(f"busy-{uuid.uuid4().hex[:8]}")["service_id"]
+    quiet = store.create_service(f"quiet-{uuid.uuid4().hex[:8]}")["service_id"]
+    for _ in range(40):
+        refused_to(store, busy, "https://busy.example.com/hook")
+    wanted = refused_to(store, quiet, "https://quiet.example.com/hook")
+    leased = store.claim_deliveries(3, 30, "outbox-1")
+    assert len(leased) == 3
+    assert wanted in [d.id for d in leased]
+    assert [d.service_id for d in leased].count(quiet) == 1
+
+
+@dataclass
+class Hanging:
+    """A loopback endpoint that accepts connections, reads, and never answers."""
+
+    port: int = 0
+    open_now: int = 0
+    most_open: int = 0
+    accepted: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    stop: threading.Event = field(default_factory=threading.Event)  # set: close every connection
+
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/hook"
+
+
+@pytest.fixture
+def hanging() -> Iterator[Hanging]:
+    import socket
+
+    h = Hanging()
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(512)
+    listener.settimeout(0.1)
+    h.port = listener.getsockname()[1]
+    stop = h.stop
+
+    def hold(conn: socket.socket) -> None:
+        with conn:
+            while not stop.is_set():
+                try:
+                    conn.settimeout(0.2)
+                    if conn.recv(65536) == b"":
+                        break
+                except TimeoutError:
+                    continue
+                except OSError:
+                    break
+        with h.lock:
+            h.open_now -= 1
+
+    def accept() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with h.lock:
+                h.accepted += 1
+                h.open_now += 1
+                h.most_open = max(h.most_open, h.open_now)
+            threading.Thread(target=hold, args=(conn,), daemon=True).start()
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield h
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
+
+
+def test_a_hanging_endpoint_holds_only_its_cap_and_others_are_delivered_at_once(
+    store: Store, receiver: Receiver, hanging: Hanging
+) -> None:
+    """30 deliveries to an endpoint that never answers hold at most ``delivery_per_endpoint``
+    connections; another service's delivery, outboxed meanwhile, arrives within a second; and
+    the loop that has capped work due does not spin on it."""
+    store.delivery_per_endpoint, store.delivery_per_service = 4, 6
+    slow = store.create_service(f"slow-{uuid.uuid4().hex[:8]}")["service_id"]
+    fast = store.create_service(f"fast-{uuid.uuid4().hex[:8]}")["service_id"]
+    for _ in range(30):
+        refused_to(store, slow, hanging.url())
+
+    async def scenario() -> tuple[float, float]:
+        stop = asyncio.Event()
+        async with DeliverySender(allow_private=True, timeout=30.0) as sender:
+            outbox = Outbox(store, sender, (5.0,), poll_seconds=0.5)
+            task = asyncio.create_task(outbox.run(stop))
+            try:
+                while hanging.accepted < 4:
+                    await asyncio.sleep(0.02)
+                cpu = time.process_time()
+                await asyncio.sleep(1.5)  # capped work is due all along
+                idle_cpu = time.process_time() - cpu
+                wanted = await asyncio.to_thread(refused_to, store, fast, receiver.url())
+                outbox.signal.notify()  # what a worker's job end does
+                sent = time.monotonic()
+                while not receiver.seen:
+                    assert time.monotonic() - sent < 5, "the other service's callback waited"
+                    await asyncio.sleep(0.01)
+                assert receiver.seen[0]["webhook-id"] == wanted
+                return time.monotonic() - sent, idle_cpu
+            finally:
+                hanging.stop.set()  # the hung attempts end (server disconnected)
+                stop.set()
+                outbox.signal.notify()
+                await task
+
+    took, idle_cpu = asyncio.run(scenario())
+    assert took < 1.0
+    assert hanging.most_open == 4 and hanging.accepted == 4
+    assert idle_cpu < 0.5, f"the outbox loop spun on capped work ({idle_cpu:.2f} s of CPU)"
+
+
+# ---- signatures: rotated secrets, operator events ---------------------------------------------
+
+
+def test_during_a_secret_overlap_callbacks_verify_with_either_secret(
+    store: Store, receiver: Receiver
+) -> None:
+    """After ``rotate-secret --overlap``, a callback carries ``v1,<new> v1,<old>``: both verify
+    with the ``standardwebhooks`` library; once the overlap is over only the new one signs."""
+    clock = ManualClock(time.time())
+    store.clock = clock
+    made = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
+    old = made["webhook_secret"]
+    new = store.rotate_secret(made["service"], 3600.0)["webhook_secret"]
+    first = refused_to(store, made["service_id"], receiver.url())
+
+    def delivered(delivery_id: str) -> bool:
+        row = store.delivery(delivery_id)
+        return row is not None and row["status"] == "delivered"
+
+    asyncio.run(deliver_until(store, allow_private=True, done=lambda: delivered(first)))
+    body, headers = receiver.bodies[0], {k.lower(): v for k, v in receiver.seen[0].items()}
+    assert len(headers["webhook-signature"].split(" ")) == 2
+    assert Webhook(new).verify(body, headers)["job_id"]
+    assert Webhook(old).verify(body, headers)["job_id"]
+
+    clock.advance(3601)
+    later = refused_to(store, made["service_id"], receiver.url())
+    asyncio.run(deliver_until(store, allow_private=True, done=lambda: delivered(later)))
+    body, headers = receiver.bodies[1], {k.lower(): v for k, v in receiver.seen[1].items()}
+    assert len(headers["webhook-signature"].split(" ")) == 1
+    assert Webhook(new).verify(body, headers)["job_id"]
+    with pytest.raises(WebhookVerificationError):
+        Webhook(old).verify(body, headers)
+
+
+def test_an_operator_event_is_signed_with_the_alert_secret(
+    store: Store, receiver: Receiver
+) -> None:
+    """An alert delivery is POSTed signed with ``GENHOOK_ALERT_SECRET`` (not a service's);
+    without one configured it is not sent unsigned: the attempt fails and is retried."""
+    alert_secret = new_secret()
+    with store.engine.begin() as conn:
+        event_id = record_event(
+            conn,
+            event=OperatorEvent.SERVICE_PAUSED,
+            service="shop",
+            details={"reason": "storm"},
+            now=store.clock.now(),
+            alert_url=receiver.url(),
+        )
+
+    async def run(secret: str | None, done: Callable[[], bool]) -> None:
+        stop = asyncio.Event()
+        async with DeliverySender(allow_private=True) as sender:
+            outbox = Outbox(store, sender, (0.05, 5.0), poll_seconds=0.05, alert_secret=secret)
+            task = asyncio.create_task(outbox.run(stop))
+            try:
+                started = time.monotonic()
+                while not done():
+                    assert time.monotonic() - started < 10
+                    await asyncio.sleep(0.02)
+            finally:
+                stop.set()
+                outbox.signal.notify()
+                await task
+
+    def row() -> Row:
+        found = store.delivery(event_id)
+        assert found is not None
+        return found
+
+    asyncio.run(run(None, lambda: row()["attempts"] >= 1 and row()["status"] == "pending"))
+    assert receiver.seen == []
+    assert row()["last_error"] == "no GENHOOK_ALERT_SECRET to sign this operator event with"
+    store.replay(event_id)
+    asyncio.run(run(alert_secret, lambda: row()["status"] == "delivered"))
+    [body] = receiver.bodies
+    headers = {k.lower(): v for k, v in receiver.seen[0].items()}
+    assert headers["webhook-id"] == event_id
+    sent = Webhook(alert_secret).verify(body, headers)
+    assert (sent["event"], sent["service"], sent["details"]) == (
+        "service.paused",
+        "shop",
+        {"reason": "storm"},
+    )
+    assert sent["timestamp"].endswith("Z")

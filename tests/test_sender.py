@@ -4,6 +4,7 @@ tests/test_retry.py)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import socket
 import time
@@ -15,7 +16,7 @@ from types import TracebackType
 import pytest
 from aiohttp import web
 from aiohttp.abc import AbstractResolver, ResolveResult
-from standardwebhooks.webhooks import Webhook
+from standardwebhooks.webhooks import Webhook, WebhookVerificationError
 
 from genhook.delivery import signing
 from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
@@ -262,6 +263,62 @@ def test_slow_receiver_times_out_as_retry() -> None:
         assert 250 <= result.duration_ms < 3000
 
     run_with_receiver(scenario)
+
+
+def test_during_a_secret_overlap_both_secrets_sign_and_each_verifies() -> None:
+    """With a rotated secret in ``also_secrets``, ``webhook-signature`` is ``v1,<new> v1,<old>``
+    (space-separated, as Standard Webhooks allows): a receiver with either secret verifies, and
+    one with neither does not."""
+    old = signing.new_secret()
+
+    async def check(rx: Receiver) -> None:
+        async with DeliverySender(allow_private=True) as sender:
+            both = dataclasses.replace(due(rx.url("/ok")), also_secrets=(old,))
+            result = await sender.send(both)
+        assert result.outcome == "delivered"
+        [seen] = rx.seen
+        new_sig, old_sig = seen.headers["webhook-signature"].split(" ")
+        stamp = int(seen.headers["webhook-timestamp"])
+        assert new_sig == signing.sign(SECRET, "msg_2f9a", stamp, BODY)
+        assert old_sig == signing.sign(old, "msg_2f9a", stamp, BODY)
+        for secret in (SECRET, old):
+            assert Webhook(secret).verify(seen.body, seen.headers) == json.loads(BODY)
+        with pytest.raises(WebhookVerificationError):
+            Webhook(signing.new_secret()).verify(seen.body, seen.headers)
+
+    run_with_receiver(check)
+
+
+def test_connecting_has_its_own_short_timeout() -> None:
+    """An address that never completes the TCP handshake (a listener whose accept queue is full:
+    the kernel drops the SYNs) is given up on after ``connect_timeout``, long before the answer
+    timeout, with its own error."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(0)
+        port = listener.getsockname()[1]
+        fillers = []
+        for _ in range(4):  # fill the accept queue (and leave some SYNs unanswered)
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        time.sleep(0.1)  # let the kernel settle the handshakes it does complete
+
+        async def scenario() -> AttemptResult:
+            async with DeliverySender(
+                allow_private=True, timeout=10.0, connect_timeout=0.5
+            ) as sender:
+                return await sender.send(due(f"http://127.0.0.1:{port}/hook"))
+
+        try:
+            result = asyncio.run(scenario())
+        finally:
+            for filler in fillers:
+                filler.close()
+    assert (result.outcome, result.status_code) == ("retry", None)
+    assert result.error == "connect timeout after 0.5s"
+    assert 400 <= result.duration_ms < 3000
 
 
 def test_connection_refused_is_retry() -> None:

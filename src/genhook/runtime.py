@@ -49,6 +49,10 @@ class Runtime:
         store.backend_rates = settings.backend_rates
         store.backend_breaker_failures = settings.backend_breaker_failures
         store.backend_probe_seconds = settings.backend_probe_seconds
+        store.delivery_per_service = settings.delivery_per_service
+        store.delivery_per_endpoint = settings.delivery_per_endpoint
+        store.endpoint_disable_seconds = settings.endpoint_disable_seconds
+        store.endpoint_disable_deliveries = settings.endpoint_disable_deliveries
         store.migrate()
         catalog = load_catalog(settings)
         storage = LocalStorage.from_url(settings.storage_url, settings.public_url)

@@ -70,6 +70,7 @@ def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lif
         outbox_task = None
         sender = DeliverySender(
             timeout=runtime.settings.delivery_timeout,
+            connect_timeout=runtime.settings.delivery_connect_timeout,
             allow_private=runtime.settings.allow_private_callbacks,
         )
         if deliver:
@@ -81,6 +82,7 @@ def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lif
                 signal=runtime.deliveries_signal,
                 clock=runtime.clock,
                 poll_seconds=runtime.settings.poll_seconds,
+                alert_secret=runtime.settings.alert_secret,
             )
             outbox_task = asyncio.create_task(outbox.run(stop_outbox))
         try:

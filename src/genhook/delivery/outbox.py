@@ -10,6 +10,12 @@ attempt is in flight, so a sender that dies is taken over within one lease, by a
 host. On start-up an outbox also ends at once the leases of outboxes on this host whose process
 is gone (:func:`owner_is_dead`), so a restarted service resends what it had in flight at once
 instead of after the lease.
+
+Isolation: the store's claim leases only what fits under the per-service and per-endpoint caps
+on attempts in flight (across every outbox), serving services in turns; what the caps hold back
+is claimed when an attempt ends (this process) or at the next poll (another's). Operator events
+(deliveries of kind ``alert``) are signed with ``alert_secret`` (``GENHOOK_ALERT_SECRET``), never
+with a service's secret.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from genhook.clock import Clock, SystemClock
-from genhook.delivery.sender import DeliverySender, DueDelivery
+from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
 from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
@@ -83,6 +89,7 @@ class Outbox:
         lease_seconds: float = 30.0,
         poll_seconds: float = 1.0,
         name: str | None = None,
+        alert_secret: str | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -93,6 +100,7 @@ class Outbox:
         self.lease_seconds = lease_seconds
         self.poll_seconds = poll_seconds
         self.name = name or owner_name()
+        self.alert_secret = alert_secret
         self._inflight: dict[asyncio.Task[None], str] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -108,6 +116,7 @@ class Outbox:
         while not stop.is_set():
             wake.clear()
             room = self.concurrency - len(self._inflight)
+            claimed_at = self.clock.now()
             batch: list[Delivery] = []
             if room > 0:
                 try:
@@ -123,7 +132,7 @@ class Outbox:
             if batch and len(batch) == room:
                 await asyncio.sleep(0)
                 continue
-            await self._nap(wake, stop)
+            await self._nap(wake, stop, claimed_at)
         if self._inflight:
             await asyncio.gather(*self._inflight, return_exceptions=True)
         renewals.cancel()
@@ -151,10 +160,16 @@ class Outbox:
             if kept < len(held):
                 log.warning("%d in-flight deliveries were taken over", len(held) - kept)
 
-    async def _nap(self, wake: asyncio.Event, stop: asyncio.Event) -> None:
+    async def _nap(self, wake: asyncio.Event, stop: asyncio.Event, claimed_at: float) -> None:
+        """Wait for a wake-up, ``stop``, the next due delivery or the poll, whichever is first.
+
+        A delivery that was due when the claim ran and is still pending was left by it (its
+        service or endpoint is at its cap): it waits for an attempt to end here (which wakes
+        this loop) or for the poll, instead of spinning on it.
+        """
         timeout = self.poll_seconds
         try:
-            due = await asyncio.to_thread(self.store.next_delivery_at)
+            due = await asyncio.to_thread(self.store.next_delivery_at, claimed_at)
         except Exception:
             due = None
         if due is not None:
@@ -168,15 +183,23 @@ class Outbox:
 
     async def _deliver(self, row: Delivery) -> None:
         number = row.attempt  # this attempt, already in the log as "sending"
-        due = DueDelivery(
-            delivery_id=row.id,
-            url=row.url,
-            body=row.body,
-            secret=row.webhook_secret,
-            attempt=number,
-            allow_private=row.callback_private,
-        )
-        result = await self.sender.send(due)
+        secret = self.alert_secret if row.is_alert else row.webhook_secret
+        if not secret:
+            result = AttemptResult(
+                "retry", None, "no GENHOOK_ALERT_SECRET to sign this operator event with", 0.0, None
+            )
+        else:
+            due = DueDelivery(
+                delivery_id=row.id,
+                url=row.url,
+                body=row.body,
+                secret=secret,
+                attempt=number,
+                # an operator event goes where the operator said, under this process's policy
+                allow_private=True if row.is_alert else row.callback_private,
+                also_secrets=(row.previous_secret,) if row.previous_secret else (),
+            )
+            result = await self.sender.send(due)
         next_at = None
         if result.outcome != "delivered":
             retry = decide(

@@ -3,7 +3,9 @@
 The outbox loop asks :class:`DeliverySender` to make one attempt of one due delivery and gets an
 :class:`AttemptResult` back; it never raises for network or HTTP problems. What counts:
 
-* ``delivered``: a 2xx status within ``timeout`` seconds (15 s by default);
+* ``delivered``: a 2xx status within ``timeout`` seconds (15 s by default) of the attempt's
+  start; connecting (TCP and TLS) has a shorter limit of its own, ``connect_timeout`` (5 s), so
+  an address that never answers a SYN is given up on early;
 * ``gone``: HTTP 410, no further attempts;
 * ``blocked``: the SSRF guard refused the address (an IP literal, or every address the name
   resolves to at connect time): no request was made, and none ever will be, so no further
@@ -56,9 +58,10 @@ class DueDelivery:
     delivery_id: str  # the webhook-id ("msg_..."), stable across retries of the same message
     url: str
     body: bytes  # the exact payload bytes; identical on every attempt
-    secret: str  # the service's whsec_ secret
+    secret: str  # the service's whsec_ secret (GENHOOK_ALERT_SECRET for an operator event)
     attempt: int  # 1-based number of this attempt
     allow_private: bool = False  # the trigger was accepted with private callbacks allowed
+    also_secrets: tuple[str, ...] = ()  # a rotated secret during its overlap: signs too
 
 
 @dataclass(frozen=True)
@@ -115,19 +118,22 @@ class DeliverySender:
     under the default policy go through a client whose guard allows public addresses only; with
     ``allow_private`` a second client (own connection pool and DNS cache, so nothing leaks between
     the two) serves deliveries accepted with private callbacks allowed. ``clock`` gives the Unix
-    time used for ``webhook-timestamp`` and for ``Retry-After`` dates.
+    time used for ``webhook-timestamp`` and for ``Retry-After`` dates. ``timeout`` bounds the
+    whole attempt, ``connect_timeout`` the connection (TCP and TLS) within it.
     """
 
     def __init__(
         self,
         *,
         timeout: float = 15.0,
+        connect_timeout: float = 5.0,
         allow_private: bool = False,
         resolver: AbstractResolver | Resolver | None = None,
         limit: int = 100,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._timeout = float(timeout)
+        self._connect_timeout = min(float(connect_timeout), self._timeout)
         self._allow_private = allow_private
         self._resolver = resolver
         self._limit = limit
@@ -139,7 +145,11 @@ class DeliverySender:
         connector = aiohttp.TCPConnector(resolver=guard, limit=self._limit)
         session = aiohttp.ClientSession(
             connector=connector,
-            timeout=aiohttp.ClientTimeout(total=self._timeout),
+            timeout=aiohttp.ClientTimeout(
+                total=self._timeout,
+                connect=self._connect_timeout,
+                sock_connect=self._connect_timeout,
+            ),
             cookie_jar=aiohttp.DummyCookieJar(),
             auto_decompress=False,
             trust_env=False,
@@ -198,7 +208,9 @@ class DeliverySender:
             return result("blocked", None, blocked)
 
         timestamp = int(self._clock())
-        headers = signing.headers(due.secret, due.delivery_id, timestamp, due.body)
+        headers = signing.headers(
+            due.secret, due.delivery_id, timestamp, due.body, also=due.also_secrets
+        )
         status: int | None = None
         retry_after: float | None = None
         error: str | None = None
@@ -212,6 +224,8 @@ class DeliverySender:
                         response.headers.get("Retry-After"), self._clock()
                     )
                 await _drain(response)
+        except aiohttp.ConnectionTimeoutError:
+            error = f"connect timeout after {self._connect_timeout}s"
         except TimeoutError:
             error = f"timeout after {self._timeout}s"
         except aiohttp.ClientConnectorError as exc:

@@ -8,6 +8,10 @@ headers: ``webhook-id`` (the message id, stable across retries of the same messa
 
 where ``key`` is the base64-decoded part of the secret after ``whsec_``. A receiver verifies with
 any Standard Webhooks library (https://www.standardwebhooks.com/).
+
+While a rotated secret's overlap lasts, ``webhook-signature`` carries one signature per secret,
+the new one first, separated by a space (``v1,<new> v1,<old>``), as the specification allows:
+a receiver that still has the old secret and one that has the new one both verify.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import binascii
 import hashlib
 import hmac
 import secrets
+from collections.abc import Sequence
 
 SECRET_PREFIX = "whsec_"
 SECRET_BYTES = 32
@@ -49,12 +54,16 @@ def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
     return "v1," + base64.b64encode(digest).decode("ascii")
 
 
-def headers(secret: str, msg_id: str, timestamp: int, body: bytes) -> dict[str, str]:
-    """The HTTP headers of one signed delivery attempt of ``body``."""
+def headers(
+    secret: str, msg_id: str, timestamp: int, body: bytes, also: Sequence[str] = ()
+) -> dict[str, str]:
+    """The HTTP headers of one signed delivery attempt of ``body``; each secret in ``also``
+    (a rotated secret during its overlap) adds its signature after the one of ``secret``."""
+    signatures = [sign(s, msg_id, timestamp, body) for s in (secret, *also)]
     return {
         "webhook-id": msg_id,
         "webhook-timestamp": str(int(timestamp)),
-        "webhook-signature": sign(secret, msg_id, timestamp, body),
+        "webhook-signature": " ".join(signatures),
         "content-type": "application/json",
         "user-agent": USER_AGENT,
     }

@@ -37,7 +37,7 @@ from genhook.store.accounting import (
     settle,
 )
 from genhook.store.base import Row, StoreBase
-from genhook.store.ops_events import OperatorEvent, record_event
+from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job
 from genhook.store.schema import attempts, backend_state, deliveries, events, jobs, services
 
@@ -992,6 +992,8 @@ class JobStore(StoreBase):
                 id=new_id("msg"),
                 job_id=job_id,
                 service_id=service_id,
+                kind="callback",
+                endpoint=endpoint_of(url),
                 url=url,
                 body=encoded.body,
                 status=DeliveryStatus.PENDING,

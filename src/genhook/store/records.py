@@ -124,24 +124,37 @@ class Job:
 class Delivery:
     """A delivery as an outbox leased it: what one attempt at sending it needs.
 
-    ``attempt`` is this attempt's number (already in the log as ``sending``); the secret is
-    the service's, and ``callback_private`` the callback policy taken when the trigger was
-    accepted (the sender applies that decision, not its own process's setting).
+    ``attempt`` is this attempt's number (already in the log as ``sending``). A ``callback``
+    (a job's payload) is signed with its service's ``webhook_secret``, and also with
+    ``previous_secret`` while a rotated secret's overlap lasts (None otherwise);
+    ``callback_private`` is the callback policy taken when the trigger was accepted (the sender
+    applies that decision, not its own process's setting). An ``alert`` (an operator event) has
+    no job, no service and no secret here: the outbox signs it with ``GENHOOK_ALERT_SECRET``,
+    and it follows the sending process's callback policy.
     """
 
     id: str
-    job_id: str
-    service_id: str
+    job_id: str | None
+    service_id: str | None
     url: str
     body: bytes = field(repr=False)
     attempt: int
-    webhook_secret: str = field(repr=False)  # never in a log line or a traceback
+    webhook_secret: str | None = field(repr=False)  # never in a log line or a traceback
     callback_private: bool
+    kind: str = "callback"  # callback | alert
+    endpoint: str | None = None  # scheme://host:port of url
+    previous_secret: str | None = field(default=None, repr=False)
+
+    @property
+    def is_alert(self) -> bool:
+        return self.kind == "alert"
 
     @classmethod
-    def from_row(cls, row: Mapping[Any, Any]) -> Delivery:
-        """The delivery of a ``deliveries`` row joined with its service's secret and its job's
-        callback policy."""
+    def from_row(cls, row: Mapping[Any, Any], *, now: float) -> Delivery:
+        """The delivery of a ``deliveries`` row (outer-)joined with its service's secrets and
+        its job's callback policy, leased at ``now`` (which says whether the service's previous
+        secret still signs)."""
+        until = row["previous_secret_until"]
         return cls(
             id=row["id"],
             job_id=row["job_id"],
@@ -151,6 +164,9 @@ class Delivery:
             attempt=int(row["attempts"]),
             webhook_secret=row["webhook_secret"],
             callback_private=bool(row["callback_private"]),
+            kind=row["kind"],
+            endpoint=row["endpoint"],
+            previous_secret=row["previous_secret"] if until is not None and now < until else None,
         )
 
 
