@@ -15,7 +15,7 @@ from typing import Any
 from fastapi import FastAPI
 
 from genhook import __version__
-from genhook.api import dashboard, deliveries, errors, jobs, meta, ops, triggers
+from genhook.api import dashboard, deliveries, errors, jobs, meta, ops, ops_endpoints, triggers
 from genhook.api import metrics as metrics_routes
 from genhook.api.limits import BodyLimit
 from genhook.runtime import Runtime
@@ -38,7 +38,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
         redoc_url=None,
     )
     app.state.runtime = runtime
-    for module in (triggers, jobs, deliveries, meta, ops, dashboard):
+    for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
         app.include_router(module.router)
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
