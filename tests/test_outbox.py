@@ -631,3 +631,41 @@ def test_an_operator_event_is_signed_with_the_alert_secret(
         {"reason": "storm"},
     )
     assert sent["timestamp"].endswith("Z")
+
+
+def test_each_attempt_is_counted_in_the_delivery_metrics(store: Store, receiver: Receiver) -> None:
+    """The outbox records every attempt's outcome and latency (``genhook_delivery_seconds``,
+    by the service's name and outcome): a 500 then a 204 is one ``failed`` and one ``delivered``."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from genhook import metrics
+
+    def counts() -> dict[tuple[str, str], float]:
+        text = metrics.exposition(store.engine, store.clock, []).decode()
+        return {
+            (s.labels["service"], s.labels["outcome"]): s.value
+            for family in text_string_to_metric_families(text)
+            if family.name == "genhook_delivery_seconds"
+            for s in family.samples
+            if s.name == "genhook_delivery_seconds_count"
+        }
+
+    delivery = outboxed(store, receiver.url(), private=True)
+    [service] = [
+        s for s in store.list_services() if s.id == store.delivery(delivery["id"])["service_id"]
+    ]
+    before = counts()
+    answers = iter([500, 204])
+    receiver.on_request = lambda: setattr(receiver, "answer", next(answers))
+    asyncio.run(
+        deliver_until(
+            store,
+            allow_private=True,
+            done=lambda: current(store, delivery)["status"] == "delivered",
+            timeout=20,
+        )
+    )
+    after = counts()
+    for outcome in ("failed", "delivered"):
+        key = (service.name, outcome)
+        assert after.get(key, 0) - before.get(key, 0) == 1, (outcome, before, after)

@@ -28,6 +28,7 @@ import socket
 from collections.abc import Sequence
 from pathlib import Path
 
+from genhook import metrics
 from genhook.clock import Clock, SystemClock
 from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
 from genhook.ids import new_id
@@ -68,6 +69,14 @@ def owner_is_dead(owner: str) -> bool:
     except OSError:
         return False
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
+
+
+def outcome_label(outcome: str, next_attempt_at: float | None) -> str:
+    """An attempt's outcome as the metrics name it: ``delivered``, ``failed`` (to be tried
+    again), ``exhausted`` (its schedule is used up), ``gone`` (410) or ``blocked``."""
+    if outcome == "retry":
+        return "failed" if next_attempt_at is not None else "exhausted"
+    return outcome
 
 
 class Outbox:
@@ -209,6 +218,9 @@ class Outbox:
                 retry_after=result.retry_after,
             )
             next_at = None if retry.delay is None else self.clock.now() + retry.delay
+        metrics.delivery(
+            row.service_id, outcome_label(result.outcome, next_at), result.duration_ms / 1e3
+        )
         try:
             moved = await asyncio.to_thread(
                 self.store.record_delivery,
