@@ -480,6 +480,14 @@ async def test_dashboard_login_session_and_csrf(ops: Ops) -> None:
     assert (await c.get("/dashboard")).status_code == 303
     c.cookies.set("genhook_session", value, path="/dashboard")
     assert (await c.get("/dashboard")).status_code == 200
+    # log out: with the token only; the cookie is cleared
+    assert (await c.post("/dashboard/logout", data={})).status_code == 403
+    answer = await c.post(
+        "/dashboard/logout", data={"csrf": _csrf((await c.get("/dashboard")).text)}
+    )
+    assert answer.status_code == 303 and answer.headers["location"] == "/dashboard/login"
+    assert 'genhook_session=""' in answer.headers["set-cookie"]
+    c.cookies.set("genhook_session", value, path="/dashboard")
     ops.clock.advance(12 * HOUR + 1)
     assert (await c.get("/dashboard")).status_code == 303
     # the Bearer header works without a session or a token; a wrong one is 401
