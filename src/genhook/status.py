@@ -30,6 +30,10 @@ TERMINAL: frozenset[JobStatus] = frozenset(
 CLAIMABLE: frozenset[JobStatus] = frozenset({JobStatus.QUEUED, JobStatus.RETRYING})
 """A worker may claim a job in one of these once its ``run_after`` has come."""
 
+CLAIMABLE_ORDER: tuple[JobStatus, ...] = (JobStatus.QUEUED, JobStatus.RETRYING)
+"""CLAIMABLE as the partial indexes list it: SQLite uses a partial index only for a query whose
+``IN`` list is the index's own, inline and in the same order (bound parameters scan the table)."""
+
 
 class AttemptOutcome(StrEnum):
     """How one attempt of a job ended (an attempt row's ``outcome``)."""

@@ -26,7 +26,7 @@ from genhook.flow import (
     utc_day,
 )
 from genhook.ids import new_id, new_job_id
-from genhook.status import CLAIMABLE, AttemptOutcome, DeliveryStatus, JobStatus
+from genhook.status import AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.accounting import (
     add_to_ledger,
     breaker,
@@ -39,7 +39,15 @@ from genhook.store.accounting import (
 from genhook.store.base import Row, StoreBase
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job
-from genhook.store.schema import attempts, backend_state, deliveries, events, jobs, services
+from genhook.store.schema import (
+    attempts,
+    backend_state,
+    claimable,
+    deliveries,
+    events,
+    jobs,
+    services,
+)
 
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
@@ -152,6 +160,11 @@ class JobStore(StoreBase):
             if first is not None:
                 return first, False
             row.update(self._admit(conn, service_id, workflow_id, now))
+            if admission.backend is not None:
+                state = breaker(conn, admission.backend)
+                if state.state is BreakerState.OPEN and row.get("hold_reason") is None:
+                    row["hold_reason"] = HoldReason.BACKEND_UNAVAILABLE
+                    row["run_after"] = max(float(str(row["run_after"])), state.probe_at or now)
             conn.execute(jobs.insert(), row)
             conn.execute(
                 events.insert(),
@@ -249,7 +262,7 @@ class JobStore(StoreBase):
         waiting = conn.execute(
             sa.select(sa.func.count()).select_from(
                 sa.select(jobs.c.id)
-                .where(jobs.c.service_id == service_id, jobs.c.status.in_(CLAIMABLE))
+                .where(jobs.c.service_id == service_id, claimable())
                 .limit(queue_limit)
                 .subquery()
             )
@@ -387,16 +400,16 @@ class JobStore(StoreBase):
             if stalled is not None:
                 self._close_lost_attempt(conn, stalled, lease_seconds, now)
                 job_id = stalled
-                claimable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
+                takeable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
             else:
                 job_id, refusal = self._fair_pick(conn, now)
-                claimable = jobs.c.status.in_(CLAIMABLE)
+                takeable = claimable()
             if job_id is None:
                 return None
             claimed = (
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job_id, claimable)
+                    .where(jobs.c.id == job_id, takeable)
                     .values(
                         status=JobStatus.RUNNING,
                         lease_owner=worker,
@@ -412,7 +425,7 @@ class JobStore(StoreBase):
                 .first()
             )
             if claimed is None:
-                return None
+                return None  # a cancel or another worker took it first: the next poll goes on
             conn.execute(
                 attempts.insert().values(
                     job_id=job_id,
@@ -435,76 +448,35 @@ class JobStore(StoreBase):
         Services take turns: of the services with a due job that are not paused, the one
         served longest ago goes first, so one service's backlog delays another service's job
         by at most the job slot that is running. Within a service, ``high`` before ``normal``
-        before ``low``, then the earliest ``eligible_at``. A candidate that its service's rate
-        window, its backend's breaker or limits, or the daily budget stops is held (reason and
-        eligible_at written) or skipped, and the next is tried. ``(job id, refusal)``: a
-        refusal (``budget_exceeded``) is claimed to be ended at once by the worker."""
-        running: dict[str, int] | None = None
+        before ``low``, then the earliest ``eligible_at``. Jobs of a backend whose breaker is
+        open are not candidates. One query finds the service and its job; a service with a
+        rate limit or a budget, or a backend with limits, costs a few more reads. A candidate
+        that its service's rate window, its backend's limits or the daily budget stops is held
+        (reason and eligible_at written) or skipped, and the next is tried. ``(job id,
+        refusal)``: a refusal (``budget_exceeded``) is claimed to be ended at once."""
         tried: set[str] = set()  # services with nothing that may start now
         blocked: set[str] = set()  # backends at their concurrency or rate limit
         for _ in range(self.CLAIM_CANDIDATES):
-            service_id = conn.execute(
-                sa.select(services.c.id)
-                .where(
-                    services.c.paused_at.is_(None),
-                    services.c.id.not_in(tried) if tried else sa.true(),
-                    sa.exists().where(
-                        jobs.c.service_id == services.c.id,
-                        jobs.c.status.in_(CLAIMABLE),
-                        jobs.c.run_after <= now,
-                    ),
-                )
-                .order_by(services.c.last_served_at, services.c.id)
-                .limit(1)
-            ).scalar()
-            if service_id is None:
+            pick = self._next_candidate(conn, now, tried, blocked)
+            if pick is None:
                 return None, None
+            service_id, job_id = pick.service_id, pick.job_id
+            limit = RateLimit.parse(pick.rate_limit)
+            if limit is None and pick.daily_budget is None and not self._backend_limits:
+                self._served(conn, service_id, now)
+                return job_id, None
             cand = conn.execute(
-                sa.select(
-                    jobs.c.id,
-                    jobs.c.backend,
-                    jobs.c.estimate,
-                    jobs.c.first_claimed_at,
+                sa.select(jobs.c.backend, jobs.c.estimate, jobs.c.first_claimed_at).where(
+                    jobs.c.id == job_id
                 )
-                .where(
-                    jobs.c.service_id == service_id,
-                    jobs.c.status.in_(CLAIMABLE),
-                    jobs.c.run_after <= now,
-                    sa.or_(jobs.c.backend.is_(None), jobs.c.backend.not_in(blocked))
-                    if blocked
-                    else sa.true(),
-                )
-                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.created_at, jobs.c.id)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
-            if cand is None:
-                tried.add(service_id)
-                continue
-            if cand.backend is not None:
-                if running is None:
-                    running = dict(
-                        conn.execute(
-                            sa.select(jobs.c.backend, sa.func.count())
-                            .where(jobs.c.status == JobStatus.RUNNING)
-                            .group_by(jobs.c.backend)
-                        ).all()
-                    )
-                gate = self._backend_gate(conn, cand.backend, running, now)
-                if gate is not None:
-                    if gate > now:  # the breaker is open: hold its jobs until the next probe
-                        self._hold(conn, cand.id, HoldReason.BACKEND_UNAVAILABLE, gate, now)
-                    else:  # at its limit: the service's jobs of other backends may go
-                        blocked.add(cand.backend)
-                    continue
-            svc = conn.execute(
-                sa.select(
-                    services.c.rate_limit,
-                    services.c.daily_budget,
-                    services.c.on_budget,
-                ).where(services.c.id == service_id)
             ).one()
-            limit = RateLimit.parse(svc.rate_limit)
+            if (
+                cand.backend is not None
+                and cand.backend in self._backend_limits
+                and self._backend_busy(conn, cand.backend, now)
+            ):
+                blocked.add(cand.backend)  # the service's jobs of other backends may go
+                continue
             if limit is not None and cand.first_claimed_at is None:
                 nth = conn.execute(
                     sa.select(jobs.c.first_claimed_at)
@@ -517,37 +489,85 @@ class JobStore(StoreBase):
                     .limit(1)
                 ).scalar()
                 if nth is not None:
-                    self._hold(conn, cand.id, HoldReason.RATE_LIMIT, nth + limit.period, now)
+                    self._hold(conn, job_id, HoldReason.RATE_LIMIT, nth + limit.period, now)
                     continue  # the service's next job may be a retry, which the window allows
-            refusal = self._reserve(conn, service_id, cand.id, cand.estimate, svc, now)
+            refusal = self._reserve(conn, service_id, job_id, cand.estimate, pick, now)
             if not isinstance(refusal, ErrorCode | None):
                 continue  # held for the budget
-            conn.execute(
-                services.update().where(services.c.id == service_id).values(last_served_at=now)
-            )
-            return cand.id, refusal
+            self._served(conn, service_id, now)
+            return job_id, refusal
         return None, None
 
-    def _hold(
-        self, conn: sa.Connection, job_id: str, reason: HoldReason, until: float, now: float
-    ) -> None:
+    def _next_candidate(
+        self, conn: sa.Connection, now: float, tried: set[str], blocked: set[str]
+    ) -> sa.Row[Any] | None:
+        """The service served longest ago that has a job that may start, with that job."""
+        open_backends = sa.select(backend_state.c.backend).where(
+            backend_state.c.state == BreakerState.OPEN
+        )
+        blocked_rows = [sa.select(sa.literal(name)) for name in sorted(blocked)]
+        job = (
+            sa.select(jobs.c.id)
+            .where(
+                jobs.c.service_id == services.c.id,
+                claimable(),
+                jobs.c.run_after <= now,
+                # not a backend whose breaker is open, nor one at its limit (for this claim)
+                sa.or_(
+                    jobs.c.backend.is_(None),
+                    jobs.c.backend.not_in(open_backends.union(*blocked_rows))
+                    if blocked
+                    else jobs.c.backend.not_in(open_backends),
+                ),
+            )
+            .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
+            .limit(1)
+            .correlate(services)
+            .scalar_subquery()
+        )
+        per_service = (
+            sa.select(
+                services.c.id.label("service_id"),
+                services.c.rate_limit,
+                services.c.daily_budget,
+                services.c.on_budget,
+                services.c.last_served_at,
+                job.label("job_id"),
+            )
+            .where(
+                services.c.paused_at.is_(None),
+                services.c.id.not_in(tried) if tried else sa.true(),
+            )
+            .subquery()
+        )
+        return conn.execute(
+            sa.select(per_service)
+            .where(per_service.c.job_id.is_not(None))
+            .order_by(per_service.c.last_served_at, per_service.c.service_id)
+            .limit(1)
+        ).first()
+
+    def _served(self, conn: sa.Connection, service_id: str, now: float) -> None:
+        """The service's turn was taken: it goes to the back of the round."""
         conn.execute(
-            jobs.update()
-            .where(jobs.c.id == job_id)
-            .values(hold_reason=reason, run_after=until, updated_at=now)
+            services.update().where(services.c.id == service_id).values(last_served_at=now)
         )
 
-    def _backend_gate(
-        self, conn: sa.Connection, backend: str, running: dict[str, int], now: float
-    ) -> float | None:
-        """None when a job of ``backend`` may start now; else when to look again (a time after
-        now: its breaker is open until then; ``now``: at its concurrency or rate limit)."""
-        state = breaker(conn, backend)
-        if state.state is BreakerState.OPEN:
-            return max(state.probe_at or now, now + 0.001)
+    @property
+    def _backend_limits(self) -> set[str]:
+        return set(self.backend_concurrency) | set(self.backend_rates)
+
+    def _backend_busy(self, conn: sa.Connection, backend: str, now: float) -> bool:
+        """Is ``backend`` at its concurrency limit, or at its rate of starts, now?"""
         cap = self.backend_concurrency.get(backend)
-        if cap is not None and running.get(backend, 0) >= cap:
-            return now
+        if cap is not None:
+            running = conn.execute(
+                sa.select(sa.func.count()).where(
+                    jobs.c.status == JobStatus.RUNNING, jobs.c.backend == backend
+                )
+            ).scalar_one()
+            if running >= cap:
+                return True
         rate = self.backend_rates.get(backend)
         if rate is not None:
             count, period = rate
@@ -560,8 +580,17 @@ class JobStore(StoreBase):
                 )
             ).scalar_one()
             if started >= count:
-                return now
-        return None
+                return True
+        return False
+
+    def _hold(
+        self, conn: sa.Connection, job_id: str, reason: HoldReason, until: float, now: float
+    ) -> None:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == job_id)
+            .values(hold_reason=reason, run_after=until, updated_at=now)
+        )
 
     def _reserve(
         self,
@@ -912,7 +941,7 @@ class JobStore(StoreBase):
             ended = (
                 conn.execute(
                     jobs.update()
-                    .where(jobs.c.id == job_id, jobs.c.status.in_(CLAIMABLE))
+                    .where(jobs.c.id == job_id, claimable())
                     .values(
                         status=JobStatus.CANCELLED,
                         cancel_requested=True,
@@ -1012,6 +1041,17 @@ class JobStore(StoreBase):
             after = before.failed(now, self.backend_breaker_failures, self.backend_probe_seconds)
             save_breaker(conn, backend, after, now, error.description)
             if after.state is BreakerState.OPEN and before.state is BreakerState.CLOSED:
+                conn.execute(
+                    jobs.update()
+                    .where(jobs.c.backend == backend, claimable())
+                    .values(
+                        hold_reason=HoldReason.BACKEND_UNAVAILABLE,
+                        run_after=sa.func.max(jobs.c.run_after, after.probe_at)
+                        if conn.dialect.name == "sqlite"
+                        else sa.func.greatest(jobs.c.run_after, after.probe_at),
+                        updated_at=now,
+                    )
+                )
                 record_event(
                     conn,
                     event=OperatorEvent.BACKEND_UNHEALTHY,
@@ -1066,7 +1106,7 @@ class JobStore(StoreBase):
                 jobs.update()
                 .where(
                     jobs.c.backend == backend,
-                    jobs.c.status.in_(CLAIMABLE),
+                    claimable(),
                     jobs.c.hold_reason == HoldReason.BACKEND_UNAVAILABLE,
                 )
                 .values(hold_reason=None, run_after=now, updated_at=now)

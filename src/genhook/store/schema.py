@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from genhook.status import DeliveryStatus, JobStatus
+from genhook.status import CLAIMABLE_ORDER, DeliveryStatus, JobStatus
 
 metadata = sa.MetaData()
 Time = sa.Float(precision=53)
@@ -99,8 +99,8 @@ jobs = sa.Table(
 sa.Index(
     "ix_jobs_claimable",
     jobs.c.run_after,
-    sqlite_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
-    postgresql_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+    sqlite_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
+    postgresql_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
 )
 sa.Index(
     "ix_jobs_leased",
@@ -113,10 +113,11 @@ sa.Index("ix_jobs_service_external", jobs.c.service_id, jobs.c.external_id)
 sa.Index(
     "ix_jobs_service_claimable",
     jobs.c.service_id,
-    jobs.c.priority,
+    jobs.c.priority.desc(),
     jobs.c.run_after,
-    sqlite_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
-    postgresql_where=jobs.c.status.in_([JobStatus.QUEUED, JobStatus.RETRYING]),
+    jobs.c.id,
+    sqlite_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
+    postgresql_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
 )
 # the rate window: a service's start slots, and its real starts
 sa.Index(
@@ -320,3 +321,16 @@ job_rollups = sa.Table(
 )
 # a window's roll-ups (every service's last hours) are a range of buckets
 sa.Index("ix_job_rollups_bucket", job_rollups.c.bucket)
+
+
+def claimable(column: sa.ColumnElement[str] = jobs.c.status) -> sa.ColumnElement[bool]:
+    """``status IN ('queued', 'retrying')`` with the values inline, in the partial indexes'
+    order, so that SQLite uses them (with bound parameters it scans every job ever made)."""
+    return column.in_(
+        sa.bindparam(
+            "claimable_states",
+            [str(s) for s in CLAIMABLE_ORDER],
+            expanding=True,
+            literal_execute=True,
+        )
+    )

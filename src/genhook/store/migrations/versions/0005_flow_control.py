@@ -60,7 +60,7 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_service_claimable",
         "jobs",
-        ["service_id", "priority", "run_after"],
+        ["service_id", sa.text("priority DESC"), "run_after", "id"],
         sqlite_where=sa.text(CLAIMABLE),
         postgresql_where=sa.text(CLAIMABLE),
     )

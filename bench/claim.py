@@ -1,0 +1,139 @@
+"""Benchmark: what fairness costs a claim, against a plain FIFO claim on the same store.
+
+Both claim through the same :class:`genhook.store.store.Store` transaction (lease the job,
+open its attempt, log the event, commit), so the difference is only how the job is chosen:
+
+* **fair** (genhook): the service served longest ago that has a due job, then its job by
+  priority and eligible_at; rate window, backend limits and budget checked (none limit here).
+* **FIFO** (baseline): the oldest due job of any service, one read of the claimable partial
+  index (its IN list inline, so SQLite uses it), ``ORDER BY run_after LIMIT 1`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): what a
+  plain job queue does.
+
+The queue: SERVICES services, JOBS jobs each (one service holds half of them: a backlog), on
+SQLite (WAL, ``synchronous=FULL``) or PostgreSQL (``--database-url``). ROUNDS rounds of CLAIMS
+claims per variant, interleaved, each variant on its own identically filled database; medians.
+Prints claims per second and the ratio fair / FIFO; exits 1 when fair costs more than 10% more
+(ratio of per-claim time above 1.10).
+
+Run: ``.venv/bin/python bench/claim.py [--rounds 5] [--claims 400] [--database-url URL]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from genhook.store.jobs import Admission
+from genhook.store.schema import claimable, jobs, metadata
+from genhook.store.store import Store
+
+TARGET = 1.10
+
+
+class FifoStore(Store):
+    """The same store with a plain FIFO choice of the next job."""
+
+    def _fair_pick(self, conn: sa.Connection, now: float) -> tuple[str | None, Any]:
+        job_id = conn.execute(
+            sa.select(jobs.c.id)
+            .where(claimable(), jobs.c.run_after <= now)
+            .order_by(jobs.c.run_after)
+            .limit(1)
+            .with_for_update(skip_locked=True)
+        ).scalar()
+        return job_id, None
+
+
+def fill(store: Store, services: int, per_service: int) -> None:
+    """SERVICES services; the first holds half of all jobs, the rest share the other half."""
+    total = services * per_service
+    for s in range(services):
+        service_id = store.create_service(f"svc{s}")["service_id"]
+        count = total // 2 if s == 0 else max(1, total // 2 // (services - 1))
+        for i in range(count):
+            store.submit(
+                service_id=service_id,
+                workflow_id="product-image",
+                workflow_version=1,
+                trigger={"product_name": f"item {i}"},
+                external_id=None,
+                callback_url=None,
+                admission=Admission(backend="procedural"),
+            )
+
+
+def claims_per_second(store: Store, count: int) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        if store.claim("bench", 600) is None:
+            raise SystemExit("the queue ran dry: use fewer --claims or more --jobs")
+    return count / (time.perf_counter() - start)
+
+
+def open_store(cls: type[Store], url: str | None, folder: Path, name: str) -> Store:
+    if url is None:
+        store = cls(f"sqlite:///{folder / name}.db")
+    else:
+        store = cls(url)
+        with store.engine.begin() as conn:  # a clean schema for each variant
+            metadata.drop_all(conn)
+            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+    store.migrate()
+    return store
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--claims", type=int, default=400)
+    parser.add_argument("--services", type=int, default=10)
+    parser.add_argument("--jobs", type=int, default=500, help="jobs per service on average")
+    parser.add_argument("--database-url", default=None, help="postgresql://... (else SQLite)")
+    args = parser.parse_args()
+    needed = args.rounds * args.claims + 21
+    if args.services * args.jobs < needed:
+        args.jobs = needed // args.services + 1
+    results: dict[str, list[float]] = {"fair": [], "fifo": []}
+    variants: dict[str, type[Store]] = {"fair": Store, "fifo": FifoStore}
+    with tempfile.TemporaryDirectory() as folder:
+        if args.database_url is not None:
+            # one PostgreSQL database: fill and measure each variant in turn
+            for name, cls in variants.items():
+                store = open_store(cls, args.database_url, Path(folder), name)
+                fill(store, args.services, args.jobs)
+                claims_per_second(store, 20)  # warm-up
+                for _ in range(args.rounds):
+                    results[name].append(claims_per_second(store, args.claims))
+                store.close()
+        else:
+            # two identical SQLite files, rounds interleaved
+            stores = {n: open_store(c, None, Path(folder), n) for n, c in variants.items()}
+            for store in stores.values():
+                fill(store, args.services, args.jobs)
+                claims_per_second(store, 20)  # warm-up
+            for r in range(args.rounds):
+                for name in ("fair", "fifo") if r % 2 == 0 else ("fifo", "fair"):
+                    results[name].append(claims_per_second(stores[name], args.claims))
+            for store in stores.values():
+                store.close()
+    fair = statistics.median(results["fair"])
+    fifo = statistics.median(results["fifo"])
+    cost = fifo / fair  # per-claim time, fair over FIFO
+    where = "PostgreSQL" if args.database_url else "SQLite"
+    total = args.services * args.jobs
+    print(f"claim on {where}, {args.services} services, ~{total} jobs waiting")
+    print(f"  fair (genhook): {fair:8.1f} claims/s")
+    print(f"  FIFO (baseline): {fifo:8.1f} claims/s")
+    print(f"  time per claim, fair / FIFO: {cost:.3f} (target <= {TARGET:.2f})")
+    return 0 if cost <= TARGET else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
