@@ -25,7 +25,7 @@ from genhook.flow import (
 )
 from genhook.status import JobStatus
 from genhook.store.jobs import Admission
-from genhook.store.schema import credit_ledger, operator_events, services
+from genhook.store.schema import credit_ledger, jobs, operator_events, services
 from genhook.store.store import Store
 
 # ---- pure policies ---------------------------------------------------------------------------
@@ -203,8 +203,32 @@ def test_queue_limit_refuses_with_queue_full(flow: Store) -> None:
         _submit(flow, svc)
     assert refused.value.code is ErrorCode.QUEUE_FULL
     assert refused.value.retry_after is not None
-    flow.claim("w", 900)  # one leaves the queue: room for one more
+    job = flow.claim("w", 900)  # one leaves the queue: room for one more
     _submit(flow, svc)
+    assert job is not None
+    # a retry comes back into the queue, a cancel leaves it: the count follows every move
+    flow.retry(
+        job.id,
+        "w",
+        error=GenhookError(ErrorCode.BACKEND_ERROR),
+        delay=0,
+        credit_cost=0,
+        work_seconds=0,
+        cancelled={},
+    )
+    with pytest.raises(GenhookError):
+        _submit(flow, svc)
+    flow.cancel(job.id, lambda row: {"job_id": row["id"]})
+    with flow._read() as conn:
+        waiting = conn.execute(
+            sa.select(services.c.waiting).where(services.c.id == svc)
+        ).scalar_one()
+        counted = conn.execute(
+            sa.select(sa.func.count()).where(
+                jobs.c.service_id == svc, jobs.c.status.in_(["queued", "retrying"])
+            )
+        ).scalar_one()
+    assert waiting == counted == 3
 
 
 def test_dedup_returns_the_first_job_within_the_window(flow: Store) -> None:

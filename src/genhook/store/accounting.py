@@ -4,6 +4,7 @@ with the job transition that causes it (or not at all)."""
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -15,14 +16,23 @@ from genhook.store.ops_events import OperatorEvent, record_event
 from genhook.store.schema import backend_state, credit_ledger, job_rollups, services
 
 
-def _upsert(conn: sa.Connection, table: sa.Table, keys: dict[str, Any], **add: float) -> None:
-    """Insert the row of ``keys`` with ``add`` as its values, or add ``add`` to an existing one."""
-    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    stmt = dialect.insert(table).values(**keys, **add)
-    stmt = stmt.on_conflict_do_update(
+@functools.lru_cache(maxsize=64)
+def _upsert_statement(
+    dialect: str, table: sa.Table, keys: tuple[str, ...], add: tuple[str, ...]
+) -> Any:
+    """The insert-or-add statement for these columns, built once (building one per call costs
+    more than running it)."""
+    module = postgresql if dialect == "postgresql" else sqlite
+    stmt = module.insert(table).values({k: sa.bindparam(k) for k in (*keys, *add)})
+    return stmt.on_conflict_do_update(
         index_elements=list(keys), set_={k: table.c[k] + stmt.excluded[k] for k in add}
     )
-    conn.execute(stmt)
+
+
+def _upsert(conn: sa.Connection, table: sa.Table, keys: dict[str, Any], **add: float) -> None:
+    """Insert the row of ``keys`` with ``add`` as its values, or add ``add`` to an existing one."""
+    stmt = _upsert_statement(conn.dialect.name, table, tuple(keys), tuple(sorted(add)))
+    conn.execute(stmt, {**keys, **add})
 
 
 def hour_of(now: float) -> float:
@@ -119,8 +129,12 @@ def settle(
         check_thresholds(conn, service_id, day, now, alert_url)
 
 
+_BREAKER = sa.select(backend_state).where(backend_state.c.backend == sa.bindparam("backend"))
+
+
 def breaker(conn: sa.Connection, backend: str) -> Breaker:
-    row = conn.execute(sa.select(backend_state).where(backend_state.c.backend == backend)).first()
+    """A backend's breaker (closed when it has no row)."""
+    row = conn.execute(_BREAKER, {"backend": backend}).first()
     if row is None:
         return Breaker()
     return Breaker(BreakerState(row.state), row.failures, row.opened_at, row.probe_at)

@@ -49,6 +49,32 @@ from genhook.store.schema import (
     services,
 )
 
+# built once: the accept path runs these for every trigger
+_ENQUEUE = (
+    services.update()
+    .where(services.c.id == sa.bindparam("service_id"))
+    .values(waiting=services.c.waiting + 1)
+    .returning(
+        services.c.name,
+        services.c.rate_limit,
+        services.c.queue_limit,
+        services.c.paused_at,
+        services.c.storm_bucket,
+        services.c.storm_count,
+        services.c.storm_previous,
+        services.c.waiting,
+    )
+)
+_REQUEUE = (
+    services.update()
+    .where(services.c.id == sa.bindparam("service_id"))
+    .values(waiting=services.c.waiting + 1)
+)
+_DEQUEUE = (
+    services.update()
+    .where(services.c.id == sa.bindparam("service_id"))
+    .values(waiting=services.c.waiting - 1)
+)
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
@@ -244,30 +270,12 @@ class JobStore(StoreBase):
     ) -> dict[str, Any]:
         """The queue limit, the storm breaker and the rate window for one accepted trigger:
         raises ``queue_full`` (before writing anything), else the columns that hold the job."""
-        svc = conn.execute(
-            sa.select(
-                services.c.name,
-                services.c.rate_limit,
-                services.c.queue_limit,
-                services.c.paused_at,
-                services.c.storm_bucket,
-                services.c.storm_count,
-                services.c.storm_previous,
-            )
-            .where(services.c.id == service_id)
-            .with_for_update()
-        ).one()
+        # one statement counts the job in, locks the row (PostgreSQL) and reads the limits
+        svc = conn.execute(_ENQUEUE, {"service_id": service_id}).one()
         limit = RateLimit.parse(svc.rate_limit)
         queue_limit = svc.queue_limit or self.default_queue_limit
-        waiting = conn.execute(
-            sa.select(sa.func.count()).select_from(
-                sa.select(jobs.c.id)
-                .where(jobs.c.service_id == service_id, claimable())
-                .limit(queue_limit)
-                .subquery()
-            )
-        ).scalar_one()
-        if waiting >= queue_limit:
+        if svc.waiting > queue_limit:
+            conn.execute(_DEQUEUE, {"service_id": service_id})  # nothing written, net
             raise GenhookError(
                 ErrorCode.QUEUE_FULL,
                 f"the service has {queue_limit} jobs waiting, its queue limit",
@@ -426,6 +434,12 @@ class JobStore(StoreBase):
             )
             if claimed is None:
                 return None  # a cancel or another worker took it first: the next poll goes on
+            if stalled is None:  # it leaves the queue: its service's turn is taken
+                conn.execute(
+                    services.update()
+                    .where(services.c.id == claimed["service_id"])
+                    .values(last_served_at=now, waiting=services.c.waiting - 1)
+                )
             conn.execute(
                 attempts.insert().values(
                     job_id=job_id,
@@ -463,7 +477,6 @@ class JobStore(StoreBase):
             service_id, job_id = pick.service_id, pick.job_id
             limit = RateLimit.parse(pick.rate_limit)
             if limit is None and pick.daily_budget is None and not self._backend_limits:
-                self._served(conn, service_id, now)
                 return job_id, None
             cand = conn.execute(
                 sa.select(jobs.c.backend, jobs.c.estimate, jobs.c.first_claimed_at).where(
@@ -494,7 +507,6 @@ class JobStore(StoreBase):
             refusal = self._reserve(conn, service_id, job_id, cand.estimate, pick, now)
             if not isinstance(refusal, ErrorCode | None):
                 continue  # held for the budget
-            self._served(conn, service_id, now)
             return job_id, refusal
         return None, None
 
@@ -546,12 +558,6 @@ class JobStore(StoreBase):
             .order_by(per_service.c.last_served_at, per_service.c.service_id)
             .limit(1)
         ).first()
-
-    def _served(self, conn: sa.Connection, service_id: str, now: float) -> None:
-        """The service's turn was taken: it goes to the back of the round."""
-        conn.execute(
-            services.update().where(services.c.id == service_id).values(last_served_at=now)
-        )
 
     @property
     def _backend_limits(self) -> set[str]:
@@ -786,6 +792,7 @@ class JobStore(StoreBase):
                     made=made,
                 )
                 bump_rollup(conn, done.service_id, done.workflow_id, now, retries=1)
+                conn.execute(_REQUEUE, {"service_id": done.service_id})
                 self._event(
                     conn,
                     job_id,
@@ -958,6 +965,7 @@ class JobStore(StoreBase):
                 encoded = Encoded.of(payload(dict(ended)))
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=encoded.parsed))
                 bump_rollup(conn, ended["service_id"], ended["workflow_id"], now, cancelled=1)
+                conn.execute(_DEQUEUE, {"service_id": ended["service_id"]})
                 self._event(conn, job_id, JobStatus.CANCELLED, encoded.parsed, now)
                 if ended["callback_url"]:
                     self._outbox(

@@ -42,6 +42,9 @@ services = sa.Table(
     sa.Column("storm_previous", sa.Integer, nullable=False, server_default="0"),
     # the fair claim serves the service that was served longest ago
     sa.Column("last_served_at", Time, nullable=False, server_default="0"),
+    # its jobs waiting (queued or retrying, held or not): the queue limit's count, kept in the
+    # transactions that move a job in or out of the queue, so that no accept counts rows
+    sa.Column("waiting", sa.Integer, nullable=False, server_default="0"),
 )
 
 jobs = sa.Table(

@@ -43,6 +43,7 @@ def upgrade() -> None:
             sa.Column("storm_previous", sa.Integer(), nullable=False, server_default="0")
         )
         batch.add_column(sa.Column("last_served_at", Time, nullable=False, server_default="0"))
+        batch.add_column(sa.Column("waiting", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("hold_reason", sa.String(length=24), nullable=True))
         batch.add_column(
@@ -57,6 +58,10 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("spared_attempts", sa.Integer(), nullable=False, server_default="0")
         )
+    op.execute(
+        "UPDATE services SET waiting = (SELECT count(*) FROM jobs WHERE jobs.service_id = "
+        "services.id AND jobs.status IN ('queued', 'retrying'))"
+    )
     op.create_index(
         "ix_jobs_service_claimable",
         "jobs",
@@ -214,6 +219,7 @@ def downgrade() -> None:
             batch.drop_column(name)
     with op.batch_alter_table("services") as batch:
         for name in (
+            "waiting",
             "last_served_at",
             "storm_previous",
             "storm_count",
