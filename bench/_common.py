@@ -59,10 +59,12 @@ def bench_env(**variables: str) -> dict[str, str]:
     return env
 
 
-def create_service(env: Mapping[str, str], name: str = "bench") -> dict[str, str]:
-    """``genhook services create NAME`` in ``env``: ``{"api_key", "webhook_secret", ...}``."""
+def create_service(
+    env: Mapping[str, str], name: str = "bench", flags: Sequence[str] = ()
+) -> dict[str, str]:
+    """``genhook services create NAME [FLAGS]`` in ``env``: its ``api_key``, secret, ..."""
     done = subprocess.run(
-        genhook_command("services", "create", name),
+        genhook_command("services", "create", name, *flags),
         env=dict(env),
         capture_output=True,
         text=True,

@@ -22,13 +22,19 @@ alternates each round); medians. Every answer must be 202, and genhook's jobs ta
 one row per 202 at the end. Also reported: latency p50/p99 and each server's CPU time per
 request (from /proc, over each round). Exits 1 when genhook / baseline < TARGET.
 
-Run: ``make bench`` or ``.venv/bin/python bench/accept.py [--rounds N] [--count N]``.
+``--limited``: a third server, **genhook-limited**, whose service has a rate limit, a daily
+budget and a queue limit (none of which the load reaches) and whose product-image template
+declares a dedup key (every trigger distinct): every flow-control step of the accept path runs.
+Also exits 1 when genhook-limited / genhook < LIMITED_TARGET (flow control may cost at most 10%).
+
+Run: ``make bench`` or ``.venv/bin/python bench/accept.py [--rounds N] [--count N] [--limited]``.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import sqlite3
 import statistics
 import sys
@@ -59,6 +65,7 @@ from _common import (
     run_async,
     temp_root,
 )
+from genhook.paths import shipped_dir
 
 WORKFLOW = "product-image"
 CONCURRENCY = 32
@@ -67,6 +74,8 @@ COUNT = 3000
 ROUNDS = 4
 ROUND_SECONDS = 60.0  # a round stops sending after this long, whatever its count
 TARGET = 0.5
+LIMITED_TARGET = 0.9
+LIMITED_FLAGS = ("--rate-limit", "100000/h", "--daily-budget", "1000000", "--queue-limit", "100000")
 
 
 def trigger_body(i: int) -> bytes:
@@ -210,6 +219,9 @@ def main() -> int:
         help="the baseline's SQLite writes: one connection behind a lock (default), or one"
         " connection per thread",
     )
+    parser.add_argument(
+        "--limited", action="store_true", help="also a server whose service has flow control"
+    )
     parser.add_argument("--serve-baseline", nargs=2, metavar=("PORT", "DB"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve_baseline:
@@ -243,6 +255,28 @@ def main() -> int:
             Target("genhook", genhook.pid, g_port, service["api_key"]),
             Target("baseline", baseline.pid, b_port, None),
         ]
+        if args.limited:
+            flows = root / "flows"
+            shutil.copytree(shipped_dir("workflows"), flows)
+            template = flows / f"{WORKFLOW}.yaml"
+            text = template.read_text(encoding="utf-8")
+            template.write_text(
+                text.replace("\ninput:", "\ndedup: {key: [product_id], window: 1h}\ninput:", 1),
+                encoding="utf-8",
+            )
+            l_env = bench_env(
+                GENHOOK_DATA_DIR=str(root / "limited"), GENHOOK_WORKFLOWS_DIR=str(flows)
+            )
+            l_service = create_service(l_env, flags=LIMITED_FLAGS)
+            l_port = free_port()
+            limited = children.start(
+                "genhook serve (limited)",
+                genhook_command("serve", "--port", str(l_port), "--workers", "0"),
+                l_env,
+                root / "limited.log",
+            )
+            limited.wait_http(f"http://{HOST}:{l_port}/healthz")
+            targets.append(Target("genhook-limited", limited.pid, l_port, l_service["api_key"]))
 
         async def drive() -> None:
             async with client_session(args.concurrency) as session:
@@ -273,10 +307,14 @@ def main() -> int:
                         target.record(result, timed=True, cpu=cpu)
 
         run_async(drive)
-        genhook_rows = count_rows(data_dir / "genhook.db")
-        baseline_rows = count_rows(root / "base.db")
+        rows = {
+            "genhook": count_rows(data_dir / "genhook.db"),
+            "baseline": count_rows(root / "base.db"),
+        }
+        if args.limited:
+            rows["genhook-limited"] = count_rows(root / "limited" / "genhook.db")
 
-    g, b = targets
+    g, b = targets[:2]
     print(
         f"accept: POST /v1/workflows/{WORKFLOW}/runs (valid trigger, no callback_url),"
         f" {args.concurrency} in flight over keep-alive, {WARMUP} warm-up then"
@@ -298,17 +336,27 @@ def main() -> int:
         + "; ".join(f"{t.name} " + ", ".join(f"{r:.0f}" for r in t.rates) for t in targets)
     )
     ok = True
-    for t, rows in ((g, genhook_rows), (b, baseline_rows)):
-        print(f"{t.name}: {t.accepted}/{t.sent} answered 202, {rows} rows in its jobs table")
+    for t in targets:
+        count = rows[t.name]
+        print(f"{t.name}: {t.accepted}/{t.sent} answered 202, {count} rows in its jobs table")
         if t.bad:
             print(f"FAIL: {t.name} answered {t.bad}")
             ok = False
-        if t.accepted != t.sent or rows != t.accepted:
-            print(f"FAIL: {t.name}: {t.sent} sent, {t.accepted} accepted, {rows} rows")
+        if t.accepted != t.sent or count != t.accepted:
+            print(f"FAIL: {t.name}: {t.sent} sent, {t.accepted} accepted, {count} rows")
             ok = False
     ratio = statistics.median(g.rates) / statistics.median(b.rates)
     verdict = "ok" if ratio >= TARGET and ok else "FAIL"
     print(f"{verdict}: genhook / baseline = {ratio:.2f}x (target >= {TARGET:.2f}x)")
+    if args.limited:
+        limited_ratio = statistics.median(targets[2].rates) / statistics.median(g.rates)
+        fine = limited_ratio >= LIMITED_TARGET
+        print(
+            f"{'ok' if fine else 'FAIL'}: genhook-limited / genhook = {limited_ratio:.2f}x"
+            f" (target >= {LIMITED_TARGET:.2f}x); genhook-limited / baseline ="
+            f" {statistics.median(targets[2].rates) / statistics.median(b.rates):.2f}x"
+        )
+        verdict = verdict if fine else "FAIL"
     return 0 if verdict == "ok" else 1
 
 

@@ -6,8 +6,8 @@ open its attempt, log the event, commit), so the difference is only how the job 
 * **fair** (genhook): the service served longest ago that has a due job, then its job by
   priority and eligible_at; rate window, backend limits and budget checked (none limit here).
 * **FIFO** (baseline): the oldest due job of any service, one read of the claimable partial
-  index (its IN list inline, so SQLite uses it), ``ORDER BY run_after LIMIT 1`` (``FOR UPDATE SKIP LOCKED`` on PostgreSQL): what a
-  plain job queue does.
+  index (its IN list inline, so SQLite uses it), ``ORDER BY run_after LIMIT 1`` (``FOR UPDATE
+  SKIP LOCKED`` on PostgreSQL): what a plain job queue does.
 
 The queue: SERVICES services, JOBS jobs each (one service holds half of them: a backlog), on
 SQLite (WAL, ``synchronous=FULL``) or PostgreSQL (``--database-url``). ROUNDS rounds of CLAIMS

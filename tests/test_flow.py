@@ -326,3 +326,22 @@ def test_backend_concurrency_limit_holds_across_claims(flow: Store) -> None:
     assert flow.claim("w", 900).id == a["id"]  # type: ignore[union-attr]
     assert flow.claim("w", 900).id == free["id"]  # type: ignore[union-attr]
     assert flow.claim("w", 900) is None
+
+
+def test_the_stores_storm_buckets_follow_the_policy(flow: Store) -> None:
+    """The accept statement moves the storm buckets in SQL exactly as ``Storm.add`` does."""
+    clock = flow.clock
+    assert isinstance(clock, ManualClock)
+    svc = _service(flow, "buckets", rate_limit="1000/h")
+    expected = Storm(None, 0, 0)
+    for step in (0, 10, 3600, 3700, 3 * 3600, 3 * 3600 + 1, 7 * 3600):
+        clock.advance(step - (clock.now() - 1_800_000_000.0))
+        expected = expected.add(clock.now())
+        _submit(flow, svc)
+        with flow._read() as conn:
+            row = conn.execute(
+                sa.select(
+                    services.c.storm_bucket, services.c.storm_count, services.c.storm_previous
+                ).where(services.c.id == svc)
+            ).one()
+        assert Storm(row.storm_bucket, row.storm_count, row.storm_previous) == expected

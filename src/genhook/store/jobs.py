@@ -4,6 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -49,11 +50,33 @@ from genhook.store.schema import (
     services,
 )
 
+
 # built once: the accept path runs these for every trigger
+def _storm_columns() -> dict[str, Any]:
+    """The storm buckets moved on by one trigger in the hour starting at ``:hour`` (the SQL of
+    :meth:`genhook.flow.Storm.add`, evaluated on the row's old values; a test holds the two
+    together)."""
+    hour = sa.bindparam("hour", type_=sa.Float)
+    bucket, count, previous = (
+        services.c.storm_bucket,
+        services.c.storm_count,
+        services.c.storm_previous,
+    )
+    stale = sa.or_(bucket.is_(None), hour - bucket >= 2 * 3600.0)
+    return {
+        "storm_bucket": sa.case((sa.or_(stale, hour > bucket), hour), else_=bucket),
+        "storm_count": sa.case((sa.or_(stale, hour > bucket), 1), else_=count + 1),
+        "storm_previous": sa.case((stale, 0), (hour > bucket, count), else_=previous),
+    }
+
+
+# built once: the accept path runs this for every trigger. One statement counts the job into
+# its service's queue and its rate window, moves the storm buckets, locks the row (PostgreSQL)
+# and reads the limits
 _ENQUEUE = (
     services.update()
     .where(services.c.id == sa.bindparam("service_id"))
-    .values(waiting=services.c.waiting + 1)
+    .values(waiting=services.c.waiting + 1, rate_seq=services.c.rate_seq + 1, **_storm_columns())
     .returning(
         services.c.name,
         services.c.rate_limit,
@@ -63,6 +86,7 @@ _ENQUEUE = (
         services.c.storm_count,
         services.c.storm_previous,
         services.c.waiting,
+        services.c.rate_seq,
     )
 )
 _REQUEUE = (
@@ -74,6 +98,19 @@ _DEQUEUE = (
     services.update()
     .where(services.c.id == sa.bindparam("service_id"))
     .values(waiting=services.c.waiting - 1)
+)
+_NTH_SLOT = sa.select(jobs.c.rate_slot).where(
+    jobs.c.service_id == sa.bindparam("service_id"), jobs.c.rate_seq == sa.bindparam("seq")
+)
+_DUPLICATE = (
+    sa.select(jobs)
+    .where(
+        jobs.c.service_id == sa.bindparam("service_id"),
+        jobs.c.dedup_key == sa.bindparam("dedup_key"),
+        jobs.c.created_at >= sa.bindparam("since"),
+    )
+    .order_by(jobs.c.created_at)
+    .limit(1)
 )
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
@@ -176,6 +213,7 @@ class JobStore(StoreBase):
             "estimate": admission.estimate,
             "hold_reason": None,
             "rate_slot": None,
+            "rate_seq": None,
         }
 
         def insert(conn: sa.Connection) -> tuple[Row, bool]:
@@ -251,14 +289,12 @@ class JobStore(StoreBase):
             return None
         found = (
             conn.execute(
-                sa.select(jobs)
-                .where(
-                    jobs.c.service_id == service_id,
-                    jobs.c.dedup_key == admission.dedup_key,
-                    jobs.c.created_at >= now - admission.dedup_window,
-                )
-                .order_by(jobs.c.created_at)
-                .limit(1)
+                _DUPLICATE,
+                {
+                    "service_id": service_id,
+                    "dedup_key": admission.dedup_key,
+                    "since": now - admission.dedup_window,
+                },
             )
             .mappings()
             .first()
@@ -271,7 +307,8 @@ class JobStore(StoreBase):
         """The queue limit, the storm breaker and the rate window for one accepted trigger:
         raises ``queue_full`` (before writing anything), else the columns that hold the job."""
         # one statement counts the job in, locks the row (PostgreSQL) and reads the limits
-        svc = conn.execute(_ENQUEUE, {"service_id": service_id}).one()
+        hour = math.floor(now / 3600.0) * 3600.0
+        svc = conn.execute(_ENQUEUE, {"service_id": service_id, "hour": hour}).one()
         limit = RateLimit.parse(svc.rate_limit)
         queue_limit = svc.queue_limit or self.default_queue_limit
         if svc.waiting > queue_limit:
@@ -285,43 +322,52 @@ class JobStore(StoreBase):
         held: dict[str, Any] = {}
         paused = svc.paused_at is not None
         if limit is not None:
-            storm = Storm(svc.storm_bucket, svc.storm_count, svc.storm_previous).add(now)
-            values: dict[str, Any] = {
-                "storm_bucket": storm.bucket,
-                "storm_count": storm.count,
-                "storm_previous": storm.previous,
-            }
+            storm = Storm(svc.storm_bucket, svc.storm_count, svc.storm_previous)
             if not paused and storm.tripped(now, limit):
                 paused = True
-                reason = (
-                    f"trigger storm: {storm.last_hour(now):.0f} triggers in the last hour, "
-                    f"more than {STORM_FACTOR:g} x the limit of {limit.per_hour:g}/h"
-                )
-                values.update(paused_at=now, paused_reason=reason)
-                record_event(
-                    conn,
-                    event=OperatorEvent.SERVICE_PAUSED,
-                    service=svc.name,
-                    details={"reason": reason, "rate_limit": svc.rate_limit},
-                    now=now,
-                    alert_url=self.alert_url,
-                )
-            conn.execute(services.update().where(services.c.id == service_id).values(**values))
+                self._pause_for_storm(conn, service_id, svc, storm, limit, now)
+            seq = svc.rate_seq
+            # the slot of the job accepted N before this one: one read of the index
             nth = conn.execute(
-                sa.select(jobs.c.rate_slot)
-                .where(jobs.c.service_id == service_id, jobs.c.rate_slot.is_not(None))
-                .order_by(jobs.c.rate_slot.desc())
-                .offset(limit.count - 1)
-                .limit(1)
+                _NTH_SLOT, {"service_id": service_id, "seq": seq - limit.count}
             ).scalar()
             slot = limit.slot(now, nth)
             held["rate_slot"] = slot
+            held["rate_seq"] = seq
             held["run_after"] = slot
             if slot > now:
                 held["hold_reason"] = HoldReason.RATE_LIMIT
         if paused:
             held["hold_reason"] = HoldReason.PAUSED
         return held
+
+    def _pause_for_storm(
+        self,
+        conn: sa.Connection,
+        service_id: str,
+        svc: Any,
+        storm: Storm,
+        limit: RateLimit,
+        now: float,
+    ) -> None:
+        """Pause the service for a trigger storm and tell the operator (same transaction)."""
+        reason = (
+            f"trigger storm: {storm.last_hour(now):.0f} triggers in the last hour, "
+            f"more than {STORM_FACTOR:g} x the limit of {limit.per_hour:g}/h"
+        )
+        conn.execute(
+            services.update()
+            .where(services.c.id == service_id)
+            .values(paused_at=now, paused_reason=reason)
+        )
+        record_event(
+            conn,
+            event=OperatorEvent.SERVICE_PAUSED,
+            service=svc.name,
+            details={"reason": reason, "rate_limit": svc.rate_limit},
+            now=now,
+            alert_url=self.alert_url,
+        )
 
     def reject(
         self,
@@ -405,12 +451,13 @@ class JobStore(StoreBase):
                 .with_for_update(skip_locked=True)
             ).scalar()
             refusal: ErrorCode | None = None
+            limited = False
             if stalled is not None:
                 self._close_lost_attempt(conn, stalled, lease_seconds, now)
                 job_id = stalled
                 takeable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
             else:
-                job_id, refusal = self._fair_pick(conn, now)
+                job_id, refusal, limited = self._fair_pick(conn, now)
                 takeable = claimable()
             if job_id is None:
                 return None
@@ -435,11 +482,19 @@ class JobStore(StoreBase):
             if claimed is None:
                 return None  # a cancel or another worker took it first: the next poll goes on
             if stalled is None:  # it leaves the queue: its service's turn is taken
-                conn.execute(
+                first = limited and claimed["attempts"] == 1 and claimed["start_seq"] is None
+                seq = conn.execute(
                     services.update()
                     .where(services.c.id == claimed["service_id"])
-                    .values(last_served_at=now, waiting=services.c.waiting - 1)
-                )
+                    .values(
+                        last_served_at=now,
+                        waiting=services.c.waiting - 1,
+                        start_seq=services.c.start_seq + int(first),
+                    )
+                    .returning(services.c.start_seq)
+                ).scalar_one()
+                if first:  # numbered for the rate window of real starts
+                    conn.execute(jobs.update().where(jobs.c.id == job_id).values(start_seq=seq))
             conn.execute(
                 attempts.insert().values(
                     job_id=job_id,
@@ -456,7 +511,9 @@ class JobStore(StoreBase):
     # with its reason and eligible_at, so the next claim does not look at it again)
     CLAIM_CANDIDATES = 16
 
-    def _fair_pick(self, conn: sa.Connection, now: float) -> tuple[str | None, ErrorCode | None]:
+    def _fair_pick(
+        self, conn: sa.Connection, now: float
+    ) -> tuple[str | None, ErrorCode | None, bool]:
         """The next job to start: fair across services, then by priority and eligible_at.
 
         Services take turns: of the services with a due job that are not paused, the one
@@ -467,17 +524,18 @@ class JobStore(StoreBase):
         rate limit or a budget, or a backend with limits, costs a few more reads. A candidate
         that its service's rate window, its backend's limits or the daily budget stops is held
         (reason and eligible_at written) or skipped, and the next is tried. ``(job id,
-        refusal)``: a refusal (``budget_exceeded``) is claimed to be ended at once."""
+        refusal, rate-limited)``: a refusal (``budget_exceeded``) is claimed to be ended at
+        once; a rate-limited service's first starts are numbered for its window."""
         tried: set[str] = set()  # services with nothing that may start now
         blocked: set[str] = set()  # backends at their concurrency or rate limit
         for _ in range(self.CLAIM_CANDIDATES):
             pick = self._next_candidate(conn, now, tried, blocked)
             if pick is None:
-                return None, None
+                return None, None, False
             service_id, job_id = pick.service_id, pick.job_id
             limit = RateLimit.parse(pick.rate_limit)
             if limit is None and pick.daily_budget is None and not self._backend_limits:
-                return job_id, None
+                return job_id, None, False
             cand = conn.execute(
                 sa.select(jobs.c.backend, jobs.c.estimate, jobs.c.first_claimed_at).where(
                     jobs.c.id == job_id
@@ -491,24 +549,22 @@ class JobStore(StoreBase):
                 blocked.add(cand.backend)  # the service's jobs of other backends may go
                 continue
             if limit is not None and cand.first_claimed_at is None:
+                # the N-th latest first start of the service: if it is inside the window, the
+                # window is full until it leaves
                 nth = conn.execute(
-                    sa.select(jobs.c.first_claimed_at)
-                    .where(
+                    sa.select(jobs.c.first_claimed_at).where(
                         jobs.c.service_id == service_id,
-                        jobs.c.first_claimed_at > now - limit.period,
+                        jobs.c.start_seq == pick.start_seq - limit.count + 1,
                     )
-                    .order_by(jobs.c.first_claimed_at.desc())
-                    .offset(limit.count - 1)
-                    .limit(1)
                 ).scalar()
-                if nth is not None:
+                if nth is not None and nth > now - limit.period:
                     self._hold(conn, job_id, HoldReason.RATE_LIMIT, nth + limit.period, now)
                     continue  # the service's next job may be a retry, which the window allows
             refusal = self._reserve(conn, service_id, job_id, cand.estimate, pick, now)
             if not isinstance(refusal, ErrorCode | None):
                 continue  # held for the budget
-            return job_id, refusal
-        return None, None
+            return job_id, refusal, limit is not None
+        return None, None, False
 
     def _next_candidate(
         self, conn: sa.Connection, now: float, tried: set[str], blocked: set[str]
@@ -544,6 +600,7 @@ class JobStore(StoreBase):
                 services.c.daily_budget,
                 services.c.on_budget,
                 services.c.last_served_at,
+                services.c.start_seq,
                 job.label("job_id"),
             )
             .where(

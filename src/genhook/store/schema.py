@@ -45,6 +45,9 @@ services = sa.Table(
     # its jobs waiting (queued or retrying, held or not): the queue limit's count, kept in the
     # transactions that move a job in or out of the queue, so that no accept counts rows
     sa.Column("waiting", sa.Integer, nullable=False, server_default="0"),
+    # the last rate_seq and start_seq given to one of its jobs
+    sa.Column("rate_seq", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("start_seq", sa.Integer, nullable=False, server_default="0"),
 )
 
 jobs = sa.Table(
@@ -94,6 +97,10 @@ jobs = sa.Table(
     sa.Column("reserved_day", sa.String(10), nullable=True),
     # its place in the service's rate window: the start slot given when it was accepted
     sa.Column("rate_slot", Time, nullable=True),
+    # a rate-limited service's jobs numbered in order of acceptance and of first start: the
+    # window's N-th latest slot (or start) is then one index read, whatever N
+    sa.Column("rate_seq", sa.Integer, nullable=True),
+    sa.Column("start_seq", sa.Integer, nullable=True),
     # attempts that do not count against the retry schedule (failed while its backend's breaker
     # opened: the backend was down, not the job)
     sa.Column("spared_attempts", sa.Integer, nullable=False, server_default="0"),
@@ -126,11 +133,17 @@ sa.Index(
 sa.Index(
     "ix_jobs_service_slot",
     jobs.c.service_id,
-    jobs.c.rate_slot,
-    sqlite_where=jobs.c.rate_slot.is_not(None),
-    postgresql_where=jobs.c.rate_slot.is_not(None),
+    jobs.c.rate_seq,
+    sqlite_where=jobs.c.rate_seq.is_not(None),
+    postgresql_where=jobs.c.rate_seq.is_not(None),
 )
-sa.Index("ix_jobs_service_started", jobs.c.service_id, jobs.c.first_claimed_at)
+sa.Index(
+    "ix_jobs_service_started",
+    jobs.c.service_id,
+    jobs.c.start_seq,
+    sqlite_where=jobs.c.start_seq.is_not(None),
+    postgresql_where=jobs.c.start_seq.is_not(None),
+)
 sa.Index(
     "ix_jobs_dedup",
     jobs.c.service_id,

@@ -44,6 +44,8 @@ def upgrade() -> None:
         )
         batch.add_column(sa.Column("last_served_at", Time, nullable=False, server_default="0"))
         batch.add_column(sa.Column("waiting", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("rate_seq", sa.Integer(), nullable=False, server_default="0"))
+        batch.add_column(sa.Column("start_seq", sa.Integer(), nullable=False, server_default="0"))
     with op.batch_alter_table("jobs") as batch:
         batch.add_column(sa.Column("hold_reason", sa.String(length=24), nullable=True))
         batch.add_column(
@@ -55,6 +57,8 @@ def upgrade() -> None:
         batch.add_column(sa.Column("reserved", sa.Float(), nullable=False, server_default="0"))
         batch.add_column(sa.Column("reserved_day", sa.String(length=10), nullable=True))
         batch.add_column(sa.Column("rate_slot", Time, nullable=True))
+        batch.add_column(sa.Column("rate_seq", sa.Integer(), nullable=True))
+        batch.add_column(sa.Column("start_seq", sa.Integer(), nullable=True))
         batch.add_column(
             sa.Column("spared_attempts", sa.Integer(), nullable=False, server_default="0")
         )
@@ -72,11 +76,17 @@ def upgrade() -> None:
     op.create_index(
         "ix_jobs_service_slot",
         "jobs",
-        ["service_id", "rate_slot"],
-        sqlite_where=sa.text("rate_slot IS NOT NULL"),
-        postgresql_where=sa.text("rate_slot IS NOT NULL"),
+        ["service_id", "rate_seq"],
+        sqlite_where=sa.text("rate_seq IS NOT NULL"),
+        postgresql_where=sa.text("rate_seq IS NOT NULL"),
     )
-    op.create_index("ix_jobs_service_started", "jobs", ["service_id", "first_claimed_at"])
+    op.create_index(
+        "ix_jobs_service_started",
+        "jobs",
+        ["service_id", "start_seq"],
+        sqlite_where=sa.text("start_seq IS NOT NULL"),
+        postgresql_where=sa.text("start_seq IS NOT NULL"),
+    )
     op.create_index(
         "ix_jobs_dedup",
         "jobs",
@@ -207,6 +217,8 @@ def downgrade() -> None:
     with op.batch_alter_table("jobs") as batch:
         for name in (
             "spared_attempts",
+            "start_seq",
+            "rate_seq",
             "rate_slot",
             "reserved_day",
             "reserved",
@@ -219,6 +231,8 @@ def downgrade() -> None:
             batch.drop_column(name)
     with op.batch_alter_table("services") as batch:
         for name in (
+            "start_seq",
+            "rate_seq",
             "waiting",
             "last_served_at",
             "storm_previous",
