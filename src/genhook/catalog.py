@@ -121,9 +121,10 @@ class Catalog:
         job_id: str,
         backends: BackendRegistry,
         is_cancelled: Callable[[], bool] = lambda: False,
+        sandbox: bool = False,
     ) -> RunContext:
         """A fresh run context, priced by the catalog's pricing; its seed is stable for
-        (workflow, version, trigger)."""
+        (workflow, version, trigger). ``sandbox``: every generation on procedural, free."""
         return RunContext(
             job_id=job_id,
             trigger=trigger,
@@ -132,6 +133,7 @@ class Catalog:
             prices=self.pricing,
             base_seed=stable_seed(workflow.id, workflow.version, dict(trigger)),
             is_cancelled=is_cancelled,
+            sandbox=sandbox,
         )
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:

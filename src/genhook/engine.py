@@ -106,11 +106,17 @@ class Engine:
         *,
         job_id: str,
         is_cancelled: Callable[[], bool] = lambda: False,
+        sandbox: bool = False,
     ) -> RunContext:
         """A fresh run context on these backends, priced by the catalog's pricing (seed stable
         for workflow, version, trigger)."""
         return self.catalog.context(
-            workflow, trigger, job_id=job_id, backends=self.backends, is_cancelled=is_cancelled
+            workflow,
+            trigger,
+            job_id=job_id,
+            backends=self.backends,
+            is_cancelled=is_cancelled,
+            sandbox=sandbox,
         )
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -128,6 +134,7 @@ class Engine:
         is_cancelled: Callable[[], bool] = lambda: False,
         worked: Callable[[], float] | None = None,
         credit_before: float = 0.0,
+        sandbox: bool = False,
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
 
@@ -138,6 +145,7 @@ class Engine:
         claim; default: this call's own duration), and ``credit_before`` the credits of earlier
         attempts, so that the payload's ``processing_time_seconds`` and ``credit_cost`` cover
         all attempts (and no queue time). ``Outcome.credit_cost`` is this attempt's alone.
+        ``sandbox``: a sandbox service's job (procedural, 0 credits, ``"test": true``).
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -145,7 +153,9 @@ class Engine:
         ext = external_id(workflow, trigger)
         ctx: RunContext | None = None
         try:
-            ctx = self.context(workflow, trigger, job_id=job_id, is_cancelled=is_cancelled)
+            ctx = self.context(
+                workflow, trigger, job_id=job_id, is_cancelled=is_cancelled, sandbox=sandbox
+            )
             with metrics.job_scope(workflow.id):
                 result = run_workflow(workflow, self.nodes, ctx)
             urls = [sink.put(job_id, asset) for asset in result.assets]
@@ -162,6 +172,8 @@ class Engine:
                 credit_cost=round(credit_before + cost, 6),
                 generations=len(spent),
             )
+            if sandbox:
+                payload = payload.model_copy(update={"test": True})
             return Outcome(payload, None, exc, cost, made(spent))
         finally:
             for generation in ctx.generations if ctx else ():
@@ -178,4 +190,6 @@ class Engine:
             processing_time_seconds=worked(),
             credit_before=credit_before,
         )
+        if sandbox:
+            payload = payload.model_copy(update={"test": True})
         return Outcome(payload, result, None, result.credit_cost, made(result.generations))

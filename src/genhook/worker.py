@@ -282,6 +282,7 @@ class Worker:
             is_cancelled=is_cancelled,
             worked=worked,
             credit_before=job.credit_cost,
+            sandbox=job.sandbox,
         )
 
     def _refuse(self, job: Job, worked: Callable[[], float], error: GenhookError) -> Outcome:

@@ -238,3 +238,32 @@ def test_a_failing_backend_opens_its_breaker_without_spending_retries(
         state = conn.execute("SELECT state FROM backend_state WHERE backend = 'openai'").fetchone()
     assert "backend.recovered" in events
     assert state == ("closed",)
+
+
+def test_a_sandbox_service_runs_on_procedural_for_free(
+    genhook_factory: Callable[..., Genhook],
+) -> None:
+    """A --test service's job of a workflow that names a paid engine (not even configured
+    here) runs on the procedural backend, costs 0, and its payload says "test": true."""
+    g = genhook_factory()
+    g.serve(workers=1)
+    sandbox = new_service(g, "sandbox", "--test")
+    job_id = sandbox.post(
+        "/v1/workflows/remote-image/runs", json={"item_id": "S-1", "name": "vase"}
+    ).json()["job_id"]
+    view = wait_for(
+        lambda: (v := sandbox.get(f"/v1/jobs/{job_id}").json())["status"]
+        in ("succeeded", "failed")
+        and v,
+        60,
+        "the sandbox job to end",
+    )
+    assert view["status"] == "succeeded", view["result"]["error"]
+    result = view["result"]
+    assert result["test"] is True
+    assert result["metadata"]["credit_cost"] == 0
+    assert result["metadata"]["model_id"].startswith("procedural/")
+    # the same workflow for a normal service needs the engine, which is not configured
+    normal = g.trigger("remote-image", {"item_id": "S-2", "name": "vase"}).json()["job_id"]
+    ended = g.wait_status(normal, {"succeeded", "failed"})
+    assert ended["status"] == "failed" and ended["result"]["test"] is False

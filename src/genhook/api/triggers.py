@@ -169,6 +169,7 @@ def _admission(
         dedup_window=0.0 if wf.dedup is None else wf.dedup.window,
         backend="procedural" if service.sandbox else wf.backend,
         estimate=0.0 if service.sandbox or estimate is None else float(estimate(wf, given)),
+        sandbox=service.sandbox,
     )
 
 

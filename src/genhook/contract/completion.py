@@ -144,6 +144,11 @@ class CompletionPayload(_Model):
         description="When the job ended: RFC 3339, UTC, with a Z.",
         json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN},
     )
+    test: bool = Field(
+        default=False,
+        description="True for a sandbox (--test) service's job: made on the procedural backend "
+        "at 0 credits, whatever the workflow names.",
+    )
 
     model_config = ConfigDict(json_schema_extra=_published_rules)
 

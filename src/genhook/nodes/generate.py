@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genhook.backends.base import GenerationRequest, GenerationResult
+from genhook.backends.procedural import ProceduralBackend
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import PlannedFrame, plan_frames, ratio_text
@@ -191,9 +192,12 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
 
     An unpriced backend or model is refused (``backend_not_configured``) before the engine is
     called: a paid engine is never run for free."""
+    if ctx.sandbox:  # a sandbox service: the offline renderer, free, whatever the node names
+        request = replace(request, backend="procedural", model=ProceduralBackend.models[0])
     backend = ctx.backends.get(request.backend)
     ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
     result = backend.generate(request)
-    result = replace(result, credit_cost=ctx.prices.charge(result))
+    cost = 0.0 if ctx.sandbox else ctx.prices.charge(result)
+    result = replace(result, credit_cost=cost)
     ctx.generations.append(result)
     return result

@@ -126,6 +126,7 @@ class Admission:
     dedup_window: float = 0.0
     backend: str | None = None
     estimate: float = 0.0
+    sandbox: bool = False  # a --test service's trigger
 
 
 @dataclass(frozen=True)
@@ -211,6 +212,7 @@ class JobStore(StoreBase):
             "dedup_key": admission.dedup_key,
             "backend": admission.backend,
             "estimate": admission.estimate,
+            "sandbox": admission.sandbox,
             "hold_reason": None,
             "rate_slot": None,
             "rate_seq": None,

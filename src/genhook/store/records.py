@@ -87,6 +87,7 @@ class Job:
     reserved: float = 0.0
     spared_attempts: int = 0  # attempts that do not count against the retry schedule
     refusal: ErrorCode | None = None  # claimed only to be ended at once (budget_exceeded)
+    sandbox: bool = False  # procedural at 0 credits, "test": true in its payloads
 
     @property
     def counted_attempts(self) -> int:
@@ -117,6 +118,7 @@ class Job:
             reserved=float(row["reserved"] or 0.0),
             spared_attempts=int(row["spared_attempts"] or 0),
             refusal=refusal,
+            sandbox=bool(row["sandbox"]),
         )
 
 

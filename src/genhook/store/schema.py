@@ -104,6 +104,8 @@ jobs = sa.Table(
     # attempts that do not count against the retry schedule (failed while its backend's breaker
     # opened: the backend was down, not the job)
     sa.Column("spared_attempts", sa.Integer, nullable=False, server_default="0"),
+    # a sandbox service's job: runs on procedural at 0 credits, "test": true in its payloads
+    sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 # The claim query reads only these rows: a partial index keeps it fast at any table size.
 sa.Index(

@@ -55,6 +55,8 @@ class RunContext:
     delivered: list[GenerationResult] = field(default_factory=list)
     quality: list[QualityReport] = field(default_factory=list)
     filenames: set[str] = field(default_factory=set)
+    sandbox: bool = False
+    """A sandbox (``--test``) service's run: every generation on procedural, at 0 credits."""
 
     def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
         """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;

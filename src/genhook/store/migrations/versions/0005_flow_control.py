@@ -60,6 +60,9 @@ def upgrade() -> None:
         batch.add_column(sa.Column("rate_seq", sa.Integer(), nullable=True))
         batch.add_column(sa.Column("start_seq", sa.Integer(), nullable=True))
         batch.add_column(
+            sa.Column("sandbox", sa.Boolean(), nullable=False, server_default=sa.false())
+        )
+        batch.add_column(
             sa.Column("spared_attempts", sa.Integer(), nullable=False, server_default="0")
         )
     op.execute(
@@ -216,6 +219,7 @@ def downgrade() -> None:
         op.drop_index(index, table_name="jobs")
     with op.batch_alter_table("jobs") as batch:
         for name in (
+            "sandbox",
             "spared_attempts",
             "start_seq",
             "rate_seq",
