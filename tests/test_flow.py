@@ -345,3 +345,15 @@ def test_the_stores_storm_buckets_follow_the_policy(flow: Store) -> None:
                 ).where(services.c.id == svc)
             ).one()
         assert Storm(row.storm_bucket, row.storm_count, row.storm_previous) == expected
+
+
+def test_a_raised_budget_frees_the_jobs_it_held(flow: Store) -> None:
+    svc = _service(flow, "raise-me", daily_budget=1.0)
+    first, second = (_submit(flow, svc, estimate=1.0) for _ in range(2))
+    started = flow.claim("w", 900)
+    assert started is not None and flow.claim("w", 900) is None  # the second is held
+    waiting = next(j for j in (first, second) if j["id"] != started.id)
+    assert flow.job(waiting["id"])["hold_reason"] == "budget"  # type: ignore[index]
+    flow.update_service("raise-me", daily_budget=5.0)
+    claimed = flow.claim("w", 900)
+    assert claimed is not None and claimed.id == waiting["id"]

@@ -34,7 +34,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.store.base import StoreBase
 from genhook.store.records import Service
-from genhook.store.schema import services
+from genhook.store.schema import claimable, jobs, services
 
 log = logging.getLogger(__name__)
 
@@ -285,6 +285,18 @@ class ServiceStore(StoreBase):
             row = conn.execute(_by_name(name)).mappings().first()
             if row is None:
                 raise not_found(name)
+            if {"daily_budget", "on_budget"} & set(checked):
+                # a raised (or removed) budget: the jobs it held look again now
+                now = self.clock.now()
+                conn.execute(
+                    jobs.update()
+                    .where(
+                        jobs.c.service_id == row["id"],
+                        claimable(),
+                        jobs.c.hold_reason == "budget",
+                    )
+                    .values(hold_reason=None, run_after=now, updated_at=now)
+                )
         if checked:
             self.services_changed()
         return Service.from_row(row)
