@@ -14,6 +14,7 @@ import httpx
 import pytest
 
 from tests.acceptance.harness import GENHOOK, Genhook, wait_for
+from tests.acceptance.test_metrics import scrape, value
 from tests.fake_openai import FAKE_API_KEY, FakeOpenAI
 
 DEDUP_FLOW = """\
@@ -179,6 +180,10 @@ def test_queue_limit_answers_429_queue_full(genhook_factory: Callable[..., Genho
     assert int(refused.headers["retry-after"]) >= 1
     # other services are not affected
     assert g.trigger("tiny", {"item_id": "other"}).status_code == 202
+    # and /metrics counts the refusal by its code
+    got = scrape(g)
+    labels = {"service": "small", "workflow": "tiny", "code": "queue_full"}
+    assert value(got, "genhook_triggers_refused_total", **labels) == 1
 
 
 def test_dedup_returns_the_first_job(genhook_factory: Callable[..., Genhook]) -> None:

@@ -187,20 +187,25 @@ def _accept(
         _check_target(checked.envelope.callback_url, runtime)
     except InvalidInput as exc:
         return _reject(runtime, service, wf, body, exc, key, digest)
-    job, created = api_store(runtime).submit(
-        service_id=service.id,
-        workflow_id=wf.id,
-        workflow_version=wf.version,
-        trigger=checked.input,
-        external_id=external_id(wf, checked.input),
-        callback_url=checked.envelope.callback_url,
-        envelope=checked.envelope.stored(),
-        idempotency_key=key,
-        request_hash=digest,
-        callback_private=runtime.settings.allow_private_callbacks,
-        job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
-        admission=_admission(runtime, service, wf, checked.input, checked.envelope.priority),
-    )
+    try:
+        job, created = api_store(runtime).submit(
+            service_id=service.id,
+            workflow_id=wf.id,
+            workflow_version=wf.version,
+            trigger=checked.input,
+            external_id=external_id(wf, checked.input),
+            callback_url=checked.envelope.callback_url,
+            envelope=checked.envelope.stored(),
+            idempotency_key=key,
+            request_hash=digest,
+            callback_private=runtime.settings.allow_private_callbacks,
+            job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
+            admission=_admission(runtime, service, wf, checked.input, checked.envelope.priority),
+        )
+    except GenhookError as exc:
+        if exc.code is ErrorCode.QUEUE_FULL:  # refused at the queue limit (429)
+            metrics.trigger_refused(service.id, wf.id, exc.code)
+        raise
     if not created:
         return _replay(job, runtime)
     runtime.jobs_signal.notify()
