@@ -91,11 +91,50 @@ def die_config(exc: Exception) -> NoReturn:
 
 
 def build_runtime(settings: Any) -> Any:
+    """The runtime of ``settings``; exit 2 with one line on a bad template or setting, and on a
+    store that cannot be opened, migrated or written (a read-only database would only fail
+    every trigger later)."""
+    from genhook.errors import ErrorCode, GenhookError
     from genhook.runtime import Runtime
+    from genhook.store.db import describe
 
     try:
-        return Runtime.build(settings)
+        runtime = Runtime.build(settings)
     except TemplateError as exc:
         die_template(exc)
     except ValueError as exc:
         die_config(exc)
+    except GenhookError as exc:
+        if exc.code is not ErrorCode.STORE_UNAVAILABLE:
+            raise
+        die_store(settings, f"cannot be opened ({describe(exc.__cause__ or exc)})")
+    except OSError as exc:  # the SQLite file or a folder of the data dir could not be made
+        die_store(settings, f"cannot be opened ({exc.filename}: {exc.strerror})")
+    health = runtime.store.health()
+    if not health.ok:
+        runtime.store.close()
+        problem = "cannot be written" if health.answers else "does not answer"
+        die_store(settings, f"{problem} ({health.reason})")
+    return runtime
+
+
+def die_store(settings: Any, problem: str) -> NoReturn:
+    """One line naming the database, why it cannot serve, and the settings that choose it;
+    then exit 2 (never a traceback)."""
+    import os
+
+    import sqlalchemy as sa
+
+    url = sa.make_url(settings.database_url)
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    if path and path != ":memory:" and not path.startswith("file:"):
+        folder = os.path.dirname(os.path.abspath(path))
+        if os.path.isdir(folder) and not os.access(folder, os.W_OK):
+            problem += f", and its folder {folder} is read-only"
+    click.echo(
+        f"store error: the database {url.render_as_string(hide_password=True)} "
+        f"{' '.join(problem.split())}; GENHOOK_DATABASE_URL, or GENHOOK_DATA_DIR for the "
+        "default SQLite file, must name a database this process can read and write",
+        err=True,
+    )
+    sys.exit(EXIT_INVALID)

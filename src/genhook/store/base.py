@@ -70,8 +70,14 @@ class StoreBase:
         self.backend_probe_seconds = 30.0
 
     def migrate(self) -> None:
-        """Create or upgrade the schema."""
-        migrate.upgrade(self.engine)
+        """Create or upgrade the schema; a database that cannot do it is ``store_unavailable``."""
+        try:
+            migrate.upgrade(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def close(self) -> None:
         """Finish queued inserts and release every connection."""
@@ -124,7 +130,7 @@ class StoreBase:
         except Exception as exc:
             return Health(False, False, describe(exc.__cause__ or exc))
         try:
-            with self._write_lock, self.engine.connect() as conn:
+            with self._write_lock, self.engine.connect() as conn, _spilling(conn):
                 probe = conn.execution_options(immediate=True).begin()
                 try:
                     conn.execute(store_probe.insert().values(data=os.urandom(PROBE_BYTES)))
@@ -140,3 +146,27 @@ class StoreBase:
                 f"a write failed {self.clock.now() - failure[0]:.0f} s ago: {failure[1]}",
             )
         return Health(True, True)
+
+
+@contextmanager
+def _spilling(conn: sa.Connection) -> Iterator[None]:
+    """On SQLite, a one-page cache for the probe: SQLite would keep its uncommitted pages in
+    memory, so a file system that turned read-only under open connections (an I/O error makes
+    the kernel remount it) would pass. Spilled, they reach the WAL file as uncommitted frames,
+    which the rollback discards."""
+    raw = conn.connection.dbapi_connection if conn.dialect.name == "sqlite" else None
+    if raw is None:
+        yield
+        return
+    cursor = raw.cursor()
+    try:
+        cursor.execute("PRAGMA cache_size")
+        row = cursor.fetchone()
+        size = int(row[0]) if row else -2000
+        cursor.execute("PRAGMA cache_size=1")
+        try:
+            yield
+        finally:
+            cursor.execute(f"PRAGMA cache_size={size}")
+    finally:
+        cursor.close()
