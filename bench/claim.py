@@ -11,7 +11,8 @@ open its attempt, log the event, commit), so the difference is only how the job 
 
 The queue: SERVICES services, JOBS jobs each (one service holds half of them: a backlog), on
 SQLite (WAL, ``synchronous=FULL``) or PostgreSQL (``--database-url``). ROUNDS rounds of CLAIMS
-claims per variant, interleaved, each variant on its own identically filled database; medians.
+claims per variant, interleaved, each variant on its own identically filled database (two SQLite
+files, or two databases made on the PostgreSQL server); medians.
 Prints claims per second and the ratio fair / FIFO; exits 1 when fair costs more than 10% more
 (ratio of per-claim time above 1.10).
 
@@ -31,7 +32,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from genhook.store.jobs import Admission
-from genhook.store.schema import claimable, jobs, metadata
+from genhook.store.schema import claimable, jobs
 from genhook.store.store import Store
 
 TARGET = 1.10
@@ -40,7 +41,7 @@ TARGET = 1.10
 class FifoStore(Store):
     """The same store with a plain FIFO choice of the next job."""
 
-    def _fair_pick(self, conn: sa.Connection, now: float) -> tuple[str | None, Any]:
+    def _fair_pick(self, conn: sa.Connection, now: float) -> tuple[str | None, Any, bool]:
         job_id = conn.execute(
             sa.select(jobs.c.id)
             .where(claimable(), jobs.c.run_after <= now)
@@ -48,7 +49,7 @@ class FifoStore(Store):
             .limit(1)
             .with_for_update(skip_locked=True)
         ).scalar()
-        return job_id, None
+        return job_id, None, False
 
 
 def fill(store: Store, services: int, per_service: int) -> None:
@@ -77,14 +78,23 @@ def claims_per_second(store: Store, count: int) -> float:
     return count / (time.perf_counter() - start)
 
 
-def open_store(cls: type[Store], url: str | None, folder: Path, name: str) -> Store:
-    if url is None:
-        store = cls(f"sqlite:///{folder / name}.db")
-    else:
-        store = cls(url)
-        with store.engine.begin() as conn:  # a clean schema for each variant
-            metadata.drop_all(conn)
-            conn.exec_driver_sql("DROP TABLE IF EXISTS alembic_version")
+def variant_url(base: str | None, folder: Path, name: str) -> str:
+    """A fresh database for one variant: a SQLite file, or ``<database>_<name>`` made anew on
+    the PostgreSQL server of ``base``."""
+    if base is None:
+        return f"sqlite:///{folder / name}.db"
+    url = sa.make_url(base.replace("postgresql://", "postgresql+psycopg://", 1))
+    database = f"{url.database}_{name}"
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{database}"')
+        conn.exec_driver_sql(f'CREATE DATABASE "{database}"')
+    admin.dispose()
+    return url.set(database=database).render_as_string(hide_password=False)
+
+
+def open_store(cls: type[Store], url: str) -> Store:
+    store = cls(url)
     store.migrate()
     return store
 
@@ -103,26 +113,18 @@ def main() -> int:
     results: dict[str, list[float]] = {"fair": [], "fifo": []}
     variants: dict[str, type[Store]] = {"fair": Store, "fifo": FifoStore}
     with tempfile.TemporaryDirectory() as folder:
-        if args.database_url is not None:
-            # one PostgreSQL database: fill and measure each variant in turn
-            for name, cls in variants.items():
-                store = open_store(cls, args.database_url, Path(folder), name)
-                fill(store, args.services, args.jobs)
-                claims_per_second(store, 20)  # warm-up
-                for _ in range(args.rounds):
-                    results[name].append(claims_per_second(store, args.claims))
-                store.close()
-        else:
-            # two identical SQLite files, rounds interleaved
-            stores = {n: open_store(c, None, Path(folder), n) for n, c in variants.items()}
-            for store in stores.values():
-                fill(store, args.services, args.jobs)
-                claims_per_second(store, 20)  # warm-up
-            for r in range(args.rounds):
-                for name in ("fair", "fifo") if r % 2 == 0 else ("fifo", "fair"):
-                    results[name].append(claims_per_second(stores[name], args.claims))
-            for store in stores.values():
-                store.close()
+        # two identical databases (SQLite files, or PostgreSQL databases made for the bench on
+        # the server of --database-url), filled alike, then rounds interleaved
+        urls = {name: variant_url(args.database_url, Path(folder), name) for name in variants}
+        stores = {n: open_store(c, urls[n]) for n, c in variants.items()}
+        for store in stores.values():
+            fill(store, args.services, args.jobs)
+            claims_per_second(store, 20)  # warm-up
+        for r in range(args.rounds):
+            for name in ("fair", "fifo") if r % 2 == 0 else ("fifo", "fair"):
+                results[name].append(claims_per_second(stores[name], args.claims))
+        for store in stores.values():
+            store.close()
     fair = statistics.median(results["fair"])
     fifo = statistics.median(results["fifo"])
     cost = fifo / fair  # per-claim time, fair over FIFO

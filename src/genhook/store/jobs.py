@@ -118,6 +118,17 @@ PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 
 
 @dataclass(frozen=True)
+class _Pick:
+    """A service whose turn it is, and its job that may start."""
+
+    service: Any
+    job_id: str
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.service, name)
+
+
+@dataclass(frozen=True)
 class Admission:
     """What flow control needs to know of an accepted trigger, decided at the edge."""
 
@@ -568,55 +579,59 @@ class JobStore(StoreBase):
             return job_id, refusal, limit is not None
         return None, None, False
 
+    # services looked at per round of the claim (the ones served longest ago with jobs waiting)
+    SERVICES_PER_ROUND = 8
+
     def _next_candidate(
         self, conn: sa.Connection, now: float, tried: set[str], blocked: set[str]
-    ) -> sa.Row[Any] | None:
-        """The service served longest ago that has a job that may start, with that job."""
-        open_backends = sa.select(backend_state.c.backend).where(
-            backend_state.c.state == BreakerState.OPEN
-        )
-        blocked_rows = [sa.select(sa.literal(name)) for name in sorted(blocked)]
-        job = (
-            sa.select(jobs.c.id)
-            .where(
-                jobs.c.service_id == services.c.id,
-                claimable(),
-                jobs.c.run_after <= now,
-                # not a backend whose breaker is open, nor one at its limit (for this claim)
-                sa.or_(
-                    jobs.c.backend.is_(None),
-                    jobs.c.backend.not_in(open_backends.union(*blocked_rows))
-                    if blocked
-                    else jobs.c.backend.not_in(open_backends),
-                ),
-            )
-            .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
-            .limit(1)
-            .correlate(services)
-            .scalar_subquery()
-        )
-        per_service = (
+    ) -> Any | None:
+        """The service served longest ago that has a job that may start, with that job (locked
+        on PostgreSQL, ``SKIP LOCKED``, so concurrent claims take different jobs).
+
+        Two plain reads: the services with jobs waiting (their counter) in turn order, then, for
+        each in that order until one has one, its next due job by priority and eligible_at."""
+        round_ = conn.execute(
             sa.select(
                 services.c.id.label("service_id"),
                 services.c.rate_limit,
                 services.c.daily_budget,
                 services.c.on_budget,
-                services.c.last_served_at,
                 services.c.start_seq,
-                job.label("job_id"),
             )
             .where(
                 services.c.paused_at.is_(None),
+                services.c.waiting > 0,
                 services.c.id.not_in(tried) if tried else sa.true(),
             )
-            .subquery()
+            .order_by(services.c.last_served_at, services.c.id)
+            .limit(self.SERVICES_PER_ROUND)
+        ).all()
+        if not round_:
+            return None
+        open_ = sa.select(backend_state.c.backend).where(
+            backend_state.c.state == BreakerState.OPEN
         )
-        return conn.execute(
-            sa.select(per_service)
-            .where(per_service.c.job_id.is_not(None))
-            .order_by(per_service.c.last_served_at, per_service.c.service_id)
-            .limit(1)
-        ).first()
+        excluded: Any = (
+            open_.union(*(sa.select(sa.literal(b)) for b in sorted(blocked))) if blocked else open_
+        )
+        for svc in round_:
+            job_id = conn.execute(
+                sa.select(jobs.c.id)
+                .where(
+                    jobs.c.service_id == svc.service_id,
+                    claimable(),
+                    jobs.c.run_after <= now,
+                    # not a backend whose breaker is open, nor one at its limit (this claim)
+                    sa.or_(jobs.c.backend.is_(None), jobs.c.backend.not_in(excluded)),
+                )
+                .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
+                .limit(1)
+                .with_for_update(skip_locked=True)
+            ).scalar()
+            if job_id is not None:
+                return _Pick(svc, job_id)
+            tried.add(svc.service_id)
+        return self._next_candidate(conn, now, tried, blocked)
 
     @property
     def _backend_limits(self) -> set[str]:
