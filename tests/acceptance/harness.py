@@ -13,11 +13,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +201,12 @@ class Receiver:
         )
 
 
+def ts(text: str | None) -> float:
+    """A contract timestamp (``...Z``) as epoch seconds."""
+    assert text is not None
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
 def verify(secret: str, call: Received) -> Any:
     """Check the signature with the independent standardwebhooks library; return the payload."""
     return Webhook(secret).verify(call.body, call.headers)
@@ -238,6 +246,7 @@ class Genhook:
             **env,
         }
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.clients: list[httpx.Client] = []
         self.logfiles: list[Any] = []
         created = subprocess.run(
             [GENHOOK, "services", "create", "shop"],
@@ -254,6 +263,33 @@ class Genhook:
         self.http = httpx.Client(
             base_url=self.base, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
+
+    def new_service(self, name: str, *flags: str) -> httpx.Client:
+        """Another service of this install, made with `genhook services create`; its client
+        (closed by :meth:`close`)."""
+        created = subprocess.run(
+            [GENHOOK, "services", "create", name, *flags],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
+        key = json.loads(created.stdout)["api_key"]
+        client = httpx.Client(
+            base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
+        )
+        self.clients.append(client)
+        return client
+
+    def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
+        """What a query over the SQLite database under the data dir returns."""
+        engine = sa.create_engine(f"sqlite:///{self.tmp / 'var' / 'genhook.db'}")
+        try:
+            with engine.connect() as conn:
+                return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+        finally:
+            engine.dispose()
 
     def serve(self, workers: int = 2) -> subprocess.Popen[bytes]:
         log = (self.tmp / f"serve-{len(self.procs)}.log").open("wb")
@@ -301,6 +337,8 @@ class Genhook:
 
     def close(self) -> None:
         self.http.close()
+        for client in self.clients:  # an open keep-alive connection would delay the exit
+            client.close()
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)

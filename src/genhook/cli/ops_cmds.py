@@ -52,7 +52,7 @@ def ops_resume(service: str) -> None:
     finally:
         runtime.store.close()
     if done is None:
-        click.echo(f"error: no service named {service!r}", err=True)
+        click.echo(f"error: service_not_found: no service named {service!r}", err=True)
         sys.exit(EXIT_INVALID)
     print_json(done.as_dict())
 

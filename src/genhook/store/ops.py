@@ -22,7 +22,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from genhook.flow import HoldReason, utc_day
+from genhook.flow import HoldReason, RateLimit, utc_day
 from genhook.status import CLAIMABLE, DeliveryStatus, JobStatus
 from genhook.store.base import StoreBase
 from genhook.store.ops_events import OperatorEvent, record_event
@@ -509,7 +509,11 @@ class OpsStore(StoreBase):
         with self._write() as conn:
             row = conn.execute(
                 sa.select(
-                    services.c.id, services.c.name, services.c.paused_at, services.c.paused_reason
+                    services.c.id,
+                    services.c.name,
+                    services.c.paused_at,
+                    services.c.paused_reason,
+                    services.c.rate_limit,
                 )
                 .where(sa.or_(services.c.name == service, services.c.id == service))
                 .order_by((services.c.name == service).desc())
@@ -519,14 +523,13 @@ class OpsStore(StoreBase):
             if row is None:
                 return None
             released = conn.execute(
-                jobs.update()
-                .where(
+                sa.select(sa.func.count()).where(
                     jobs.c.service_id == row.id,
                     waiting(),
                     jobs.c.hold_reason == HoldReason.PAUSED,
                 )
-                .values(hold_reason=None, run_after=now, updated_at=now)
-            ).rowcount
+            ).scalar_one()
+            self._reslot(conn, row.id, RateLimit.parse(row.rate_limit), now)
             if row.paused_at is None:
                 return Resumed(row.name, False, int(released))
             conn.execute(
@@ -553,6 +556,69 @@ class OpsStore(StoreBase):
                 alert_url=self.alert_url,
             )
         return Resumed(row.name, True, int(released))
+
+    @staticmethod
+    def _reslot(conn: sa.Connection, service_id: str, limit: RateLimit | None, now: float) -> None:
+        """Lift the ``paused`` holds. Under a rate limit, the service's jobs that never started
+        get their start slots again, in their order, as if accepted now after the starts of the
+        last window: so each one's ``eligible_at`` is when the window lets it start (the slots
+        given at accept did not know of the pause, nor of jobs accepted during it)."""
+        if limit is not None:
+            _rate_slots(conn, service_id, limit, now)
+        # anything else the pause held (a retry, say, or all of it without a limit) starts now
+        conn.execute(
+            jobs.update()
+            .where(
+                jobs.c.service_id == service_id,
+                waiting(),
+                jobs.c.hold_reason == HoldReason.PAUSED,
+            )
+            .values(hold_reason=None, run_after=now, updated_at=now)
+        )
+
+
+def _rate_slots(conn: sa.Connection, service_id: str, limit: RateLimit, now: float) -> None:
+    """New start slots for the service's waiting jobs that never started, in their order, after
+    the starts of the last window (:meth:`genhook.flow.RateLimit.slot`)."""
+    started = conn.execute(
+        sa.select(jobs.c.first_claimed_at)
+        .where(jobs.c.service_id == service_id, jobs.c.first_claimed_at > now - limit.period)
+        .order_by(jobs.c.first_claimed_at.desc())
+        .limit(limit.count)
+    ).scalars()
+    slots = sorted(float(t) for t in started)
+    queued = conn.execute(
+        sa.select(jobs.c.id)
+        .where(
+            jobs.c.service_id == service_id,
+            waiting(),
+            jobs.c.first_claimed_at.is_(None),
+            jobs.c.rate_seq.is_not(None),
+            sa.or_(
+                jobs.c.hold_reason.is_(None),
+                jobs.c.hold_reason.in_([HoldReason.PAUSED, HoldReason.RATE_LIMIT]),
+            ),
+        )
+        .order_by(jobs.c.rate_seq)
+    ).scalars()
+    moved = []
+    for job_id in queued:
+        slot = limit.slot(now, slots[-limit.count] if len(slots) >= limit.count else None)
+        slots.append(slot)
+        reason = HoldReason.RATE_LIMIT if slot > now else None
+        moved.append({"id_": job_id, "slot": slot, "reason": reason})
+    if moved:
+        conn.execute(
+            jobs.update()
+            .where(jobs.c.id == sa.bindparam("id_"))
+            .values(
+                rate_slot=sa.bindparam("slot"),
+                run_after=sa.bindparam("slot"),
+                hold_reason=sa.bindparam("reason"),
+                updated_at=now,
+            ),
+            moved,
+        )
 
 
 def service_named(summary: Summary, name: str) -> ServiceSummary | None:
