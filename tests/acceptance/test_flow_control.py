@@ -4,16 +4,12 @@ backend breaker that holds jobs instead of burning their retries."""
 
 from __future__ import annotations
 
-import json
 import sqlite3
-import subprocess
 from collections.abc import Callable, Iterator
-from datetime import datetime
 
-import httpx
 import pytest
 
-from tests.acceptance.harness import GENHOOK, Genhook, wait_for
+from tests.acceptance.harness import Genhook, ts, wait_for
 from tests.acceptance.test_metrics import scrape, value
 from tests.fake_openai import FAKE_API_KEY, FakeOpenAI
 
@@ -47,39 +43,6 @@ outputs:
 """
 
 
-def ts(text: str | None) -> float:
-    assert text is not None
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
-
-
-CLIENTS: list[httpx.Client] = []
-
-
-@pytest.fixture(autouse=True)
-def _close_clients() -> Iterator[None]:
-    yield
-    while CLIENTS:
-        CLIENTS.pop().close()
-
-
-def new_service(g: Genhook, name: str, *flags: str) -> httpx.Client:
-    """A second service of the same install, made with the CLI; its client."""
-    out = subprocess.run(
-        [GENHOOK, "services", "create", name, *flags],
-        env=g.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
-    created = json.loads(out.stdout)
-    client = httpx.Client(
-        base_url=g.base, headers={"Authorization": f"Bearer {created['api_key']}"}, timeout=30
-    )
-    CLIENTS.append(client)
-    return client
-
-
 def db(g: Genhook) -> sqlite3.Connection:
     return sqlite3.connect(g.tmp / "var" / "genhook.db", timeout=30)
 
@@ -89,7 +52,7 @@ def test_a_burst_over_the_rate_limit_is_accepted_and_runs_when_the_window_allows
 ) -> None:
     g = genhook_factory()
     g.serve(workers=2)
-    client = new_service(g, "limited", "--rate-limit", "2/m")
+    client = g.new_service("limited", "--rate-limit", "2/m")
     answers = [client.post("/v1/workflows/tiny/runs", json={"item_id": f"b{i}"}) for i in range(4)]
     assert [a.status_code for a in answers] == [202] * 4
     ids = [a.json()["job_id"] for a in answers]
@@ -126,8 +89,8 @@ def test_one_services_backlog_does_not_delay_anothers_job(
 ) -> None:
     g = genhook_factory()
     g.serve(workers=0)
-    big = new_service(g, "backlog")
-    small = new_service(g, "single")
+    big = g.new_service("backlog")
+    small = g.new_service("single")
     for i in range(1000):
         assert big.post("/v1/workflows/tiny/runs", json={"item_id": f"q{i}"}).status_code == 202
     g.worker()  # the workers start with 1,000 jobs of one service waiting
@@ -168,7 +131,7 @@ def test_one_services_backlog_does_not_delay_anothers_job(
 def test_queue_limit_answers_429_queue_full(genhook_factory: Callable[..., Genhook]) -> None:
     g = genhook_factory()
     g.serve(workers=0)
-    client = new_service(g, "small", "--queue-limit", "2")
+    client = g.new_service("small", "--queue-limit", "2")
     codes = [
         client.post("/v1/workflows/tiny/runs", json={"item_id": f"x{i}"}).status_code
         for i in range(2)
@@ -252,14 +215,15 @@ def test_a_sandbox_service_runs_on_procedural_for_free(
     here) runs on the procedural backend, costs 0, and its payload says "test": true."""
     g = genhook_factory()
     g.serve(workers=1)
-    sandbox = new_service(g, "sandbox", "--test")
+    sandbox = g.new_service("sandbox", "--test")
     job_id = sandbox.post(
         "/v1/workflows/remote-image/runs", json={"item_id": "S-1", "name": "vase"}
     ).json()["job_id"]
     view = wait_for(
-        lambda: (v := sandbox.get(f"/v1/jobs/{job_id}").json())["status"]
-        in ("succeeded", "failed")
-        and v,
+        lambda: (
+            (v := sandbox.get(f"/v1/jobs/{job_id}").json())["status"] in ("succeeded", "failed")
+            and v
+        ),
         60,
         "the sandbox job to end",
     )
@@ -268,6 +232,9 @@ def test_a_sandbox_service_runs_on_procedural_for_free(
     assert result["test"] is True
     assert result["metadata"]["credit_cost"] == 0
     assert result["metadata"]["model_id"].startswith("procedural/")
+    (attempt,) = view["attempts"]  # what the attempt ran on, made and cost
+    assert attempt["backend"] == "procedural"
+    assert attempt["made"]["image"] == 1 and attempt["credit_cost"] == 0
     # the same workflow for a normal service needs the engine, which is not configured
     normal = g.trigger("remote-image", {"item_id": "S-2", "name": "vase"}).json()["job_id"]
     ended = g.wait_status(normal, {"succeeded", "failed"})

@@ -81,6 +81,9 @@ def job_view(
                 "started_at": iso(a.started_at),
                 "ended_at": iso(a.ended_at),
                 "outcome": a.outcome,
+                "backend": a.backend,
+                "made": a.made,
+                "credit_cost": a.credit_cost,
                 "error": None
                 if a.error_code is None
                 else {"error_code": a.error_code, "error_description": a.error_description},

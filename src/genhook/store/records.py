@@ -184,6 +184,9 @@ class Attempt:
     outcome: AttemptOutcome | None
     error_code: str | None
     error_description: str | None
+    backend: str | None = None
+    made: dict[str, float] | None = None  # {"image": 6, "video_seconds": 0.0}
+    credit_cost: float = 0.0
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Attempt:
@@ -197,4 +200,7 @@ class Attempt:
             outcome=None if outcome is None else AttemptOutcome(outcome),
             error_code=row["error_code"],
             error_description=row["error_description"],
+            backend=row["backend"],
+            made=None if row["made"] is None else dict(row["made"]),
+            credit_cost=float(row["credit_cost"] or 0.0),
         )
