@@ -357,3 +357,17 @@ def test_a_raised_budget_frees_the_jobs_it_held(flow: Store) -> None:
     flow.update_service("raise-me", daily_budget=5.0)
     claimed = flow.claim("w", 900)
     assert claimed is not None and claimed.id == waiting["id"]
+
+
+def test_backend_rate_limit_counts_starts_across_claims(flow: Store) -> None:
+    clock = flow.clock
+    assert isinstance(clock, ManualClock)
+    flow.backend_rates = {"openai": (2, 10.0)}  # 2 starts per 10 s
+    svc = _service(flow, "rated")
+    for _ in range(3):
+        _submit(flow, svc, backend="openai")
+    assert flow.claim("w", 900) is not None
+    assert flow.claim("w", 900) is not None
+    assert flow.claim("w", 900) is None  # the third waits for the window
+    clock.advance(10.5)
+    assert flow.claim("w", 900) is not None
