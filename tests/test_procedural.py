@@ -153,3 +153,10 @@ def test_words_of_the_prompt_are_never_printed() -> None:
     assert backend.generate(replace(request, subject="")).missing_glyphs == ()
     named = backend.generate(replace(request, subject=f"{tibetan} Mug"))
     assert named.missing_glyphs == tuple(tibetan), "the audit does see the subject's text"
+
+
+def test_the_sandbox_runs_on_the_procedural_backends_model() -> None:
+    from genhook.backends.procedural import ProceduralBackend
+    from genhook.nodes.generate import SANDBOX_BACKEND, SANDBOX_MODEL
+
+    assert (ProceduralBackend.name, ProceduralBackend.models[0]) == (SANDBOX_BACKEND, SANDBOX_MODEL)

@@ -20,7 +20,6 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from genhook.backends.base import GenerationRequest, GenerationResult
-from genhook.backends.procedural import ProceduralBackend
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import PlannedFrame, plan_frames, ratio_text
@@ -31,6 +30,12 @@ from genhook.seeds import stable_seed
 from genhook.workflow.node import BaseNode, RunContext
 
 AspectMode = Literal["per_class", "single"]
+
+
+# what a sandbox service's generations run on (the procedural backend's model, named here so
+# that the API, which plans with this module, loads no backend; a test holds the two together)
+SANDBOX_BACKEND = "procedural"
+SANDBOX_MODEL = "procedural-v1"
 
 
 class Generate(BaseNode):
@@ -193,7 +198,7 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
     An unpriced backend or model is refused (``backend_not_configured``) before the engine is
     called: a paid engine is never run for free."""
     if ctx.sandbox:  # a sandbox service: the offline renderer, free, whatever the node names
-        request = replace(request, backend="procedural", model=ProceduralBackend.models[0])
+        request = replace(request, backend=SANDBOX_BACKEND, model=SANDBOX_MODEL)
     backend = ctx.backends.get(request.backend)
     ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
     result = backend.generate(request)
