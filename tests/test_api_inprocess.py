@@ -249,11 +249,11 @@ async def test_refused_trigger_has_one_job_id_in_answer_store_and_payload(api: A
     job_id = r.json()["job_id"]
     assert isinstance(job_id, str) and job_id.startswith("job_")
     job = api.runtime.store.job(job_id)
-    assert job is not None and job["id"] == job_id
-    assert job["result"]["job_id"] == job_id
-    assert [e["detail"]["job_id"] for e in api.runtime.store.events(job_id)] == [job_id]
+    assert job is not None and job.id == job_id
+    assert job.result["job_id"] == job_id
+    assert [e.detail["job_id"] for e in api.runtime.store.events(job_id)] == [job_id]
     shown = await api.client.get(f"/v1/jobs/{job_id}", headers=api.auth)
-    assert shown.status_code == 200 and shown.json()["result"] == job["result"]
+    assert shown.status_code == 200 and shown.json()["result"] == job.result
     again = await api.client.post("/v1/workflows/product-image/runs", json=bad, headers=headers)
     assert (again.status_code, again.json()["job_id"]) == (422, job_id)
 

@@ -21,6 +21,7 @@ from genhook.delivery.breaker import (
     decide,
 )
 from genhook.errors import ErrorCode, GenhookError
+from genhook.status import DeliveryOutcome
 from genhook.store.ops_events import OperatorEvent, record_event
 from genhook.store.schema import deliveries, operator_events
 from genhook.store.store import Store
@@ -113,7 +114,7 @@ def attempt(store: Store, ok: bool, *, retry_in: float | None = 60.0, limit: int
                 status_code=204,
                 error=None,
                 duration_ms=1.0,
-                outcome="delivered",
+                outcome=DeliveryOutcome.DELIVERED,
                 next_attempt_at=None,
                 owner="outbox-1",
             )
@@ -124,7 +125,7 @@ def attempt(store: Store, ok: bool, *, retry_in: float | None = 60.0, limit: int
             status_code=200 if ok else 500,
             error=None if ok else "HTTP 500",
             duration_ms=5.0,
-            outcome="delivered" if ok else "retry",
+            outcome=DeliveryOutcome.DELIVERED if ok else DeliveryOutcome.RETRY,
             next_attempt_at=None if ok or retry_in is None else now + retry_in,
             owner="outbox-1",
         )
@@ -148,7 +149,7 @@ def events(store: Store, kind: OperatorEvent) -> list[dict[str, Any]]:
 def status_of(store: Store, delivery_id: str) -> Any:
     row = store.delivery(delivery_id)
     assert row is not None
-    return row["status"], row["next_attempt_at"]
+    return row.status, row.next_attempt_at
 
 
 def new_service(store: Store) -> tuple[str, str]:
@@ -253,14 +254,14 @@ def test_a_callback_that_used_up_its_schedule_reports_delivery_exhausted(clocked
 def test_a_final_410_or_blocked_address_is_not_exhaustion(clocked: Store) -> None:
     store = clocked
     _, service_id = new_service(store)
-    for outcome in ("gone", "blocked"):
+    for outcome in (DeliveryOutcome.GONE, DeliveryOutcome.BLOCKED):
         refused_to(store, service_id, "https://d.example.com/hook")
         [d] = store.claim_deliveries(10, 30, "o")
         store.record_delivery(
             d.id,
             number=1,
             status_code=410 if outcome == "gone" else None,
-            error=outcome,
+            error=str(outcome),
             duration_ms=1.0,
             outcome=outcome,
             next_attempt_at=None,
@@ -289,7 +290,7 @@ def test_an_alerts_own_delivery_never_reports_itself_nor_feeds_a_breaker(clocked
             status_code=500,
             error="HTTP 500",
             duration_ms=1.0,
-            outcome="retry",
+            outcome=DeliveryOutcome.RETRY,
             next_attempt_at=store.clock.now() + HOUR if d.attempt < 12 else None,
             owner="o",
         )

@@ -25,6 +25,7 @@ from genhook.flow import (
 )
 from genhook.status import JobStatus
 from genhook.store.jobs import Admission
+from genhook.store.records import StoredJob
 from genhook.store.schema import credit_ledger, jobs, operator_events, services
 from genhook.store.store import Store
 
@@ -116,7 +117,7 @@ def _service(store: Store, name: str, **values: Any) -> str:
     return service_id
 
 
-def _submit(store: Store, service_id: str, **admission: Any) -> dict[str, Any]:
+def _submit(store: Store, service_id: str, **admission: Any) -> StoredJob:
     job, _created = store.submit(
         service_id=service_id,
         workflow_id="product-image",
@@ -147,8 +148,8 @@ def test_rate_limited_jobs_get_their_slot_and_start_when_the_window_allows(flow:
     svc = _service(flow, "limited", rate_limit="2/m")
     t0 = clock.now()
     jobs = [_submit(flow, svc) for _ in range(5)]
-    assert [j["run_after"] - t0 for j in jobs] == [0, 0, 60, 60, 120]
-    assert [j["hold_reason"] for j in jobs] == [
+    assert [j.run_after - t0 for j in jobs] == [0, 0, 60, 60, 120]
+    assert [j.hold_reason for j in jobs] == [
         None,
         None,
         "rate_limit",
@@ -156,10 +157,10 @@ def test_rate_limited_jobs_get_their_slot_and_start_when_the_window_allows(flow:
         "rate_limit",
     ]
     started = [flow.claim("w", 900), flow.claim("w", 900), flow.claim("w", 900)]
-    assert {s.id for s in started if s} == {jobs[0]["id"], jobs[1]["id"]}
+    assert {s.id for s in started if s} == {jobs[0].id, jobs[1].id}
     assert started[2] is None
     clock.advance(60)
-    assert flow.claim("w", 900).id == jobs[2]["id"]  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == jobs[2].id  # type: ignore[union-attr]
 
 
 def test_the_claim_holds_a_backlog_to_the_window_of_real_starts(flow: Store) -> None:
@@ -171,19 +172,19 @@ def test_the_claim_holds_a_backlog_to_the_window_of_real_starts(flow: Store) -> 
     clock.advance(600)  # every slot has passed
     first = [flow.claim("w", 900) for _ in range(3)]
     assert len({j.id for j in first if j}) == 2 and first[2] is None
-    waiting = [flow.job(j["id"]) for j in jobs if j["id"] not in {f.id for f in first if f}]
-    held = next(j for j in waiting if j and j["hold_reason"] == "rate_limit")
-    assert held["run_after"] == pytest.approx(clock.now() + 60)
+    waiting = [flow.job(j.id) for j in jobs if j.id not in {f.id for f in first if f}]
+    held = next(j for j in waiting if j and j.hold_reason == "rate_limit")
+    assert held.run_after == pytest.approx(clock.now() + 60)
 
 
 def test_fair_claim_serves_a_single_job_before_a_backlog(flow: Store) -> None:
     big = _service(flow, "backlog")
     small = _service(flow, "single")
     backlog = [_submit(flow, big) for _ in range(50)]
-    assert flow.claim("w", 900).id == backlog[0]["id"]  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == backlog[0].id  # type: ignore[union-attr]
     lone = _submit(flow, small)
-    assert flow.claim("w", 900).id == lone["id"]  # type: ignore[union-attr]
-    assert flow.claim("w", 900).id == backlog[1]["id"]  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == lone.id  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == backlog[1].id  # type: ignore[union-attr]
 
 
 def test_priority_orders_within_a_service(flow: Store) -> None:
@@ -192,7 +193,7 @@ def test_priority_orders_within_a_service(flow: Store) -> None:
     normal = _submit(flow, svc, priority=1)
     high = _submit(flow, svc, priority=2)
     order = [flow.claim("w", 900).id for _ in range(3)]  # type: ignore[union-attr]
-    assert order == [high["id"], normal["id"], low["id"]]
+    assert order == [high.id, normal.id, low.id]
 
 
 def test_queue_limit_refuses_with_queue_full(flow: Store) -> None:
@@ -218,7 +219,7 @@ def test_queue_limit_refuses_with_queue_full(flow: Store) -> None:
     )
     with pytest.raises(GenhookError):
         _submit(flow, svc)
-    flow.cancel(job.id, lambda row: {"job_id": row["id"]})
+    flow.cancel(job.id, lambda row: {"job_id": row.id})
     with flow._read() as conn:
         waiting = conn.execute(
             sa.select(services.c.waiting).where(services.c.id == svc)
@@ -237,18 +238,18 @@ def test_dedup_returns_the_first_job_within_the_window(flow: Store) -> None:
     svc = _service(flow, "dedup")
     first = _submit(flow, svc, dedup_key="k1", dedup_window=3600)
     again = _submit(flow, svc, dedup_key="k1", dedup_window=3600)
-    assert again["id"] == first["id"] and again["deduplicated"] is True
+    assert again.id == first.id and again.deduplicated is True
     other = _submit(flow, svc, dedup_key="k2", dedup_window=3600)
-    assert other["id"] != first["id"]
+    assert other.id != first.id
     clock.advance(3601)
     later = _submit(flow, svc, dedup_key="k1", dedup_window=3600)
-    assert later["id"] != first["id"] and not later.get("deduplicated")
+    assert later.id != first.id and not later.deduplicated
 
 
 def test_storm_pauses_the_service_holds_its_jobs_and_alerts(flow: Store) -> None:
     svc = _service(flow, "stormy", rate_limit="2/h")  # trips past 6 in the last hour
     jobs = [_submit(flow, svc) for _ in range(7)]
-    assert jobs[-1]["hold_reason"] == "paused"
+    assert jobs[-1].hold_reason == "paused"
     assert flow.paused(svc)
     assert flow.claim("w", 900) is None  # nothing of a paused service starts
     with flow._read() as conn:
@@ -264,9 +265,9 @@ def test_budget_never_overshoots_with_concurrent_starts(flow: Store) -> None:
     assert started[2] is None and started[3] is None
     ran = {started[0].id, started[1].id}
     for j in jobs:
-        if j["id"] not in ran:
-            held = flow.job(j["id"])
-            assert held is not None and held["hold_reason"] == "budget"
+        if j.id not in ran:
+            held = flow.job(j.id)
+            assert held is not None and held.hold_reason == "budget"
     with flow._read() as conn:
         assert conn.execute(sa.select(credit_ledger.c.reserved)).scalar() == 4.0
     _finish(flow, started[0].id, "w0", cost=2.0)
@@ -303,15 +304,15 @@ def test_backend_breaker_holds_jobs_until_a_probe_succeeds(flow: Store) -> None:
     assert state.state is BreakerState.OPEN
     job = _submit(flow, svc, backend="openai")
     assert flow.claim("w", 900) is None
-    held = flow.job(job["id"])
-    assert held is not None and held["hold_reason"] == "backend_unavailable"
+    held = flow.job(job.id)
+    assert held is not None and held.hold_reason == "backend_unavailable"
     assert flow.take_probe() is None  # not due yet
     clock.advance(30)
     assert flow.take_probe() == "openai"
     assert flow.take_probe() is None  # one prober at a time
     flow.probe_result("openai", True)
     claimed = flow.claim("w", 900)
-    assert claimed is not None and claimed.id == job["id"]
+    assert claimed is not None and claimed.id == job.id
     with flow._read() as conn:
         events = [r[0] for r in conn.execute(sa.select(operator_events.c.event)).all()]
     assert sorted(events) == ["backend.recovered", "backend.unhealthy"]
@@ -323,8 +324,8 @@ def test_backend_concurrency_limit_holds_across_claims(flow: Store) -> None:
     a = _submit(flow, svc, backend="openai")
     _submit(flow, svc, backend="openai")
     free = _submit(flow, svc, backend="procedural")
-    assert flow.claim("w", 900).id == a["id"]  # type: ignore[union-attr]
-    assert flow.claim("w", 900).id == free["id"]  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == a.id  # type: ignore[union-attr]
+    assert flow.claim("w", 900).id == free.id  # type: ignore[union-attr]
     assert flow.claim("w", 900) is None
 
 
@@ -352,11 +353,11 @@ def test_a_raised_budget_frees_the_jobs_it_held(flow: Store) -> None:
     first, second = (_submit(flow, svc, estimate=1.0) for _ in range(2))
     started = flow.claim("w", 900)
     assert started is not None and flow.claim("w", 900) is None  # the second is held
-    waiting = next(j for j in (first, second) if j["id"] != started.id)
-    assert flow.job(waiting["id"])["hold_reason"] == "budget"  # type: ignore[index]
+    waiting = next(j for j in (first, second) if j.id != started.id)
+    assert flow.job(waiting.id).hold_reason == "budget"  # type: ignore[union-attr]
     flow.update_service("raise-me", daily_budget=5.0)
     claimed = flow.claim("w", 900)
-    assert claimed is not None and claimed.id == waiting["id"]
+    assert claimed is not None and claimed.id == waiting.id
 
 
 def test_backend_rate_limit_counts_starts_across_claims(flow: Store) -> None:

@@ -188,7 +188,7 @@ def _submit(store: Store, service_id: str, workflow: str = "tiny", **admission: 
         callback_url=None,
         admission=Admission(**admission),
     )
-    return str(job["id"])
+    return str(job.id)
 
 
 def test_the_collector_reads_jobs_queues_holds_credits_and_breakers(store: Store) -> None:

@@ -27,7 +27,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_job_id
 from genhook.paths import shipped_dir
 from genhook.runtime import Runtime
-from genhook.status import DeliveryStatus, JobStatus
+from genhook.status import DeliveryOutcome, DeliveryStatus, JobStatus
 from genhook.store.ops import WINDOWS, Figures
 from genhook.store.records import Delivery
 from genhook.store.schema import deliveries, jobs, operator_events, services
@@ -51,7 +51,7 @@ def submit(store: Store, service_id: str, workflow: str = "product-image", **ext
         callback_url=extra.pop("callback_url", None),
         **extra,
     )
-    return str(job["id"])
+    return str(job.id)
 
 
 def run(
@@ -117,7 +117,7 @@ def give_up(store: Store, status_code: int, error: str) -> list[Delivery]:
             status_code=status_code,
             error=error,
             duration_ms=2.0,
-            outcome="failed",
+            outcome=DeliveryOutcome.GONE,  # failed for good, no schedule to use up
             next_attempt_at=None,
         )
     return leased
@@ -173,24 +173,22 @@ def test_summary_equals_what_the_jobs_say(clocked: Store) -> None:
     product = workflows["product-image"]
     # the baseline: the same figures from the jobs rows themselves
     rows = [clocked.job(j) for j in ids["ended"]]
-    product_rows = [r for r in rows if r and r["workflow_id"] == "product-image"]
+    product_rows = [r for r in rows if r and r.workflow_id == "product-image"]
     assert product["triggers"] == 5  # 4 accepted (one still queued) and 1 refused
     assert product["refused"] == 1
     assert product["completed"] == 2 and product["failed"] == 1
     assert product["completion_rate"] == pytest.approx(2 / 3)
     assert product["failure_rate"] == pytest.approx(1 / 3)
     assert product["avg_generation_seconds"] == pytest.approx(
-        sum(r["processing_seconds"] for r in product_rows) / 3
+        sum(r.processing_seconds for r in product_rows) / 3
     )
     assert product["avg_generation_seconds"] == pytest.approx((2 + 4 + 1 + 3) / 3)
     assert product["qc_pass_rate"] == pytest.approx(1 / 2)
-    assert product["credits_per_job"] == pytest.approx(
-        sum(r["credit_cost"] for r in product_rows) / 3
-    )
+    assert product["credits_per_job"] == pytest.approx(sum(r.credit_cost for r in product_rows) / 3)
     assert product["retries"] == 1 and product["retry_rate"] == pytest.approx(1 / 3)
     assert workflows["banner"]["completed"] == 1
     assert workflows["banner"]["credits_per_job"] == pytest.approx(2.0)
-    spent = sum(r["credit_cost"] for r in rows if r)
+    spent = sum(r.credit_cost for r in rows if r)
     assert shop["credits_today"] == pytest.approx(spent)
     assert shop["budget_used"] == pytest.approx(spent / 20.0)
     assert shop["totals"]["completed"] == 3
@@ -248,7 +246,7 @@ def test_resume_lifts_the_pause_releases_the_held_jobs_and_logs_it(clocked: Stor
     svc = clocked.create_service("stormy")["service_id"]
     pause(clocked, svc, clocked.clock.now())
     held = [submit(clocked, svc) for _ in range(3)]
-    assert all(clocked.job(j)["hold_reason"] == "paused" for j in held)  # type: ignore[index]
+    assert all(clocked.job(j).hold_reason == "paused" for j in held)  # type: ignore[union-attr]
     assert clocked.claim("w", 900) is None
     summary = clocked.ops_summary().as_dict()["services"][0]
     assert summary["paused"] is True and summary["breaker"] == "open"
@@ -262,7 +260,7 @@ def test_resume_lifts_the_pause_releases_the_held_jobs_and_logs_it(clocked: Stor
         "resumed": True,
         "released": 3,
     }
-    assert all(clocked.job(j)["hold_reason"] is None for j in held)  # type: ignore[index]
+    assert all(clocked.job(j).hold_reason is None for j in held)  # type: ignore[union-attr]
     claimed = clocked.claim("w", 900)
     assert claimed is not None and claimed.id in held
     with clocked._read() as conn:
@@ -429,7 +427,7 @@ async def test_resume_over_the_api_releases_the_held_jobs(ops: Ops) -> None:
     assert answer.status_code == 200
     assert answer.json() == {"service": "shop", "paused": False, "resumed": True, "released": 1}
     assert ops.runtime.jobs_signal.generation > seen  # the workers were woken
-    assert ops.store.job(job)["hold_reason"] is None  # type: ignore[index]
+    assert ops.store.job(job).hold_reason is None  # type: ignore[union-attr]
     answer = await ops.client.post("/v1/ops/services/nobody/resume", headers=OPERATOR)
     assert answer.status_code == 404 and answer.json()["error_code"] == "service_not_found"
 
@@ -513,7 +511,7 @@ async def test_dashboard_shows_the_summary_and_replays_a_failed_delivery(ops: Op
     seen = ops.runtime.deliveries_signal.generation
     answer = await ops.client.post(f"/dashboard/deliveries/{delivery.id}/replay", headers=OPERATOR)
     assert answer.status_code == 303
-    assert store.delivery(delivery.id)["status"] == DeliveryStatus.PENDING  # type: ignore[index]
+    assert store.delivery(delivery.id).status == DeliveryStatus.PENDING  # type: ignore[union-attr]
     assert ops.runtime.deliveries_signal.generation > seen
     answer = await ops.client.post("/dashboard/deliveries/nope/replay", headers=OPERATOR)
     assert answer.status_code == 404
@@ -561,7 +559,7 @@ def test_genhook_ops_prints_the_summary_and_resumes(
     assert unknown.code == 2 and "no service named 'nobody'" in unknown.stderr
     store = Store(settings.database_url)
     try:
-        assert store.job(held)["hold_reason"] is None  # type: ignore[index]
+        assert store.job(held).hold_reason is None  # type: ignore[union-attr]
         with store._read() as conn:
             assert conn.execute(sa.select(jobs.c.status).where(jobs.c.id == held)).scalar() == (
                 JobStatus.QUEUED

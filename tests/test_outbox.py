@@ -29,9 +29,11 @@ from genhook.delivery.sender import DeliverySender
 from genhook.delivery.signing import new_secret
 from genhook.errors import ErrorCode, InvalidInput
 from genhook.ids import new_job_id
+from genhook.status import DeliveryAttemptState, DeliveryOutcome, DeliveryStatus
 from genhook.store.ops_events import OperatorEvent, record_event
+from genhook.store.records import DeliveryAttemptRecord, DeliveryRecord
 from genhook.store.schema import deliveries
-from genhook.store.store import Row, Store
+from genhook.store.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -90,14 +92,16 @@ def receiver() -> Iterator[Receiver]:
         server.server_close()
 
 
-def outboxed(store: Store, url: str, *, private: bool) -> Row:
+def outboxed(store: Store, url: str, *, private: bool) -> DeliveryRecord:
     """A refused trigger's failure payload in the outbox for ``url``, accepted with the callback
     policy ``private``: the delivery as the store holds it."""
     service = store.create_service(f"shop-{uuid.uuid4().hex[:8]}")
     return outboxed_for(store, service["service_id"], url, private=private)
 
 
-def outboxed_for(store: Store, service_id: str, url: str, *, private: bool = True) -> Row:
+def outboxed_for(
+    store: Store, service_id: str, url: str, *, private: bool = True
+) -> DeliveryRecord:
     """The same for the service ``service_id``."""
     error = InvalidInput(ErrorCode.MISSING_FIELD, "product_name is required", field="product_name")
     job_id = new_job_id()
@@ -116,17 +120,17 @@ def outboxed_for(store: Store, service_id: str, url: str, *, private: bool = Tru
         payload=payload,
         callback_private=private,
     )
-    [delivery] = store.deliveries(job["id"])
+    [delivery] = store.deliveries(job.id)
     return delivery
 
 
 def refused_to(store: Store, service_id: str, url: str) -> str:
     """A refused trigger of ``service_id`` outboxed to ``url`` (private allowed): its delivery."""
-    return str(outboxed_for(store, service_id, url)["id"])
+    return outboxed_for(store, service_id, url).id
 
 
-def current(store: Store, delivery: Row) -> Row:
-    [row] = store.deliveries(delivery["job_id"])
+def current(store: Store, delivery: DeliveryRecord) -> DeliveryRecord:
+    [row] = store.deliveries(delivery.job_id)
     return row
 
 
@@ -164,21 +168,21 @@ def test_blocked_delivery_fails_for_good_and_no_later_private_process_sends_it(
     delivery = outboxed(store, receiver.url(), private=False)
 
     def ended() -> bool:
-        return current(store, delivery)["status"] in ("failed", "delivered")
+        return current(store, delivery).status in ("failed", "delivered")
 
     asyncio.run(deliver_until(store, allow_private=False, done=ended))
     row = current(store, delivery)
-    assert row["status"] == "failed"
-    assert row["last_error"] == "blocked: non-public address 127.0.0.1"
-    assert [(a["state"], a["error"]) for a in row["attempt_log"]] == [
+    assert row.status == "failed"
+    assert row.last_error == "blocked: non-public address 127.0.0.1"
+    assert [(a.state, a.error) for a in row.attempt_log] == [
         ("done", "blocked: non-public address 127.0.0.1")
     ]
 
-    assert store.replay(delivery["id"])
+    assert store.replay(delivery.id)
     asyncio.run(deliver_until(store, allow_private=True, done=ended))
     row = current(store, delivery)
-    assert row["status"] == "failed"
-    assert len(row["attempt_log"]) == 2
+    assert row.status == "failed"
+    assert len(row.attempt_log) == 2
     assert receiver.seen == []
 
 
@@ -191,11 +195,11 @@ def test_delivery_accepted_with_private_callbacks_is_sent_by_a_private_process(
         deliver_until(
             store,
             allow_private=True,
-            done=lambda: current(store, delivery)["status"] == "delivered",
+            done=lambda: current(store, delivery).status == "delivered",
         )
     )
     assert len(receiver.seen) == 1
-    assert receiver.seen[0]["webhook-id"] == delivery["id"]
+    assert receiver.seen[0]["webhook-id"] == delivery.id
 
 
 def test_receiver_gets_the_stored_bytes_and_their_signature_verifies(
@@ -227,19 +231,19 @@ def test_receiver_gets_the_stored_bytes_and_their_signature_verifies(
         deliver_until(
             store,
             allow_private=True,
-            done=lambda: current(store, delivery)["status"] == "delivered",
+            done=lambda: current(store, delivery).status == "delivered",
         )
     )
     with store.engine.connect() as conn:
         stored = conn.execute(
-            sa.select(deliveries.c.body).where(deliveries.c.id == delivery["id"])
+            sa.select(deliveries.c.body).where(deliveries.c.id == delivery.id)
         ).scalar_one()
     [received] = receiver.bodies
     assert received == stored
     assert "Crème Brûlée".encode() in received and b"\\u" not in received
     assert b", " not in received and b": " not in received
     job = store.job(job_id)
-    assert job is not None and job["result"] == json.loads(received)
+    assert job is not None and job.result == json.loads(received)
     headers = {k.lower(): v for k, v in receiver.seen[0].items()}
     verified = Webhook(service["webhook_secret"]).verify(received, headers)
     assert verified["job_id"] == job_id
@@ -253,19 +257,19 @@ def test_attempt_is_in_the_log_before_its_request_goes_out(
     delivery = outboxed(store, receiver.url(), private=True)
     during: list[list[tuple[int, str]]] = []
     receiver.on_request = lambda: during.append(
-        [(a["number"], a["state"]) for a in current(store, delivery)["attempt_log"]]
+        [(a.number, a.state) for a in current(store, delivery).attempt_log]
     )
     asyncio.run(
         deliver_until(
             store,
             allow_private=True,
-            done=lambda: current(store, delivery)["status"] == "delivered",
+            done=lambda: current(store, delivery).status == "delivered",
         )
     )
     assert during == [[(1, "sending")]]
-    [attempt] = current(store, delivery)["attempt_log"]
-    assert (attempt["state"], attempt["status_code"]) == ("done", 200)
-    assert attempt["duration_ms"] is not None and attempt["duration_ms"] > 0
+    [attempt] = current(store, delivery).attempt_log
+    assert (attempt.state, attempt.status_code) == ("done", 200)
+    assert attempt.duration_ms is not None and attempt.duration_ms > 0
 
 
 def test_lease_is_renewed_while_an_attempt_is_in_flight(store: Store, receiver: Receiver) -> None:
@@ -276,7 +280,7 @@ def test_lease_is_renewed_while_an_attempt_is_in_flight(store: Store, receiver: 
     threading.Timer(1.5, receiver.release.set).start()
 
     async def both() -> None:
-        delivered = lambda: current(store, delivery)["status"] == "delivered"  # noqa: E731
+        delivered = lambda: current(store, delivery).status == "delivered"  # noqa: E731
         await asyncio.gather(
             deliver_until(store, allow_private=True, done=delivered, lease_seconds=0.6),
             deliver_until(store, allow_private=True, done=delivered, lease_seconds=0.6),
@@ -284,7 +288,7 @@ def test_lease_is_renewed_while_an_attempt_is_in_flight(store: Store, receiver: 
 
     asyncio.run(both())
     assert len(receiver.seen) == 1
-    assert [a["state"] for a in current(store, delivery)["attempt_log"]] == ["done"]
+    assert [a.state for a in current(store, delivery).attempt_log] == ["done"]
 
 
 def test_a_sender_killed_mid_send_is_resent_at_once_by_the_next_one(
@@ -310,25 +314,25 @@ def test_a_sender_killed_mid_send_is_resent_at_once_by_the_next_one(
         finally:
             child.kill()
             child.wait(10)
-        log = current(store, delivery)["attempt_log"]
-        assert [(a["number"], a["state"]) for a in log] == [(1, "sending")]
+        log = current(store, delivery).attempt_log
+        assert [(a.number, a.state) for a in log] == [(1, "sending")]
 
         receiver.hold, receiver.answer = False, 204
         took = asyncio.run(
             deliver_until(
                 store,
                 allow_private=True,
-                done=lambda: current(store, delivery)["status"] == "delivered",
+                done=lambda: current(store, delivery).status == "delivered",
             )
         )
         assert took < 5.0
         row = current(store, delivery)
-        assert [(a["number"], a["state"], a["status_code"]) for a in row["attempt_log"]] == [
+        assert [(a.number, a.state, a.status_code) for a in row.attempt_log] == [
             (1, "interrupted", None),
             (2, "done", 204),
         ]
-        assert "the receiver may have got it" in row["attempt_log"][0]["error"]
-        assert [s["webhook-id"] for s in receiver.seen] == [delivery["id"]] * 2
+        assert "the receiver may have got it" in row.attempt_log[0].error
+        assert [s["webhook-id"] for s in receiver.seen] == [delivery.id] * 2
     finally:
         store.close()
 
@@ -350,26 +354,33 @@ def test_delivery_log_shows_the_attempt_state() -> None:
     """The API's view of an attempt has its state and a duration only once it is done."""
     from genhook.api.views import delivery_view
 
-    row = {
-        "id": "msg_1",
-        "job_id": "job_1",
-        "url": "http://127.0.0.1/hook",
-        "status": "sending",
-        "attempts": 1,
-        "next_attempt_at": None,
-        "created_at": 1_800_000_000.0,
-        "delivered_at": None,
-        "attempt_log": [
-            {
-                "number": 1,
-                "at": 1_800_000_000.0,
-                "state": "sending",
-                "status_code": None,
-                "error": None,
-                "duration_ms": None,
-            },
-        ],
-    }
+    row = DeliveryRecord(
+        id="msg_1",
+        job_id="job_1",
+        service_id="svc_1",
+        kind="callback",
+        endpoint="http://127.0.0.1:80",
+        url="http://127.0.0.1/hook",
+        body=b"{}",
+        status=DeliveryStatus.SENDING,
+        attempts=1,
+        next_attempt_at=None,
+        created_at=1_800_000_000.0,
+        delivered_at=None,
+        last_status_code=None,
+        last_error=None,
+        attempt_log=(
+            DeliveryAttemptRecord(
+                number=1,
+                at=1_800_000_000.0,
+                state=DeliveryAttemptState.SENDING,
+                status_code=None,
+                error=None,
+                duration_ms=None,
+                manual=False,
+            ),
+        ),
+    )
     [attempt] = delivery_view(row)["attempt_log"]
     assert (attempt["state"], attempt["duration_ms"]) == ("sending", None)
     assert json.dumps(attempt)
@@ -411,7 +422,7 @@ def test_claims_keep_under_the_per_endpoint_and_per_service_caps_across_outboxes
         status_code=200,
         error=None,
         duration_ms=1.0,
-        outcome="delivered",
+        outcome=DeliveryOutcome.DELIVERED,
         next_attempt_at=None,
         owner="outbox-1",
     )
@@ -562,7 +573,7 @@ def test_during_a_secret_overlap_callbacks_verify_with_either_secret(
 
     def delivered(delivery_id: str) -> bool:
         row = store.delivery(delivery_id)
-        return row is not None and row["status"] == "delivered"
+        return row is not None and row.status == "delivered"
 
     asyncio.run(deliver_until(store, allow_private=True, done=lambda: delivered(first)))
     body, headers = receiver.bodies[0], {k.lower(): v for k, v in receiver.seen[0].items()}
@@ -611,16 +622,16 @@ def test_an_operator_event_is_signed_with_the_alert_secret(
                 outbox.signal.notify()
                 await task
 
-    def row() -> Row:
+    def row() -> DeliveryRecord:
         found = store.delivery(event_id)
         assert found is not None
         return found
 
-    asyncio.run(run(None, lambda: row()["attempts"] >= 1 and row()["status"] == "pending"))
+    asyncio.run(run(None, lambda: row().attempts >= 1 and row().status == "pending"))
     assert receiver.seen == []
-    assert row()["last_error"] == "no GENHOOK_ALERT_SECRET to sign this operator event with"
+    assert row().last_error == "no GENHOOK_ALERT_SECRET to sign this operator event with"
     store.replay(event_id)
-    asyncio.run(run(alert_secret, lambda: row()["status"] == "delivered"))
+    asyncio.run(run(alert_secret, lambda: row().status == "delivered"))
     [body] = receiver.bodies
     headers = {k.lower(): v for k, v in receiver.seen[0].items()}
     assert headers["webhook-id"] == event_id
@@ -651,9 +662,7 @@ def test_each_attempt_is_counted_in_the_delivery_metrics(store: Store, receiver:
         }
 
     delivery = outboxed(store, receiver.url(), private=True)
-    [service] = [
-        s for s in store.list_services() if s.id == store.delivery(delivery["id"])["service_id"]
-    ]
+    [service] = [s for s in store.list_services() if s.id == store.delivery(delivery.id).service_id]
     before = counts()
     answers = iter([500, 204])
     receiver.on_request = lambda: setattr(receiver, "answer", next(answers))
@@ -661,7 +670,7 @@ def test_each_attempt_is_counted_in_the_delivery_metrics(store: Store, receiver:
         deliver_until(
             store,
             allow_private=True,
-            done=lambda: current(store, delivery)["status"] == "delivered",
+            done=lambda: current(store, delivery).status == "delivered",
             timeout=20,
         )
     )

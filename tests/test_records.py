@@ -1,6 +1,7 @@
 """The store's typed vocabulary: statuses equal the strings stored and sent; a looked-up
 service is a frozen record that keeps its webhook secret out of its repr (so out of logs); a
-claim gives a frozen job carrying what the worker reads, a lease a frozen delivery."""
+claim gives a frozen job carrying what the worker reads, a lease a frozen delivery; a job read
+back, its events and its deliveries (with their attempt log) are frozen records too."""
 
 from __future__ import annotations
 
@@ -11,8 +12,23 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from genhook.status import TERMINAL, AttemptOutcome, DeliveryAttemptState, JobStatus
-from genhook.store.records import Attempt, Delivery, Job, Service
+from genhook.status import (
+    TERMINAL,
+    AttemptOutcome,
+    DeliveryAttemptState,
+    DeliveryStatus,
+    JobStatus,
+)
+from genhook.store.records import (
+    Attempt,
+    Delivery,
+    DeliveryAttemptRecord,
+    DeliveryRecord,
+    Job,
+    JobEvent,
+    Service,
+    StoredJob,
+)
 from genhook.store.schema import jobs
 from genhook.store.store import Store
 from tests.test_outbox import outboxed
@@ -31,7 +47,7 @@ def submitted(
         external_id=external_id,
         callback_url=None,
     )
-    return str(job["id"])
+    return str(job.id)
 
 
 def test_a_looked_up_key_gives_a_frozen_service_whose_repr_hides_the_secret(store: Store) -> None:
@@ -76,14 +92,14 @@ def test_a_leased_delivery_is_a_frozen_record_with_its_attempt_and_policy(store:
     [leased] = store.claim_deliveries(10, 30, "outbox-1")
     assert isinstance(leased, Delivery)
     assert (leased.id, leased.job_id, leased.url) == (
-        stored["id"],
-        stored["job_id"],
+        stored.id,
+        stored.job_id,
         "http://127.0.0.1:9/hook",
     )
     assert (leased.attempt, leased.callback_private) == (1, True)
-    assert json.loads(leased.body)["job_id"] == stored["job_id"]
+    assert json.loads(leased.body)["job_id"] == stored.job_id
     assert leased.webhook_secret and leased.webhook_secret not in repr(leased)
-    assert [a["state"] for a in store.deliveries(stored["job_id"])[0]["attempt_log"]] == [
+    assert [a.state for a in store.deliveries(stored.job_id)[0].attempt_log] == [
         DeliveryAttemptState.SENDING
     ]
 
@@ -107,3 +123,39 @@ def test_attempts_are_frozen_records_open_until_their_outcome(store: Store) -> N
     assert ended is JobStatus.SUCCEEDED
     [done] = store.attempts(job_id)
     assert done.outcome is AttemptOutcome.SUCCEEDED and done.ended_at is not None
+
+
+def test_a_stored_job_its_events_and_its_deliveries_are_frozen_records(store: Store) -> None:
+    """What the API reads crosses the store's edge typed: a refused trigger's job, its event
+    and its delivery with the attempt log, each frozen, with the columns named as fields."""
+    stored = outboxed(store, "http://127.0.0.1:9/hook", private=True)
+    assert isinstance(stored, DeliveryRecord)
+    assert stored.job_id is not None
+    job = store.job(stored.job_id)
+    assert isinstance(job, StoredJob)
+    assert (job.status, job.error_code, job.callback_url) == (
+        JobStatus.FAILED,
+        "missing_field",
+        "http://127.0.0.1:9/hook",
+    )
+    assert job.result is not None and job.result["job_id"] == job.id
+    assert (job.first_claimed_at, job.deduplicated, job.priority) == (None, False, 1)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.status = JobStatus.QUEUED  # type: ignore[misc]
+    [event] = store.events(job.id)
+    assert isinstance(event, JobEvent)
+    assert (event.job_id, event.status, event.detail) == (job.id, JobStatus.FAILED, job.result)
+    assert store.events(job.id, after=event.id) == []
+    assert (stored.status, stored.attempts, stored.attempt_log) == (DeliveryStatus.PENDING, 0, ())
+    store.claim_deliveries(10, 30, "outbox-1")
+    [leased] = store.deliveries(job.id)
+    [attempt] = leased.attempt_log
+    assert isinstance(attempt, DeliveryAttemptRecord)
+    assert (attempt.number, attempt.state, attempt.duration_ms) == (
+        1,
+        DeliveryAttemptState.SENDING,
+        None,
+    )
+    one = store.delivery(stored.id)
+    assert one is not None and (one.status, one.attempt_log) == (DeliveryStatus.SENDING, ())
+    assert store.job("job_none") is None and store.delivery("msg_none") is None

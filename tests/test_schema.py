@@ -7,6 +7,7 @@ import importlib.util
 import json
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -152,14 +153,14 @@ def test_real_payloads_validate(engine: Engine, tmp_path: Path) -> None:
     payloads.append(
         failure_payload(job_id="job_01", workflow_id=wf.id, external_id=None, error=error).to_json()
     )
-    job = {
-        "id": "job_02",
-        "workflow_id": wf.id,
-        "external_id": "SKU-1",
-        "attempts": 1,
-        "processing_seconds": 0.25,
-        "credit_cost": 0.0,
-    }
+    job = SimpleNamespace(
+        id="job_02",
+        workflow_id=wf.id,
+        external_id="SKU-1",
+        attempts=1,
+        processing_seconds=0.25,
+        credit_cost=0.0,
+    )
     payloads.append(job_failure_payload(job, GenhookError(ErrorCode.CANCELLED)).to_json())
     sys.path.insert(0, str(ROOT / "scripts"))
     try:

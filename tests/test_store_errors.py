@@ -50,7 +50,7 @@ def submit(store: Store, service_id: str, n: int) -> str:
         external_id=str(n),
         callback_url=None,
     )
-    return str(job["id"])
+    return str(job.id)
 
 
 def fill_up(store: Store) -> None:

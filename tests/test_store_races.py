@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 
 from genhook.errors import ErrorCode, GenhookError
+from genhook.store.records import Job, StoredJob
 from genhook.store.store import Store
 from tests.databases import database_url
 
@@ -34,8 +35,8 @@ def url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
         yield found
 
 
-def cancelled_payload(row: dict[str, Any]) -> dict[str, Any]:
-    return {"job_id": row["id"], "event": "job.failed", "error_code": "cancelled"}
+def cancelled_payload(row: StoredJob | Job) -> dict[str, Any]:
+    return {"job_id": row.id, "event": "job.failed", "error_code": "cancelled"}
 
 
 def work(store: Store, name: str, done: threading.Event, rng: random.Random) -> None:
@@ -49,7 +50,7 @@ def work(store: Store, name: str, done: threading.Event, rng: random.Random) -> 
             continue
         if rng.random() < 0.5:
             time.sleep(0.001)  # let a cancel land while the job runs
-        cancelled = cancelled_payload({"id": job.id})
+        cancelled = cancelled_payload(job)
         if job.attempts == 1 and rng.random() < 0.3:
             store.retry(
                 job.id,
@@ -85,7 +86,7 @@ def test_cancels_racing_claims_leave_every_job_consistent(url: str) -> None:
             trigger={"n": n},
             external_id=str(n),
             callback_url="https://hooks.example/cb",
-        )[0]["id"]
+        )[0].id
         for n in range(JOBS)
     ]
     answers: dict[str, str] = {}
@@ -126,11 +127,11 @@ def test_cancels_racing_claims_leave_every_job_consistent(url: str) -> None:
     for job_id in ids:
         job = setup.job(job_id)
         assert job is not None
-        status = job["status"]
+        status = job.status
         outcomes[status] = outcomes.get(status, 0) + 1
         tries = setup.attempts(job_id)
         deliveries = setup.deliveries(job_id)
-        events = [e["status"] for e in setup.events(job_id)]
+        events = [e.status for e in setup.events(job_id)]
         expected_event = {"succeeded": "job.completed", "cancelled": "job.failed"}.get(status)
         answer = answers[job_id]
         if expected_event is None:
@@ -139,10 +140,10 @@ def test_cancels_racing_claims_leave_every_job_consistent(url: str) -> None:
             problems.append(f"{job_id}: {status} with an open attempt")
         if len(deliveries) != 1:
             problems.append(f"{job_id}: {len(deliveries)} callbacks")
-        elif json.loads(deliveries[0]["body"])["event"] != expected_event:
+        elif json.loads(deliveries[0].body)["event"] != expected_event:
             problems.append(f"{job_id}: {status} but its callback is another event")
-        if job["result"] is None or job["result"].get("event") != expected_event:
-            problems.append(f"{job_id}: {status} with result {job['result']}")
+        if job.result is None or job.result.get("event") != expected_event:
+            problems.append(f"{job_id}: {status} with result {job.result}")
         if sum(e in ("succeeded", "failed", "cancelled") for e in events) != 1:
             problems.append(f"{job_id}: terminal events {events}")
         # a job cancelled while it waited for its retry has no attempt of its own

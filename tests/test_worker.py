@@ -90,7 +90,7 @@ class World:
             external_id=item,
             callback_url=callback,
         )
-        return str(job["id"])
+        return str(job.id)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -122,24 +122,24 @@ def test_transient_failures_retry_on_schedule_then_succeed(world_factory: Any) -
     job_id = world.submit()
     assert worker.run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "retrying"
-    assert job["run_after"] == pytest.approx(world.clock.now() + 30)
+    assert job is not None and job.status == "retrying"
+    assert job.run_after == pytest.approx(world.clock.now() + 30)
     world.clock.advance(29)
     assert not worker.run_once(), "not due before 30 s"
     world.clock.advance(1)
     assert worker.run_once()
-    assert world.store.job(job_id)["run_after"] == pytest.approx(world.clock.now() + 120)  # type: ignore[index]
+    assert world.store.job(job_id).run_after == pytest.approx(world.clock.now() + 120)  # type: ignore[union-attr]
     world.clock.advance(120)
     assert worker.run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "succeeded"
+    assert job is not None and job.status == "succeeded"
     tries = world.store.attempts(job_id)
     assert [a.outcome for a in tries] == ["retrying", "retrying", "succeeded"]
     assert [a.error_code for a in tries] == ["backend_error", "backend_error", None]
-    assert job["result"]["metadata"]["attempts"] == 3
-    assert job["result"]["status"] == "success"
+    assert job.result["metadata"]["attempts"] == 3
+    assert job.result["status"] == "success"
     (delivery,) = world.store.deliveries(job_id)
-    assert delivery["status"] == "pending"
+    assert delivery.status == "pending"
 
 
 def test_retries_exhausted_fail_for_good(world_factory: Any) -> None:
@@ -152,8 +152,8 @@ def test_retries_exhausted_fail_for_good(world_factory: Any) -> None:
         world.clock.advance(wait)
     assert worker.run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "failed"
-    assert job["result"]["error"]["error_code"] == "backend_error"
+    assert job is not None and job.status == "failed"
+    assert job.result["error"]["error_code"] == "backend_error"
     assert len(world.store.attempts(job_id)) == 4
     assert len(world.backend.requests) == 4
     assert len(world.store.deliveries(job_id)) == 1
@@ -165,8 +165,8 @@ def test_permanent_failure_is_not_retried(world_factory: Any) -> None:
     job_id = world.submit()
     assert world.worker("w1").run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "failed"
-    assert job["result"]["error"]["error_code"] == "backend_rejected"
+    assert job is not None and job.status == "failed"
+    assert job.result["error"]["error_code"] == "backend_rejected"
     assert len(world.store.attempts(job_id)) == 1
 
 
@@ -176,7 +176,7 @@ def test_retry_after_from_backend_stretches_the_wait(world_factory: Any) -> None
     world = world_factory([limited, PHOTO])
     job_id = world.submit()
     world.worker("w1").run_once()
-    assert world.store.job(job_id)["run_after"] == pytest.approx(world.clock.now() + 200)  # type: ignore[index]
+    assert world.store.job(job_id).run_after == pytest.approx(world.clock.now() + 200)  # type: ignore[union-attr]
 
 
 def test_expired_lease_is_taken_over_and_the_job_completes_once(world_factory: Any) -> None:
@@ -191,7 +191,7 @@ def test_expired_lease_is_taken_over_and_the_job_completes_once(world_factory: A
     world.clock.advance(2)
     assert other.run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "succeeded"
+    assert job is not None and job.status == "succeeded"
     tries = world.store.attempts(job_id)
     assert [(a.worker, a.outcome) for a in tries] == [
         ("dead-worker", "lost"),
@@ -229,8 +229,8 @@ def test_cancel_queued_and_running(world_factory: Any) -> None:
     """A queued job cancels at once (outboxed); a running one stops at its next check."""
     world = world_factory([PHOTO])
     queued = world.submit("Q")
-    assert world.store.cancel(queued, lambda row: {"job_id": row["id"]}) == "cancelled"
-    assert world.store.job(queued)["status"] == "cancelled"  # type: ignore[index]
+    assert world.store.cancel(queued, lambda row: {"job_id": row.id}) == "cancelled"
+    assert world.store.job(queued).status == "cancelled"  # type: ignore[union-attr]
     assert len(world.store.deliveries(queued)) == 1
     running = world.submit("R")
     job = world.store.claim("w1", 30)
@@ -238,8 +238,8 @@ def test_cancel_queued_and_running(world_factory: Any) -> None:
     assert world.store.cancel(running, lambda row: {}) == "running"
     world.worker("w1").process(job)
     done = world.store.job(running)
-    assert done is not None and done["status"] == "cancelled"
-    assert done["result"]["error"]["error_code"] == "cancelled"
+    assert done is not None and done.status == "cancelled"
+    assert done.result["error"]["error_code"] == "cancelled"
     assert world.backend.requests == [], "cancelled before generating"
 
 
@@ -258,13 +258,13 @@ def test_idempotency_key(world_factory: Any) -> None:
     }
     first, created = world.store.submit(**args)
     again, created_again = world.store.submit(**args)
-    assert created and not created_again and again["id"] == first["id"]
+    assert created and not created_again and again.id == first.id
     with pytest.raises(GenhookError) as conflict:
         world.store.submit(**{**args, "request_hash": "h2"})
     assert conflict.value.code is ErrorCode.IDEMPOTENCY_CONFLICT
     world.clock.advance(24 * 3600 + 1)
     later, created_later = world.store.submit(**args)
-    assert created_later and later["id"] != first["id"]
+    assert created_later and later.id != first.id
 
 
 def test_schedule_setting_is_used(world_factory: Any) -> None:
@@ -273,7 +273,7 @@ def test_schedule_setting_is_used(world_factory: Any) -> None:
     world.settings = replace(world.settings, retry_schedule=(5.0,))
     job_id = world.submit()
     world.worker("w1").run_once()
-    assert world.store.job(job_id)["run_after"] == pytest.approx(world.clock.now() + 5)  # type: ignore[index]
+    assert world.store.job(job_id).run_after == pytest.approx(world.clock.now() + 5)  # type: ignore[union-attr]
 
 
 def test_a_job_that_keeps_losing_its_worker_fails_for_good(world_factory: Any) -> None:
@@ -285,8 +285,8 @@ def test_a_job_that_keeps_losing_its_worker_fails_for_good(world_factory: Any) -
         world.clock.advance(31)
     assert world.worker("w").run_once()
     job = world.store.job(job_id)
-    assert job is not None and job["status"] == "failed"
-    assert job["result"]["error"]["error_code"] == "worker_lost"
+    assert job is not None and job.status == "failed"
+    assert job.result["error"]["error_code"] == "worker_lost"
     assert world.backend.requests == []
     assert [a.outcome for a in world.store.attempts(job_id)] == ["lost"] * 4 + ["failed"]
 
@@ -300,7 +300,7 @@ def test_lost_attempt_work_counts_until_its_last_heartbeat(world_factory: Any) -
     assert world.store.heartbeat(job_id, "dead", 30).owned
     world.clock.advance(31)
     assert world.store.claim("w2", 30) is not None
-    assert world.store.job(job_id)["processing_seconds"] == pytest.approx(12)  # type: ignore[index]
+    assert world.store.job(job_id).processing_seconds == pytest.approx(12)  # type: ignore[union-attr]
 
 
 class TimedBackend(ScriptedBackend):
@@ -334,16 +334,16 @@ def test_processing_time_is_the_sum_of_attempts_from_claim_to_end(world_factory:
     job_id = world.submit()
     world.clock.advance(7)  # waiting in the queue is not work
     assert worker.run_once()
-    assert world.store.job(job_id)["processing_seconds"] == pytest.approx(2.0)  # type: ignore[index]
+    assert world.store.job(job_id).processing_seconds == pytest.approx(2.0)  # type: ignore[union-attr]
     world.clock.advance(4)
     job = world.store.claim("w1", 30)
     assert job is not None and job.id == job_id
     world.clock.advance(1)  # the worker's own set-up after its claim is work
     worker.process(job)
     done = world.store.job(job_id)
-    assert done is not None and done["status"] == "succeeded"
-    assert done["result"]["metadata"]["processing_time_seconds"] == pytest.approx(6.0)
-    assert done["processing_seconds"] == pytest.approx(6.0)
+    assert done is not None and done.status == "succeeded"
+    assert done.result["metadata"]["processing_time_seconds"] == pytest.approx(6.0)
+    assert done.processing_seconds == pytest.approx(6.0)
     tries = world.store.attempts(job_id)
     assert sum(a.ended_at - a.started_at for a in tries) == pytest.approx(6.0)
 
@@ -389,14 +389,14 @@ def test_a_cancel_recorded_before_the_finish_wins_over_success(world_factory: An
     )
     assert ended == "cancelled" and published == []
     done = world.store.job(job_id)
-    assert done is not None and done["status"] == "cancelled"
-    assert done["result"]["event"] == "job.failed" and done["error_code"] == "cancelled"
-    assert done["credit_cost"] == pytest.approx(1.5)
-    assert done["processing_seconds"] == pytest.approx(2.0)
+    assert done is not None and done.status == "cancelled"
+    assert done.result["event"] == "job.failed" and done.error_code == "cancelled"
+    assert done.credit_cost == pytest.approx(1.5)
+    assert done.processing_seconds == pytest.approx(2.0)
     assert [a.outcome for a in world.store.attempts(job_id)] == ["cancelled"]
     (delivery,) = world.store.deliveries(job_id)
-    assert json.loads(delivery["body"])["event"] == "job.failed"
-    assert [e["status"] for e in world.store.events(job_id)][-1] == "cancelled"
+    assert json.loads(delivery.body)["event"] == "job.failed"
+    assert [e.status for e in world.store.events(job_id)][-1] == "cancelled"
 
 
 def test_a_cancel_recorded_before_a_retry_ends_the_job(world_factory: Any) -> None:
@@ -416,7 +416,7 @@ def test_a_cancel_recorded_before_a_retry_ends_the_job(world_factory: Any) -> No
     )
     assert ended == "cancelled"
     done = world.store.job(job_id)
-    assert done is not None and done["status"] == "cancelled" and done["credit_cost"] == 0.5
+    assert done is not None and done.status == "cancelled" and done.credit_cost == 0.5
     assert world.store.claim("w2", 30) is None
     assert len(world.store.deliveries(job_id)) == 1
 
@@ -438,14 +438,14 @@ def test_cancel_between_steps_of_a_running_job_ends_it_cancelled(world_factory: 
     run.join(30)
     assert not run.is_alive()
     done = world.store.job(job_id)
-    assert done is not None and done["status"] == "cancelled"
-    assert done["result"]["status"] == "failed" and done["result"]["outputs"] == []
-    assert done["result"]["error"]["error_code"] == "cancelled"
-    assert done["credit_cost"] == pytest.approx(backend.cost)
-    assert done["result"]["metadata"]["credit_cost"] == pytest.approx(backend.cost)
+    assert done is not None and done.status == "cancelled"
+    assert done.result["status"] == "failed" and done.result["outputs"] == []
+    assert done.result["error"]["error_code"] == "cancelled"
+    assert done.credit_cost == pytest.approx(backend.cost)
+    assert done.result["metadata"]["credit_cost"] == pytest.approx(backend.cost)
     assert files_of(world, job_id) == [], "nothing made by the cancelled attempt is published"
     (delivery,) = world.store.deliveries(job_id)
-    assert json.loads(delivery["body"])["event"] == "job.failed"
+    assert json.loads(delivery.body)["event"] == "job.failed"
 
 
 def test_a_worker_that_lost_its_lease_cannot_replace_delivered_assets(world_factory: Any) -> None:
@@ -458,12 +458,12 @@ def test_a_worker_that_lost_its_lease_cannot_replace_delivered_assets(world_fact
     world.clock.advance(31)
     assert world.worker("B").run_once()
     delivered = world.store.job(job_id)
-    assert delivered is not None and delivered["status"] == "succeeded"
+    assert delivered is not None and delivered.status == "succeeded"
     world.worker("A").process(stale)  # A wakes up and runs its attempt to the end
     assert len(world.backend.requests) == 2, "A really generated other bytes"
     after = world.store.job(job_id)
-    assert after is not None and after["result"] == delivered["result"]
-    outputs = delivered["result"]["outputs"]
+    assert after is not None and after.result == delivered.result
+    outputs = delivered.result["outputs"]
     assert outputs
     for output in outputs:
         filename = output["asset_url"].rsplit("/", 1)[1]

@@ -54,6 +54,15 @@ class DeliveryStatus(StrEnum):
     FAILED = "failed"
 
 
+class DeliveryOutcome(StrEnum):
+    """How one attempt at sending a delivery ended, as its sender saw it."""
+
+    DELIVERED = "delivered"  # a 2xx answer
+    RETRY = "retry"  # anything else: tried again on the schedule while it lasts
+    GONE = "gone"  # HTTP 410: no further attempts
+    BLOCKED = "blocked"  # refused by the SSRF guard: no further attempts
+
+
 class DeliveryAttemptState(StrEnum):
     """A delivery attempt row's ``state``: written before its request goes out."""
 

@@ -15,7 +15,7 @@ import socket
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from genhook import metrics
@@ -304,7 +304,7 @@ class Worker:
 
 def _failure(job: Job, error: GenhookError) -> CompletionPayload:
     """The failed payload of a claimed job that ends without a result (refused, cancelled)."""
-    return job_failure_payload(asdict(job), error)
+    return job_failure_payload(job, error)
 
 
 def _log_failure(what: str, exc: Exception) -> None:

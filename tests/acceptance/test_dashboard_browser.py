@@ -142,7 +142,7 @@ def fill(store: Store, shop: str, receiver: Receiver) -> dict[str, Any]:
             trigger={"item_id": f"STORM-{i}"},
             external_id=f"STORM-{i}",
             callback_url=None,
-        )[0]["id"]
+        )[0].id
         for i in range(3)
     ]
     return {"delivery": delivery.id, "failed_job": failed_job, "held": held}
@@ -247,7 +247,7 @@ def test_dashboard_in_chromium(browser: Any, tmp_path: Path) -> None:
         )
         for job_id in filled["held"]:
             wait_for(
-                lambda j=job_id: (store.job(j) or {}).get("status") == JobStatus.SUCCEEDED,
+                lambda j=job_id: getattr(store.job(j), "status", None) == JobStatus.SUCCEEDED,
                 90,
                 f"{job_id} to run after the resume",
             )
@@ -264,7 +264,7 @@ def test_dashboard_in_chromium(browser: Any, tmp_path: Path) -> None:
         assert "queued to be sent again" in page.inner_text(".notice")
         receiver.wait_job(filled["failed_job"], timeout=60)
         wait_for(
-            lambda: (store.delivery(filled["delivery"]) or {}).get("status") == "delivered",
+            lambda: getattr(store.delivery(filled["delivery"]), "status", None) == "delivered",
             30,
             "the replayed delivery to be recorded as delivered",
         )

@@ -16,7 +16,7 @@ from __future__ import annotations
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Protocol, TypeVar
 
 from fastapi import FastAPI, Request
 from fastapi.security import HTTPBearer
@@ -147,10 +147,20 @@ def _look_up(store: ApiStore, token: str) -> Service:
     return service
 
 
-def owned(job: dict[str, Any] | None, service: Service, what: str = "job") -> dict[str, Any]:
+class _Owned(Protocol):
+    """A record that belongs to a service (a job, a delivery)."""
+
+    @property
+    def service_id(self) -> str | None: ...
+
+
+_O = TypeVar("_O", bound=_Owned)
+
+
+def owned(job: _O | None, service: Service, what: str = "job") -> _O:
     """``job`` if the service owns it: 404 when missing, 403 when another service's."""
     if job is None:
         raise GenhookError(ErrorCode.NOT_FOUND, f"no such {what}")
-    if job["service_id"] != service.id:
+    if job.service_id != service.id:
         raise GenhookError(ErrorCode.FORBIDDEN, f"this {what} belongs to another service")
     return job

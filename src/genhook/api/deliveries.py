@@ -40,9 +40,9 @@ def replay_delivery(delivery_id: str, request: Request) -> JSONResponse:
     runtime.deliveries_signal.notify()
     return JSONResponse(
         {
-            "delivery_id": delivery["id"],
+            "delivery_id": delivery.id,
             "status": DeliveryStatus.PENDING,
-            "job_id": delivery["job_id"],
+            "job_id": delivery.job_id,
         },
         status_code=202,
     )

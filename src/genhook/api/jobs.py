@@ -18,6 +18,7 @@ from genhook.api.views import iso, job_view
 from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.status import TERMINAL, JobStatus
+from genhook.store.records import JobEvent
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
@@ -52,7 +53,7 @@ def find_jobs(
         "jobs": [
             job_view(
                 row,
-                store.attempts(row["id"]),
+                store.attempts(row.id),
                 runtime.settings.public_url,
                 paused=paused,
                 now=now,
@@ -70,8 +71,8 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     service = service_of(request)
     runtime = runtime_of(request)
     job = owned(api_store(runtime).job(job_id), service)
-    if job["status"] in TERMINAL:
-        raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job['status']}")
+    if job.status in TERMINAL:
+        raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job.status}")
     status = api_store(runtime).cancel(
         job_id, lambda row: job_failure_payload(row, GenhookError(ErrorCode.CANCELLED)).to_json()
     )
@@ -127,9 +128,9 @@ async def job_events(job_id: str, request: Request) -> Response:
                 wake.clear()
                 rows = await run_in_threadpool(api_store(runtime).events, job_id, after)
                 for row in rows:
-                    after = row["id"]
+                    after = row.id
                     yield _event(job_id, row)
-                    if row["status"] in TERMINAL:
+                    if row.status in TERMINAL:
                         return
                 if await request.is_disconnected():
                     return
@@ -145,17 +146,16 @@ async def job_events(job_id: str, request: Request) -> Response:
     )
 
 
-def _event(job_id: str, row: dict[str, Any]) -> bytes:
+def _event(job_id: str, row: JobEvent) -> bytes:
     """One SSE event of a stored job event: the terminal one carries the completion payload."""
-    data = {"job_id": job_id, "status": row["status"], "at": iso(row["at"])}
-    if row["status"] in TERMINAL:
-        data["result"] = row["detail"]
-    elif row["detail"]:
-        detail = dict(row["detail"])
+    data: dict[str, Any] = {"job_id": job_id, "status": row.status, "at": iso(row.at)}
+    if row.status in TERMINAL:
+        data["result"] = row.detail
+    elif row.detail:
+        detail = dict(row.detail)
         if isinstance(detail.get("retry_at"), float):
             detail["retry_at"] = iso(detail["retry_at"])
         data["detail"] = detail
     return (
-        f"id: {row['id']}\nevent: {row['status']}\n"
-        f"data: {json.dumps(data, separators=(',', ':'))}\n\n"
+        f"id: {row.id}\nevent: {row.status}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
     ).encode()

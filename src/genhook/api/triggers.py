@@ -28,7 +28,7 @@ from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
 from genhook.store.jobs import PRIORITIES, Admission
-from genhook.store.records import Service
+from genhook.store.records import Service, StoredJob
 from genhook.workflow.inputs import MAX_EXTERNAL_ID
 from genhook.workflow.template import Workflow
 
@@ -141,19 +141,23 @@ def _reject(
     return error_response(error, job_id=job_id)
 
 
-def _replay(job: dict[str, Any], runtime: Runtime) -> JSONResponse:
+def _replay(job: StoredJob, runtime: Runtime) -> JSONResponse:
     """The answer first given for an Idempotency-Key: the refusal (422) or the job (200)."""
-    code = job.get("error_code")
+    code = job.error_code
     known = {c.value: c for c in ErrorCode}
-    refused = job["first_claimed_at"] is None and code in known and job.get("result")
-    if job.get("deduplicated"):
+    if job.deduplicated:
         return JSONResponse(accepted(job, runtime.settings.public_url), status_code=200)
-    if refused and ERROR_SPECS[known[str(code)]].invalid_input:
-        stored = job["result"]["error"]
+    if (
+        job.first_claimed_at is None
+        and code in known
+        and job.result
+        and ERROR_SPECS[known[str(code)]].invalid_input
+    ):
+        stored = job.result["error"]
         error = InvalidInput(
             ErrorCode(stored["error_code"]), stored["error_description"], field=stored["field"]
         )
-        return error_response(error, job_id=job["id"])
+        return error_response(error, job_id=job.id)
     return JSONResponse(accepted(job, runtime.settings.public_url), status_code=200)
 
 

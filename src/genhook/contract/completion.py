@@ -7,9 +7,8 @@ generated from these models (``make schema``), never written by hand.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
@@ -216,17 +215,34 @@ def failure_payload(
     )
 
 
-def job_failure_payload(job: Mapping[str, Any], error: GenhookError) -> CompletionPayload:
+class JobTotals(Protocol):
+    """What a failed payload carries over from a job: a stored job or a claimed one."""
+
+    @property
+    def id(self) -> str: ...
+    @property
+    def workflow_id(self) -> str: ...
+    @property
+    def external_id(self) -> str | None: ...
+    @property
+    def attempts(self) -> int: ...
+    @property
+    def processing_seconds(self) -> float: ...
+    @property
+    def credit_cost(self) -> float: ...
+
+
+def job_failure_payload(job: JobTotals, error: GenhookError) -> CompletionPayload:
     """The failed payload of a stored job that ends without running (cancelled, refused):
-    its attempts, working time and credits so far carried over from the job row."""
+    its attempts, working time and credits so far carried over from the job."""
     return failure_payload(
-        job_id=job["id"],
-        workflow_id=job["workflow_id"],
-        external_id=job["external_id"],
+        job_id=job.id,
+        workflow_id=job.workflow_id,
+        external_id=job.external_id,
         error=error,
-        attempts=job["attempts"],
-        processing_time_seconds=job["processing_seconds"],
-        credit_cost=job["credit_cost"],
+        attempts=job.attempts,
+        processing_time_seconds=job.processing_seconds,
+        credit_cost=job.credit_cost,
     )
 
 

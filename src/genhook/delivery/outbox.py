@@ -34,6 +34,7 @@ from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
 from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
+from genhook.status import DeliveryOutcome
 from genhook.store.ports import OutboxStore
 from genhook.store.records import Delivery
 
@@ -71,12 +72,12 @@ def owner_is_dead(owner: str) -> bool:
     return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
-def outcome_label(outcome: str, next_attempt_at: float | None) -> str:
+def outcome_label(outcome: DeliveryOutcome, next_attempt_at: float | None) -> str:
     """An attempt's outcome as the metrics name it: ``delivered``, ``failed`` (to be tried
     again), ``exhausted`` (its schedule is used up), ``gone`` (410) or ``blocked``."""
-    if outcome == "retry":
+    if outcome == DeliveryOutcome.RETRY:
         return "failed" if next_attempt_at is not None else "exhausted"
-    return outcome
+    return str(outcome)
 
 
 class Outbox:
@@ -195,7 +196,11 @@ class Outbox:
         secret = self.alert_secret if row.is_alert else row.webhook_secret
         if not secret:
             result = AttemptResult(
-                "retry", None, "no GENHOOK_ALERT_SECRET to sign this operator event with", 0.0, None
+                DeliveryOutcome.RETRY,
+                None,
+                "no GENHOOK_ALERT_SECRET to sign this operator event with",
+                0.0,
+                None,
             )
         else:
             due = DueDelivery(
@@ -210,11 +215,11 @@ class Outbox:
             )
             result = await self.sender.send(due)
         next_at = None
-        if result.outcome != "delivered":
+        if result.outcome is not DeliveryOutcome.DELIVERED:
             retry = decide(
                 self.policy,
                 number,
-                retryable=result.outcome == "retry",
+                retryable=result.outcome is DeliveryOutcome.RETRY,
                 retry_after=result.retry_after,
             )
             next_at = None if retry.delay is None else self.clock.now() + retry.delay

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Literal, Self
+from typing import Self
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -44,11 +44,12 @@ from genhook.delivery.addresses import literal_address, refusal
 from genhook.delivery.ssrf import CallbackBlocked, GuardedResolver, Resolver
 from genhook.errors import InvalidInput
 from genhook.retry import parse_retry_after
+from genhook.status import DeliveryOutcome
 
 #: At most this much of a receiver's answer is read (and thrown away).
 MAX_RESPONSE_BYTES = 64 * 1024
 
-Outcome = Literal["delivered", "retry", "gone", "blocked"]
+Outcome = DeliveryOutcome
 
 
 @dataclass(frozen=True)
@@ -202,10 +203,10 @@ class DeliverySender:
         try:
             check_callback_url(due.url)
         except InvalidInput as exc:
-            return result("retry", None, f"invalid callback URL: {exc.description}")
+            return result(DeliveryOutcome.RETRY, None, f"invalid callback URL: {exc.description}")
         blocked = blocked_literal(due.url, allow_private=allow_private)
         if blocked is not None:
-            return result("blocked", None, blocked)
+            return result(DeliveryOutcome.BLOCKED, None, blocked)
 
         timestamp = int(self._clock())
         headers = signing.headers(
@@ -230,7 +231,7 @@ class DeliverySender:
             error = f"timeout after {self._timeout}s"
         except aiohttp.ClientConnectorError as exc:
             if isinstance(exc.os_error, CallbackBlocked):
-                return result("blocked", None, str(exc.os_error))
+                return result(DeliveryOutcome.BLOCKED, None, str(exc.os_error))
             error = _connect_error(exc)
         except aiohttp.ServerDisconnectedError:
             error = "server disconnected without an answer"
@@ -244,16 +245,16 @@ class DeliverySender:
             error = f"{type(exc).__name__}: {exc}"
 
         if status is None:
-            return result("retry", None, error or "no answer")
+            return result(DeliveryOutcome.RETRY, None, error or "no answer")
         # The status line arrived in time; a problem while reading the (discarded) body after it
         # does not change the answer.
         if 200 <= status < 300:
-            return result("delivered", status, None)
+            return result(DeliveryOutcome.DELIVERED, status, None)
         if status == 410:
-            return result("gone", status, "HTTP 410 (gone: no further attempts)")
+            return result(DeliveryOutcome.GONE, status, "HTTP 410 (gone: no further attempts)")
         if 300 <= status < 400:
-            return result("retry", status, f"redirect not followed (HTTP {status})")
-        return result("retry", status, f"HTTP {status}", retry_after)
+            return result(DeliveryOutcome.RETRY, status, f"redirect not followed (HTTP {status})")
+        return result(DeliveryOutcome.RETRY, status, f"HTTP {status}", retry_after)
 
 
 async def _drain(response: aiohttp.ClientResponse) -> None:

@@ -38,10 +38,10 @@ from genhook.delivery.breaker import (
     failing_long,
 )
 from genhook.errors import ErrorCode, GenhookError
-from genhook.status import DeliveryAttemptState, DeliveryStatus
+from genhook.status import DeliveryAttemptState, DeliveryOutcome, DeliveryStatus
 from genhook.store.base import Row, StoreBase
 from genhook.store.ops_events import ALERT, OperatorEvent, endpoint_of, iso, record_event
-from genhook.store.records import Delivery
+from genhook.store.records import Delivery, DeliveryAttemptRecord, DeliveryRecord
 from genhook.store.schema import (
     Time,
     deliveries,
@@ -332,7 +332,7 @@ class DeliveryStore(StoreBase):
         status_code: int | None,
         error: str | None,
         duration_ms: float,
-        outcome: str,
+        outcome: DeliveryOutcome,
         next_attempt_at: float | None,
         owner: str = "",
     ) -> bool:
@@ -345,7 +345,7 @@ class DeliveryStore(StoreBase):
         sends ``delivery.exhausted``, both in the same transaction.
         """
         now = self.clock.now()
-        if outcome == "delivered":
+        if outcome is DeliveryOutcome.DELIVERED:
             status = DeliveryStatus.DELIVERED
         elif next_attempt_at is None:
             status = DeliveryStatus.FAILED
@@ -393,7 +393,7 @@ class DeliveryStore(StoreBase):
         conn: sa.Connection,
         delivery_id: str,
         number: int,
-        outcome: str,
+        outcome: DeliveryOutcome,
         status: DeliveryStatus,
         now: float,
     ) -> None:
@@ -429,8 +429,8 @@ class DeliveryStore(StoreBase):
             return  # an operator event's delivery: no breaker, no event about itself
         endpoint = row["endpoint"] or endpoint_of(row["url"])
         started = float(row["started_at"] if row["started_at"] is not None else now)
-        self._feed_breaker(conn, row, endpoint, outcome == "delivered", started, now)
-        if status is DeliveryStatus.FAILED and outcome == "retry":
+        self._feed_breaker(conn, row, endpoint, outcome is DeliveryOutcome.DELIVERED, started, now)
+        if status is DeliveryStatus.FAILED and outcome is DeliveryOutcome.RETRY:
             record_event(
                 conn,
                 event=OperatorEvent.DELIVERY_EXHAUSTED,
@@ -606,29 +606,24 @@ class DeliveryStore(StoreBase):
             "replayed": replayed,
         }
 
-    def deliveries(self, job_id: str) -> list[Row]:
-        """A job's deliveries, each with its attempts (no body)."""
+    def deliveries(self, job_id: str) -> list[DeliveryRecord]:
+        """A job's deliveries, each with its attempts."""
         with self._read() as conn:
-            rows = [
-                dict(r)
-                for r in conn.execute(
-                    sa.select(deliveries).where(deliveries.c.job_id == job_id)
-                ).mappings()
-            ]
+            rows = list(
+                conn.execute(sa.select(deliveries).where(deliveries.c.job_id == job_id)).mappings()
+            )
             ids = [r["id"] for r in rows]
             tried = conn.execute(
                 sa.select(delivery_attempts)
                 .where(delivery_attempts.c.delivery_id.in_(ids))
                 .order_by(delivery_attempts.c.delivery_id, delivery_attempts.c.number)
             ).mappings()
-            by_id: dict[str, list[Row]] = {i: [] for i in ids}
+            by_id: dict[str, list[DeliveryAttemptRecord]] = {i: [] for i in ids}
             for attempt in tried:
-                by_id[attempt["delivery_id"]].append(dict(attempt))
-        for row in rows:
-            row["attempt_log"] = by_id[row["id"]]
-        return rows
+                by_id[attempt["delivery_id"]].append(DeliveryAttemptRecord.from_row(attempt))
+        return [DeliveryRecord.from_row(r, tuple(by_id[r["id"]])) for r in rows]
 
-    def delivery(self, delivery_id: str) -> Row | None:
+    def delivery(self, delivery_id: str) -> DeliveryRecord | None:
         """One delivery by id."""
         with self._read() as conn:
             row = (
@@ -636,7 +631,7 @@ class DeliveryStore(StoreBase):
                 .mappings()
                 .first()
             )
-        return dict(row) if row else None
+        return DeliveryRecord.from_row(row) if row else None
 
     def replay(self, delivery_id: str) -> bool:
         """Queue a manual resend of a delivery now; False while an attempt is in flight.

@@ -39,7 +39,7 @@ from genhook.store.accounting import (
 )
 from genhook.store.base import Row, StoreBase
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
-from genhook.store.records import Attempt, Job
+from genhook.store.records import Attempt, Job, JobEvent, StoredJob
 from genhook.store.schema import (
     attempts,
     backend_state,
@@ -115,6 +115,16 @@ _DUPLICATE = (
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
+_FRESH: dict[str, Any] = {
+    "first_claimed_at": None,
+    "finished_at": None,
+    "error_code": None,
+    "result": None,
+    "hold_reason": None,
+    "priority": 1,
+    "backend": None,
+}
+"""The columns a job just inserted has not set (their defaults), for its record."""
 
 
 @dataclass(frozen=True)
@@ -180,7 +190,7 @@ class JobStore(StoreBase):
         callback_private: bool = False,
         job_id: str | None = None,
         admission: Admission | None = None,
-    ) -> tuple[Row, bool]:
+    ) -> tuple[StoredJob, bool]:
         """Durably insert a queued job; ``(job, created)``. A repeated idempotency key within
         24 h with the same request hash returns the first job (created False), whether it was
         accepted or rejected; with another hash it raises ``idempotency_conflict``.
@@ -192,7 +202,7 @@ class JobStore(StoreBase):
 
         ``admission``: the flow-control facts of the trigger (priority, dedup key, backend,
         estimate). In the same transaction: a dedup match returns the first job (created False,
-        ``deduplicated`` True in the row); a full queue raises ``queue_full``; the service's rate
+        ``deduplicated`` True); a full queue raises ``queue_full``; the service's rate
         window gives the job its start slot (``run_after``, with ``hold_reason`` rate_limit when
         later than now); a paused service holds it (``paused``), and a trigger storm pauses the
         service (operator event ``service.paused``)."""
@@ -229,13 +239,13 @@ class JobStore(StoreBase):
             "rate_seq": None,
         }
 
-        def insert(conn: sa.Connection) -> tuple[Row, bool]:
+        def insert(conn: sa.Connection) -> tuple[StoredJob, bool]:
             existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
             if existing is not None:
-                return existing, False
+                return StoredJob.from_row(existing), False
             first = self._duplicate(conn, service_id, admission, now)
             if first is not None:
-                return first, False
+                return StoredJob.from_row(first, deduplicated=True), False
             row.update(self._admit(conn, service_id, workflow_id, now))
             if admission.backend is not None:
                 state = breaker(conn, admission.backend)
@@ -247,11 +257,11 @@ class JobStore(StoreBase):
                 events.insert(),
                 {"job_id": job_id, "at": now, "status": JobStatus.QUEUED, "detail": None},
             )
-            return row, True
+            return StoredJob.from_row({**_FRESH, **row}), True
 
         for _ in range(3):
             try:
-                result: tuple[Row, bool] = self._batcher.run(insert)
+                result: tuple[StoredJob, bool] = self._batcher.run(insert)
                 return result
             except IntegrityError:
                 continue  # another process won the idempotency key: read it on the next pass
@@ -312,7 +322,7 @@ class JobStore(StoreBase):
             .mappings()
             .first()
         )
-        return None if found is None else {**found, "deduplicated": True}
+        return None if found is None else dict(found)
 
     def _admit(
         self, conn: sa.Connection, service_id: str, workflow_id: str, now: float
@@ -398,7 +408,7 @@ class JobStore(StoreBase):
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         callback_private: bool = False,
-    ) -> tuple[Row, bool]:
+    ) -> tuple[StoredJob, bool]:
         """Record an invalid trigger as a failed job, and outbox its payload if it has a URL;
         ``(job, created)``. Idempotency as in :meth:`submit`: a retried request (same key, same
         hash) gets the job first recorded for it, and nothing is outboxed again.
@@ -435,13 +445,13 @@ class JobStore(StoreBase):
                 with self._write() as conn:
                     existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
                     if existing is not None:
-                        return existing, False
+                        return StoredJob.from_row(existing), False
                     conn.execute(jobs.insert().values(**row))
                     bump_rollup(conn, service_id, workflow_id, now, triggers=1, refused=1)
                     self._event(conn, job_id, JobStatus.FAILED, encoded.parsed, now)
                     if callback_url:
                         self._outbox(conn, job_id, service_id, callback_url, encoded, now)
-                return row, True
+                return StoredJob.from_row({**_FRESH, **row}), True
             except IntegrityError:
                 continue  # another process won the idempotency key: read it on the next pass
         raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not record the refused trigger")
@@ -608,9 +618,7 @@ class JobStore(StoreBase):
         ).all()
         if not round_:
             return None
-        open_ = sa.select(backend_state.c.backend).where(
-            backend_state.c.state == BreakerState.OPEN
-        )
+        open_ = sa.select(backend_state.c.backend).where(backend_state.c.state == BreakerState.OPEN)
         excluded: Any = (
             open_.union(*(sa.select(sa.literal(b)) for b in sorted(blocked))) if blocked else open_
         )
@@ -1008,11 +1016,11 @@ class JobStore(StoreBase):
             )
         return done
 
-    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> JobStatus:
+    def cancel(self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]) -> JobStatus:
         """Cancel a queued or retrying job at once; flag a running one. Each is one conditional
         update, so a cancel never overwrites a job that a worker claimed or ended meanwhile.
 
-        ``payload`` builds the cancelled job's payload from its row (read under the update's
+        ``payload`` builds the cancelled job's payload from its record (read under the update's
         lock, so its attempts and credits are current). Returns the job's status afterwards:
         ``cancelled``, ``running`` (its worker stops at its next check, and a cancel recorded
         before the job's finishing transaction wins), or the terminal status it already had.
@@ -1036,7 +1044,7 @@ class JobStore(StoreBase):
                 .first()
             )
             if ended is not None:
-                encoded = Encoded.of(payload(dict(ended)))
+                encoded = Encoded.of(payload(StoredJob.from_row(ended)))
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=encoded.parsed))
                 bump_rollup(conn, ended["service_id"], ended["workflow_id"], now, cancelled=1)
                 conn.execute(_DEQUEUE, {"service_id": ended["service_id"]})
@@ -1224,13 +1232,15 @@ class JobStore(StoreBase):
                 is not None
             )
 
-    def job(self, job_id: str) -> Row | None:
+    def job(self, job_id: str) -> StoredJob | None:
         """A job by id."""
         with self._read() as conn:
             row = conn.execute(sa.select(jobs).where(jobs.c.id == job_id)).mappings().first()
-        return dict(row) if row else None
+        return StoredJob.from_row(row) if row else None
 
-    def jobs_by_external_id(self, service_id: str, external_id: str, limit: int = 100) -> list[Row]:
+    def jobs_by_external_id(
+        self, service_id: str, external_id: str, limit: int = 100
+    ) -> list[StoredJob]:
         """A service's jobs for one of its own ids, newest first."""
         with self._read() as conn:
             rows = conn.execute(
@@ -1239,7 +1249,7 @@ class JobStore(StoreBase):
                 .order_by(jobs.c.created_at.desc())
                 .limit(limit)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [StoredJob.from_row(r) for r in rows]
 
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempts, first first."""
@@ -1249,7 +1259,7 @@ class JobStore(StoreBase):
             ).mappings()
             return [Attempt.from_row(r) for r in rows]
 
-    def events(self, job_id: str, after: int = 0) -> list[Row]:
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]:
         """A job's state changes with id greater than ``after``."""
         with self._read() as conn:
             rows = conn.execute(
@@ -1257,4 +1267,4 @@ class JobStore(StoreBase):
                 .where(events.c.job_id == job_id, events.c.id > after)
                 .order_by(events.c.id)
             ).mappings()
-            return [dict(r) for r in rows]
+            return [JobEvent.from_row(r) for r in rows]

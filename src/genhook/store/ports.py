@@ -16,11 +16,19 @@ from typing import TYPE_CHECKING, Any, Protocol
 from genhook.clock import Clock
 from genhook.errors import GenhookError
 from genhook.flow import Breaker
-from genhook.status import JobStatus
+from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.base import Health, Row
 from genhook.store.jobs import Admission, Lease
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
-from genhook.store.records import Attempt, Delivery, Job, Service
+from genhook.store.records import (
+    Attempt,
+    Delivery,
+    DeliveryRecord,
+    Job,
+    JobEvent,
+    Service,
+    StoredJob,
+)
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
 
@@ -94,7 +102,7 @@ class OutboxStore(Protocol):
         status_code: int | None,
         error: str | None,
         duration_ms: float,
-        outcome: str,
+        outcome: DeliveryOutcome,
         next_attempt_at: float | None,
         owner: str = "",
     ) -> bool: ...
@@ -122,7 +130,7 @@ class ApiStore(Protocol):
         callback_private: bool = False,
         job_id: str | None = None,
         admission: Admission | None = None,
-    ) -> tuple[Row, bool]: ...
+    ) -> tuple[StoredJob, bool]: ...
 
     def reject(
         self,
@@ -140,25 +148,27 @@ class ApiStore(Protocol):
         idempotency_key: str | None = None,
         request_hash: str | None = None,
         callback_private: bool = False,
-    ) -> tuple[Row, bool]: ...
+    ) -> tuple[StoredJob, bool]: ...
 
-    def job(self, job_id: str) -> Row | None: ...
+    def job(self, job_id: str) -> StoredJob | None: ...
 
     def paused(self, service_id: str) -> bool: ...
 
     def jobs_by_external_id(
         self, service_id: str, external_id: str, limit: int = 100
-    ) -> list[Row]: ...
+    ) -> list[StoredJob]: ...
 
     def attempts(self, job_id: str) -> list[Attempt]: ...
 
-    def events(self, job_id: str, after: int = 0) -> list[Row]: ...
+    def events(self, job_id: str, after: int = 0) -> list[JobEvent]: ...
 
-    def cancel(self, job_id: str, payload: Callable[[Row], Mapping[str, Any]]) -> JobStatus: ...
+    def cancel(
+        self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]
+    ) -> JobStatus: ...
 
-    def deliveries(self, job_id: str) -> list[Row]: ...
+    def deliveries(self, job_id: str) -> list[DeliveryRecord]: ...
 
-    def delivery(self, delivery_id: str) -> Row | None: ...
+    def delivery(self, delivery_id: str) -> DeliveryRecord | None: ...
 
     def replay(self, delivery_id: str) -> bool: ...
 

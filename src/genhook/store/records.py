@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from genhook.errors import ErrorCode
-from genhook.status import AttemptOutcome, JobStatus
+from genhook.status import AttemptOutcome, DeliveryAttemptState, DeliveryStatus, JobStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,4 +203,168 @@ class Attempt:
             backend=row["backend"],
             made=None if row["made"] is None else dict(row["made"]),
             credit_cost=float(row["credit_cost"] or 0.0),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """A job as the store holds it: every column the API's views and the callers read.
+
+    ``deduplicated`` is no column: it says the trigger matched this earlier job by its dedup
+    key (set only on the job that :meth:`~genhook.store.jobs.JobStore.submit` returns).
+    """
+
+    id: str
+    service_id: str
+    workflow_id: str
+    workflow_version: int
+    status: JobStatus
+    input: dict[str, Any]
+    external_id: str | None
+    callback_url: str | None
+    callback_private: bool
+    envelope: dict[str, Any] | None
+    created_at: float
+    updated_at: float
+    run_after: float
+    first_claimed_at: float | None
+    finished_at: float | None
+    attempts: int
+    processing_seconds: float
+    cancel_requested: bool
+    credit_cost: float
+    error_code: str | None
+    result: dict[str, Any] | None
+    hold_reason: str | None
+    priority: int
+    backend: str | None
+    deduplicated: bool = False
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any], *, deduplicated: bool = False) -> StoredJob:
+        """The job of a ``jobs`` row."""
+        result = row["result"]
+        envelope = row["envelope"]
+        return cls(
+            id=row["id"],
+            service_id=row["service_id"],
+            workflow_id=row["workflow_id"],
+            workflow_version=int(row["workflow_version"]),
+            status=JobStatus(row["status"]),
+            input=dict(row["input"]),
+            external_id=row["external_id"],
+            callback_url=row["callback_url"],
+            callback_private=bool(row["callback_private"]),
+            envelope=None if envelope is None else dict(envelope),
+            created_at=float(row["created_at"]),
+            updated_at=float(row["updated_at"]),
+            run_after=float(row["run_after"]),
+            first_claimed_at=row["first_claimed_at"],
+            finished_at=row["finished_at"],
+            attempts=int(row["attempts"]),
+            processing_seconds=float(row["processing_seconds"]),
+            cancel_requested=bool(row["cancel_requested"]),
+            credit_cost=float(row["credit_cost"]),
+            error_code=row["error_code"],
+            result=None if result is None else dict(result),
+            hold_reason=row["hold_reason"],
+            priority=int(row["priority"]),
+            backend=row["backend"],
+            deduplicated=deduplicated,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class JobEvent:
+    """One state change of a job (an ``events`` row): ``detail`` is the completion payload of
+    a terminal one, else what the change adds (a retry's reason and time), or None."""
+
+    id: int
+    job_id: str
+    at: float
+    status: JobStatus
+    detail: dict[str, Any] | None
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> JobEvent:
+        """The event of an ``events`` row."""
+        detail = row["detail"]
+        return cls(
+            id=int(row["id"]),
+            job_id=row["job_id"],
+            at=float(row["at"]),
+            status=JobStatus(row["status"]),
+            detail=None if detail is None else dict(detail),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryAttemptRecord:
+    """One attempt of a delivery (a ``delivery_attempts`` row): written as ``sending`` before
+    its request goes out, ``done`` with its answer (``duration_ms`` None until then)."""
+
+    number: int
+    at: float
+    state: DeliveryAttemptState
+    status_code: int | None
+    error: str | None
+    duration_ms: float | None
+    manual: bool
+
+    @classmethod
+    def from_row(cls, row: Mapping[Any, Any]) -> DeliveryAttemptRecord:
+        """The attempt of a ``delivery_attempts`` row."""
+        return cls(
+            number=int(row["number"]),
+            at=float(row["at"]),
+            state=DeliveryAttemptState(row["state"]),
+            status_code=row["status_code"],
+            error=row["error"],
+            duration_ms=row["duration_ms"],
+            manual=bool(row["manual"]),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryRecord:
+    """A delivery as the store holds it (no lease, no body's secrets), with its attempt log
+    when read by :meth:`~genhook.store.deliveries.DeliveryStore.deliveries` (empty otherwise)."""
+
+    id: str
+    job_id: str | None
+    service_id: str | None
+    kind: str
+    endpoint: str | None
+    url: str
+    body: bytes = field(repr=False)
+    status: DeliveryStatus
+    attempts: int
+    next_attempt_at: float | None
+    created_at: float
+    delivered_at: float | None
+    last_status_code: int | None
+    last_error: str | None
+    attempt_log: tuple[DeliveryAttemptRecord, ...] = ()
+
+    @classmethod
+    def from_row(
+        cls, row: Mapping[Any, Any], attempt_log: tuple[DeliveryAttemptRecord, ...] = ()
+    ) -> DeliveryRecord:
+        """The delivery of a ``deliveries`` row."""
+        return cls(
+            id=row["id"],
+            job_id=row["job_id"],
+            service_id=row["service_id"],
+            kind=row["kind"],
+            endpoint=row["endpoint"],
+            url=row["url"],
+            body=bytes(row["body"]),
+            status=DeliveryStatus(row["status"]),
+            attempts=int(row["attempts"]),
+            next_attempt_at=row["next_attempt_at"],
+            created_at=float(row["created_at"]),
+            delivered_at=row["delivered_at"],
+            last_status_code=row["last_status_code"],
+            last_error=row["last_error"],
+            attempt_log=attempt_log,
         )
