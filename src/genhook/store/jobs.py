@@ -112,6 +112,40 @@ _DUPLICATE = (
     .order_by(jobs.c.created_at)
     .limit(1)
 )
+# the claim's usual case in one statement: the service whose turn it is (served longest ago,
+# not paused, jobs waiting) and its next due job, unless that job's backend's breaker is open
+_TURN = (
+    sa.select(services.c.id)
+    .where(services.c.paused_at.is_(None), services.c.waiting > 0)
+    .order_by(services.c.last_served_at, services.c.id)
+    .limit(1)
+    .scalar_subquery()
+)
+_FIRST_IN_TURN = (
+    sa.select(
+        jobs.c.id.label("job_id"),
+        services.c.id.label("service_id"),
+        services.c.rate_limit,
+        services.c.daily_budget,
+        services.c.on_budget,
+        services.c.start_seq,
+    )
+    .join(services, services.c.id == jobs.c.service_id)
+    .where(
+        jobs.c.service_id == _TURN,
+        claimable(),
+        jobs.c.run_after <= sa.bindparam("now"),
+        sa.or_(
+            jobs.c.backend.is_(None),
+            jobs.c.backend.not_in(
+                sa.select(backend_state.c.backend).where(backend_state.c.state == "open")
+            ),
+        ),
+    )
+    .order_by(jobs.c.priority.desc(), jobs.c.run_after, jobs.c.id)
+    .limit(1)
+    .with_for_update(of=jobs, skip_locked=True)
+)
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
@@ -598,8 +632,14 @@ class JobStore(StoreBase):
         """The service served longest ago that has a job that may start, with that job (locked
         on PostgreSQL, ``SKIP LOCKED``, so concurrent claims take different jobs).
 
-        Two plain reads: the services with jobs waiting (their counter) in turn order, then, for
-        each in that order until one has one, its next due job by priority and eligible_at."""
+        Usually one statement: the next due job of the service whose turn it is (when that
+        service has one). Otherwise two plain reads: the services with jobs waiting (their
+        counter) in turn order, then, for each in that order until one has one, its next due
+        job by priority and eligible_at."""
+        if not tried and not blocked:
+            first = conn.execute(_FIRST_IN_TURN, {"now": now}).first()
+            if first is not None:
+                return _Pick(first, first.job_id)
         round_ = conn.execute(
             sa.select(
                 services.c.id.label("service_id"),
