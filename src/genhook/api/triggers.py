@@ -166,13 +166,12 @@ def _admission(
 ) -> Admission:
     """The flow-control facts of an accepted trigger: its priority, dedup key, backend (a
     sandbox service's jobs all run on procedural) and credit estimate."""
-    estimate = getattr(runtime.catalog, "estimate", None)
     return Admission(
         priority=PRIORITIES.get(priority, 1),
         dedup_key=None if wf.dedup is None else wf.dedup.key_of(given),
         dedup_window=0.0 if wf.dedup is None else wf.dedup.window,
         backend="procedural" if service.sandbox else wf.backend,
-        estimate=0.0 if service.sandbox or estimate is None else float(estimate(wf, given)),
+        estimate=0.0 if service.sandbox else runtime.catalog.estimate(wf, given),
         sandbox=service.sandbox,
     )
 

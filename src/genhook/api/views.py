@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from genhook.status import DeliveryStatus, JobStatus
+from genhook.store.jobs import PRIORITY_NAMES
 from genhook.store.records import Attempt, DeliveryRecord, StoredJob
 
 
@@ -65,7 +66,7 @@ def job_view(
         **accepted(job, public_url),
         "hold_reason": hold_reason,
         "eligible_at": eligible_at,
-        "priority": {0: "low", 1: "normal", 2: "high"}.get(job.priority, "normal"),
+        "priority": PRIORITY_NAMES.get(job.priority, "normal"),
         "credit_cost": job.credit_cost,
         "workflow_version": job.workflow_version,
         "external_id": job.external_id,

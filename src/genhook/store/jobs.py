@@ -4,7 +4,6 @@ transaction."""
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -33,6 +32,7 @@ from genhook.store.accounting import (
     breaker,
     bump_rollup,
     check_thresholds,
+    hour_of,
     ledger,
     save_breaker,
     settle,
@@ -149,6 +149,7 @@ _FIRST_IN_TURN = (
 IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
+PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 _FRESH: dict[str, Any] = {
     "first_claimed_at": None,
     "finished_at": None,
@@ -364,8 +365,7 @@ class JobStore(StoreBase):
         """The queue limit, the storm breaker and the rate window for one accepted trigger:
         raises ``queue_full`` (before writing anything), else the columns that hold the job."""
         # one statement counts the job in, locks the row (PostgreSQL) and reads the limits
-        hour = math.floor(now / 3600.0) * 3600.0
-        svc = conn.execute(_ENQUEUE, {"service_id": service_id, "hour": hour}).one()
+        svc = conn.execute(_ENQUEUE, {"service_id": service_id, "hour": hour_of(now)}).one()
         limit = RateLimit.parse(svc.rate_limit)
         queue_limit = svc.queue_limit or self.default_queue_limit
         if svc.waiting > queue_limit:
@@ -1202,13 +1202,16 @@ class JobStore(StoreBase):
         """An open backend whose probe is due, its next probe pushed back a full interval so
         that one worker (of any process) probes it; None when none is due."""
         now = self.clock.now()
+        due = sa.select(backend_state.c.backend).where(
+            backend_state.c.state == BreakerState.OPEN, backend_state.c.probe_at <= now
+        )
+        # every idle worker asks at every poll: a read answers the usual "none", so that idle
+        # workers do not take SQLite's write lock from the accept path
+        with self._read() as conn:
+            if conn.execute(due.limit(1)).first() is None:
+                return None
         with self._write() as conn:
-            row = conn.execute(
-                sa.select(backend_state.c.backend)
-                .where(backend_state.c.state == BreakerState.OPEN, backend_state.c.probe_at <= now)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).first()
+            row = conn.execute(due.limit(1).with_for_update(skip_locked=True)).first()
             if row is None:
                 return None
             conn.execute(
