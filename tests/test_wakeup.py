@@ -89,3 +89,22 @@ def test_one_database_written_two_ways_is_one_channel(
     assert pg == database_identity("postgresql+psycopg://other:pw@db.internal:5432/genhook")
     assert pg != database_identity("postgresql://app@db.internal:5433/genhook")
     assert pg != database_identity("postgresql://app@db.internal/genhook2")
+
+
+def test_a_worker_registers_as_soon_as_its_end_opens() -> None:
+    """No periodic hello needed: the hub's first broadcast after a worker opens reaches it."""
+    key = f"sqlite:///test-{uuid.uuid4()}"
+    hub = Bus(key, "hub")
+    registered = threading.Event()
+    hub.on(b"hello", lambda _: registered.set())
+    worker = Bus(key, "worker-3")
+    try:
+        got_job = threading.Event()
+        worker.on(b"job", lambda _: got_job.set())
+        assert registered.wait(5), "the worker said hello on its own"
+        assert len(hub.peers) == 1
+        hub.broadcast(b"job")
+        assert got_job.wait(5)
+    finally:
+        worker.close()
+        hub.close()

@@ -1,7 +1,8 @@
 """Wake-ups between the processes of one genhook install, so nobody naps on the hot path.
 
 :class:`WakeupChannel` is the port: the API process's end is the *hub*; workers register with
-it (``hello``), the hub tells every worker ``job`` when a trigger is accepted, and workers tell
+it (``hello``: at once when their end opens, then every half second, so that a restarted hub
+learns of them), the hub tells every worker ``job`` when a trigger is accepted, and workers tell
 the hub ``delivery`` (a job ended: the outbox has work) and ``event`` (a job changed state: SSE
 listeners look). Hints only: every process still polls every ``GENHOOK_POLL_SECONDS``, so a lost
 hint (or a channel that could not open) costs latency, never correctness.
@@ -101,6 +102,10 @@ class SocketBus:
         sock.setblocking(True)
         self._sock = sock
         threading.Thread(target=self._receive, name=f"genhook-bus-{role}", daemon=True).start()
+        if role != "hub":
+            # register at once: a trigger accepted before the first periodic hello would
+            # otherwise wait for a poll
+            self.to_hub(b"hello")
 
     @property
     def active(self) -> bool:
