@@ -14,16 +14,29 @@ Measured for the service:
 * peak memory: the largest summed VmRSS of the server's process tree, sampled every 100 ms;
 * every job id must be called back exactly once, with a valid signature and ``status: success``.
 
+Before the burst, on the idle service, SOLO (50) triggers one after the other, each sent when the
+previous one was called back: genhook's own share of each one's latency, trigger-to-callback
+minus the job's work (its ``processing_time_seconds``), p50 and p99, against the targets (p50
+under 20 ms, p99 under 100 ms), and where it goes, from the store's timestamps: accept (trigger
+sent to the job's ``created_at``), hand-off (to its claim), finish (the work's end to the
+finishing transaction), to the outbox (to the delivery's first attempt) and the POST (to its
+arrival at the receiver). ``--solo-only`` measures that alone (no burst, no burst baseline);
+``--size`` renders larger images (2048: the product image's size).
+
 Baseline in the same run: the same JOBS inputs through the same workflow with no service at all:
 ``Engine.load(...)`` then ``engine.execute(workflow, body, DirectorySink(dir))`` on 2 threads
 (the service's worker count), in a subprocess of its own (``--baseline-run``) so that its memory
 is measured the same way. That is the pure generation + QC + export (+ file write) cost; the ratio
 service / baseline jobs/s is what the queue, HTTP, database and callbacks cost on top. Order:
 baseline, service, baseline; the baseline's figure is the mean of its two runs. Both warm up on
-WARMUP jobs first (imports, caches), not counted.
+WARMUP jobs first (imports, caches), not counted. Before them, the SOLO sequential inputs through
+the engine alone on one thread: the engine's CPU time and duration per job that the sequential
+triggers' figures stand beside (server CPU per job above the engine's is the orchestration's).
 
-Exits 1 when a callback is missing, duplicated, badly signed or not a success (the ratio has no
-target yet: it is reported). Run: ``make bench`` or ``.venv/bin/python bench/e2e.py [--jobs N]``.
+Exits 1 when a callback is missing, duplicated, badly signed or not a success, or when genhook's
+own share of the sequential triggers misses its targets (the burst's ratio has no target yet: it
+is reported). Run: ``make bench`` or
+``.venv/bin/python bench/e2e.py [--jobs N] [--solo N] [--solo-only] [--size PX]``.
 """
 
 from __future__ import annotations
@@ -58,12 +71,15 @@ from _common import (
     post_all,
     run_async,
     temp_root,
+    tree_pids,
 )
 
 WORKFLOW = "bench-avatar"
 JOBS = 1000
 WARMUP = 4
-SOLO = 20  # one-at-a-time jobs on the idle service: genhook's own share of the latency
+SOLO = 50  # one-at-a-time jobs on the idle service: genhook's own share of the latency
+OWN_P50 = 0.020  # targets for that share (seconds)
+OWN_P99 = 0.100
 WORKERS = 2
 CONCURRENCY = 32
 CALLBACK_TIMEOUT = 600.0  # give up waiting for callbacks after this long
@@ -170,8 +186,10 @@ def trigger(i: int) -> dict[str, Any]:
 # the baseline: the engine alone, in a subprocess -------------------------------------------
 
 
-def baseline_run(workflows: Path, out: Path, jobs: int, warmup: int) -> dict[str, Any]:
-    """WARMUP then JOBS inputs through ``Engine.execute`` on WORKERS threads; timings as JSON."""
+def baseline_run(
+    workflows: Path, out: Path, jobs: int, warmup: int, threads: int
+) -> dict[str, Any]:
+    """WARMUP then JOBS inputs through ``Engine.execute`` on ``threads``; timings as JSON."""
     from genhook.engine import Engine
     from genhook.sinks import DirectorySink
 
@@ -184,7 +202,7 @@ def baseline_run(workflows: Path, out: Path, jobs: int, warmup: int) -> dict[str
         outcome = engine.execute(workflow, trigger(i), sink)
         return time.perf_counter() - started, outcome.payload.status
 
-    with ThreadPoolExecutor(WORKERS) as pool:
+    with ThreadPoolExecutor(threads) as pool:
         list(pool.map(one, range(jobs, jobs + warmup)))  # warm-up: other ids than the timed ones
         cpu = time.process_time()
         started = time.perf_counter()
@@ -209,12 +227,13 @@ class BaselineResult:
 
 
 def run_baseline(
-    children: Children, root: Path, workflows: Path, jobs: int, n: int
+    children: Children, root: Path, workflows: Path, jobs: int, n: int, threads: int = WORKERS
 ) -> BaselineResult:
     out = root / f"baseline-{n}"
+    argv = [str(workflows), str(out), str(jobs), str(threads)]
     child = children.start(
         f"baseline {n}",
-        [sys.executable, __file__, "--baseline-run", str(workflows), str(out), str(jobs)],
+        [sys.executable, __file__, "--baseline-run", *argv],
         bench_env(),
         root / f"baseline-{n}.log",
     )
@@ -242,6 +261,7 @@ class Receiver:
 
     secret: str
     arrivals: dict[str, list[float]] = field(default_factory=dict)
+    wall_arrivals: dict[str, float] = field(default_factory=dict)  # time.time(), the first
     bad_signatures: int = 0
     not_success: dict[str, Any] = field(default_factory=dict)
     work_seconds: dict[str, float] = field(default_factory=dict)
@@ -249,7 +269,7 @@ class Receiver:
 
     async def handle(self, request: web.Request) -> web.Response:
         body = await request.read()
-        arrived = time.perf_counter()
+        arrived, wall = time.perf_counter(), time.time()
         try:
             payload = Webhook(self.secret).verify(body, dict(request.headers))
         except WebhookVerificationError:
@@ -257,6 +277,7 @@ class Receiver:
             return web.Response(status=200)  # counted; do not make genhook retry it
         job_id = payload["job_id"]
         self.arrivals.setdefault(job_id, []).append(arrived)
+        self.wall_arrivals.setdefault(job_id, wall)
         if payload.get("status") != "success" or len(payload.get("outputs") or []) != 1:
             self.not_success[job_id] = payload.get("error") or payload.get("status")
         self.work_seconds[job_id] = float(payload["metadata"]["processing_time_seconds"])
@@ -276,6 +297,73 @@ class Receiver:
 
 
 @dataclass
+class Solo:
+    """One trigger sent on the idle service, and when it was called back (wall clock)."""
+
+    job_id: str
+    sent: float
+    arrived: float
+    work: float  # its processing_time_seconds
+
+    @property
+    def own(self) -> float:
+        return self.arrived - self.sent - self.work
+
+
+# the stages of genhook's own share, from the store's timestamps: (name, what it spans)
+STAGES = (
+    ("accept", "trigger sent to the job's created_at"),
+    ("hand-off", "created_at to its claim"),
+    ("finish", "the claim plus its work to finished_at"),
+    ("to outbox", "finished_at to the first delivery attempt"),
+    ("POST", "the attempt to its arrival"),
+)
+
+
+@dataclass
+class SoloResult:
+    """The sequential triggers: genhook's own share of each, and its stages (seconds)."""
+
+    jobs: list[Solo]
+    stages: dict[str, list[float]]
+    cpu_per_job: float  # the server's CPU time per sequential job
+    worker_cpu_per_job: float  # the part of it in the worker processes
+
+    @property
+    def own(self) -> list[float]:
+        return [s.own for s in self.jobs]
+
+
+def split_cpu(root: int, workers: list[int]) -> tuple[float, float]:
+    """CPU seconds so far of the whole server tree, and of its worker processes."""
+    return cpu_seconds(root), sum(cpu_seconds(pid) for pid in workers)
+
+
+def solo_stages(db: Path, jobs: list[Solo]) -> dict[str, list[float]]:
+    """Each stage of each sequential job, from the job's and its first attempt's timestamps."""
+    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
+        for solo in jobs:
+            row = conn.execute(
+                "SELECT j.created_at, j.first_claimed_at, j.finished_at, min(a.at)"
+                " FROM jobs j JOIN deliveries d ON d.job_id = j.id"
+                " JOIN delivery_attempts a ON a.delivery_id = d.id WHERE j.id = ?",
+                (solo.job_id,),
+            ).fetchone()
+            created, claimed, finished, attempted = row
+            spans = (
+                created - solo.sent,
+                claimed - created,
+                finished - claimed - solo.work,
+                attempted - finished,
+                solo.arrived - attempted,
+            )
+            for (name, _), span in zip(STAGES, spans, strict=True):
+                stages[name].append(span)
+    return stages
+
+
+@dataclass
 class ServiceResult:
     rate: float
     burst: float  # seconds to get all triggers answered
@@ -284,8 +372,7 @@ class ServiceResult:
     p50: float
     p99: float
     work_p50: float
-    own_p50: float  # one job on an idle service: latency minus its processing time
-    own_max: float
+    solo: SoloResult
     idle_kib: int
     peak_kib: int
     sent: int
@@ -295,7 +382,10 @@ class ServiceResult:
     db: dict[str, int]
 
 
-def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> ServiceResult:
+def run_service(
+    children: Children, root: Path, workflows: Path, jobs: int, solo: int
+) -> ServiceResult:
+    """Warm-up, ``solo`` sequential triggers, then ``jobs`` triggers at once (none: 0)."""
     data_dir = root / "service"
     env = bench_env(
         GENHOOK_DATA_DIR=str(data_dir),
@@ -323,7 +413,7 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         return [json.dumps({**trigger(i), "callback_url": callback}).encode() for i in indices]
 
     cpu: dict[str, float] = {}
-    own: list[float] = []  # trigger-to-callback minus the job's own work, one job at a time
+    solos: list[Solo] = []  # one job at a time on the idle service
 
     async def drive() -> tuple[Any, float, float, int]:
         app = web.Application()
@@ -346,14 +436,19 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
                 if len(warm_ids) != WARMUP or not await receiver.wait_for(warm_ids, 120):
                     raise RuntimeError(f"warm-up failed:\n{server.log_tail()}")
                 first_solo = jobs + WARMUP
-                for body in bodies(range(first_solo, first_solo + SOLO), callback):
-                    sent = time.perf_counter()
+                workers = tree_pids(server.pid)[1:]
+                cpu["solo"], cpu["solo_workers"] = split_cpu(server.pid, workers)
+                for body in bodies(range(first_solo, first_solo + solo), callback):
+                    sent = time.time()
                     async with session.post(url, data=body, headers=headers) as answer:
                         job_id = (await answer.json())["job_id"]
                     if not await receiver.wait_for({job_id}, 60):
                         raise RuntimeError(f"solo job lost:\n{server.log_tail()}")
-                    total = receiver.arrivals[job_id][0] - sent
-                    own.append(total - receiver.work_seconds[job_id])
+                    work = receiver.work_seconds[job_id]
+                    solos.append(Solo(job_id, sent, receiver.wall_arrivals[job_id], work))
+                total, in_workers = split_cpu(server.pid, workers)
+                cpu["solo"] = (total - cpu["solo"]) / max(1, solo)
+                cpu["solo_workers"] = (in_workers - cpu["solo_workers"]) / max(1, solo)
                 idle = rss.last_kib
                 cpu["server"], cpu["bench"] = cpu_seconds(server.pid), time.process_time()
                 result = await post_all(
@@ -363,6 +458,9 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
                     headers=headers,
                     concurrency=CONCURRENCY,
                 )
+                if not jobs:
+                    await asyncio.sleep(GRACE)  # anything arriving now is a duplicate
+                    return result, 0.0, 0.0, idle
             ids = {a.body["job_id"] for a in result.answers if a.status == 202}
             complete = await receiver.wait_for(ids, CALLBACK_TIMEOUT)
             cpu["server"] = cpu_seconds(server.pid) - cpu["server"]
@@ -390,8 +488,8 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         problems.append(f"{len(missing)} jobs never called back, e.g. {missing[:3]}")
     if duplicated:
         problems.append(f"{len(duplicated)} jobs called back more than once")
-    if len(stray) != WARMUP + SOLO:
-        problems.append(f"{len(stray) - WARMUP - SOLO} callbacks for unknown job ids")
+    if len(stray) != WARMUP + solo:
+        problems.append(f"{len(stray) - WARMUP - solo} callbacks for unknown job ids")
     if receiver.bad_signatures:
         problems.append(f"{receiver.bad_signatures} callbacks with a bad signature")
     if receiver.not_success:
@@ -413,8 +511,9 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         work_p50=percentile(work, 50),
-        own_p50=percentile(own, 50),
-        own_max=max(own),
+        solo=SoloResult(
+            solos, solo_stages(data_dir / "genhook.db", solos), cpu["solo"], cpu["solo_workers"]
+        ),
         idle_kib=idle_kib,
         peak_kib=rss.peak_kib,
         sent=len(result.answers),
@@ -425,69 +524,125 @@ def run_service(children: Children, root: Path, workflows: Path, jobs: int) -> S
     )
 
 
+def solo_lines(solo: SoloResult, base: BaselineResult) -> tuple[list[str], list[str]]:
+    """The sequential triggers' lines, and the targets they miss."""
+    own = solo.own
+    base_cpu = base.cpu_per_job
+    p50, p99 = percentile(own, 50), percentile(own, 99)
+    work = percentile([s.work for s in solo.jobs], 50)
+    total = percentile([s.arrived - s.sent for s in solo.jobs], 50)
+    cpu = (
+        f"server CPU {solo.cpu_per_job * 1000:.0f} ms/job (workers"
+        f" {solo.worker_cpu_per_job * 1000:.0f}) against the engine's"
+        f" {base_cpu * 1000:.0f} ms/job alone (+{(solo.cpu_per_job - base_cpu) * 1000:.0f} ms"
+        f" of orchestration); the job's work p50 {work * 1000:.0f} ms, the engine's alone"
+        f" {base.job_p50 * 1000:.0f} ms; trigger-to-callback p50 {total * 1000:.0f} ms"
+        f" (+{(total - base.job_p50) * 1000:.0f} ms on the engine's alone)"
+    )
+    lines = [
+        f"idle service, {len(own)} triggers one after the other: trigger-to-callback minus the"
+        f" job's work (genhook's own share: HTTP, queue hand-off, store, delivery) p50"
+        f" {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms, max {max(own) * 1000:.1f} ms"
+        f" (targets {OWN_P50 * 1000:.0f} / {OWN_P99 * 1000:.0f} ms); {cpu}",
+        "  where it goes (p50 / p99 / max ms):",
+    ]
+    for name, what in STAGES:
+        spans = solo.stages[name]
+        figures = (percentile(spans, 50), percentile(spans, 99), max(spans))
+        lines.append(
+            f"    {name:<10} " + " ".join(f"{x * 1000:6.1f}" for x in figures) + f"  {what}"
+        )
+    misses = []
+    if p50 >= OWN_P50:
+        misses.append(f"own share p50 {p50 * 1000:.1f} ms, target under {OWN_P50 * 1000:.0f} ms")
+    if p99 >= OWN_P99:
+        misses.append(f"own share p99 {p99 * 1000:.1f} ms, target under {OWN_P99 * 1000:.0f} ms")
+    return lines, misses
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=JOBS)
+    parser.add_argument("--jobs", type=int, default=JOBS, help="triggers in the burst")
+    parser.add_argument("--solo", type=int, default=SOLO, help="sequential triggers")
     parser.add_argument(
-        "--baseline-run", nargs=3, metavar=("WORKFLOWS", "OUT", "JOBS"), help=argparse.SUPPRESS
+        "--solo-only", action="store_true", help="the sequential triggers alone (no burst)"
+    )
+    parser.add_argument("--size", type=int, default=256, help="the generated image's side")
+    parser.add_argument(
+        "--baseline-run",
+        nargs=4,
+        metavar=("WORKFLOWS", "OUT", "JOBS", "THREADS"),
+        help=argparse.SUPPRESS,
     )
     args = parser.parse_args()
     if args.baseline_run:
-        workflows, out, jobs = args.baseline_run
-        print(json.dumps(baseline_run(Path(workflows), Path(out), int(jobs), WARMUP)))
+        workflows, out, jobs, threads = args.baseline_run
+        done = baseline_run(Path(workflows), Path(out), int(jobs), WARMUP, int(threads))
+        print(json.dumps(done))
         return 0
 
-    jobs = args.jobs
+    jobs = 0 if args.solo_only else args.jobs
+    size = args.size
     with temp_root("genhook-bench-e2e-") as tmp, Children() as children:
         root = Path(tmp)
         workflows = root / "workflows"
         workflows.mkdir()
-        (workflows / f"{WORKFLOW}.yaml").write_text(TEMPLATE, encoding="utf-8")
-        base1 = run_baseline(children, root, workflows, jobs, 1)
-        svc = run_service(children, root, workflows, jobs)
-        base2 = run_baseline(children, root, workflows, jobs, 2)
+        template = TEMPLATE.replace("256", str(size))
+        (workflows / f"{WORKFLOW}.yaml").write_text(template, encoding="utf-8")
+        # the engine alone, one job at a time like the sequential triggers
+        alone = run_baseline(children, root, workflows, args.solo, 0, threads=1)
+        bases = [run_baseline(children, root, workflows, jobs, 1)] if jobs else []
+        svc = run_service(children, root, workflows, jobs, args.solo)
+        if jobs:
+            bases.append(run_baseline(children, root, workflows, jobs, 2))
 
-    base_rate = (base1.rate + base2.rate) / 2
     print(
-        f"e2e: {jobs} triggers through {WORKFLOW} (256x256 procedural generate, QC, metadata,"
-        f" 512x512 WebP avatar export), {WORKERS} workers, {CONCURRENCY} triggers in flight,"
-        f" callbacks to a local receiver"
+        f"e2e: {jobs} triggers through {WORKFLOW} ({size}x{size} procedural generate, QC,"
+        f" metadata, 512x512 WebP avatar export), {WORKERS} workers, {CONCURRENCY} triggers in"
+        f" flight, after {args.solo} one after the other; callbacks to a local receiver"
     )
     print(machine_line() + "; load generator and receiver in this process, sharing the cores")
-    print(
-        f"service:  {svc.rate:6.1f} jobs/s, trigger-to-callback p50 {svc.p50:.2f} s,"
-        f" p99 {svc.p99:.2f} s; per-job work (processing_time_seconds) p50"
-        f" {svc.work_p50 * 1000:.0f} ms; server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
-        f" (+ {svc.bench_cpu_per_job * 1000:.0f} ms/job in this process);"
-        f" RSS idle {svc.idle_kib / 1024:.0f} MiB, peak {svc.peak_kib / 1024:.0f} MiB"
-    )
-    print(
-        f"idle service, {SOLO} jobs one at a time: trigger-to-callback minus the job's work"
-        f" (genhook's own share: HTTP, queue hand-off, store, delivery) p50"
-        f" {svc.own_p50 * 1000:.1f} ms, max {svc.own_max * 1000:.1f} ms"
-    )
-    for n, b in ((1, base1), (2, base2)):
+    lines, problems = solo_lines(svc.solo, alone)
+    if jobs:
+        print(
+            f"service:  {svc.rate:6.1f} jobs/s, trigger-to-callback p50 {svc.p50:.2f} s,"
+            f" p99 {svc.p99:.2f} s; per-job work (processing_time_seconds) p50"
+            f" {svc.work_p50 * 1000:.0f} ms; server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
+            f" (+ {svc.bench_cpu_per_job * 1000:.0f} ms/job in this process);"
+            f" RSS idle {svc.idle_kib / 1024:.0f} MiB, peak {svc.peak_kib / 1024:.0f} MiB"
+        )
+    print("\n".join(lines))
+    for n, b in enumerate(bases, 1):
         print(
             f"baseline {n}: {b.rate:6.1f} jobs/s, per-job execute p50 {b.job_p50 * 1000:.0f} ms,"
             f" CPU {b.cpu_per_job * 1000:.0f} ms/job, peak RSS {b.peak_kib / 1024:.0f} MiB,"
             f" {b.ok}/{jobs} succeeded"
         )
-    print(
-        f"checks: {svc.accepted}/{svc.sent} triggers answered 202 (in {svc.burst:.1f} s),"
-        f" {svc.received} called back once"
-        f" each with a valid signature; database: {svc.db['succeeded']} jobs succeeded,"
-        f" {svc.db['delivered']} deliveries delivered in {svc.db['attempts']} attempts"
+    burst = (
+        f"{svc.accepted}/{svc.sent} triggers answered 202 (in {svc.burst:.1f} s),"
+        f" {svc.received} called back once each"
+        if jobs
+        else f"{len(svc.solo.jobs)} sequential triggers called back once each"
     )
-    problems = list(svc.problems)
+    print(
+        f"checks: {burst} with a valid signature; database: {svc.db['succeeded']} jobs succeeded"
+        f" (warm-up included), {svc.db['delivered']} deliveries delivered in"
+        f" {svc.db['attempts']} attempts"
+    )
+    problems += svc.problems
     problems += [
-        f"baseline {n}: {b.ok}/{jobs} succeeded"
-        for n, b in ((1, base1), (2, base2))
-        if b.ok != jobs
+        f"baseline {n}: {b.ok}/{jobs} succeeded" for n, b in enumerate(bases, 1) if b.ok != jobs
     ]
+    if alone.ok != args.solo:
+        problems.append(f"the engine alone: {alone.ok}/{args.solo} succeeded")
     for problem in problems:
         print(f"FAIL: {problem}")
-    ratio = svc.rate / base_rate
     verdict = "FAIL" if problems else "ok"
+    if not jobs:
+        print(f"{verdict}: sequential triggers only (--solo-only)")
+        return 1 if problems else 0
+    base_rate = sum(b.rate for b in bases) / len(bases)
+    ratio = svc.rate / base_rate
     print(
         f"{verdict}: service / baseline = {ratio:.2f}x"
         f" ({svc.rate:.1f} / {base_rate:.1f} jobs/s; no target set, the ratio is reported)"
