@@ -96,6 +96,8 @@ class Settings:
     delivery_per_endpoint: int = 8
     delivery_connect_timeout: float = 5.0
     default_queue_limit: int = 10_000
+    # worker processes run this much nicer than the process that starts them (issue 8)
+    worker_nice: int = 10
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -208,6 +210,16 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _niceness(text: str) -> int:
+    try:
+        value = int(text.strip())
+    except ValueError:
+        value = -1
+    if not 0 <= value <= 19:
+        raise ValueError(f"not a niceness: {text!r} (use a whole number from 0 to 19, e.g. 10)")
+    return value
+
+
 def _check_folder(var: str, path: Path | None, holds: str) -> None:
     if path is None:
         return
@@ -265,6 +277,7 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DELIVERY_PER_ENDPOINT": ("delivery_per_endpoint", positive_int),
     "GENHOOK_DELIVERY_CONNECT_TIMEOUT": ("delivery_connect_timeout", _positive_seconds),
     "GENHOOK_QUEUE_LIMIT": ("default_queue_limit", positive_int),
+    "GENHOOK_WORKER_NICE": ("worker_nice", _niceness),
 }
 
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {

@@ -10,6 +10,12 @@ it starts, and, where that is not available or the parent died before the reques
 its loop notices that its parent is no longer the supervisor (:func:`parent_gone`). An orphaned
 worker would otherwise keep claiming jobs, join the next instance's wake-up hub, and after an
 upgrade run old code on a new schema.
+
+Workers run at a lower CPU priority than the API (:func:`lower_priority`,
+``GENHOOK_WORKER_NICE``, 10 by default): rendering is CPU-bound and would otherwise take an
+equal share of the cores from the process that accepts triggers, which must stay quick. When
+the API is idle the workers still get every core; niceness only decides who waits when both
+want one.
 """
 
 from __future__ import annotations
@@ -111,3 +117,28 @@ def die_with_parent(sig: int = signal.SIGTERM) -> bool:
 def parent_gone(parent: int | None) -> bool:
     """True when this process was started by ``parent`` and is no longer its child."""
     return parent is not None and os.getppid() != parent
+
+
+def lower_priority(increment: int) -> int:
+    """Make every thread of this process ``increment`` nicer (at most 19); return the niceness.
+
+    Linux keeps a niceness per thread and a new thread inherits its creator's, so the threads
+    that exist already (OpenBLAS starts some when numpy is imported) are each set here, and
+    every thread started afterwards inherits the new value. A niceness that is already higher
+    is left as it is (an unprivileged process cannot lower it again).
+    """
+    current = os.getpriority(os.PRIO_PROCESS, 0)
+    target = min(19, current + max(0, increment))
+    if target == current:
+        return current
+    try:
+        threads = [int(tid) for tid in os.listdir(f"/proc/{os.getpid()}/task")]
+    except OSError:  # no /proc: this thread alone (threads started later inherit it)
+        threads = [0]
+    for tid in threads:
+        try:
+            if os.getpriority(os.PRIO_PROCESS, tid) < target:
+                os.setpriority(os.PRIO_PROCESS, tid, target)
+        except (OSError, ProcessLookupError):  # the thread ended meanwhile
+            continue
+    return os.getpriority(os.PRIO_PROCESS, 0)

@@ -113,11 +113,14 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
 def worker_cmd(concurrency: int, parent: int | None) -> None:
     """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
     from genhook.service import adopt_parent, run_worker
+    from genhook.supervisor import lower_priority
 
     if not adopt_parent(parent):  # started by a `genhook serve` that is already gone
         sys.exit(0)
     setup_logging()
-    runtime = build_runtime(load_settings())
+    settings = load_settings()
+    lower_priority(settings.worker_nice)  # before any worker or libvips thread starts
+    runtime = build_runtime(settings)
     run_worker(runtime, concurrency, parent=parent)
 
 
