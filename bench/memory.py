@@ -1,0 +1,224 @@
+"""Benchmark: memory of a worker process exporting 2048x2048 images, and of the API holding a
+deep queue.
+
+* **worker**: ``genhook serve --workers 0`` (the API) and one ``genhook worker`` process in a
+  fresh ``GENHOOK_DATA_DIR``; JOBS product-image triggers for ``social_pack`` (per aspect class
+  one procedural image of about 2048x2048 pixels, four of them, quality-checked, exported to the
+  six social presets) are queued and the worker runs them one after another. Its VmRSS is
+  sampled from /proc every 20 ms from its start to the last job's end; reported: at rest (ready,
+  no job yet), the peak over all the jobs, the first job's peak and what it holds after the
+  last. The baseline beside it is the pixels a job must hold at once: its four renders (3 bytes
+  a pixel). Exits 1 when the peak is WORKER_TARGET_MIB or more.
+* **API**: ``genhook serve --workers 0`` in another fresh data dir (no worker: every job stays
+  queued), a service whose queue limit is above QUEUED; after WARMUP triggers (every code path
+  of the accept warmed), VmRSS of the server process; then QUEUED more triggers accepted (202),
+  and its VmRSS again (and its peak meanwhile). Exits 1 when the growth is API_TARGET_MIB or
+  more.
+
+Run: ``make bench`` or ``.venv/bin/python bench/memory.py [--jobs N] [--queued N]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sqlite3
+import sys
+import time
+from pathlib import Path
+
+from _common import (
+    HOST,
+    Children,
+    RssSampler,
+    bench_env,
+    client_session,
+    create_service,
+    free_port,
+    genhook_command,
+    machine_line,
+    post_all,
+    rss_kib,
+    run_async,
+    temp_root,
+)
+
+WORKFLOW = "product-image"
+PLATFORM = "social_pack"
+JOBS = 6
+QUEUED = 10_000
+WARMUP = 500
+CONCURRENCY = 16
+WORKER_TARGET_MIB = 250.0
+API_TARGET_MIB = 50.0
+JOB_TIMEOUT = 300.0
+
+
+def trigger_body(i: int, platform: str) -> bytes:
+    return json.dumps(
+        {
+            "product_id": f"SKU-{i:07d}",
+            "product_name": f"Washed Linen Shirt {i}",
+            "product_category": "menswear",
+            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
+            "target_style": "lifestyle",
+            "target_platform": platform,
+        }
+    ).encode()
+
+
+def mib(kib: float) -> float:
+    return kib / 1024
+
+
+def counts(db: Path) -> dict[str, int]:
+    with sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30) as conn:
+        rows = conn.execute("SELECT status, count(*) FROM jobs GROUP BY status").fetchall()
+    return {str(status): int(n) for status, n in rows}
+
+
+def post(url: str, key: str, bodies: list[bytes], concurrency: int) -> dict[int, int]:
+    """POST every body; the answers' status counts."""
+
+    async def send() -> dict[int, int]:
+        async with client_session(concurrency) as session:
+            result = await post_all(
+                session,
+                url,
+                bodies,
+                headers={"content-type": "application/json", "authorization": f"Bearer {key}"},
+                concurrency=concurrency,
+            )
+        return dict(result.statuses)
+
+    answered: dict[int, int] = run_async(send)
+    return answered
+
+
+def start_api(children: Children, root: Path, name: str, env: dict[str, str]) -> tuple[int, str]:
+    port = free_port()
+    server = children.start(
+        f"genhook serve ({name})",
+        genhook_command("serve", "--port", str(port), "--workers", "0"),
+        env,
+        root / f"{name}-serve.log",
+    )
+    server.wait_http(f"http://{HOST}:{port}/healthz")
+    return server.pid, f"http://{HOST}:{port}/v1/workflows/{WORKFLOW}/runs"
+
+
+def worker_run(children: Children, root: Path, jobs: int) -> tuple[bool, list[str]]:
+    data = root / "worker"
+    env = bench_env(GENHOOK_DATA_DIR=str(data))
+    key = create_service(env, "bench")["api_key"]
+    _, url = start_api(children, root, "worker", env)
+    worker = children.start("genhook worker", genhook_command("worker"), env, root / "worker.log")
+    with RssSampler(worker.pid, interval=0.02) as rss:
+        deadline = time.monotonic() + 120
+        while f"worker process {worker.pid}: " not in worker.log_tail(200):
+            if time.monotonic() > deadline or worker.proc.poll() is not None:
+                raise RuntimeError(f"the worker did not start:\n{worker.log_tail()}")
+            time.sleep(0.1)
+        time.sleep(1.0)
+        at_rest = rss.last_kib
+        rss.peak_kib = at_rest  # the start-up's own peak (imports, migrations) is not a job's
+        first_peak = 0
+        started = time.perf_counter()
+        statuses = post(url, key, [trigger_body(i, PLATFORM) for i in range(jobs)], 1)
+        deadline = time.monotonic() + JOB_TIMEOUT
+        while (done := counts(data / "genhook.db")).get("succeeded", 0) + done.get(
+            "failed", 0
+        ) < jobs:
+            if done.get("succeeded", 0) + done.get("failed", 0) >= 1 and not first_peak:
+                first_peak = rss.peak_kib
+            if time.monotonic() > deadline or worker.proc.poll() is not None:
+                raise RuntimeError(f"the jobs did not finish: {done}\n{worker.log_tail()}")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - started
+        time.sleep(0.3)
+        after = rss.last_kib
+    first_peak = first_peak or rss.peak_kib
+    pixels = renders_bytes()
+    peak = mib(rss.peak_kib)
+    ok = peak < WORKER_TARGET_MIB and done.get("succeeded", 0) == jobs and statuses == {202: jobs}
+    lines = [
+        f"worker: {jobs} {WORKFLOW} {PLATFORM} jobs, one after another, in one `genhook worker`"
+        f" ({elapsed / jobs:.2f} s a job); VmRSS sampled every 20 ms ({rss.samples} samples)",
+        f"  at rest {mib(at_rest):.0f} MiB; first job's peak {mib(first_peak):.0f} MiB;"
+        f" peak over {jobs} jobs {peak:.0f} MiB; after the last {mib(after):.0f} MiB",
+        f"  a job's renders: {mib(pixels / 1024):.0f} MiB of pixels; peak above rest"
+        f" {peak - mib(at_rest):.0f} MiB = {(rss.peak_kib - at_rest) * 1024 / pixels:.2f}x the"
+        " renders",
+        f"{'ok' if ok else 'FAIL'}: worker peak {peak:.0f} MiB (target < {WORKER_TARGET_MIB:.0f}"
+        f" MiB); jobs {done}",
+    ]
+    return ok, lines
+
+
+def renders_bytes() -> int:
+    """The bytes of the images one social_pack job renders (3 a pixel), from the frame plan."""
+    from genhook.media.aspect import plan_frames
+    from genhook.nodes.targets import resolve_targets
+    from genhook.presets import load_presets
+
+    frames = plan_frames(resolve_targets(PLATFORM, load_presets()), 2048 * 2048)
+    return sum(3 * f.width * f.height for f in frames)
+
+
+def api_run(children: Children, root: Path, queued: int) -> tuple[bool, list[str]]:
+    data = root / "api"
+    env = bench_env(GENHOOK_DATA_DIR=str(data))
+    key = create_service(env, "bench", ("--queue-limit", str(queued + WARMUP + 1)))["api_key"]
+    pid, url = start_api(children, root, "api", env)
+    warm = post(url, key, [trigger_body(i, "instagram_feed") for i in range(WARMUP)], CONCURRENCY)
+    time.sleep(0.5)
+    before = rss_kib(pid)
+    bodies = [trigger_body(WARMUP + i, "instagram_feed") for i in range(queued)]
+    with RssSampler(pid, interval=0.05) as rss:
+        started = time.perf_counter()
+        answered = post(url, key, bodies, CONCURRENCY)
+        elapsed = time.perf_counter() - started
+        time.sleep(0.5)
+    after = rss_kib(pid)
+    waiting = counts(data / "genhook.db").get("queued", 0)
+    growth = mib(after - before)
+    ok = (
+        growth < API_TARGET_MIB
+        and answered == {202: queued}
+        and warm == {202: WARMUP}
+        and waiting == queued + WARMUP
+    )
+    lines = [
+        f"API: `genhook serve --workers 0`, {WARMUP} warm-up triggers, then {queued} more"
+        f" accepted ({queued / elapsed:.0f}/s), every job left queued ({waiting} queued)",
+        f"  VmRSS before {mib(before):.0f} MiB, after {mib(after):.0f} MiB, peak meanwhile"
+        f" {mib(rss.peak_kib):.0f} MiB",
+        f"{'ok' if ok else 'FAIL'}: {queued} queued jobs cost the API {growth:.1f} MiB"
+        f" (target < {API_TARGET_MIB:.0f} MiB); answers {answered}",
+    ]
+    return ok, lines
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--jobs", type=int, default=JOBS)
+    parser.add_argument("--queued", type=int, default=QUEUED)
+    parser.add_argument("--no-api", action="store_true", help="the worker part only")
+    parser.add_argument("--no-worker", action="store_true", help="the API part only")
+    args = parser.parse_args()
+    results: list[tuple[bool, list[str]]] = []
+    with temp_root("genhook-bench-memory-") as tmp, Children() as children:
+        root = Path(tmp)
+        if not args.no_worker:
+            results.append(worker_run(children, root, args.jobs))
+        if not args.no_api:
+            results.append(api_run(children, root, args.queued))
+    print("memory: VmRSS from /proc (resident, shared libraries included)")
+    print(machine_line())
+    for _, lines in results:
+        print("\n".join(lines))
+    return 0 if all(ok for ok, _ in results) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
