@@ -24,7 +24,7 @@ from genhook.flow import (
     utc_day,
 )
 from genhook.status import JobStatus
-from genhook.store.jobs import Admission
+from genhook.store.admit import Admission
 from genhook.store.records import StoredJob
 from genhook.store.schema import credit_ledger, jobs, operator_events, services
 from genhook.store.store import Store

@@ -30,7 +30,7 @@ from genhook.paths import shipped_dir
 from genhook.quality import Thresholds, evaluate
 from genhook.runtime import Runtime
 from genhook.status import JobStatus
-from genhook.store.jobs import Admission
+from genhook.store.admit import Admission
 from genhook.store.schema import endpoints, services
 from genhook.store.store import Store
 

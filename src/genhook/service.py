@@ -112,7 +112,7 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
     import uvicorn
 
     from genhook.api.app import create_app
-    from genhook.api.protocol import guarded_h11
+    from genhook.api.protocol import guarded_http
 
     settings = runtime.settings
     # every process of this tree counts into one emptied folder; workers inherit the variable
@@ -120,12 +120,11 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
     app = create_app(runtime, lifespan=hub_lifespan(runtime, workers=workers))
     config = uvicorn.Config(
         app,
-        http=guarded_h11(settings),
+        http=guarded_http(settings),
         log_level="warning",
         access_log=False,
         timeout_graceful_shutdown=30,
         timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
-        h11_max_incomplete_event_size=settings.max_header_bytes,
         server_header=False,
     )
     uvicorn.Server(config).run(sockets=[sock])

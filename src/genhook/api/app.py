@@ -41,6 +41,7 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
         app.include_router(module.router)
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
+    app.add_middleware(triggers.TriggerLane)  # innermost: the limits and catch-all still apply
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     errors.install(app)  # last: its catch-all middleware wraps every other one
     return app

@@ -122,16 +122,35 @@ def api_store(runtime: Runtime) -> ApiStore:
 
 def service_of(request: Request) -> Service:
     """The calling service, from ``Authorization: Bearer <api_key>``; 401 without a valid one."""
-    header = request.headers.get("authorization", "")
+    return service_for(request.app, request.headers.get("authorization", ""))
+
+
+def _token(header: str) -> str:
     scheme, _, token = header.partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise GenhookError(ErrorCode.UNAUTHORIZED, "send Authorization: Bearer <api_key>")
-    token = token.strip()
-    store = api_store(runtime_of(request))
+    return token.strip()
+
+
+def cached_service(app: FastAPI, header: str) -> Service | None:
+    """The service of an ``Authorization`` header if its key is in the cache (no database
+    read: fit for the event loop), None when only :func:`service_for` can tell; 401 for a
+    header that names no bearer key at all."""
+    token = _token(header)
+    epoch = api_store(app.state.runtime).key_epoch()
+    if epoch is None:
+        return None
+    return key_cache(app).get(key_hash(token), epoch)
+
+
+def service_for(app: FastAPI, header: str) -> Service:
+    """The service of an ``Authorization`` header's bearer key (cached, else looked up)."""
+    token = _token(header)
+    store = api_store(app.state.runtime)
     epoch = store.key_epoch()  # before the look-up: a rotation after it raises the epoch
     if epoch is None:  # no shared epoch: only the database knows whether the key still holds
         return _look_up(store, token)
-    cache = key_cache(request.app)
+    cache = key_cache(app)
     digest = key_hash(token)
     service = cache.get(digest, epoch)
     if service is None:

@@ -75,10 +75,10 @@ def error_response(error: GenhookError, **extra: Any) -> JSONResponse:
     return JSONResponse({**error.to_dict(), **extra}, status_code=status, headers=headers)
 
 
-def log_store_failure(request: Request | None, error: BaseException) -> None:
+def log_store_failure(scope: Scope | None, error: BaseException) -> None:
     """One warning line for a request the store could not serve (no traceback: during an
     outage every request fails the same way)."""
-    where = f"{request.method} {request.url.path}: " if request is not None else ""
+    where = f"{scope['method']} {scope['path']}: " if scope is not None else ""
     cause = error.__cause__ or error
     log.warning("store unavailable: %s%s", where, describe(cause))
 
@@ -111,7 +111,7 @@ class CatchAll:
         except Exception as exc:
             error = exc if isinstance(exc, GenhookError) else unavailable(exc)
             if error is not None and error.code is ErrorCode.STORE_UNAVAILABLE:
-                log_store_failure(None, exc)
+                log_store_failure(scope, exc)
             elif error is None:
                 log.exception("unexpected error", exc_info=exc)
                 error = GenhookError(ErrorCode.INTERNAL_ERROR)
@@ -139,7 +139,7 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(GenhookError)
     async def _genhook(request: Request, exc: GenhookError) -> JSONResponse:
         if exc.code is ErrorCode.STORE_UNAVAILABLE:
-            log_store_failure(request, exc)
+            log_store_failure(request.scope, exc)
         return error_response(exc)
 
     @app.exception_handler(HTTPException)

@@ -2,8 +2,9 @@
 
 uvicorn reads a request head without a time limit (its keep-alive timer is cancelled by every
 byte, and a connection that sends nothing is never timed out), bounds header size only in its
-h11 parser, and answers malformed requests with plain text. :class:`GuardedH11Protocol` is
-uvicorn's h11 protocol with genhook's limits, set from :class:`~genhook.config.Settings`:
+h11 parser, and answers malformed requests with plain text. :class:`GuardedHttpToolsProtocol`
+is uvicorn's httptools protocol (the C parser: h11's pure-Python one cost a fifth of the
+accept path's CPU) with genhook's limits, set from :class:`~genhook.config.Settings`:
 
 - ``GENHOOK_MAX_HEADER_BYTES``: a request line and headers over this get ``431``
   (``headers_too_large``) and the connection is closed; nothing more is read.
@@ -24,8 +25,7 @@ import asyncio
 import json
 from typing import Any, ClassVar
 
-import h11
-from uvicorn.protocols.http.h11_impl import H11Protocol
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from genhook.config import Settings
 from genhook.errors import ErrorCode, GenhookError
@@ -45,8 +45,10 @@ def _head_part(tail: bytes, data: bytes) -> int:
     return max(0, end + 4 - len(tail))
 
 
-class GuardedH11Protocol(H11Protocol):
-    """uvicorn's h11 protocol with bounded request heads and a connection cap (see module)."""
+class GuardedHttpToolsProtocol(HttpToolsProtocol):
+    """uvicorn's httptools protocol with bounded request heads and a connection cap (see the
+    module). A request is *active* from its head's end to its response's end; bytes that arrive
+    while none is active belong to a request head, and count."""
 
     max_header_bytes: ClassVar[int] = 16 * 1024
     header_timeout: ClassVar[float] = 10.0
@@ -57,6 +59,7 @@ class GuardedH11Protocol(H11Protocol):
         self._head_bytes = 0
         self._head_tail = b""
         self._head_timer: asyncio.TimerHandle | None = None
+        self._active = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         """Start the head timer; refuse the connection at once when too many are open."""
@@ -80,7 +83,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def data_received(self, data: bytes) -> None:
         """Count the bytes of a request head; past the limit, refuse without parsing more."""
-        if self.conn.their_state is h11.IDLE:
+        if not self._active:
             self._head_bytes += _head_part(self._head_tail, data)
             self._head_tail = (self._head_tail + data)[-3:]
             if self._head_bytes > self.max_header_bytes:
@@ -94,19 +97,24 @@ class GuardedH11Protocol(H11Protocol):
                 )
                 return
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:  # the head is complete
-            self._cancel_head_timer()
+
+    def on_headers_complete(self) -> None:
+        """The head is complete: its timer stops."""
+        self._active = True
+        self._cancel_head_timer()
+        super().on_headers_complete()
 
     def on_response_complete(self) -> None:
         """The next request's head gets its own time and byte budget."""
+        self._active = False
         super().on_response_complete()
-        if not self.transport.is_closing() and self.conn.their_state is h11.IDLE:
+        if not self.transport.is_closing():
             self._head_bytes = 0
             self._head_tail = b""
             self._arm_head_timer()
 
     def send_400_response(self, msg: str) -> None:
-        """uvicorn's answer to a request h11 cannot parse, in genhook's JSON error shape."""
+        """uvicorn's answer to a request httptools cannot parse, in genhook's JSON error shape."""
         self._refuse(400, GenhookError(ErrorCode.MALFORMED_REQUEST, msg.rstrip(".")))
 
     # -- the pieces --------------------------------------------------------------------------
@@ -122,7 +130,8 @@ class GuardedH11Protocol(H11Protocol):
 
     def _head_timed_out(self) -> None:
         self._head_timer = None
-        if self.transport.is_closing() or self.conn.their_state is not h11.IDLE:
+        busy = self.cycle is not None and not self.cycle.response_complete
+        if self.transport.is_closing() or self._active or busy:
             return
         if self._head_bytes == 0:  # an idle connection: close quietly
             self.transport.close()
@@ -155,11 +164,11 @@ class GuardedH11Protocol(H11Protocol):
         self.transport.close()
 
 
-def guarded_h11(settings: Settings) -> type[GuardedH11Protocol]:
+def guarded_http(settings: Settings) -> type[GuardedHttpToolsProtocol]:
     """The protocol class with this process's limits."""
     return type(
-        "GenhookH11Protocol",
-        (GuardedH11Protocol,),
+        "GenhookHttpProtocol",
+        (GuardedHttpToolsProtocol,),
         {
             "max_header_bytes": settings.max_header_bytes,
             "header_timeout": settings.header_timeout,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import threading
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -56,7 +56,7 @@ class StoreBase:
         self._write_lock = (
             threading.Lock() if self.engine.dialect.name == "sqlite" else contextlib.nullcontext()
         )
-        self._batcher = GroupCommitter(self._write)
+        self._batcher: GroupCommitter[Any] = GroupCommitter(self._write, self._write_batch)
         self._write_failure: tuple[float, str] | None = None
         # where operator events are outboxed (GENHOOK_ALERT_URL); None: logged only
         self.alert_url: str | None = None
@@ -68,6 +68,11 @@ class StoreBase:
         self.backend_rates: Mapping[str, tuple[int, float]] = {}
         self.backend_breaker_failures = 5
         self.backend_probe_seconds = 30.0
+
+    def _write_batch(self, conn: sa.Connection, items: Sequence[Any]) -> Sequence[Any]:
+        """Write a group commit's batch of items in ``conn``'s transaction: one outcome per item
+        (the job store's submissions; see :mod:`genhook.store.batch`)."""
+        raise NotImplementedError
 
     def migrate(self) -> None:
         """Create or upgrade the schema; a database that cannot do it is ``store_unavailable``."""

@@ -4,7 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -14,13 +14,11 @@ from sqlalchemy.exc import IntegrityError
 from genhook.contract.wire import decode_payload, encode_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import (
-    STORM_FACTOR,
     Breaker,
     BreakerState,
     BudgetDecision,
     HoldReason,
     RateLimit,
-    Storm,
     budget_decision,
     next_utc_midnight,
     utc_day,
@@ -32,11 +30,11 @@ from genhook.store.accounting import (
     breaker,
     bump_rollup,
     check_thresholds,
-    hour_of,
     ledger,
     save_breaker,
     settle,
 )
+from genhook.store.admit import FRESH, Admission, Admitter, Submission, replayed
 from genhook.store.base import Row, StoreBase
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job, JobEvent, StoredJob
@@ -50,45 +48,6 @@ from genhook.store.schema import (
     services,
 )
 
-
-# built once: the accept path runs these for every trigger
-def _storm_columns() -> dict[str, Any]:
-    """The storm buckets moved on by one trigger in the hour starting at ``:hour`` (the SQL of
-    :meth:`genhook.flow.Storm.add`, evaluated on the row's old values; a test holds the two
-    together)."""
-    hour = sa.bindparam("hour", type_=sa.Float)
-    bucket, count, previous = (
-        services.c.storm_bucket,
-        services.c.storm_count,
-        services.c.storm_previous,
-    )
-    stale = sa.or_(bucket.is_(None), hour - bucket >= 2 * 3600.0)
-    return {
-        "storm_bucket": sa.case((sa.or_(stale, hour > bucket), hour), else_=bucket),
-        "storm_count": sa.case((sa.or_(stale, hour > bucket), 1), else_=count + 1),
-        "storm_previous": sa.case((stale, 0), (hour > bucket, count), else_=previous),
-    }
-
-
-# built once: the accept path runs this for every trigger. One statement counts the job into
-# its service's queue and its rate window, moves the storm buckets, locks the row (PostgreSQL)
-# and reads the limits
-_ENQUEUE = (
-    services.update()
-    .where(services.c.id == sa.bindparam("service_id"))
-    .values(waiting=services.c.waiting + 1, rate_seq=services.c.rate_seq + 1, **_storm_columns())
-    .returning(
-        services.c.name,
-        services.c.rate_limit,
-        services.c.queue_limit,
-        services.c.paused_at,
-        services.c.storm_bucket,
-        services.c.storm_count,
-        services.c.storm_previous,
-        services.c.waiting,
-        services.c.rate_seq,
-    )
-)
 _REQUEUE = (
     services.update()
     .where(services.c.id == sa.bindparam("service_id"))
@@ -98,19 +57,6 @@ _DEQUEUE = (
     services.update()
     .where(services.c.id == sa.bindparam("service_id"))
     .values(waiting=services.c.waiting - 1)
-)
-_NTH_SLOT = sa.select(jobs.c.rate_slot).where(
-    jobs.c.service_id == sa.bindparam("service_id"), jobs.c.rate_seq == sa.bindparam("seq")
-)
-_DUPLICATE = (
-    sa.select(jobs)
-    .where(
-        jobs.c.service_id == sa.bindparam("service_id"),
-        jobs.c.dedup_key == sa.bindparam("dedup_key"),
-        jobs.c.created_at >= sa.bindparam("since"),
-    )
-    .order_by(jobs.c.created_at)
-    .limit(1)
 )
 # the claim's usual case in one statement: the service whose turn it is (served longest ago,
 # not paused, jobs waiting) and its next due job, unless that job's backend's breaker is open
@@ -146,20 +92,9 @@ _FIRST_IN_TURN = (
     .limit(1)
     .with_for_update(of=jobs, skip_locked=True)
 )
-IDEMPOTENCY_WINDOW = 24 * 3600.0
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
-_FRESH: dict[str, Any] = {
-    "first_claimed_at": None,
-    "finished_at": None,
-    "error_code": None,
-    "result": None,
-    "hold_reason": None,
-    "priority": 1,
-    "backend": None,
-}
-"""The columns a job just inserted has not set (their defaults), for its record."""
 
 
 @dataclass(frozen=True)
@@ -171,18 +106,6 @@ class _Pick:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.service, name)
-
-
-@dataclass(frozen=True)
-class Admission:
-    """What flow control needs to know of an accepted trigger, decided at the edge."""
-
-    priority: int = 1  # PRIORITIES
-    dedup_key: str | None = None
-    dedup_window: float = 0.0
-    backend: str | None = None
-    estimate: float = 0.0
-    sandbox: bool = False  # a --test service's trigger
 
 
 @dataclass(frozen=True)
@@ -241,6 +164,56 @@ class JobStore(StoreBase):
         window gives the job its start slot (``run_after``, with ``hold_reason`` rate_limit when
         later than now); a paused service holds it (``paused``), and a trigger storm pauses the
         service (operator event ``service.paused``)."""
+        item = self.submission(
+            service_id=service_id,
+            workflow_id=workflow_id,
+            workflow_version=workflow_version,
+            trigger=trigger,
+            external_id=external_id,
+            callback_url=callback_url,
+            idempotency_key=idempotency_key,
+            request_hash=request_hash,
+            envelope=envelope,
+            callback_private=callback_private,
+            job_id=job_id,
+            admission=admission,
+        )
+        for _ in range(3):
+            try:
+                result: tuple[StoredJob, bool] = self._batcher.run(item)
+                return result
+            except IntegrityError:
+                continue  # another process won the idempotency key: read it on the next pass
+        raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
+
+    async def submit_async(self, item: Submission) -> tuple[StoredJob, bool]:
+        """:meth:`submit` of a :meth:`submission`, for the event loop: no thread waits for the
+        commit."""
+        for _ in range(3):
+            try:
+                result: tuple[StoredJob, bool] = await self._batcher.run_async(item)
+                return result
+            except IntegrityError:
+                continue  # another process won the idempotency key: read it on the next pass
+        raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
+
+    def submission(
+        self,
+        *,
+        service_id: str,
+        workflow_id: str,
+        workflow_version: int,
+        trigger: Mapping[str, Any],
+        external_id: str | None,
+        callback_url: str | None,
+        idempotency_key: str | None = None,
+        request_hash: str | None = None,
+        envelope: Mapping[str, Any] | None = None,
+        callback_private: bool = False,
+        job_id: str | None = None,
+        admission: Admission | None = None,
+    ) -> Submission:
+        """The job row of an accepted trigger, arriving now, as :meth:`submit` inserts it."""
         now = self.clock.now()
         job_id = job_id or new_job_id()
         admission = admission or Admission()
@@ -273,158 +246,11 @@ class JobStore(StoreBase):
             "rate_slot": None,
             "rate_seq": None,
         }
+        return Submission(row, admission.dedup_window)
 
-        def insert(conn: sa.Connection) -> tuple[StoredJob, bool]:
-            existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
-            if existing is not None:
-                return StoredJob.from_row(existing), False
-            first = self._duplicate(conn, service_id, admission, now)
-            if first is not None:
-                return StoredJob.from_row(first, deduplicated=True), False
-            row.update(self._admit(conn, service_id, workflow_id, now))
-            if admission.backend is not None:
-                state = breaker(conn, admission.backend)
-                if state.state is BreakerState.OPEN and row.get("hold_reason") is None:
-                    row["hold_reason"] = HoldReason.BACKEND_UNAVAILABLE
-                    row["run_after"] = max(float(str(row["run_after"])), state.probe_at or now)
-            conn.execute(jobs.insert(), row)
-            conn.execute(
-                events.insert(),
-                {"job_id": job_id, "at": now, "status": JobStatus.QUEUED, "detail": None},
-            )
-            return StoredJob.from_row({**_FRESH, **row}), True
-
-        for _ in range(3):
-            try:
-                result: tuple[StoredJob, bool] = self._batcher.run(insert)
-                return result
-            except IntegrityError:
-                continue  # another process won the idempotency key: read it on the next pass
-        raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not insert the job")
-
-    def _replayed(
-        self,
-        conn: sa.Connection,
-        service_id: str,
-        key: str | None,
-        request_hash: str | None,
-        now: float,
-    ) -> Row | None:
-        """The job first made for ``key`` (same hash), None if the key is new; 409 otherwise."""
-        if key is None:
-            return None
-        existing = self._idempotent(conn, service_id, key, now)
-        if existing is not None and existing["request_hash"] != request_hash:
-            raise GenhookError(
-                ErrorCode.IDEMPOTENCY_CONFLICT,
-                "this Idempotency-Key was used within 24 h with another body",
-            )
-        return existing
-
-    def _idempotent(self, conn: sa.Connection, service_id: str, key: str, now: float) -> Row | None:
-        found = (
-            conn.execute(
-                sa.select(jobs).where(
-                    jobs.c.service_id == service_id, jobs.c.idempotency_key == key
-                )
-            )
-            .mappings()
-            .first()
-        )
-        if found is None:
-            return None
-        if found["created_at"] < now - IDEMPOTENCY_WINDOW:
-            # expired: free the key for the new job, keep the old job
-            conn.execute(jobs.update().where(jobs.c.id == found["id"]).values(idempotency_key=None))
-            return None
-        return dict(found)
-
-    def _duplicate(
-        self, conn: sa.Connection, service_id: str, admission: Admission, now: float
-    ) -> Row | None:
-        """The service's job with the same dedup key within the window, if any."""
-        if admission.dedup_key is None:
-            return None
-        found = (
-            conn.execute(
-                _DUPLICATE,
-                {
-                    "service_id": service_id,
-                    "dedup_key": admission.dedup_key,
-                    "since": now - admission.dedup_window,
-                },
-            )
-            .mappings()
-            .first()
-        )
-        return None if found is None else dict(found)
-
-    def _admit(
-        self, conn: sa.Connection, service_id: str, workflow_id: str, now: float
-    ) -> dict[str, Any]:
-        """The queue limit, the storm breaker and the rate window for one accepted trigger:
-        raises ``queue_full`` (before writing anything), else the columns that hold the job."""
-        # one statement counts the job in, locks the row (PostgreSQL) and reads the limits
-        svc = conn.execute(_ENQUEUE, {"service_id": service_id, "hour": hour_of(now)}).one()
-        limit = RateLimit.parse(svc.rate_limit)
-        queue_limit = svc.queue_limit or self.default_queue_limit
-        if svc.waiting > queue_limit:
-            conn.execute(_DEQUEUE, {"service_id": service_id})  # nothing written, net
-            raise GenhookError(
-                ErrorCode.QUEUE_FULL,
-                f"the service has {queue_limit} jobs waiting, its queue limit",
-                retry_after=max(1.0, limit.period / limit.count) if limit else 5.0,
-            )
-        bump_rollup(conn, service_id, workflow_id, now, triggers=1)
-        held: dict[str, Any] = {}
-        paused = svc.paused_at is not None
-        if limit is not None:
-            storm = Storm(svc.storm_bucket, svc.storm_count, svc.storm_previous)
-            if not paused and storm.tripped(now, limit):
-                paused = True
-                self._pause_for_storm(conn, service_id, svc, storm, limit, now)
-            seq = svc.rate_seq
-            # the slot of the job accepted N before this one: one read of the index
-            nth = conn.execute(
-                _NTH_SLOT, {"service_id": service_id, "seq": seq - limit.count}
-            ).scalar()
-            slot = limit.slot(now, nth)
-            held["rate_slot"] = slot
-            held["rate_seq"] = seq
-            held["run_after"] = slot
-            if slot > now:
-                held["hold_reason"] = HoldReason.RATE_LIMIT
-        if paused:
-            held["hold_reason"] = HoldReason.PAUSED
-        return held
-
-    def _pause_for_storm(
-        self,
-        conn: sa.Connection,
-        service_id: str,
-        svc: Any,
-        storm: Storm,
-        limit: RateLimit,
-        now: float,
-    ) -> None:
-        """Pause the service for a trigger storm and tell the operator (same transaction)."""
-        reason = (
-            f"trigger storm: {storm.last_hour(now):.0f} triggers in the last hour, "
-            f"more than {STORM_FACTOR:g} x the limit of {limit.per_hour:g}/h"
-        )
-        conn.execute(
-            services.update()
-            .where(services.c.id == service_id)
-            .values(paused_at=now, paused_reason=reason)
-        )
-        record_event(
-            conn,
-            event=OperatorEvent.SERVICE_PAUSED,
-            service=svc.name,
-            details={"reason": reason, "rate_limit": svc.rate_limit},
-            now=now,
-            alert_url=self.alert_url,
-        )
+    def _write_batch(self, conn: sa.Connection, items: Sequence[Submission]) -> list[Any]:
+        """The group committer's batch (see :mod:`genhook.store.admit`)."""
+        return Admitter(self.default_queue_limit, self.alert_url)(conn, items)
 
     def reject(
         self,
@@ -477,7 +303,7 @@ class JobStore(StoreBase):
         for _ in range(3):
             try:
                 with self._write() as conn:
-                    existing = self._replayed(conn, service_id, idempotency_key, request_hash, now)
+                    existing = replayed(conn, service_id, idempotency_key, request_hash, now)
                     if existing is not None:
                         return StoredJob.from_row(existing), False
                     conn.execute(jobs.insert().values(**row))
@@ -485,7 +311,7 @@ class JobStore(StoreBase):
                     self._event(conn, job_id, JobStatus.FAILED, encoded.parsed, now)
                     if callback_url:
                         self._outbox(conn, job_id, service_id, callback_url, encoded, now)
-                return StoredJob.from_row({**_FRESH, **row}), True
+                return StoredJob.from_row({**FRESH, **row}), True
             except IntegrityError:
                 continue  # another process won the idempotency key: read it on the next pass
         raise GenhookError(ErrorCode.INTERNAL_ERROR, "could not record the refused trigger")

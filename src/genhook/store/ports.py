@@ -18,7 +18,8 @@ from genhook.errors import GenhookError
 from genhook.flow import Breaker
 from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.base import Health, Row
-from genhook.store.jobs import Admission, Lease
+from genhook.store.admit import Admission, Submission
+from genhook.store.jobs import Lease
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import (
     Attempt,
@@ -115,7 +116,7 @@ class ApiStore(Protocol):
 
     def key_epoch(self) -> int | None: ...
 
-    def submit(
+    def submission(
         self,
         *,
         service_id: str,
@@ -130,7 +131,9 @@ class ApiStore(Protocol):
         callback_private: bool = False,
         job_id: str | None = None,
         admission: Admission | None = None,
-    ) -> tuple[StoredJob, bool]: ...
+    ) -> Submission: ...
+
+    async def submit_async(self, item: Submission) -> tuple[StoredJob, bool]: ...
 
     def reject(
         self,

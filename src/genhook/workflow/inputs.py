@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
@@ -39,6 +40,14 @@ def _validator(workflow: Workflow) -> Draft202012Validator:
     return Draft202012Validator(workflow.input_schema)
 
 
+@lru_cache(maxsize=64)
+def _compiled(workflow: Workflow) -> jsonschema_rs.Draft202012Validator:
+    """The schema compiled (Rust): answers "valid?" in about a microsecond. An input it calls
+    invalid is checked again by :func:`_validator`, the reference, which words the error; an
+    input the reference finds valid is accepted whatever the compiled one said."""
+    return jsonschema_rs.Draft202012Validator(workflow.input_schema)
+
+
 def validate_input(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, Any]:
     """The input with schema defaults filled in; :class:`InvalidInput` on the first fault."""
     declared = workflow.input_schema["properties"]
@@ -46,9 +55,10 @@ def validate_input(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, An
     if extra and workflow.additional_fields == "refuse":
         raise _unknown(workflow, extra[0])
     data = {k: v for k, v in given.items() if k in declared}
-    errors = list(_validator(workflow).iter_errors(data))
-    if errors:
-        raise min((_to_input_error(workflow, e, data) for e in errors), key=lambda x: x[0])[1]
+    if not _compiled(workflow).is_valid(data):
+        errors = list(_validator(workflow).iter_errors(data))
+        if errors:
+            raise min((_to_input_error(workflow, e, data) for e in errors), key=lambda x: x[0])[1]
     for name, prop in declared.items():
         if name not in data and "default" in prop:
             data[name] = copy.deepcopy(prop["default"])
