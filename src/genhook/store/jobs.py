@@ -4,6 +4,7 @@ transaction."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -92,6 +93,140 @@ _FIRST_IN_TURN = (
     .limit(1)
     .with_for_update(of=jobs, skip_locked=True)
 )
+# the worker's statements, built once (building one per call costs more than running it):
+# the claim's read first, is anything there to take? ``due``: a due job, while some service that
+# is not paused has jobs waiting; ``stalled``: a job whose lease ran out. Each part is one index
+# probe; with neither, no write transaction is opened (SQLite's one write lock stays free for the
+# accept path and the outbox)
+_NOW = sa.bindparam("now", type_=jobs.c.run_after.type)
+_SOMETHING_TO_CLAIM = sa.select(
+    sa.and_(
+        sa.exists().where(claimable(), jobs.c.run_after <= _NOW),
+        sa.exists().where(services.c.paused_at.is_(None), services.c.waiting > 0),
+    ).label("due"),
+    sa.exists()
+    .where(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < _NOW)
+    .label("stalled"),
+)
+_LEASE_RAN_OUT = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < _NOW)
+_STALLED = (
+    sa.select(jobs.c.id)
+    .where(_LEASE_RAN_OUT)
+    .order_by(jobs.c.lease_expires)
+    .limit(1)
+    .with_for_update(skip_locked=True)
+)
+
+
+def _taking(takeable: sa.ColumnElement[bool]) -> sa.Update:
+    """Lease job ``:jid`` to ``:worker`` until ``:until`` if it is still ``takeable``."""
+    return (
+        jobs.update()
+        .where(jobs.c.id == sa.bindparam("jid"), takeable)
+        .values(
+            status=JobStatus.RUNNING,
+            lease_owner=sa.bindparam("worker"),
+            lease_expires=sa.bindparam("until", type_=jobs.c.lease_expires.type),
+            attempts=jobs.c.attempts + 1,
+            first_claimed_at=sa.func.coalesce(jobs.c.first_claimed_at, _NOW),
+            updated_at=_NOW,
+            hold_reason=None,
+        )
+        .returning(*jobs.c)
+    )
+
+
+_TAKE_QUEUED = _taking(claimable())
+_TAKE_STALLED = _taking(_LEASE_RAN_OUT)
+_SERVED = (
+    services.update()
+    .where(services.c.id == sa.bindparam("sid"))
+    .values(
+        last_served_at=_NOW,
+        waiting=services.c.waiting - 1,
+        start_seq=services.c.start_seq + sa.bindparam("first", type_=sa.Integer),
+    )
+    .returning(services.c.start_seq)
+)
+_NUMBER_START = (
+    jobs.update().where(jobs.c.id == sa.bindparam("jid")).values(start_seq=sa.bindparam("seq"))
+)
+_ATTEMPT_STARTS = attempts.insert()
+_EVENT = events.insert()
+_OUTBOX = deliveries.insert()
+_RENEW = (
+    jobs.update()
+    .where(
+        jobs.c.id == sa.bindparam("jid"),
+        jobs.c.lease_owner == sa.bindparam("worker"),
+        jobs.c.status == JobStatus.RUNNING,
+    )
+    .values(lease_expires=sa.bindparam("until", type_=jobs.c.lease_expires.type))
+    .returning(jobs.c.cancel_requested)
+)
+_CANCEL_ASKED = sa.select(jobs.c.cancel_requested).where(jobs.c.id == sa.bindparam("jid"))
+_CLOSE_ATTEMPT = (
+    attempts.update()
+    .where(attempts.c.job_id == sa.bindparam("jid"), attempts.c.ended_at.is_(None))
+    .values(
+        ended_at=_NOW,
+        outcome=sa.bindparam("outcome", type_=attempts.c.outcome.type),
+        error_code=sa.bindparam("code", type_=attempts.c.error_code.type),
+        error_description=sa.bindparam("description", type_=attempts.c.error_description.type),
+        credit_cost=sa.bindparam("credits", type_=attempts.c.credit_cost.type),
+        made=sa.bindparam("made_", type_=attempts.c.made.type),
+    )
+)
+_BREAKER_HEALED = (
+    backend_state.update()
+    .where(
+        backend_state.c.backend == sa.bindparam("name"),
+        backend_state.c.failures > 0,
+        backend_state.c.state == BreakerState.CLOSED,
+    )
+    .values(failures=0, updated_at=_NOW)
+)
+_UNRESERVE = (
+    jobs.update().where(jobs.c.id == sa.bindparam("jid")).values(reserved=0.0, reserved_day=None)
+)
+
+
+@functools.cache
+def _releasing(cancel_requested: bool, columns: tuple[str, ...], spared: bool) -> sa.Update:
+    """Move job ``:jid`` out of ``running`` if ``:worker`` holds its lease and its cancel flag
+    is ``cancel_requested``: the attempt's ``:credits`` and ``:work`` added, ``columns`` set from
+    ``:v_<column>``, a spared attempt counted. It returns the job's reservation as it stands (the
+    caller releases it)."""
+    flag = jobs.c.cancel_requested
+    return (
+        jobs.update()
+        .where(
+            jobs.c.id == sa.bindparam("jid"),
+            jobs.c.lease_owner == sa.bindparam("worker"),
+            jobs.c.status == JobStatus.RUNNING,
+            flag.is_(sa.true()) if cancel_requested else flag.is_(sa.false()),
+        )
+        .values(
+            lease_owner=None,
+            lease_expires=None,
+            credit_cost=jobs.c.credit_cost + sa.bindparam("credits", type_=sa.Float),
+            processing_seconds=jobs.c.processing_seconds + sa.bindparam("work", type_=sa.Float),
+            **{c: sa.bindparam(f"v_{c}", type_=jobs.c[c].type) for c in columns},
+            **({"spared_attempts": jobs.c.spared_attempts + 1} if spared else {}),
+        )
+        .returning(
+            jobs.c.callback_url,
+            jobs.c.service_id,
+            jobs.c.workflow_id,
+            jobs.c.backend,
+            jobs.c.processing_seconds,
+            jobs.c.credit_cost,
+            jobs.c.reserved,
+            jobs.c.reserved_day,
+        )
+    )
+
+
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
@@ -323,71 +458,54 @@ class JobStore(StoreBase):
         where ``BEGIN IMMEDIATE`` already serialises writers), so two workers never take one job;
         the update is conditional on the state it was chosen in, so it cannot take a job that a
         cancel ended meanwhile. The job returned carries ``claimed_at``, the attempt's start.
+
+        A read comes first: with nothing to take (an idle queue), no write transaction opens.
         """
         now = self.clock.now()
+        with self._read() as conn:
+            due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
+        if not (due or stalled):
+            return None
         with self._write() as conn:
-            stalled = conn.execute(
-                sa.select(jobs.c.id)
-                .where(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
-                .order_by(jobs.c.lease_expires)
-                .limit(1)
-                .with_for_update(skip_locked=True)
-            ).scalar()
-            refusal: ErrorCode | None = None
-            limited = False
-            if stalled is not None:
-                self._close_lost_attempt(conn, stalled, lease_seconds, now)
-                job_id = stalled
-                takeable = sa.and_(jobs.c.status == JobStatus.RUNNING, jobs.c.lease_expires < now)
-            else:
-                job_id, refusal, limited = self._fair_pick(conn, now)
-                takeable = claimable()
-            if job_id is None:
-                return None
-            claimed = (
-                conn.execute(
-                    jobs.update()
-                    .where(jobs.c.id == job_id, takeable)
-                    .values(
-                        status=JobStatus.RUNNING,
-                        lease_owner=worker,
-                        lease_expires=now + lease_seconds,
-                        attempts=jobs.c.attempts + 1,
-                        first_claimed_at=sa.func.coalesce(jobs.c.first_claimed_at, now),
-                        updated_at=now,
-                        hold_reason=None,
-                    )
-                    .returning(*jobs.c)
-                )
-                .mappings()
-                .first()
-            )
-            if claimed is None:
-                return None  # a cancel or another worker took it first: the next poll goes on
-            if stalled is None:  # it leaves the queue: its service's turn is taken
-                first = limited and claimed["attempts"] == 1 and claimed["start_seq"] is None
-                seq = conn.execute(
-                    services.update()
-                    .where(services.c.id == claimed["service_id"])
-                    .values(
-                        last_served_at=now,
-                        waiting=services.c.waiting - 1,
-                        start_seq=services.c.start_seq + int(first),
-                    )
-                    .returning(services.c.start_seq)
-                ).scalar_one()
-                if first:  # numbered for the rate window of real starts
-                    conn.execute(jobs.update().where(jobs.c.id == job_id).values(start_seq=seq))
-            conn.execute(
-                attempts.insert().values(
-                    job_id=job_id,
-                    number=claimed["attempts"],
-                    worker=worker,
-                    started_at=now,
-                    backend=claimed["backend"],
-                )
-            )
-            self._event(conn, job_id, JobStatus.RUNNING, {"attempt": claimed["attempts"]}, now)
+            return self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
+
+    def _claim(
+        self, conn: sa.Connection, worker: str, lease_seconds: float, now: float, *, stalled: bool
+    ) -> Job | None:
+        """The claim's write transaction; ``stalled``: look for a lease that ran out first."""
+        lost = conn.execute(_STALLED, {"now": now}).scalar() if stalled else None
+        refusal: ErrorCode | None = None
+        limited = False
+        if lost is not None:
+            self._close_lost_attempt(conn, lost, lease_seconds, now)
+            job_id, take = lost, _TAKE_STALLED
+        else:
+            job_id, refusal, limited = self._fair_pick(conn, now)
+            take = _TAKE_QUEUED
+        if job_id is None:
+            return None
+        lease = {"jid": job_id, "worker": worker, "until": now + lease_seconds, "now": now}
+        claimed = conn.execute(take, lease).mappings().first()
+        if claimed is None:
+            return None  # a cancel or another worker took it first: the next poll goes on
+        if lost is None:  # it leaves the queue: its service's turn is taken
+            first = limited and claimed["attempts"] == 1 and claimed["start_seq"] is None
+            seq = conn.execute(
+                _SERVED, {"sid": claimed["service_id"], "now": now, "first": int(first)}
+            ).scalar_one()
+            if first:  # numbered for the rate window of real starts
+                conn.execute(_NUMBER_START, {"jid": job_id, "seq": seq})
+        conn.execute(
+            _ATTEMPT_STARTS,
+            {
+                "job_id": job_id,
+                "number": claimed["attempts"],
+                "worker": worker,
+                "started_at": now,
+                "backend": claimed["backend"],
+            },
+        )
+        self._event(conn, job_id, JobStatus.RUNNING, {"attempt": claimed["attempts"]}, now)
         return Job.from_row(claimed, claimed_at=now, refusal=refusal)
 
     # how many candidate jobs one claim looks at before it gives up (each one skipped is held
@@ -616,24 +734,14 @@ class JobStore(StoreBase):
         """Renew ``worker``'s lease on a running job."""
         now = self.clock.now()
         with self._write() as conn:
-            row = conn.execute(
-                jobs.update()
-                .where(
-                    jobs.c.id == job_id,
-                    jobs.c.lease_owner == worker,
-                    jobs.c.status == JobStatus.RUNNING,
-                )
-                .values(lease_expires=now + lease_seconds)
-                .returning(jobs.c.cancel_requested)
-            ).first()
+            lease = {"jid": job_id, "worker": worker, "until": now + lease_seconds}
+            row = conn.execute(_RENEW, lease).first()
         return Lease(owned=row is not None, cancel_requested=bool(row and row[0]))
 
     def cancel_requested(self, job_id: str) -> bool:
         """Has cancellation been asked for this job?"""
         with self._read() as conn:
-            return bool(
-                conn.execute(sa.select(jobs.c.cancel_requested).where(jobs.c.id == job_id)).scalar()
-            )
+            return bool(conn.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
 
     def finish(
         self,
@@ -707,14 +815,7 @@ class JobStore(StoreBase):
         ``spared``: the attempt failed because its backend's breaker is open; it does not count
         against the retry schedule, and the job waits (``backend_unavailable``) for the probe."""
         now = self.clock.now()
-        held = (
-            {
-                "spared_attempts": jobs.c.spared_attempts + 1,
-                "hold_reason": HoldReason.BACKEND_UNAVAILABLE,
-            }
-            if spared
-            else {}
-        )
+        held = {"hold_reason": HoldReason.BACKEND_UNAVAILABLE} if spared else {}
         with self._write() as conn:
             done = self._release(
                 conn,
@@ -727,6 +828,7 @@ class JobStore(StoreBase):
                 run_after=now + delay,
                 error_code=error.code.value,
                 updated_at=now,
+                spared=spared,
                 **held,
             )
             if done is not None:
@@ -809,15 +911,7 @@ class JobStore(StoreBase):
             figures["qc_checked"] = 1
             figures["qc_passed"] = int(encoded.parsed.get("quality_warning") is None)
             if done.backend is not None:
-                conn.execute(
-                    backend_state.update()
-                    .where(
-                        backend_state.c.backend == done.backend,
-                        backend_state.c.failures > 0,
-                        backend_state.c.state == BreakerState.CLOSED,
-                    )
-                    .values(failures=0, updated_at=now)
-                )
+                conn.execute(_BREAKER_HEALED, {"name": done.backend, "now": now})
         bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
@@ -831,55 +925,33 @@ class JobStore(StoreBase):
         work_seconds: float,
         *,
         cancel_requested: bool,
+        spared: bool = False,
         **values: Any,
     ) -> sa.Row[Any] | None:
         """Move a job out of ``running`` if ``worker`` still holds its lease and its cancel flag
-        is ``cancel_requested``, adding the attempt's credits and working time; else None.
-        The attempt's budget reservation is released and its real cost booked on the ledger.
+        is ``cancel_requested``, adding the attempt's credits and working time (and counting a
+        ``spared`` attempt); else None. The attempt's budget reservation is released and its
+        real cost booked on the ledger.
 
         One conditional update: on PostgreSQL a concurrent cancel either commits first (and
         this update, re-checking its condition, no longer matches) or waits for this one."""
-        held = conn.execute(
-            sa.select(jobs.c.reserved, jobs.c.reserved_day).where(jobs.c.id == job_id)
-        ).first()
-        done = conn.execute(
-            jobs.update()
-            .where(
-                jobs.c.id == job_id,
-                jobs.c.lease_owner == worker,
-                jobs.c.status == JobStatus.RUNNING,
-                jobs.c.cancel_requested.is_(sa.true())
-                if cancel_requested
-                else jobs.c.cancel_requested.is_(sa.false()),
-            )
-            .values(
-                lease_owner=None,
-                lease_expires=None,
-                credit_cost=jobs.c.credit_cost + credit_cost,
-                processing_seconds=jobs.c.processing_seconds + work_seconds,
-                reserved=0.0,
-                reserved_day=None,
-                **values,
-            )
-            .returning(
-                jobs.c.callback_url,
-                jobs.c.service_id,
-                jobs.c.workflow_id,
-                jobs.c.backend,
-                jobs.c.processing_seconds,
-                jobs.c.credit_cost,
-            )
-        ).first()
-        if done is not None and held is not None:
-            settle(
-                conn,
-                done.service_id,
-                held.reserved,
-                held.reserved_day,
-                credit_cost,
-                self.clock.now(),
-                self.alert_url,
-            )
+        statement = _releasing(cancel_requested, tuple(values), spared)
+        params = {f"v_{column}": value for column, value in values.items()}
+        params.update(jid=job_id, worker=worker, credits=credit_cost, work=work_seconds)
+        done = conn.execute(statement, params).first()
+        if done is None:
+            return None
+        if done.reserved or done.reserved_day is not None:
+            conn.execute(_UNRESERVE, {"jid": job_id})
+        settle(
+            conn,
+            done.service_id,
+            done.reserved,
+            done.reserved_day,
+            credit_cost,
+            self.clock.now(),
+            self.alert_url,
+        )
         return done
 
     def cancel(self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]) -> JobStatus:
@@ -945,22 +1017,22 @@ class JobStore(StoreBase):
         made: Mapping[str, float] | None = None,
     ) -> None:
         conn.execute(
-            attempts.update()
-            .where(attempts.c.job_id == job_id, attempts.c.ended_at.is_(None))
-            .values(
-                ended_at=now,
-                outcome=outcome,
-                error_code=error.code.value if error else None,
-                error_description=error.description if error else None,
-                credit_cost=credit_cost,
-                made=None if made is None else dict(made),
-            )
+            _CLOSE_ATTEMPT,
+            {
+                "jid": job_id,
+                "now": now,
+                "outcome": outcome,
+                "code": error.code.value if error else None,
+                "description": error.description if error else None,
+                "credits": credit_cost,
+                "made_": None if made is None else dict(made),
+            },
         )
 
     def _event(
         self, conn: sa.Connection, job_id: str, status: JobStatus, detail: Any, now: float
     ) -> None:
-        conn.execute(events.insert().values(job_id=job_id, at=now, status=status, detail=detail))
+        conn.execute(_EVENT, {"job_id": job_id, "at": now, "status": status, "detail": detail})
 
     def _outbox(
         self,
@@ -973,19 +1045,20 @@ class JobStore(StoreBase):
     ) -> None:
         """Queue the delivery of ``encoded.body``: the bytes every attempt signs and POSTs."""
         conn.execute(
-            deliveries.insert().values(
-                id=new_id("msg"),
-                job_id=job_id,
-                service_id=service_id,
-                kind="callback",
-                endpoint=endpoint_of(url),
-                url=url,
-                body=encoded.body,
-                status=DeliveryStatus.PENDING,
-                attempts=0,
-                next_attempt_at=now,
-                created_at=now,
-            )
+            _OUTBOX,
+            {
+                "id": new_id("msg"),
+                "job_id": job_id,
+                "service_id": service_id,
+                "kind": "callback",
+                "endpoint": endpoint_of(url),
+                "url": url,
+                "body": encoded.body,
+                "status": DeliveryStatus.PENDING,
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+            },
         )
 
     def backend_failed(self, backend: str, error: GenhookError) -> Breaker:
