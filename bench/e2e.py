@@ -339,27 +339,34 @@ def split_cpu(root: int, workers: list[int]) -> tuple[float, float]:
     return cpu_seconds(root), sum(cpu_seconds(pid) for pid in workers)
 
 
-def solo_stages(db: Path, jobs: list[Solo]) -> dict[str, list[float]]:
-    """Each stage of each sequential job, from the job's and its first attempt's timestamps."""
-    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+def job_times(db: Path, ids: list[str]) -> list[tuple[float, float, float, float]]:
+    """Per job: its created_at, first_claimed_at, finished_at and first delivery attempt."""
     with contextlib.closing(sqlite3.connect(f"file:{db}?mode=ro", uri=True)) as conn:
-        for solo in jobs:
-            row = conn.execute(
+        return [
+            conn.execute(
                 "SELECT j.created_at, j.first_claimed_at, j.finished_at, min(a.at)"
                 " FROM jobs j JOIN deliveries d ON d.job_id = j.id"
                 " JOIN delivery_attempts a ON a.delivery_id = d.id WHERE j.id = ?",
-                (solo.job_id,),
+                (job_id,),
             ).fetchone()
-            created, claimed, finished, attempted = row
-            spans = (
-                created - solo.sent,
-                claimed - created,
-                finished - claimed - solo.work,
-                attempted - finished,
-                solo.arrived - attempted,
-            )
-            for (name, _), span in zip(STAGES, spans, strict=True):
-                stages[name].append(span)
+            for job_id in ids
+        ]
+
+
+def solo_stages(db: Path, jobs: list[Solo]) -> dict[str, list[float]]:
+    """Each stage of each sequential job, from the job's and its first attempt's timestamps."""
+    stages: dict[str, list[float]] = {name: [] for name, _ in STAGES}
+    for solo, times in zip(jobs, job_times(db, [s.job_id for s in jobs]), strict=True):
+        created, claimed, finished, attempted = times
+        spans = (
+            created - solo.sent,
+            claimed - created,
+            finished - claimed - solo.work,
+            attempted - finished,
+            solo.arrived - attempted,
+        )
+        for (name, _), span in zip(STAGES, spans, strict=True):
+            stages[name].append(span)
     return stages
 
 
@@ -372,6 +379,7 @@ class ServiceResult:
     p50: float
     p99: float
     work_p50: float
+    to_outbox: list[float]  # each burst job's end (finished_at) to its first delivery attempt
     solo: SoloResult
     idle_kib: int
     peak_kib: int
@@ -503,6 +511,8 @@ def run_service(
         }
         counts = {k: int(v.fetchone()[0]) for k, v in db.items()}
     work = [receiver.work_seconds[j] for j in sent_at if j in receiver.work_seconds]
+    called = [j for j in sent_at if j in receiver.arrivals]
+    ended = job_times(data_dir / "genhook.db", called)
     return ServiceResult(
         rate=len(latencies) / (last_arrival - first_sent) if latencies else 0.0,
         burst=result.elapsed,
@@ -511,6 +521,7 @@ def run_service(
         p50=percentile(latencies, 50),
         p99=percentile(latencies, 99),
         work_p50=percentile(work, 50),
+        to_outbox=[attempted - finished for _, _, finished, attempted in ended],
         solo=SoloResult(
             solos, solo_stages(data_dir / "genhook.db", solos), cpu["solo"], cpu["solo_workers"]
         ),
@@ -607,7 +618,10 @@ def main() -> int:
         print(
             f"service:  {svc.rate:6.1f} jobs/s, trigger-to-callback p50 {svc.p50:.2f} s,"
             f" p99 {svc.p99:.2f} s; per-job work (processing_time_seconds) p50"
-            f" {svc.work_p50 * 1000:.0f} ms; server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
+            f" {svc.work_p50 * 1000:.0f} ms, its end to the first delivery attempt p50"
+            f" {percentile(svc.to_outbox, 50) * 1000:.1f} ms, p99"
+            f" {percentile(svc.to_outbox, 99) * 1000:.1f} ms;"
+            f" server CPU {svc.cpu_per_job * 1000:.0f} ms/job"
             f" (+ {svc.bench_cpu_per_job * 1000:.0f} ms/job in this process);"
             f" RSS idle {svc.idle_kib / 1024:.0f} MiB, peak {svc.peak_kib / 1024:.0f} MiB"
         )
