@@ -27,8 +27,12 @@ DESCRIPTION = """A JSON trigger in; generated, quality-checked, multi-platform a
 completion payload out. Every `/v1` route takes `Authorization: Bearer <api_key>`."""
 
 
-def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI:
-    """The app over ``runtime``; ``lifespan`` starts and stops the process's background parts."""
+def create_app(
+    runtime: Runtime, *, lifespan: Lifespan | None = None, trigger_lane: bool = True
+) -> FastAPI:
+    """The app over ``runtime``; ``lifespan`` starts and stops the process's background parts.
+    ``trigger_lane`` False: triggers go through FastAPI's route like every other request (the
+    tests compare the two)."""
     app = FastAPI(
         title="genhook",
         version=__version__,
@@ -41,7 +45,8 @@ def create_app(runtime: Runtime, *, lifespan: Lifespan | None = None) -> FastAPI
     for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
         app.include_router(module.router)
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
-    app.add_middleware(triggers.TriggerLane)  # innermost: the limits and catch-all still apply
+    if trigger_lane:  # innermost: the body limit and the catch-all still apply
+        app.add_middleware(triggers.TriggerLane)
     app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
     errors.install(app)  # last: its catch-all middleware wraps every other one
     return app

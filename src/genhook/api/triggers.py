@@ -252,7 +252,9 @@ def _idempotency_key(headers: Headers) -> str | None:
     key = headers.get("idempotency-key")
     if key is not None and not 1 <= len(key) <= 255:
         raise GenhookError(
-            ErrorCode.INVALID_VALUE, "Idempotency-Key must be 1 to 255 characters", field=None
+            ErrorCode.INVALID_VALUE,
+            "Idempotency-Key must be 1 to 255 characters",
+            field="idempotency-key",  # as the route's header validation names it
         )
     return key
 

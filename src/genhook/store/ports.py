@@ -17,8 +17,8 @@ from genhook.clock import Clock
 from genhook.errors import GenhookError
 from genhook.flow import Breaker
 from genhook.status import DeliveryOutcome, JobStatus
-from genhook.store.base import Health, Row
 from genhook.store.admit import Admission, Submission
+from genhook.store.base import Health, Row
 from genhook.store.jobs import Lease
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import (
