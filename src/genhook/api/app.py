@@ -40,6 +40,9 @@ def create_app(
         lifespan=lifespan,
         docs_url="/docs",
         redoc_url=None,
+        # no OpenTelemetry here (metrics are Prometheus'): without this FastAPI asks the
+        # OpenTelemetry providers on every request whether they are configured
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
     for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
