@@ -35,6 +35,7 @@ from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
 from genhook.status import DeliveryOutcome
+from genhook.store.deliveries import DeliveryResult
 from genhook.store.ports import OutboxStore
 from genhook.store.records import Delivery
 
@@ -85,6 +86,15 @@ class Outbox:
 
     ``policy`` is the callbacks' :class:`~genhook.retry.RetryPolicy` (a plain schedule is
     taken as :func:`~genhook.retry.delivery_policy` of it).
+
+    One loop does all of the outbox's writing, a turn at a time: each turn is one transaction
+    (:meth:`~genhook.store.deliveries.DeliveryStore.record_and_claim`) that records every
+    answer that came back since the last turn and leases as many due deliveries as there is
+    room for, so one commit serves many deliveries however many are in flight. The requests
+    go out meanwhile, one task each; an answer waits in memory for the next turn, and nothing
+    acts on it before that turn has committed: the delivery stays ``sending`` under this
+    outbox's lease until then, so a crash in between loses nothing (the lease runs out, or is
+    ended at the next start-up, and the delivery is sent again).
     """
 
     def __init__(
@@ -111,11 +121,16 @@ class Outbox:
         self.poll_seconds = poll_seconds
         self.name = name or owner_name()
         self.alert_secret = alert_secret
-        self._inflight: dict[asyncio.Task[None], str] = {}
+        self._sending: dict[asyncio.Task[None], str] = {}  # requests in flight
+        self._answered: list[DeliveryResult] = []  # answers the next turn records
+        self._held: set[str] = set()  # leased here and not yet recorded: renewed
+        self._answer: asyncio.Event | None = None  # set when an answer comes back
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Deliver until ``stop`` is set; in-flight attempts finish first."""
-        wake = self.signal.asyncio_event(asyncio.get_running_loop())
+        """Deliver until ``stop`` is set; in-flight attempts finish, and are recorded, first."""
+        loop = asyncio.get_running_loop()
+        wake = self.signal.asyncio_event(loop)
+        self._answer = asyncio.Event()
         try:
             taken = await asyncio.to_thread(self.store.expire_dead_leases, owner_is_dead)
             if taken:
@@ -123,41 +138,80 @@ class Outbox:
         except Exception:
             log.exception("taking over dead senders' deliveries failed")
         renewals = asyncio.create_task(self._renew())
-        while not stop.is_set():
-            wake.clear()
-            room = self.concurrency - len(self._inflight)
-            claimed_at = self.clock.now()
-            batch: list[Delivery] = []
-            if room > 0:
-                try:
-                    batch = await asyncio.to_thread(
-                        self.store.claim_deliveries, room, self.lease_seconds, self.name
-                    )
-                except Exception:
-                    log.exception("claiming deliveries failed")
-            for row in batch:
-                task = asyncio.create_task(self._deliver(row))
-                self._inflight[task] = row.id
-                task.add_done_callback(self._done)
-            if batch and len(batch) == room:
-                await asyncio.sleep(0)
-                continue
-            await self._nap(wake, stop, claimed_at)
-        if self._inflight:
-            await asyncio.gather(*self._inflight, return_exceptions=True)
-        renewals.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await renewals
+        try:
+            while True:
+                stopping = stop.is_set()
+                if stopping and not self._sending and not self._answered:
+                    break
+                wake.clear()
+                self._answer.clear()
+                answered, self._answered = self._answered, []
+                room = 0 if stopping else self.concurrency - len(self._sending)
+                claimed_at = self.clock.now()
+                batch = await self._turn(answered, room)
+                for row in batch:
+                    self._held.add(row.id)
+                    task = asyncio.create_task(self._deliver(row))
+                    self._sending[task] = row.id
+                    task.add_done_callback(self._sent)
+                if self._answered or (room > 0 and len(batch) == room):
+                    await asyncio.sleep(0)  # more to do at once: answers, or a full claim
+                elif stopping or room - len(batch) <= 0:
+                    if self._sending:  # no room, or stopping: wait for the next answer
+                        await self._answer.wait()
+                else:
+                    await self._nap(wake, stop, claimed_at)
+        finally:
+            renewals.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await renewals
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._inflight.pop(task, None)
-        self.signal.notify()  # a slot freed up: look for more work
+    async def _turn(self, answered: list[DeliveryResult], room: int) -> list[Delivery]:
+        """One transaction: record ``answered`` and lease up to ``room`` due deliveries.
+
+        If it fails, each answer is recorded again on its own (one that still cannot be is
+        left to its lease, which runs out: the delivery is sent again), and nothing is leased.
+        """
+        if not answered and room <= 0:
+            return []
+        try:
+            moved, batch = await asyncio.to_thread(
+                self.store.record_and_claim, answered, room, self.lease_seconds, self.name
+            )
+        except Exception:
+            log.exception("recording %d answers and claiming deliveries failed", len(answered))
+            moved = [await self._record_alone(result) for result in answered]
+            batch = []
+        for result, kept in zip(answered, moved, strict=True):
+            self._held.discard(result.delivery_id)
+            if not kept:
+                log.warning("delivery %s was taken over by another sender", result.delivery_id)
+        return batch
+
+    async def _record_alone(self, result: DeliveryResult) -> bool:
+        try:
+            [moved] = await asyncio.to_thread(self.store.record_deliveries, [result], self.name)
+        except Exception:
+            log.exception("recording delivery %s failed; its lease will expire", result.delivery_id)
+            return True  # nothing more to do here: not a take-over
+        return moved
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        delivery_id = self._sending.pop(task, None)
+        if delivery_id is not None and (task.cancelled() or task.exception() is not None):
+            # no answer to record: left to its lease, which is no longer renewed
+            self._held.discard(delivery_id)
+            if not task.cancelled():
+                log.error("sending delivery %s failed", delivery_id, exc_info=task.exception())
+        if self._answer is not None:
+            self._answer.set()  # a slot freed up, an answer waits to be recorded
 
     async def _renew(self) -> None:
-        """Keep the leases of in-flight deliveries, every third of a lease."""
+        """Keep the leases of deliveries leased here and not yet recorded, every third of a
+        lease."""
         while True:
             await asyncio.sleep(self.lease_seconds / 3)
-            held = list(self._inflight.values())
+            held = list(self._held)
             if not held:
                 continue
             try:
@@ -171,12 +225,14 @@ class Outbox:
                 log.warning("%d in-flight deliveries were taken over", len(held) - kept)
 
     async def _nap(self, wake: asyncio.Event, stop: asyncio.Event, claimed_at: float) -> None:
-        """Wait for a wake-up, ``stop``, the next due delivery or the poll, whichever is first.
+        """Wait for a wake-up, an answer, ``stop``, the next due delivery or the poll, whichever
+        is first.
 
         A delivery that was due when the claim ran and is still pending was left by it (its
         service or endpoint is at its cap): it waits for an attempt to end here (which wakes
         this loop) or for the poll, instead of spinning on it.
         """
+        assert self._answer is not None
         timeout = self.poll_seconds
         try:
             due = await asyncio.to_thread(self.store.next_delivery_at, claimed_at)
@@ -184,7 +240,11 @@ class Outbox:
             due = None
         if due is not None:
             timeout = max(0.0, min(timeout, due - self.clock.now()))
-        waiters = [asyncio.ensure_future(wake.wait()), asyncio.ensure_future(stop.wait())]
+        waiters = [
+            asyncio.ensure_future(wake.wait()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(self._answer.wait()),
+        ]
         try:
             await asyncio.wait(waiters, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
@@ -192,6 +252,7 @@ class Outbox:
                 waiter.cancel()
 
     async def _deliver(self, row: Delivery) -> None:
+        """Send one attempt and leave its answer for the next turn to record."""
         number = row.attempt  # this attempt, already in the log as "sending"
         secret = self.alert_secret if row.is_alert else row.webhook_secret
         if not secret:
@@ -226,20 +287,14 @@ class Outbox:
         metrics.delivery(
             row.service_id, outcome_label(result.outcome, next_at), result.duration_ms / 1e3
         )
-        try:
-            moved = await asyncio.to_thread(
-                self.store.record_delivery,
+        self._answered.append(
+            DeliveryResult(
                 row.id,
-                number=number,
-                status_code=result.status_code,
-                error=result.error,
-                duration_ms=result.duration_ms,
-                outcome=result.outcome,
-                next_attempt_at=next_at,
-                owner=self.name,
+                number,
+                result.outcome,
+                result.status_code,
+                result.error,
+                result.duration_ms,
+                next_at,
             )
-        except Exception:
-            log.exception("recording delivery %s failed; its lease will expire", row.id)
-            return
-        if not moved:
-            log.warning("delivery %s was taken over by another sender", row.id)
+        )

@@ -23,7 +23,8 @@ event's own delivery (kind ``alert``) never does, and never counts against an en
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -56,6 +57,29 @@ CLAIM_LOCK = 0x67686B64  # "ghkd": the advisory lock that serialises delivery cl
 
 
 Now = float | sa.BindParameter[float]
+
+
+@dataclass(frozen=True, slots=True)
+class DeliveryResult:
+    """What one attempt came to, to be recorded: attempt ``number`` of ``delivery_id`` ended
+    with ``outcome``; ``next_attempt_at`` is when to try again (None: no further attempt)."""
+
+    delivery_id: str
+    number: int
+    outcome: DeliveryOutcome
+    status_code: int | None
+    error: str | None
+    duration_ms: float
+    next_attempt_at: float | None
+
+    @property
+    def status(self) -> DeliveryStatus:
+        """Where the delivery goes: delivered, pending (a retry is due) or failed for good."""
+        if self.outcome is DeliveryOutcome.DELIVERED:
+            return DeliveryStatus.DELIVERED
+        if self.next_attempt_at is None:
+            return DeliveryStatus.FAILED
+        return DeliveryStatus.PENDING
 
 
 def _live(now: Now) -> sa.ColumnElement[bool]:
@@ -113,6 +137,7 @@ def _pick_statement() -> sa.Select[Any]:
             service_key.label("service"),
             endpoint_key.label("endpoint"),
             deliveries.c.next_attempt_at.label("due_at"),
+            sa.literal_column("0").label("stale"),
         ).where(
             deliveries.c.status == DeliveryStatus.PENDING,
             deliveries.c.next_attempt_at <= now,
@@ -125,6 +150,7 @@ def _pick_statement() -> sa.Select[Any]:
             sa.func.coalesce(deliveries.c.next_attempt_at, deliveries.c.lease_expires).label(
                 "due_at"
             ),
+            sa.literal_column("1").label("stale"),
         ).where(
             deliveries.c.status == DeliveryStatus.SENDING,
             deliveries.c.lease_expires <= now,
@@ -142,6 +168,7 @@ def _pick_statement() -> sa.Select[Any]:
             ready.c.id,
             ready.c.service,
             ready.c.due_at,
+            ready.c.stale,
             sa.func.row_number()
             .over(partition_by=ready.c.service, order_by=(ready.c.due_at, ready.c.id))
             .label("turn"),
@@ -154,7 +181,7 @@ def _pick_statement() -> sa.Select[Any]:
         .subquery()
     )
     return (
-        sa.select(fits_endpoint.c.id)
+        sa.select(fits_endpoint.c.id, fits_endpoint.c.stale)
         .select_from(
             fits_endpoint.outerjoin(by_service, by_service.c.key == fits_endpoint.c.service)
         )
@@ -164,6 +191,146 @@ def _pick_statement() -> sa.Select[Any]:
         )
         .order_by(fits_endpoint.c.turn, fits_endpoint.c.due_at, fits_endpoint.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
+    )
+
+
+_CLAIM_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK))
+_ATTEMPT_INSERT = delivery_attempts.insert()
+
+
+@functools.cache
+def _lease_statement() -> sa.Update:
+    """Lease the picked ``ids`` still claimable at ``now`` to ``owner`` until ``until``, each
+    one attempt more; returns the ids leased."""
+    return (
+        deliveries.update()
+        .where(
+            deliveries.c.id.in_(sa.bindparam("ids", expanding=True)),
+            _claimable(sa.bindparam("now", type_=Time)),
+        )
+        .values(
+            status=DeliveryStatus.SENDING,
+            attempts=deliveries.c.attempts + 1,
+            lease_expires=sa.bindparam("until", type_=Time),
+            lease_owner=sa.bindparam("owner", type_=sa.String),
+        )
+        .returning(deliveries.c.id)
+    )
+
+
+@functools.cache
+def _interrupt_statement() -> sa.Update:
+    """The attempts of ``ids`` still ``sending``: their sender died, they are interrupted."""
+    return (
+        delivery_attempts.update()
+        .where(
+            delivery_attempts.c.delivery_id.in_(sa.bindparam("ids", expanding=True)),
+            delivery_attempts.c.state == DeliveryAttemptState.SENDING,
+        )
+        .values(state=DeliveryAttemptState.INTERRUPTED, error=INTERRUPTED)
+    )
+
+
+@functools.cache
+def _leased_statement() -> sa.Select[Any]:
+    """What sending the leased ``ids`` needs: the rows, their services' secrets and their
+    triggers' callback policy."""
+    return (
+        sa.select(
+            deliveries,
+            services.c.webhook_secret,
+            services.c.previous_secret,
+            services.c.previous_secret_until,
+            jobs.c.callback_private,
+        )
+        .outerjoin(services, services.c.id == deliveries.c.service_id)
+        .outerjoin(jobs, jobs.c.id == deliveries.c.job_id)
+        .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
+    )
+
+
+@functools.cache
+def _done_attempt_statement() -> sa.Update:
+    """Complete one attempt row (executed for many): ``a_id``'s attempt ``a_number``."""
+    return (
+        delivery_attempts.update()
+        .where(
+            delivery_attempts.c.delivery_id == sa.bindparam("a_id"),
+            delivery_attempts.c.number == sa.bindparam("a_number"),
+        )
+        .values(
+            state=DeliveryAttemptState.DONE,
+            status_code=sa.bindparam("a_code", type_=sa.Integer),
+            error=sa.bindparam("a_error", type_=sa.Text),
+            duration_ms=sa.bindparam("a_ms", type_=sa.Float),
+        )
+    )
+
+
+@functools.cache
+def _held_statement(owned: bool) -> sa.Select[Any]:
+    """Of ``ids``, the deliveries still ``sending`` under ``owner``'s lease (no owner's, when
+    not ``owned``), locked on PostgreSQL, with what recording an attempt needs: the service's
+    name, the current attempt's start and the endpoint breaker's ``failing_since``."""
+    holder = (
+        deliveries.c.lease_owner == sa.bindparam("owner")
+        if owned
+        else deliveries.c.lease_owner.is_(None)
+    )
+    return (
+        sa.select(
+            deliveries.c.id,
+            deliveries.c.kind,
+            deliveries.c.job_id,
+            deliveries.c.service_id,
+            deliveries.c.endpoint,
+            deliveries.c.url,
+            deliveries.c.attempts,
+            services.c.name.label("service"),
+            delivery_attempts.c.at.label("started_at"),
+            endpoints.c.failing_since,
+        )
+        .select_from(
+            deliveries.outerjoin(services, services.c.id == deliveries.c.service_id)
+            .outerjoin(
+                delivery_attempts,
+                sa.and_(
+                    delivery_attempts.c.delivery_id == deliveries.c.id,
+                    delivery_attempts.c.number == deliveries.c.attempts,
+                ),
+            )
+            .outerjoin(
+                endpoints,
+                sa.and_(
+                    endpoints.c.service_id == deliveries.c.service_id,
+                    endpoints.c.endpoint == deliveries.c.endpoint,
+                ),
+            )
+        )
+        .where(
+            deliveries.c.id.in_(sa.bindparam("ids", expanding=True)),
+            deliveries.c.status == DeliveryStatus.SENDING,
+            holder,
+        )
+        .with_for_update(of=deliveries)
+    )
+
+
+@functools.cache
+def _move_statement() -> sa.Update:
+    """Move one held delivery on after its attempt (executed for many)."""
+    return (
+        deliveries.update()
+        .where(deliveries.c.id == sa.bindparam("m_id"))
+        .values(
+            status=sa.bindparam("m_status", type_=sa.String),
+            next_attempt_at=sa.bindparam("m_next", type_=Time),
+            lease_expires=None,
+            lease_owner=None,
+            delivered_at=sa.bindparam("m_at", type_=Time),
+            last_status_code=sa.bindparam("m_code", type_=sa.Integer),
+            last_error=sa.bindparam("m_error", type_=sa.Text),
+        )
     )
 
 
@@ -190,66 +357,72 @@ class DeliveryStore(StoreBase):
         """
         now = self.clock.now()
         with self._write() as conn:
-            if conn.dialect.name == "postgresql":
-                conn.execute(sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK)))
-            picked = self._pick(conn, limit, now)
-            if not picked:
-                return []
-            ids = list(
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id.in_(picked), _claimable(now))
-                    .values(
-                        status=DeliveryStatus.SENDING,
-                        attempts=deliveries.c.attempts + 1,
-                        lease_expires=now + lease_seconds,
-                        lease_owner=owner or None,
-                    )
-                    .returning(deliveries.c.id)
-                ).scalars()
-            )
-            if not ids:
-                return []
-            conn.execute(
-                delivery_attempts.update()
-                .where(
-                    delivery_attempts.c.delivery_id.in_(ids),
-                    delivery_attempts.c.state == DeliveryAttemptState.SENDING,
-                )
-                .values(state=DeliveryAttemptState.INTERRUPTED, error=INTERRUPTED)
-            )
-            found = {
-                r["id"]: Delivery.from_row(r, now=now)
-                for r in conn.execute(
-                    sa.select(
-                        deliveries,
-                        services.c.webhook_secret,
-                        services.c.previous_secret,
-                        services.c.previous_secret_until,
-                        jobs.c.callback_private,
-                    )
-                    .outerjoin(services, services.c.id == deliveries.c.service_id)
-                    .outerjoin(jobs, jobs.c.id == deliveries.c.job_id)
-                    .where(deliveries.c.id.in_(ids))
-                ).mappings()
-            }
-            rows = [found[i] for i in picked if i in found]  # in the claim's fair order
-            conn.execute(
-                delivery_attempts.insert(),
-                [
-                    {
-                        "delivery_id": r.id,
-                        "number": r.attempt,
-                        "at": now,
-                        "state": DeliveryAttemptState.SENDING,
-                    }
-                    for r in rows
-                ],
-            )
-            return rows
+            return self._lease_due(conn, limit, lease_seconds, owner, now)
 
-    def _pick(self, conn: sa.Connection, limit: int, now: float) -> list[str]:
-        """The ids a claim takes: claimable, within both in-flight caps, services in turns.
+    def record_and_claim(
+        self,
+        results: Sequence[DeliveryResult],
+        limit: int,
+        lease_seconds: float,
+        owner: str = "",
+    ) -> tuple[list[bool], list[Delivery]]:
+        """Record ``results`` (as :meth:`record_deliveries`), then lease up to ``limit`` due
+        deliveries (as :meth:`claim_deliveries`), in one transaction: one commit for an outbox's
+        whole turn. The claim sees the room the recorded attempts left under the caps."""
+        now = self.clock.now()
+        with self._write() as conn:
+            moved = self._record(conn, results, owner, now) if results else []
+            claimed = self._lease_due(conn, limit, lease_seconds, owner, now) if limit > 0 else []
+        return moved, claimed
+
+    def _lease_due(
+        self, conn: sa.Connection, limit: int, lease_seconds: float, owner: str, now: float
+    ) -> list[Delivery]:
+        """The claim, in ``conn``'s write transaction: pick, lease, end the abandoned attempts
+        of stale ones as ``interrupted``, read what sending needs, log each new attempt."""
+        if conn.dialect.name == "postgresql":
+            conn.execute(_CLAIM_LOCK)
+        picked = self._pick(conn, limit, now)
+        if not picked:
+            return []
+        ids = list(
+            conn.execute(
+                _lease_statement(),
+                {
+                    "ids": [i for i, _ in picked],
+                    "now": now,
+                    "until": now + lease_seconds,
+                    "owner": owner or None,
+                },
+            ).scalars()
+        )
+        if not ids:
+            return []
+        stale = [i for i, was_sending in picked if was_sending]
+        if stale:  # their senders died mid-attempt: those attempts stay in the log, interrupted
+            conn.execute(_interrupt_statement(), {"ids": stale})
+        found = {
+            r["id"]: Delivery.from_row(r, now=now)
+            for r in conn.execute(_leased_statement(), {"ids": ids}).mappings()
+        }
+        rows = [found[i] for i, _ in picked if i in found]  # in the claim's fair order
+        conn.execute(
+            _ATTEMPT_INSERT,
+            [
+                {
+                    "delivery_id": r.id,
+                    "number": r.attempt,
+                    "at": now,
+                    "state": DeliveryAttemptState.SENDING,
+                }
+                for r in rows
+            ],
+        )
+        return rows
+
+    def _pick(self, conn: sa.Connection, limit: int, now: float) -> list[tuple[str, bool]]:
+        """The ids a claim takes, each with whether it was abandoned mid-attempt (``sending``
+        under a lease that ran out): claimable, within both in-flight caps, services in turns.
 
         Per endpoint, its claimable deliveries in due order are numbered 1, 2, ...; those whose
         number plus the endpoint's attempts in flight is over ``delivery_per_endpoint`` stay.
@@ -258,8 +431,9 @@ class DeliveryStore(StoreBase):
         each one's second, ...), then by due time. An operator event (no service) counts as
         its own service.
         """
-        return list(
-            conn.execute(
+        return [
+            (row[0], bool(row[1]))
+            for row in conn.execute(
                 _pick_statement(),
                 {
                     "now": now,
@@ -267,8 +441,8 @@ class DeliveryStore(StoreBase):
                     "per_endpoint": self.delivery_per_endpoint,
                     "per_service": self.delivery_per_service,
                 },
-            ).scalars()
-        )
+            )
+        ]
 
     def renew_deliveries(self, ids: Collection[str], owner: str, lease_seconds: float) -> int:
         """Extend ``owner``'s leases on ``ids``; how many it still held."""
@@ -344,108 +518,135 @@ class DeliveryStore(StoreBase):
         ``endpoint.disabled``), and one that failed for good after its last scheduled attempt
         sends ``delivery.exhausted``, both in the same transaction.
         """
+        result = DeliveryResult(
+            delivery_id, number, outcome, status_code, error, duration_ms, next_attempt_at
+        )
+        [moved] = self.record_deliveries([result], owner)
+        return moved
+
+    def record_deliveries(self, results: Sequence[DeliveryResult], owner: str = "") -> list[bool]:
+        """:meth:`record_delivery` for many attempts in one transaction (one commit), applied in
+        order; whether each delivery moved on."""
+        if not results:
+            return []
         now = self.clock.now()
-        if outcome is DeliveryOutcome.DELIVERED:
-            status = DeliveryStatus.DELIVERED
-        elif next_attempt_at is None:
-            status = DeliveryStatus.FAILED
-        else:
-            status = DeliveryStatus.PENDING
         with self._write() as conn:
+            return self._record(conn, results, owner, now)
+
+    def _record(
+        self, conn: sa.Connection, results: Sequence[DeliveryResult], owner: str, now: float
+    ) -> list[bool]:
+        """Record ``results`` in ``conn``'s write transaction, in order.
+
+        Every attempt row is completed; the deliveries ``owner`` still holds (read, and locked
+        on PostgreSQL, with what the breaker and the exhausted event need) move on; then each
+        callback that moved feeds its endpoint's breaker and may report itself exhausted. A
+        success at an endpoint that is not failing writes nothing to the breaker.
+        """
+        conn.execute(
+            _done_attempt_statement(),
+            [
+                {
+                    "a_id": r.delivery_id,
+                    "a_number": r.number,
+                    "a_code": r.status_code,
+                    "a_error": r.error,
+                    "a_ms": r.duration_ms,
+                }
+                for r in results
+            ],
+        )
+        held = {
+            row["id"]: row
+            for row in conn.execute(
+                _held_statement(bool(owner)),
+                {"ids": [r.delivery_id for r in results], "owner": owner},
+            ).mappings()
+        }
+        moving = [r for r in results if r.delivery_id in held]
+        if moving:
             conn.execute(
-                delivery_attempts.update()
-                .where(
-                    delivery_attempts.c.delivery_id == delivery_id,
-                    delivery_attempts.c.number == number,
-                )
-                .values(
-                    state=DeliveryAttemptState.DONE,
-                    status_code=status_code,
-                    error=error,
-                    duration_ms=duration_ms,
-                )
+                _move_statement(),
+                [
+                    {
+                        "m_id": r.delivery_id,
+                        "m_status": r.status,
+                        "m_next": r.next_attempt_at if r.status is DeliveryStatus.PENDING else None,
+                        "m_at": now if r.status is DeliveryStatus.DELIVERED else None,
+                        "m_code": r.status_code,
+                        "m_error": r.error,
+                    }
+                    for r in moving
+                ],
             )
-            moved = conn.execute(
-                deliveries.update()
-                .where(
-                    deliveries.c.id == delivery_id,
-                    deliveries.c.status == DeliveryStatus.SENDING,
-                    deliveries.c.lease_owner.is_(None)
-                    if not owner
-                    else deliveries.c.lease_owner == owner,
-                )
-                .values(
-                    status=status,
-                    next_attempt_at=next_attempt_at,
-                    lease_expires=None,
-                    lease_owner=None,
-                    delivered_at=now if status is DeliveryStatus.DELIVERED else None,
-                    last_status_code=status_code,
-                    last_error=error,
-                )
-            ).rowcount
-            if moved:
-                self._after_attempt(conn, delivery_id, number, outcome, status, now)
-        return bool(moved)
+        failing: dict[tuple[str, str], bool] = {}  # what this batch left each endpoint at
+        for r in moving:
+            row = held[r.delivery_id]
+            if row["kind"] == ALERT or row["service_id"] is None:
+                continue  # an operator event's delivery: no breaker, no event about itself
+            self._after_attempt(conn, r, row, failing, now)
+        return [r.delivery_id in held for r in results]
 
     def _after_attempt(
         self,
         conn: sa.Connection,
-        delivery_id: str,
-        number: int,
-        outcome: DeliveryOutcome,
-        status: DeliveryStatus,
+        result: DeliveryResult,
+        row: Any,
+        failing: dict[tuple[str, str], bool],
         now: float,
     ) -> None:
-        """A callback's attempt has moved it on: feed the breaker; report an exhausted one."""
-        row = (
-            conn.execute(
-                sa.select(
-                    deliveries.c.kind,
-                    deliveries.c.job_id,
-                    deliveries.c.service_id,
-                    deliveries.c.endpoint,
-                    deliveries.c.url,
-                    deliveries.c.attempts,
-                    deliveries.c.last_status_code,
-                    deliveries.c.last_error,
-                    delivery_attempts.c.at.label("started_at"),
-                    services.c.name.label("service"),
-                )
-                .join(services, services.c.id == deliveries.c.service_id)
-                .outerjoin(
-                    delivery_attempts,
-                    sa.and_(
-                        delivery_attempts.c.delivery_id == deliveries.c.id,
-                        delivery_attempts.c.number == number,
-                    ),
-                )
-                .where(deliveries.c.id == delivery_id)
-            )
-            .mappings()
-            .first()
-        )
-        if row is None or row["kind"] == ALERT:
-            return  # an operator event's delivery: no breaker, no event about itself
+        """A callback's attempt has moved it on: feed the breaker; report an exhausted one.
+
+        ``failing`` holds what the batch's earlier attempts left each endpoint at (failing or
+        not); an endpoint not in it is failing when its row says so.
+        """
         endpoint = row["endpoint"] or endpoint_of(row["url"])
-        started = float(row["started_at"] if row["started_at"] is not None else now)
-        self._feed_breaker(conn, row, endpoint, outcome is DeliveryOutcome.DELIVERED, started, now)
-        if status is DeliveryStatus.FAILED and outcome is DeliveryOutcome.RETRY:
+        key = (row["service_id"], endpoint)
+        ok = result.outcome is DeliveryOutcome.DELIVERED
+        if ok:
+            known = failing.get(key)
+            was_failing = (
+                known
+                if known is not None
+                else (row["endpoint"] is None or row["failing_since"] is not None)
+            )
+            if was_failing:
+                self._feed_breaker(conn, row, endpoint, True, now, now)
+            failing[key] = False
+        else:
+            if result.number == row["attempts"] and row["started_at"] is not None:
+                started = float(row["started_at"])
+            else:
+                started = self._attempt_start(conn, result.delivery_id, result.number, now)
+            self._feed_breaker(conn, row, endpoint, False, started, now)
+            failing[key] = True
+        if result.status is DeliveryStatus.FAILED and result.outcome is DeliveryOutcome.RETRY:
             record_event(
                 conn,
                 event=OperatorEvent.DELIVERY_EXHAUSTED,
                 service=row["service"],
                 details={
-                    "delivery_id": delivery_id,
+                    "delivery_id": result.delivery_id,
                     "job_id": row["job_id"],
                     "endpoint": endpoint,
                     "attempts": int(row["attempts"]),
-                    "last_status_code": row["last_status_code"],
-                    "last_error": row["last_error"],
+                    "last_status_code": result.status_code,
+                    "last_error": result.error,
                 },
                 now=now,
                 alert_url=self.alert_url,
             )
+
+    @staticmethod
+    def _attempt_start(conn: sa.Connection, delivery_id: str, number: int, now: float) -> float:
+        """When attempt ``number`` of ``delivery_id`` started (``now`` if it is not logged)."""
+        at = conn.execute(
+            sa.select(delivery_attempts.c.at).where(
+                delivery_attempts.c.delivery_id == delivery_id,
+                delivery_attempts.c.number == number,
+            )
+        ).scalar()
+        return float(at) if at is not None else now
 
     def _feed_breaker(
         self,

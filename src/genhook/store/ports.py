@@ -10,7 +10,7 @@ Database errors never cross a port: the store translates them at its edge into
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from genhook.clock import Clock
@@ -19,6 +19,7 @@ from genhook.flow import Breaker
 from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.admit import Admission, Submission
 from genhook.store.base import Health, Row
+from genhook.store.deliveries import DeliveryResult
 from genhook.store.jobs import Lease
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import (
@@ -83,7 +84,8 @@ class WorkerStore(Protocol):
 
 
 class OutboxStore(Protocol):
-    """What the outbox does: lease due deliveries, renew and reclaim leases, log attempts."""
+    """What the outbox does: lease due deliveries, renew and reclaim leases, log attempts (a
+    turn's answers and its next claim in one transaction)."""
 
     def claim_deliveries(
         self, limit: int, lease_seconds: float, owner: str = ""
@@ -107,6 +109,18 @@ class OutboxStore(Protocol):
         next_attempt_at: float | None,
         owner: str = "",
     ) -> bool: ...
+
+    def record_deliveries(
+        self, results: Sequence[DeliveryResult], owner: str = ""
+    ) -> list[bool]: ...
+
+    def record_and_claim(
+        self,
+        results: Sequence[DeliveryResult],
+        limit: int,
+        lease_seconds: float,
+        owner: str = "",
+    ) -> tuple[list[bool], list[Delivery]]: ...
 
 
 class ApiStore(Protocol):
