@@ -112,6 +112,7 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
 @click.option("--parent", type=int, default=None, hidden=True)
 def worker_cmd(concurrency: int, parent: int | None) -> None:
     """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
+    from genhook.media.memory import configure_for_rendering
     from genhook.service import adopt_parent, run_worker
     from genhook.supervisor import lower_priority
 
@@ -120,6 +121,7 @@ def worker_cmd(concurrency: int, parent: int | None) -> None:
     setup_logging()
     settings = load_settings()
     lower_priority(settings.worker_nice)  # before any worker or libvips thread starts
+    configure_for_rendering()
     runtime = build_runtime(settings)
     run_worker(runtime, concurrency, parent=parent)
 

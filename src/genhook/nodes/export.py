@@ -21,6 +21,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import crop_share
 from genhook.media.export import Encoded, export_all, to_vips
+from genhook.media.memory import release_free_memory
 from genhook.media.saliency import MIN_KEPT, SalienceMap, kept_extent, salience
 from genhook.nodes.metadata import cut_words, slug
 from genhook.nodes.renders import Renders
@@ -133,6 +134,7 @@ class Export(BaseNode):
                 )
             )
         metrics.export_seconds(time.perf_counter() - started)
+        release_free_memory()  # what the encodes freed, before the next job's renders
         return {"assets": assets}
 
     @staticmethod
