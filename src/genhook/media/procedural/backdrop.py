@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from genhook.media.procedural.fields import Field, axis, dither_tile
+from genhook.media.procedural.fields import Field, add_dither, axis, image_of
 from genhook.media.procedural.lighting import Light
 from genhook.media.procedural.palette import Scheme
 
@@ -76,7 +76,16 @@ def backdrop(w: int, h: int, sc: Scheme, light: Light, angle: float) -> Image.Im
     r2 = (nx * nx)[None, :] * np.float32(2.0) + (ny * ny)[:, None] * np.float32(2.0)
     img *= (np.float32(1.0) - np.float32(light.vignette) * r2 * r2)[:, :, None]
     fixed = np.clip(img * np.float32(256.0) + np.float32(0.5), 0, 65535 - 255).astype(np.uint16)
-    up = cv2.resize(fixed, (w, h), interpolation=cv2.INTER_LINEAR_EXACT).reshape(h, w, 3)
-    dither = np.repeat(dither_tile(h, w, 256)[:, :, None], 3, axis=2)
-    summed = np.asarray(cv2.add(up, dither), dtype=np.uint16)  # < 65536: no saturation
-    return Image.fromarray(np.right_shift(summed, 8).astype(np.uint8))
+    del img, t, glow, r2  # the coarse fields are done with
+    # One channel at a time (the exact upscale treats channels apart, so the pixels are the
+    # same), the dither added in place (at most 65280 + 255 < 65536: nothing wraps): full-size
+    # temporaries are what a worker's peak memory is made of.
+    out = np.empty((h, w, 3), dtype=np.uint8)
+    for c in range(3):
+        plane = np.ascontiguousarray(fixed[:, :, c])
+        resized = cv2.resize(plane, (w, h), interpolation=cv2.INTER_LINEAR_EXACT)
+        up = np.asarray(resized, dtype=np.uint16).reshape(h, w)
+        add_dither(up, 256)
+        out[:, :, c] = np.right_shift(up, 8, out=up)
+        del resized, up  # before the next channel's is made
+    return image_of(out)

@@ -20,6 +20,7 @@ from PIL import Image
 from genhook.media import Pixels
 from genhook.media.procedural.backdrop import backdrop
 from genhook.media.procedural.decoration import decorate
+from genhook.media.procedural.fields import pixels_of
 from genhook.media.procedural.hero import HEROES, Hero, hero_for, hero_geometry, stage
 from genhook.media.procedural.layout import layout
 from genhook.media.procedural.lighting import Light, named_light
@@ -96,7 +97,7 @@ def compose(
     stage(Painter(img, light, rim), hero, sc)
     draw_text(img, lay, subject.strip(), colours, sc)
     _label_in(img, label, label_size, safe)
-    return Composition(np.array(img, dtype=np.uint8, order="C"), lay.art, lay.text)
+    return Composition(pixels_of(img), lay.art, lay.text)
 
 
 def _pixels_of(make: Callable[P, Composition]) -> Callable[P, Pixels]:
@@ -115,13 +116,7 @@ def _label_in(img: Image.Image, label: str, size: int, safe: tuple[float, float]
     """The corner label, in the bottom-right corner of the safe area (a crop never cuts it)."""
     w, h = img.size
     sx, sy = round(safe[0] * w), round(safe[1] * h)
-    if not (sx or sy):
-        draw_label(img, label, size)
-        return
-    box = (sx, sy, w - sx, h - sy)
-    inner = img.crop(box)
-    draw_label(inner, label, size)
-    img.paste(inner, box[:2])
+    draw_label(img, label, size, (sx, sy, w - sx, h - sy))
 
 
 def _packshot(
@@ -139,13 +134,13 @@ def _packshot(
         tall *= min(room_w / (box[2] - box[0]), room_h / (box[3] - box[1]))
         img, box = _hero_alone(w, h, kind, sc, light, max(1.0, tall))
     if box is None:
-        return Composition(np.array(img, dtype=np.uint8, order="C"), (mx, my, mx, my), None)
+        return Composition(pixels_of(img), (mx, my, mx, my), None)
     bw, bh = box[2] - box[0], box[3] - box[1]
     left, top = round((w - bw) / 2), round((h - bh) / 2)
     out = Image.new("RGB", (w, h), PURE_WHITE)
     out.paste(img.crop(box), (left, top))
     subject = (float(left), float(top), float(left + bw), float(top + bh))
-    return Composition(np.array(out, dtype=np.uint8, order="C"), subject, None)
+    return Composition(pixels_of(out), subject, None)
 
 
 def _hero_alone(

@@ -17,7 +17,7 @@ from genhook.media.procedural.palette import (
     contrast,
     luminance,
 )
-from genhook.media.procedural.shapes import Box, clip, paint, rrect
+from genhook.media.procedural.shapes import Box, IBox, clip, paint, rrect
 from genhook.media.procedural.typography import (
     LEAD,
     Block,
@@ -109,20 +109,34 @@ def _choose_inks(
     return ink, next((c for c in bars if contrast(luminance(c), mid) >= 1.6), ink)
 
 
-def draw_label(img: Image.Image, label: str, size: int) -> None:
-    """``label`` small on a translucent pill in the bottom-right corner."""
+def draw_label(img: Image.Image, label: str, size: int, frame: IBox | None = None) -> None:
+    """``label`` small on a translucent pill in the bottom-right corner of ``frame`` (whole
+    pixels x0, y0, x1, y1; default: the whole image), drawn as if on a copy of ``frame`` alone:
+    nothing outside it changes.
+
+    Only the pill's surroundings are copied out to draw on (not the whole frame: a full-size
+    copy would be another 16 MiB of a worker's peak); the pixels are the same, since every
+    position is moved by whole pixels and clipped where the frame clips it."""
     label = " ".join(label.split())
     if not label:
         return
-    w, h = img.size
+    fx, fy, fx1, fy1 = frame or (0, 0, *img.size)
+    w, h = fx1 - fx, fy1 - fy
     font, pad, margin = font_at(size), 0.6 * size, 0.025 * min(w, h)
     room = w - 2 * pad - 2 * margin
     if font.getlength(label) > room:
         label = ellipsize(label, font, room)
     right, bottom = w - margin, h - margin
     box = (right - font.getlength(label) - 2 * pad, bottom - 1.9 * size, right, bottom)
-    light_bg = _region_luminance(img, box)[1] > 0.3
+    region = clip((w, h), (box[0] - size, box[1] - size, box[2] + size, box[3] + size))
+    if region is None:
+        return
+    rx, ry = region[0], region[1]
+    sub = img.crop((fx + rx, fy + ry, fx + region[2], fy + region[3]))
+    box = (box[0] - rx, box[1] - ry, box[2] - rx, box[3] - ry)
+    light_bg = _region_luminance(sub, box)[1] > 0.3
     pill, ink = ((255, 255, 255), (34, 34, 36)) if light_bg else ((0, 0, 0), (240, 240, 238))
-    paint(img, pill, 0.62 if light_bg else 0.5, box, rrect(box, 0.95 * size))
+    paint(sub, pill, 0.62 if light_bg else 0.5, box, rrect(box, 0.95 * size))
     xy = (box[0] + pad, (box[1] + box[3]) / 2 + font.middle())
-    font.draw(ImageDraw.Draw(img), xy, label, ink)
+    font.draw(ImageDraw.Draw(sub), xy, label, ink)
+    img.paste(sub, (fx + rx, fy + ry))
