@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import ssl
 import time
 from collections.abc import Callable
@@ -93,6 +94,22 @@ def blocked_literal(url: str, *, allow_private: bool = False) -> str | None:
         why = None if ip is None else refusal(ip, allow_private=allow_private)
         if why is not None:
             return f"blocked: {why}"
+    return None
+
+
+@functools.lru_cache(maxsize=4096)
+def url_refusal(url: str, allow_private: bool) -> tuple[Outcome, None, str] | None:
+    """Why no request may go to ``url`` under this policy, as an attempt's result (``retry``
+    for a URL that is not a valid callback URL, ``blocked`` for an IP literal the policy
+    refuses); None when it may. A pure function of its arguments, so remembered per URL: a
+    service's deliveries go to the same few URLs. Names are still checked at connect time."""
+    try:
+        check_callback_url(url)
+    except InvalidInput as exc:
+        return DeliveryOutcome.RETRY, None, f"invalid callback URL: {exc.description}"
+    blocked = blocked_literal(url, allow_private=allow_private)
+    if blocked is not None:
+        return DeliveryOutcome.BLOCKED, None, blocked
     return None
 
 
@@ -200,13 +217,9 @@ class DeliverySender:
             elapsed = (time.perf_counter() - started) * 1000.0
             return AttemptResult(outcome, status, error, elapsed, retry_after)
 
-        try:
-            check_callback_url(due.url)
-        except InvalidInput as exc:
-            return result(DeliveryOutcome.RETRY, None, f"invalid callback URL: {exc.description}")
-        blocked = blocked_literal(due.url, allow_private=allow_private)
-        if blocked is not None:
-            return result(DeliveryOutcome.BLOCKED, None, blocked)
+        refused = url_refusal(due.url, allow_private)
+        if refused is not None:
+            return result(*refused)
 
         timestamp = int(self._clock())
         headers = signing.headers(

@@ -29,6 +29,7 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.sql.compiler import SQLCompiler
 
 from genhook.delivery.breaker import (
     EndpointBreaker,
@@ -99,23 +100,108 @@ def _claimable(now: Now) -> sa.ColumnElement[bool]:
     return sa.and_(sa.or_(due, stale), sa.not_(_disabled()))
 
 
-def _disabled() -> sa.ColumnElement[bool]:
+def _disabled(of: Any = deliveries) -> sa.ColumnElement[bool]:
+    """``of``'s (a delivery's, or a (service, endpoint) pair's) endpoint is disabled."""
     return (
         sa.exists()
         .where(
-            endpoints.c.service_id == deliveries.c.service_id,
-            endpoints.c.endpoint == deliveries.c.endpoint,
+            endpoints.c.service_id == of.c.service_id,
+            endpoints.c.endpoint == of.c.endpoint,
             endpoints.c.state == EndpointState.DISABLED,
         )
-        .correlate(deliveries)
+        .correlate(of)
     )
 
 
+def _status(status: DeliveryStatus) -> sa.ColumnElement[str]:
+    """``status`` written into the SQL (not bound), so SQLite matches its partial indexes."""
+    return sa.literal_column(f"'{status}'", sa.String)
+
+
+def _pairs() -> sa.CTE:
+    """Every (service, endpoint) with a pending delivery, found one after another through
+    ``ix_deliveries_pending_pair`` (a skip scan: one index seek per pair, whatever the backlog):
+    each service's endpoints in order, and those of operator events (no service) alike."""
+    d = deliveries.alias("d")
+
+    def first_after(service: sa.ColumnElement[Any] | None, after: Any) -> Any:
+        owner = d.c.service_id.is_(None) if service is None else d.c.service_id == service
+        beyond = sa.true() if after is None else d.c.endpoint > after
+        return (
+            sa.select(sa.func.min(d.c.endpoint))
+            .where(d.c.status == _status(DeliveryStatus.PENDING), owner, beyond)
+            .scalar_subquery()
+        )
+
+    seed = sa.select(
+        services.c.id.label("service_id"), first_after(services.c.id, None).label("endpoint")
+    ).cte("pair", recursive=True)
+    alerts = sa.select(sa.null(), first_after(None, None))
+    p = seed.alias("p")
+    step = sa.select(
+        p.c.service_id,
+        sa.case(
+            (p.c.service_id.is_(None), first_after(None, p.c.endpoint)),
+            else_=first_after(p.c.service_id, p.c.endpoint),
+        ),
+    ).where(p.c.endpoint.is_not(None))
+    return seed.union_all(alerts, step)
+
+
+def _pending_candidates(dialect: str, now: Now, per_endpoint: Any) -> list[sa.Select[Any]]:
+    """The due pending deliveries a claim may take: of every (service, endpoint) whose endpoint
+    is not disabled for that service, its first ``per_endpoint`` in due order (no later one can
+    fit under the endpoint's cap: ``per_endpoint`` of the same endpoint come before it).
+    One seek and a short walk of ``ix_deliveries_pending_pair`` per pair."""
+    pair = _pairs()
+    c = deliveries.alias("c")
+    selects = []
+    for alerts in (False, True):
+        owner = c.c.service_id.is_(None) if alerts else c.c.service_id == pair.c.service_id
+        of_pair: list[sa.ColumnElement[bool]] = [
+            pair.c.endpoint.is_not(None),
+            pair.c.service_id.is_(None) if alerts else pair.c.service_id.is_not(None),
+        ]
+        if not alerts:
+            of_pair.append(sa.not_(_disabled(pair)))
+        first = (
+            sa.select(c.c.id, c.c.service_id, c.c.endpoint, c.c.next_attempt_at)
+            .where(
+                c.c.status == _status(DeliveryStatus.PENDING),
+                owner,
+                c.c.endpoint == pair.c.endpoint,
+                c.c.next_attempt_at <= now,
+            )
+            .order_by(c.c.next_attempt_at, c.c.id)
+            .limit(per_endpoint)
+            .correlate(pair)
+        )
+        if dialect == "postgresql":  # straight from the index, per pair
+            row: Any = first.lateral("top")
+            joined = pair.join(row, sa.true())
+        else:  # SQLite has no LATERAL: a correlated IN per pair, through the index
+            row = deliveries
+            joined = pair.join(deliveries, deliveries.c.id.in_(first.with_only_columns(c.c.id)))
+        selects.append(
+            sa.select(
+                row.c.id,
+                sa.func.coalesce(row.c.service_id, sa.literal_column("''")).label("service"),
+                row.c.endpoint.label("endpoint"),
+                row.c.next_attempt_at.label("due_at"),
+                sa.literal_column("0").label("stale"),
+            )
+            .select_from(joined)
+            .where(*of_pair)
+        )
+    return selects
+
+
 @functools.cache
-def _pick_statement() -> sa.Select[Any]:
-    """The claim's pick (see :meth:`DeliveryStore._pick`), built once: binds ``now``,
-    ``limit``, ``per_endpoint`` and ``per_service``."""
+def _pick_statement(dialect: str) -> sa.Select[Any]:
+    """The claim's pick (see :meth:`DeliveryStore._pick`), built once per dialect: binds
+    ``now``, ``limit``, ``per_endpoint`` and ``per_service``."""
     now = sa.bindparam("now", type_=Time)
+    per_endpoint = sa.bindparam("per_endpoint", type_=sa.Integer)
     endpoint_key = sa.func.coalesce(deliveries.c.endpoint, deliveries.c.url)
     service_key = sa.func.coalesce(deliveries.c.service_id, sa.literal_column("''"))
     by_endpoint = (
@@ -130,19 +216,10 @@ def _pick_statement() -> sa.Select[Any]:
         .group_by(service_key)
         .subquery()
     )
-    # due and abandoned deliveries, each through its own partial index (not one OR over a scan)
+    # the candidates: due pending ones (a few per endpoint) and abandoned ones (sending under a
+    # lease that ran out), each through its own partial index (not one OR over a scan)
     waiting = sa.union_all(
-        sa.select(
-            deliveries.c.id,
-            service_key.label("service"),
-            endpoint_key.label("endpoint"),
-            deliveries.c.next_attempt_at.label("due_at"),
-            sa.literal_column("0").label("stale"),
-        ).where(
-            deliveries.c.status == DeliveryStatus.PENDING,
-            deliveries.c.next_attempt_at <= now,
-            sa.not_(_disabled()),
-        ),
+        *_pending_candidates(dialect, now, per_endpoint),
         sa.select(
             deliveries.c.id,
             service_key.label("service"),
@@ -174,14 +251,13 @@ def _pick_statement() -> sa.Select[Any]:
             .label("turn"),
         )
         .select_from(ready.outerjoin(by_endpoint, by_endpoint.c.key == ready.c.endpoint))
-        .where(
-            ready.c.nth + sa.func.coalesce(by_endpoint.c.n, 0)
-            <= sa.bindparam("per_endpoint", type_=sa.Integer)
-        )
+        .where(ready.c.nth + sa.func.coalesce(by_endpoint.c.n, 0) <= per_endpoint)
         .subquery()
     )
-    return (
-        sa.select(fits_endpoint.c.id, fits_endpoint.c.stale)
+    chosen = (
+        sa.select(
+            fits_endpoint.c.id, fits_endpoint.c.stale, fits_endpoint.c.turn, fits_endpoint.c.due_at
+        )
         .select_from(
             fits_endpoint.outerjoin(by_service, by_service.c.key == fits_endpoint.c.service)
         )
@@ -191,10 +267,53 @@ def _pick_statement() -> sa.Select[Any]:
         )
         .order_by(fits_endpoint.c.turn, fits_endpoint.c.due_at, fits_endpoint.c.id)
         .limit(sa.bindparam("limit", type_=sa.Integer))
+        .subquery("chosen")
+    )
+    # with what sending each needs: the row, its service's secrets, its trigger's policy
+    return (
+        sa.select(
+            chosen.c.stale,
+            deliveries,
+            services.c.webhook_secret,
+            services.c.previous_secret,
+            services.c.previous_secret_until,
+            jobs.c.callback_private,
+        )
+        .select_from(
+            chosen.join(deliveries, deliveries.c.id == chosen.c.id)
+            .outerjoin(services, services.c.id == deliveries.c.service_id)
+            .outerjoin(jobs, jobs.c.id == deliveries.c.job_id)
+        )
+        .order_by(chosen.c.turn, chosen.c.due_at, chosen.c.id)
     )
 
 
-_CLAIM_LOCK = sa.select(sa.func.pg_advisory_xact_lock(CLAIM_LOCK))
+_DRIVER_SQL: dict[tuple[str, str], tuple[SQLCompiler, str]] = {}
+
+
+def _execute_compiled(
+    conn: sa.Connection, build: Callable[[str], sa.Select[Any]], params: dict[str, Any]
+) -> sa.CursorResult[Any]:
+    """Run ``build(dialect)`` compiled once per dialect, as the driver's SQL: for a statement
+    the size of the pick, SQLAlchemy's per-execution cache key costs more than running it.
+    Rows come back as the driver gives them (no result types applied)."""
+    key = (build.__name__, conn.dialect.name)
+    entry = _DRIVER_SQL.get(key)
+    if entry is None:
+        compiled = build(conn.dialect.name).compile(dialect=conn.dialect)
+        entry = _DRIVER_SQL[key] = (compiled, str(compiled))
+    compiled, sql = entry
+    values = compiled.construct_params(params)
+    if compiled.positiontup is not None:
+        return conn.exec_driver_sql(sql, tuple(values[name] for name in compiled.positiontup))
+    return conn.exec_driver_sql(sql, values)
+
+
+# PostgreSQL: claims one at a time; and no JIT compiling for the claim's statements (the
+# planner's guess of a recursive CTE's size can cross jit_above_cost: 100+ ms per claim)
+_CLAIM_LOCK = sa.select(
+    sa.func.pg_advisory_xact_lock(CLAIM_LOCK), sa.func.set_config("jit", "off", sa.true())
+)
 _ATTEMPT_INSERT = delivery_attempts.insert()
 
 
@@ -228,24 +347,6 @@ def _interrupt_statement() -> sa.Update:
             delivery_attempts.c.state == DeliveryAttemptState.SENDING,
         )
         .values(state=DeliveryAttemptState.INTERRUPTED, error=INTERRUPTED)
-    )
-
-
-@functools.cache
-def _leased_statement() -> sa.Select[Any]:
-    """What sending the leased ``ids`` needs: the rows, their services' secrets and their
-    triggers' callback policy."""
-    return (
-        sa.select(
-            deliveries,
-            services.c.webhook_secret,
-            services.c.previous_secret,
-            services.c.previous_secret_until,
-            jobs.c.callback_private,
-        )
-        .outerjoin(services, services.c.id == deliveries.c.service_id)
-        .outerjoin(jobs, jobs.c.id == deliveries.c.job_id)
-        .where(deliveries.c.id.in_(sa.bindparam("ids", expanding=True)))
     )
 
 
@@ -385,11 +486,11 @@ class DeliveryStore(StoreBase):
         picked = self._pick(conn, limit, now)
         if not picked:
             return []
-        ids = list(
+        ids = set(
             conn.execute(
                 _lease_statement(),
                 {
-                    "ids": [i for i, _ in picked],
+                    "ids": [r["id"] for r in picked],
                     "now": now,
                     "until": now + lease_seconds,
                     "owner": owner or None,
@@ -398,14 +499,14 @@ class DeliveryStore(StoreBase):
         )
         if not ids:
             return []
-        stale = [i for i, was_sending in picked if was_sending]
+        stale = [r["id"] for r in picked if r["stale"] and r["id"] in ids]
         if stale:  # their senders died mid-attempt: those attempts stay in the log, interrupted
             conn.execute(_interrupt_statement(), {"ids": stale})
-        found = {
-            r["id"]: Delivery.from_row(r, now=now)
-            for r in conn.execute(_leased_statement(), {"ids": ids}).mappings()
-        }
-        rows = [found[i] for i, _ in picked if i in found]  # in the claim's fair order
+        rows = [  # in the claim's fair order, each with its attempt's number
+            Delivery.from_row({**r, "attempts": r["attempts"] + 1}, now=now)
+            for r in picked
+            if r["id"] in ids
+        ]
         conn.execute(
             _ATTEMPT_INSERT,
             [
@@ -420,9 +521,10 @@ class DeliveryStore(StoreBase):
         )
         return rows
 
-    def _pick(self, conn: sa.Connection, limit: int, now: float) -> list[tuple[str, bool]]:
-        """The ids a claim takes, each with whether it was abandoned mid-attempt (``sending``
-        under a lease that ran out): claimable, within both in-flight caps, services in turns.
+    def _pick(self, conn: sa.Connection, limit: int, now: float) -> list[sa.RowMapping]:
+        """What a claim takes, in its order, each row with what sending it needs and whether
+        it was abandoned mid-attempt (``stale``: ``sending`` under a lease that ran out):
+        claimable, within both in-flight caps, services in turns.
 
         Per endpoint, its claimable deliveries in due order are numbered 1, 2, ...; those whose
         number plus the endpoint's attempts in flight is over ``delivery_per_endpoint`` stay.
@@ -431,18 +533,18 @@ class DeliveryStore(StoreBase):
         each one's second, ...), then by due time. An operator event (no service) counts as
         its own service.
         """
-        return [
-            (row[0], bool(row[1]))
-            for row in conn.execute(
-                _pick_statement(),
+        return list(
+            _execute_compiled(
+                conn,
+                _pick_statement,
                 {
                     "now": now,
                     "limit": limit,
                     "per_endpoint": self.delivery_per_endpoint,
                     "per_service": self.delivery_per_service,
                 },
-            )
-        ]
+            ).mappings()
+        )
 
     def renew_deliveries(self, ids: Collection[str], owner: str, lease_seconds: float) -> int:
         """Extend ``owner``'s leases on ``ids``; how many it still held."""

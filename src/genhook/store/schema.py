@@ -231,6 +231,16 @@ sa.Index(
     sqlite_where=deliveries.c.status == DeliveryStatus.FAILED,
     postgresql_where=deliveries.c.status == DeliveryStatus.FAILED,
 )
+# a claim's candidates: per (service, endpoint) its first due deliveries, by seeks (0006)
+sa.Index(
+    "ix_deliveries_pending_pair",
+    deliveries.c.service_id,
+    deliveries.c.endpoint,
+    deliveries.c.next_attempt_at,
+    deliveries.c.id,
+    sqlite_where=deliveries.c.status == DeliveryStatus.PENDING,
+    postgresql_where=deliveries.c.status == DeliveryStatus.PENDING,
+)
 # attempts in flight (the sender's caps count them) and abandoned ones, without a scan
 sa.Index(
     "ix_deliveries_sending",
