@@ -110,6 +110,7 @@ class Outbox:
         poll_seconds: float = 1.0,
         name: str | None = None,
         alert_secret: str | None = None,
+        gather_seconds: float = 0.010,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -125,6 +126,8 @@ class Outbox:
         self._answered: list[DeliveryResult] = []  # answers the next turn records
         self._held: set[str] = set()  # leased here and not yet recorded: renewed
         self._answer: asyncio.Event | None = None  # set when an answer comes back
+        self._all_answered = asyncio.Event()  # set when no request is in flight
+        self.gather_seconds = gather_seconds
 
     async def run(self, stop: asyncio.Event) -> None:
         """Deliver until ``stop`` is set; in-flight attempts finish, and are recorded, first."""
@@ -154,13 +157,16 @@ class Outbox:
                     task = asyncio.create_task(self._deliver(row))
                     self._sending[task] = row.id
                     task.add_done_callback(self._sent)
-                if self._answered or (room > 0 and len(batch) == room):
-                    await asyncio.sleep(0)  # more to do at once: answers, or a full claim
-                elif stopping or room - len(batch) <= 0:
-                    if self._sending:  # no room, or stopping: wait for the next answer
+                if room > 0 and len(batch) == room:
+                    await asyncio.sleep(0)  # a full claim: more may be due at once
+                    continue
+                if not self._answered:
+                    if not (stopping or room - len(batch) <= 0):
+                        await self._nap(wake, stop, claimed_at)
+                    elif self._sending:  # no room, or stopping: wait for the next answer
                         await self._answer.wait()
-                else:
-                    await self._nap(wake, stop, claimed_at)
+                if self._answered and self._sending:
+                    await self._gather(wake)
         finally:
             renewals.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -196,6 +202,22 @@ class Outbox:
             return True  # nothing more to do here: not a take-over
         return moved
 
+    async def _gather(self, wake: asyncio.Event) -> None:
+        """Let the answers still in flight join the next turn: wait until every request in
+        flight has answered, new work is signalled, or ``gather_seconds`` have passed."""
+        self._all_answered.clear()
+        waiters = [
+            asyncio.ensure_future(self._all_answered.wait()),
+            asyncio.ensure_future(wake.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waiters, timeout=self.gather_seconds, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
+
     def _sent(self, task: asyncio.Task[None]) -> None:
         delivery_id = self._sending.pop(task, None)
         if delivery_id is not None and (task.cancelled() or task.exception() is not None):
@@ -205,6 +227,8 @@ class Outbox:
                 log.error("sending delivery %s failed", delivery_id, exc_info=task.exception())
         if self._answer is not None:
             self._answer.set()  # a slot freed up, an answer waits to be recorded
+        if not self._sending:
+            self._all_answered.set()
 
     async def _renew(self) -> None:
         """Keep the leases of deliveries leased here and not yet recorded, every third of a

@@ -23,13 +23,14 @@ event's own delivery (kind ``alert``) never does, and never counts against an en
 from __future__ import annotations
 
 import functools
+import json
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
+from enum import Enum, StrEnum
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
-from sqlalchemy.sql.compiler import SQLCompiler
 
 from genhook.delivery.breaker import (
     EndpointBreaker,
@@ -83,19 +84,28 @@ class DeliveryResult:
         return DeliveryStatus.PENDING
 
 
+def _literal(value: StrEnum) -> sa.ColumnElement[str]:
+    """A state written into the SQL, not bound. SQLite decides whether a partial index serves
+    ``status = ?`` from the bound value, and so prepares such a statement again whenever it is
+    bound again: every execution, for the claim's large statements."""
+    return sa.literal_column(f"'{value}'", sa.String)
+
+
 def _live(now: Now) -> sa.ColumnElement[bool]:
     """An attempt in flight: ``sending`` under a lease that has not run out."""
-    return sa.and_(deliveries.c.status == DeliveryStatus.SENDING, deliveries.c.lease_expires > now)
+    return sa.and_(
+        deliveries.c.status == _literal(DeliveryStatus.SENDING), deliveries.c.lease_expires > now
+    )
 
 
 def _claimable(now: Now) -> sa.ColumnElement[bool]:
     """Due (pending and its time has come) or abandoned (its sender's lease ran out), and not
     to a disabled endpoint."""
     due = sa.and_(
-        deliveries.c.status == DeliveryStatus.PENDING, deliveries.c.next_attempt_at <= now
+        deliveries.c.status == _literal(DeliveryStatus.PENDING), deliveries.c.next_attempt_at <= now
     )
     stale = sa.and_(
-        deliveries.c.status == DeliveryStatus.SENDING, deliveries.c.lease_expires <= now
+        deliveries.c.status == _literal(DeliveryStatus.SENDING), deliveries.c.lease_expires <= now
     )
     return sa.and_(sa.or_(due, stale), sa.not_(_disabled()))
 
@@ -107,15 +117,10 @@ def _disabled(of: Any = deliveries) -> sa.ColumnElement[bool]:
         .where(
             endpoints.c.service_id == of.c.service_id,
             endpoints.c.endpoint == of.c.endpoint,
-            endpoints.c.state == EndpointState.DISABLED,
+            endpoints.c.state == _literal(EndpointState.DISABLED),
         )
         .correlate(of)
     )
-
-
-def _status(status: DeliveryStatus) -> sa.ColumnElement[str]:
-    """``status`` written into the SQL (not bound), so SQLite matches its partial indexes."""
-    return sa.literal_column(f"'{status}'", sa.String)
 
 
 def _pairs() -> sa.CTE:
@@ -129,7 +134,7 @@ def _pairs() -> sa.CTE:
         beyond = sa.true() if after is None else d.c.endpoint > after
         return (
             sa.select(sa.func.min(d.c.endpoint))
-            .where(d.c.status == _status(DeliveryStatus.PENDING), owner, beyond)
+            .where(d.c.status == _literal(DeliveryStatus.PENDING), owner, beyond)
             .scalar_subquery()
         )
 
@@ -167,7 +172,7 @@ def _pending_candidates(dialect: str, now: Now, per_endpoint: Any) -> list[sa.Se
         first = (
             sa.select(c.c.id, c.c.service_id, c.c.endpoint, c.c.next_attempt_at)
             .where(
-                c.c.status == _status(DeliveryStatus.PENDING),
+                c.c.status == _literal(DeliveryStatus.PENDING),
                 owner,
                 c.c.endpoint == pair.c.endpoint,
                 c.c.next_attempt_at <= now,
@@ -229,7 +234,7 @@ def _pick_statement(dialect: str) -> sa.Select[Any]:
             ),
             sa.literal_column("1").label("stale"),
         ).where(
-            deliveries.c.status == DeliveryStatus.SENDING,
+            deliveries.c.status == _literal(DeliveryStatus.SENDING),
             deliveries.c.lease_expires <= now,
             sa.not_(_disabled()),
         ),
@@ -288,25 +293,71 @@ def _pick_statement(dialect: str) -> sa.Select[Any]:
     )
 
 
-_DRIVER_SQL: dict[tuple[str, str], tuple[SQLCompiler, str]] = {}
+@dataclass(frozen=True)
+class _Compiled:
+    """A statement compiled once for a dialect: the driver's SQL, the order of its positional
+    parameters (None: named), and the values of the parameters the statement fixes itself."""
+
+    sql: str
+    names: tuple[str, ...] | None
+    fixed: dict[str, Any]
+
+    def args(self, params: dict[str, Any]) -> Any:
+        values = {**self.fixed, **params} if self.fixed else params
+        return values if self.names is None else tuple(values[name] for name in self.names)
 
 
-def _execute_compiled(
-    conn: sa.Connection, build: Callable[[str], sa.Select[Any]], params: dict[str, Any]
-) -> sa.CursorResult[Any]:
-    """Run ``build(dialect)`` compiled once per dialect, as the driver's SQL: for a statement
-    the size of the pick, SQLAlchemy's per-execution cache key costs more than running it.
-    Rows come back as the driver gives them (no result types applied)."""
-    key = (build.__name__, conn.dialect.name)
-    entry = _DRIVER_SQL.get(key)
-    if entry is None:
+_COMPILED: dict[tuple[Callable[[str], Any], str], _Compiled] = {}
+
+
+def _compiled(conn: sa.Connection, build: Callable[[str], Any]) -> _Compiled:
+    """``build(dialect)`` compiled once per dialect. The claim and the records run a few large
+    statements per turn: SQLAlchemy's per-execution work (its cache key of the statement, the
+    parameters of an expanding IN, result metadata) cost more than SQLite running them."""
+    key = (build, conn.dialect.name)
+    found = _COMPILED.get(key)
+    if found is None:
         compiled = build(conn.dialect.name).compile(dialect=conn.dialect)
-        entry = _DRIVER_SQL[key] = (compiled, str(compiled))
-    compiled, sql = entry
-    values = compiled.construct_params(params)
-    if compiled.positiontup is not None:
-        return conn.exec_driver_sql(sql, tuple(values[name] for name in compiled.positiontup))
-    return conn.exec_driver_sql(sql, values)
+        fixed = {
+            name: _plain(bind.effective_value)
+            for name, bind in compiled.binds.items()
+            if not bind.required
+        }
+        found = _COMPILED[key] = _Compiled(str(compiled), compiled.positiontup, fixed)
+    return found
+
+
+def _plain(value: Any) -> Any:
+    """A value as the driver takes it: an enum's value (no result or bind types apply)."""
+    return value.value if isinstance(value, Enum) else value
+
+
+def _run(
+    conn: sa.Connection, build: Callable[[str], Any], params: dict[str, Any]
+) -> sa.CursorResult[Any]:
+    """Run ``build``'s statement once; rows come back as the driver gives them."""
+    statement = _compiled(conn, build)
+    return conn.exec_driver_sql(statement.sql, statement.args(params))
+
+
+def _run_many(conn: sa.Connection, build: Callable[[str], Any], rows: list[dict[str, Any]]) -> None:
+    """Run ``build``'s statement for each of ``rows`` (one executemany)."""
+    statement = _compiled(conn, build)
+    conn.exec_driver_sql(statement.sql, [statement.args(row) for row in rows])
+
+
+def _in_ids(column: sa.ColumnElement[Any], dialect: str) -> sa.ColumnElement[bool]:
+    """``column`` is one of the list bound as ``ids`` (see :func:`_ids`): one parameter
+    whatever its length, so the statement compiles once."""
+    ids: sa.BindParameter[Any] = sa.bindparam("ids")
+    if dialect == "postgresql":
+        return column == sa.func.any(ids)
+    return column.in_(sa.select(sa.literal_column("value")).select_from(sa.func.json_each(ids)))
+
+
+def _ids(conn: sa.Connection, ids: Collection[str]) -> Any:
+    """The value of ``ids`` for :func:`_in_ids`: an array on PostgreSQL, JSON on SQLite."""
+    return list(ids) if conn.dialect.name == "postgresql" else json.dumps(list(ids))
 
 
 # PostgreSQL: claims one at a time; and no JIT compiling for the claim's statements (the
@@ -314,17 +365,16 @@ def _execute_compiled(
 _CLAIM_LOCK = sa.select(
     sa.func.pg_advisory_xact_lock(CLAIM_LOCK), sa.func.set_config("jit", "off", sa.true())
 )
-_ATTEMPT_INSERT = delivery_attempts.insert()
 
 
 @functools.cache
-def _lease_statement() -> sa.Update:
+def _lease_statement(dialect: str) -> sa.Update:
     """Lease the picked ``ids`` still claimable at ``now`` to ``owner`` until ``until``, each
     one attempt more; returns the ids leased."""
     return (
         deliveries.update()
         .where(
-            deliveries.c.id.in_(sa.bindparam("ids", expanding=True)),
+            _in_ids(deliveries.c.id, dialect),
             _claimable(sa.bindparam("now", type_=Time)),
         )
         .values(
@@ -334,6 +384,17 @@ def _lease_statement() -> sa.Update:
             lease_owner=sa.bindparam("owner", type_=sa.String),
         )
         .returning(deliveries.c.id)
+    )
+
+
+@functools.cache
+def _attempt_statement(dialect: str) -> sa.Insert:
+    """Log one attempt as it starts (executed for many)."""
+    return delivery_attempts.insert().values(
+        delivery_id=sa.bindparam("delivery_id"),
+        number=sa.bindparam("number"),
+        at=sa.bindparam("at"),
+        state=DeliveryAttemptState.SENDING,
     )
 
 
@@ -351,7 +412,7 @@ def _interrupt_statement() -> sa.Update:
 
 
 @functools.cache
-def _done_attempt_statement() -> sa.Update:
+def _done_attempt_statement(dialect: str) -> sa.Update:
     """Complete one attempt row (executed for many): ``a_id``'s attempt ``a_number``."""
     return (
         delivery_attempts.update()
@@ -368,8 +429,7 @@ def _done_attempt_statement() -> sa.Update:
     )
 
 
-@functools.cache
-def _held_statement(owned: bool) -> sa.Select[Any]:
+def _held_statement(dialect: str, owned: bool) -> sa.Select[Any]:
     """Of ``ids``, the deliveries still ``sending`` under ``owner``'s lease (no owner's, when
     not ``owned``), locked on PostgreSQL, with what recording an attempt needs: the service's
     name, the current attempt's start and the endpoint breaker's ``failing_since``."""
@@ -409,8 +469,8 @@ def _held_statement(owned: bool) -> sa.Select[Any]:
             )
         )
         .where(
-            deliveries.c.id.in_(sa.bindparam("ids", expanding=True)),
-            deliveries.c.status == DeliveryStatus.SENDING,
+            _in_ids(deliveries.c.id, dialect),
+            deliveries.c.status == _literal(DeliveryStatus.SENDING),
             holder,
         )
         .with_for_update(of=deliveries)
@@ -418,7 +478,17 @@ def _held_statement(owned: bool) -> sa.Select[Any]:
 
 
 @functools.cache
-def _move_statement() -> sa.Update:
+def _held_by_owner(dialect: str) -> sa.Select[Any]:
+    return _held_statement(dialect, owned=True)
+
+
+@functools.cache
+def _held_by_nobody(dialect: str) -> sa.Select[Any]:
+    return _held_statement(dialect, owned=False)
+
+
+@functools.cache
+def _move_statement(dialect: str) -> sa.Update:
     """Move one held delivery on after its attempt (executed for many)."""
     return (
         deliveries.update()
@@ -487,10 +557,11 @@ class DeliveryStore(StoreBase):
         if not picked:
             return []
         ids = set(
-            conn.execute(
-                _lease_statement(),
+            _run(
+                conn,
+                _lease_statement,
                 {
-                    "ids": [r["id"] for r in picked],
+                    "ids": _ids(conn, [r["id"] for r in picked]),
                     "now": now,
                     "until": now + lease_seconds,
                     "owner": owner or None,
@@ -507,17 +578,10 @@ class DeliveryStore(StoreBase):
             for r in picked
             if r["id"] in ids
         ]
-        conn.execute(
-            _ATTEMPT_INSERT,
-            [
-                {
-                    "delivery_id": r.id,
-                    "number": r.attempt,
-                    "at": now,
-                    "state": DeliveryAttemptState.SENDING,
-                }
-                for r in rows
-            ],
+        _run_many(
+            conn,
+            _attempt_statement,
+            [{"delivery_id": r.id, "number": r.attempt, "at": now} for r in rows],
         )
         return rows
 
@@ -534,7 +598,7 @@ class DeliveryStore(StoreBase):
         its own service.
         """
         return list(
-            _execute_compiled(
+            _run(
                 conn,
                 _pick_statement,
                 {
@@ -593,7 +657,7 @@ class DeliveryStore(StoreBase):
         with self._read() as conn:
             value = conn.execute(
                 sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
-                    deliveries.c.status == DeliveryStatus.PENDING,
+                    deliveries.c.status == _literal(DeliveryStatus.PENDING),
                     sa.true() if after is None else deliveries.c.next_attempt_at > after,
                     sa.not_(_disabled()),
                 )
@@ -645,8 +709,9 @@ class DeliveryStore(StoreBase):
         callback that moved feeds its endpoint's breaker and may report itself exhausted. A
         success at an endpoint that is not failing writes nothing to the breaker.
         """
-        conn.execute(
-            _done_attempt_statement(),
+        _run_many(
+            conn,
+            _done_attempt_statement,
             [
                 {
                     "a_id": r.delivery_id,
@@ -660,19 +725,21 @@ class DeliveryStore(StoreBase):
         )
         held = {
             row["id"]: row
-            for row in conn.execute(
-                _held_statement(bool(owner)),
-                {"ids": [r.delivery_id for r in results], "owner": owner},
+            for row in _run(
+                conn,
+                _held_by_owner if owner else _held_by_nobody,
+                {"ids": _ids(conn, [r.delivery_id for r in results]), "owner": owner},
             ).mappings()
         }
         moving = [r for r in results if r.delivery_id in held]
         if moving:
-            conn.execute(
-                _move_statement(),
+            _run_many(
+                conn,
+                _move_statement,
                 [
                     {
                         "m_id": r.delivery_id,
-                        "m_status": r.status,
+                        "m_status": str(r.status),
                         "m_next": r.next_attempt_at if r.status is DeliveryStatus.PENDING else None,
                         "m_at": now if r.status is DeliveryStatus.DELIVERED else None,
                         "m_code": r.status_code,
