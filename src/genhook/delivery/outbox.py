@@ -4,12 +4,16 @@ It wakes at once when a job ends in this process (an in-process signal), else wh
 pending delivery falls due, and at least every ``poll_seconds`` for deliveries that other
 processes wrote.
 
+Turns: one transaction at a time records the answers that came back and leases what there is
+room for (see :class:`Outbox`); an answer is acted on (delivered, retried, given up) only by the
+turn that records it.
+
 Crashes: every attempt is in the delivery log before its request goes out (the claim writes it,
-state ``sending``). A lease (``lease_seconds``, 30 s) is renewed every third of itself while the
-attempt is in flight, so a sender that dies is taken over within one lease, by any outbox on any
-host. On start-up an outbox also ends at once the leases of outboxes on this host whose process
-is gone (:func:`owner_is_dead`), so a restarted service resends what it had in flight at once
-instead of after the lease.
+state ``sending``). A lease (``lease_seconds``, 30 s) is renewed every third of itself until the
+attempt's answer is recorded, so a sender that dies, answers unrecorded included, is taken over
+within one lease, by any outbox on any host. On start-up an outbox also ends at once the leases
+of outboxes on this host whose process is gone (:func:`owner_is_dead`), so a restarted service
+resends what it had in flight at once instead of after the lease.
 
 Isolation: the store's claim leases only what fits under the per-service and per-endpoint caps
 on attempts in flight (across every outbox), serving services in turns; what the caps hold back

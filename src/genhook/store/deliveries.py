@@ -12,7 +12,12 @@ and ``delivery_per_endpoint`` per endpoint (``scheme://host:port``). A claim ser
 turns (every service's first due delivery, then every service's second, ...), so one service's
 backlog or retries never fill a claim. On PostgreSQL claims take a transaction-scoped advisory
 lock, so two outboxes cannot both see room under a cap and both fill it (SQLite's ``BEGIN
-IMMEDIATE`` serialises them already).
+IMMEDIATE`` serialises them already). A claim costs a few index seeks per (service, endpoint)
+with due deliveries, whatever the backlog: only the first ``delivery_per_endpoint`` of each pair
+can fit, and ``ix_deliveries_pending_pair`` finds them.
+
+Batches: :meth:`DeliveryStore.record_and_claim` records an outbox's answers and leases its next
+deliveries in one transaction (one commit for a turn of many), applying the answers in order.
 
 The endpoint breaker (:mod:`genhook.delivery.breaker`) is applied as each callback attempt is
 recorded; a disabled endpoint's deliveries are never claimed. A callback that used up its
