@@ -291,7 +291,7 @@ def test_failed_job_exits_1(tmp_path: Path, genhook: Callable[..., CliResult]) -
     custom = tmp_path / "remote.yaml"
     custom.write_text(
         template.replace("id: product-image", "id: remote-image").replace(
-            "backend: procedural", "backend: nowhere"
+            "backend: default", "backend: nowhere"
         ),
         encoding="utf-8",
     )

@@ -13,11 +13,12 @@ from __future__ import annotations
 import difflib
 import weakref
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from genhook.backends.base import BackendRegistry
+from genhook.backends.defaults import BackendDefaults
 from genhook.errors import ErrorCode, GenhookError, TemplateError, TemplateProblem
 from genhook.media.aspect import frame_of
 from genhook.nodes.generate import Generate
@@ -53,10 +54,14 @@ class Catalog:
         nodes: NodeRegistry,
         workflows: Mapping[str, Workflow],
         pricing: Pricing | None = None,
+        defaults: BackendDefaults | None = None,
     ) -> None:
         self.presets = presets
         self.nodes = nodes
-        self.workflows = dict(workflows)
+        self.defaults = defaults or BackendDefaults()
+        self.workflows = {
+            wf_id: with_defaults(wf, self.defaults) for wf_id, wf in workflows.items()
+        }
         self.pricing = pricing or shipped_pricing()
         for wf in self.workflows.values():
             check_priced(wf, self.pricing)
@@ -71,9 +76,11 @@ class Catalog:
         workflows: Path | None = None,
         presets: Presets | None = None,
         pricing: Pricing | None = None,
+        defaults: BackendDefaults | None = None,
     ) -> Catalog:
         """Load presets, node plugins and every ``*.yaml`` template of ``workflows`` (checked),
-        priced by ``pricing`` (default: the shipped pricing file)."""
+        priced by ``pricing`` (default: the shipped pricing file), ``backend: default`` and
+        ``model: default`` resolved by ``defaults`` (default: procedural)."""
         presets = presets or load_presets()
         nodes = NodeRegistry.from_entry_points()
         loaded: dict[str, Workflow] = {}
@@ -89,7 +96,7 @@ class Catalog:
                     ],
                 )
             loaded[wf.id] = wf
-        return cls(presets, nodes, loaded, pricing)
+        return cls(presets, nodes, loaded, pricing, defaults)
 
     def workflow(self, workflow_id: str) -> Workflow:
         """The workflow of this id, or ``unknown_workflow``."""
@@ -134,6 +141,7 @@ class Catalog:
             base_seed=stable_seed(workflow.id, workflow.version, dict(trigger)),
             is_cancelled=is_cancelled,
             sandbox=sandbox,
+            defaults=self.defaults,
         )
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -263,6 +271,21 @@ def _worst_case(steps: list[float], retries: list[int]) -> dict[str, float]:
     step."""
     once = round(sum(steps), 6)
     return {"expected": once, "max": round(once + sum(retries) * max(steps, default=0), 6)}
+
+
+def with_defaults(workflow: Workflow, defaults: BackendDefaults) -> Workflow:
+    """``workflow`` with each generate node's literal ``backend``/``model`` defaults resolved
+    (the workflow as written stays in its file; the catalog holds what this install runs)."""
+    nodes = dict(workflow.nodes)
+    changed = False
+    for name, spec in workflow.nodes.items():
+        if spec.kind != "generate":
+            continue
+        params = defaults.params(spec.params)
+        if params != spec.params:
+            nodes[name] = replace(spec, params=params)
+            changed = True
+    return replace(workflow, nodes=nodes) if changed else workflow
 
 
 def check_priced(workflow: Workflow, pricing: Pricing) -> None:

@@ -30,7 +30,11 @@ from genhook.config_values import (
 from genhook.paths import shipped_dir
 
 __all__ = [
+    "BACKEND_NAMES",
+    "ComfyUISettings",
     "ConfigError",
+    "DiffusersSettings",
+    "HostedSettings",
     "OpenAISettings",
     "Settings",
     "parse_duration",
@@ -39,6 +43,8 @@ __all__ = [
 ]
 
 DATABASE_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg")
+BACKEND_NAMES = ("procedural", "comfyui", "openai", "replicate", "fal", "diffusers")
+"""The shipped backends (a plugin may add more: ``GENHOOK_IMAGE_BACKEND`` accepts any name)."""
 
 
 @dataclass(frozen=True)
@@ -48,6 +54,51 @@ class OpenAISettings:
     base_url: str = "https://api.openai.com/v1"
     api_key: str | None = None
     timeout: float = 120.0
+    model: str = "gpt-image-1"
+
+
+@dataclass(frozen=True)
+class ComfyUISettings:
+    """The ``comfyui`` backend: a ComfyUI server (``GENHOOK_COMFYUI_*``).
+
+    ``workflow`` is an API-format graph of the operator's (None: the shipped text-to-image
+    graph); ``timeout`` bounds one run, from submission to the last file fetched."""
+
+    url: str = "http://127.0.0.1:8188"
+    workflow: Path | None = None
+    timeout: float = 600.0
+
+
+@dataclass(frozen=True)
+class HostedSettings:
+    """A hosted engine's API (``replicate``: ``GENHOOK_REPLICATE_*``; ``fal``:
+    ``GENHOOK_FAL_*``): where it is, the key, the default models, and the bound of one run."""
+
+    base_url: str
+    key: str | None = None
+    model: str = ""
+    video_model: str = ""
+    timeout: float = 600.0
+
+
+REPLICATE = HostedSettings(
+    "https://api.replicate.com/v1",
+    model="black-forest-labs/flux-schnell",
+    video_model="wan-video/wan-2.2-t2v-fast",
+)
+FAL = HostedSettings(
+    "https://queue.fal.run",
+    model="fal-ai/flux/schnell",
+    video_model="fal-ai/wan/v2.2-a14b/text-to-video",
+)
+
+
+@dataclass(frozen=True)
+class DiffusersSettings:
+    """The ``diffusers`` backend: a local pipeline directory (``GENHOOK_DIFFUSERS_*``)."""
+
+    model_dir: Path | None = None
+    device: str = "auto"
 
 
 @dataclass(frozen=True)
@@ -77,6 +128,16 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 8080
     openai: OpenAISettings = field(default_factory=OpenAISettings)
+    comfyui: ComfyUISettings = field(default_factory=ComfyUISettings)
+    replicate: HostedSettings = REPLICATE
+    fal: HostedSettings = FAL
+    diffusers: DiffusersSettings = field(default_factory=DiffusersSettings)
+    # what ``backend: default`` means in a generate node, for images and for video (issue 9)
+    image_backend: str = "procedural"
+    video_backend: str = "procedural"
+    # inputs by URL: the most bytes one input may have, and the seconds its fetch may take
+    input_max_bytes: int = 20 * 1024 * 1024
+    input_timeout: float = 30.0
     # flow control and cost (issue 7)
     pricing_file: Path | None = None  # None: the shipped presets/pricing.yaml
     alert_url: str | None = None
@@ -126,6 +187,15 @@ class Settings:
         openai = _read(env, _OPENAI_TABLE)
         openai["api_key"] = _first(env, "GENHOOK_OPENAI_API_KEY", "OPENAI_API_KEY")
         values["openai"] = OpenAISettings(**openai)
+        comfyui = _read(env, _COMFYUI_TABLE)
+        values["comfyui"] = ComfyUISettings(**comfyui)
+        replicate = _read(env, _hosted_table("GENHOOK_REPLICATE"))
+        replicate["key"] = _first(env, "GENHOOK_REPLICATE_API_TOKEN", "REPLICATE_API_TOKEN")
+        values["replicate"] = replace(REPLICATE, **replicate)
+        fal = _read(env, _hosted_table("GENHOOK_FAL"))
+        fal["key"] = _first(env, "GENHOOK_FAL_KEY", "FAL_KEY")
+        values["fal"] = replace(FAL, **fal)
+        values["diffusers"] = DiffusersSettings(**_read(env, _DIFFUSERS_TABLE))
         settings = cls(**values).resolved()
         settings.check()
         return settings
@@ -160,6 +230,7 @@ class Settings:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port: {self.port} is not a port; accepts 0 to 65535")
         _check_openai(self.openai)
+        _check_engines(self)
         if self.pricing_file is not None and not self.pricing_file.is_file():
             raise ConfigError(
                 f"GENHOOK_PRICING_FILE: {self.pricing_file} is not a file; accepts a YAML file "
@@ -243,6 +314,56 @@ def _check_openai(openai: OpenAISettings) -> None:
         )
 
 
+def _check_engines(settings: Settings) -> None:
+    """The remote engines' URLs are http(s), their secrets can travel in a header, the
+    operator's ComfyUI graph and diffusers folder exist, the default backends are names."""
+    for var, url in (
+        ("GENHOOK_COMFYUI_URL", settings.comfyui.url),
+        ("GENHOOK_REPLICATE_BASE_URL", settings.replicate.base_url),
+        ("GENHOOK_FAL_BASE_URL", settings.fal.base_url),
+    ):
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"{var}: not an http(s) URL: {url[:80]!r}")
+    for var, secret in (
+        ("GENHOOK_REPLICATE_API_TOKEN", settings.replicate.key),
+        ("GENHOOK_FAL_KEY", settings.fal.key),
+    ):
+        if secret is not None and not (secret.isascii() and secret.isprintable()):
+            raise ConfigError(
+                f"{var}: has characters an HTTP header cannot carry; accepts printable ASCII"
+            )
+    graph = settings.comfyui.workflow
+    if graph is not None and not graph.is_file():
+        raise ConfigError(
+            f"GENHOOK_COMFYUI_WORKFLOW: {graph} is not a file; accepts an API-format graph (JSON)"
+        )
+    folder = settings.diffusers.model_dir
+    if folder is not None and not folder.is_dir():
+        raise ConfigError(
+            f"GENHOOK_DIFFUSERS_MODEL_DIR: {folder} is not a directory; accepts a diffusers "
+            "pipeline folder (its model_index.json at the top)"
+        )
+    if settings.diffusers.device.split(":", 1)[0] not in ("auto", "cpu", "cuda", "mps"):
+        raise ConfigError(
+            f"GENHOOK_DIFFUSERS_DEVICE: {settings.diffusers.device!r}; accepts auto, cpu, cuda, "
+            "cuda:N or mps"
+        )
+    for var, name in (
+        ("GENHOOK_IMAGE_BACKEND", settings.image_backend),
+        ("GENHOOK_VIDEO_BACKEND", settings.video_backend),
+    ):
+        if not name.replace("_", "").replace("-", "").isalnum() or name == "default":
+            raise ConfigError(
+                f"{var}: {name[:40]!r} is not a backend name; accepts e.g. "
+                + ", ".join(BACKEND_NAMES)
+            )
+
+
+def _name(text: str) -> str:
+    return text.strip().lower()
+
+
 _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DATA_DIR": ("data_dir", Path),
     "GENHOOK_DATABASE_URL": ("database_url", str.strip),
@@ -278,9 +399,35 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DELIVERY_CONNECT_TIMEOUT": ("delivery_connect_timeout", _positive_seconds),
     "GENHOOK_QUEUE_LIMIT": ("default_queue_limit", positive_int),
     "GENHOOK_WORKER_NICE": ("worker_nice", _niceness),
+    "GENHOOK_IMAGE_BACKEND": ("image_backend", _name),
+    "GENHOOK_VIDEO_BACKEND": ("video_backend", _name),
+    "GENHOOK_INPUT_MAX_BYTES": ("input_max_bytes", positive_int),
+    "GENHOOK_INPUT_TIMEOUT": ("input_timeout", _positive_seconds),
 }
 
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_OPENAI_BASE_URL": ("base_url", lambda text: text.strip().rstrip("/")),
     "GENHOOK_OPENAI_TIMEOUT": ("timeout", _positive_seconds),
+    "GENHOOK_OPENAI_MODEL": ("model", str.strip),
+}
+
+_COMFYUI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "GENHOOK_COMFYUI_URL": ("url", lambda text: text.strip().rstrip("/")),
+    "GENHOOK_COMFYUI_WORKFLOW": ("workflow", Path),
+    "GENHOOK_COMFYUI_TIMEOUT": ("timeout", _positive_seconds),
+}
+
+
+def _hosted_table(prefix: str) -> dict[str, tuple[str, Callable[[str], Any]]]:
+    return {
+        f"{prefix}_BASE_URL": ("base_url", lambda text: text.strip().rstrip("/")),
+        f"{prefix}_MODEL": ("model", str.strip),
+        f"{prefix}_VIDEO_MODEL": ("video_model", str.strip),
+        f"{prefix}_TIMEOUT": ("timeout", _positive_seconds),
+    }
+
+
+_DIFFUSERS_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "GENHOOK_DIFFUSERS_MODEL_DIR": ("model_dir", Path),
+    "GENHOOK_DIFFUSERS_DEVICE": ("device", _name),
 }

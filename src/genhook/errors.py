@@ -38,6 +38,8 @@ class ErrorCode(StrEnum):
     BACKEND_NOT_CONFIGURED = "backend_not_configured"
     QUALITY_CHECK_FAILED = "quality_check_failed"
     EXPORT_FAILED = "export_failed"
+    INPUT_FETCH_FAILED = "input_fetch_failed"
+    INVALID_INPUT_MEDIA = "invalid_input_media"
     # templates
     INVALID_TEMPLATE = "invalid_template"
     # job lifecycle
@@ -127,6 +129,17 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         False,
     ),
     ErrorCode.EXPORT_FAILED: ErrorSpec("An output could not be encoded for a platform.", False),
+    ErrorCode.INPUT_FETCH_FAILED: ErrorSpec(
+        "An input given by URL could not be fetched now (connection refused or reset, a 5xx, "
+        "a timeout); tried again on the retry schedule.",
+        True,
+    ),
+    ErrorCode.INVALID_INPUT_MEDIA: ErrorSpec(
+        "An input given by URL is not usable media: refused address, a 4xx, larger than "
+        "GENHOOK_INPUT_MAX_BYTES, the wrong content type, or bytes that do not decode "
+        "(`field` names the input).",
+        False,
+    ),
     ErrorCode.INVALID_TEMPLATE: ErrorSpec("A workflow template is invalid.", False),
     ErrorCode.WORKER_LOST: ErrorSpec(
         "The worker running the job stopped heartbeating (crashed or stalled); another took over.",

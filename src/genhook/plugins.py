@@ -15,6 +15,18 @@ def load_group(group: str) -> Iterator[tuple[str, Any]]:
         yield ep.name, ep.load()
 
 
+def load_group_tolerant(group: str) -> Iterator[tuple[str, Any, Exception | None]]:
+    """Like :func:`load_group`, but an entry point that fails to import yields its error
+    (``(name, None, error)``) instead of taking every other plugin down with it."""
+    for ep in sorted(entry_points(group=group), key=lambda e: e.name):
+        try:
+            loaded = ep.load()
+        except Exception as exc:  # a plugin whose own dependencies are missing
+            yield ep.name, None, exc
+        else:
+            yield ep.name, loaded, None
+
+
 class Registry(Generic[T]):
     """Named plugin instances; each entry point names a class built with no arguments."""
 

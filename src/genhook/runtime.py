@@ -6,6 +6,7 @@ import threading
 from dataclasses import dataclass, field
 
 from genhook.backends.base import BackendRegistry
+from genhook.backends.defaults import BackendDefaults
 from genhook.catalog import Catalog
 from genhook.clock import Clock, SystemClock
 from genhook.config import Settings
@@ -77,6 +78,7 @@ def load_catalog(settings: Settings) -> Catalog:
         settings.workflows_dir,
         presets=load_presets(settings.presets_dir),
         pricing=load_pricing(path) if path is not None else shipped_pricing(),
+        defaults=BackendDefaults.from_settings(settings),
     )
 
 

@@ -1,6 +1,11 @@
 """The generation backend Protocol, its request and result, and the backend registry.
 
-A backend turns a :class:`GenerationRequest` into pixels. It signals failures only with
+A backend turns a :class:`GenerationRequest` into pixels (or a video clip). Its
+``generate(request, control)`` gets a :class:`Control`: it reports progress there (step of
+steps), asks it whether the job was cancelled (and then stops its engine's work: interrupts
+the run, deletes the queued prompt, cancels the prediction), and keeps within its deadline (the
+run timeout; past it, ``backend_timeout``). A plugin written before ``control`` existed, with
+``generate(request)`` alone, still works (:func:`call_generate`). It signals failures only with
 :class:`genhook.errors.GenhookError`, whose code says whether the failure is transient
 (``backend_unavailable``, ``backend_timeout``, ``backend_rate_limited``, ``backend_error``:
 retried on the job's retry schedule) or permanent (``backend_rejected``,
@@ -9,14 +14,18 @@ retried on the job's retry schedule) or permanent (``backend_rejected``,
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import inspect
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol, Self
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import Frame
-from genhook.plugins import Registry, load_group
+from genhook.plugins import Registry, load_group_tolerant
 from genhook.presets import StylePreset
 
 if TYPE_CHECKING:
@@ -25,6 +34,70 @@ if TYPE_CHECKING:
 AssetKind = Literal["image", "video"]
 PROBE_TIMEOUT = 3.0
 """Seconds a readiness probe may take (``genhook backends list``)."""
+
+
+@dataclass(frozen=True)
+class InputMedia:
+    """An input fetched by URL for a generation (a reference photo, a logo): its bytes,
+    checked (size cap, content type, decoded), and where it came from."""
+
+    url: str
+    content_type: str
+    data: bytes = field(repr=False)
+    sha256: str
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """A generated video: a file on local disk (the worker's attempt folder) and what it is."""
+
+    path: Path
+    width: int
+    height: int
+    fps: float
+    duration_seconds: float
+    frames: int
+    has_audio: bool = False
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far one generation is: ``step`` of ``total`` (engine steps, or a percentage)."""
+
+    step: int
+    total: int
+    message: str = ""
+
+
+@dataclass
+class Control:
+    """What a running generation may use of its job: where its progress goes, whether the job
+    was cancelled, and the deadline by which it must end (``time.monotonic()``, None: none)."""
+
+    on_progress: Callable[[Progress], None] = lambda progress: None
+    is_cancelled: Callable[[], bool] = lambda: False
+    deadline: float | None = None
+
+    def progress(self, step: int, total: int, message: str = "") -> None:
+        """Report ``step`` of ``total``; a failing listener never stops the generation."""
+        with contextlib.suppress(Exception):  # progress is advisory
+            self.on_progress(Progress(max(0, step), max(1, total), message))
+
+    def remaining(self, cap: float | None = None) -> float | None:
+        """Seconds left before the deadline (at least 0), no more than ``cap``; None: unbounded."""
+        if self.deadline is None:
+            return cap
+        left = max(0.0, self.deadline - time.monotonic())
+        return left if cap is None else min(cap, left)
+
+    def check(self) -> None:
+        """Raise ``cancelled`` if the job was cancelled, ``backend_timeout`` past the deadline."""
+        if self.is_cancelled():
+            raise GenhookError(ErrorCode.CANCELLED)
+        if self.deadline is not None and time.monotonic() >= self.deadline:
+            raise GenhookError(ErrorCode.BACKEND_TIMEOUT, "the generation ran past the run timeout")
 
 
 @dataclass(frozen=True)
@@ -44,6 +117,13 @@ class GenerationRequest:
     backend: str = "procedural"
     frame: Frame | None = None
     """The aspect class, backdrop and safe area the image is composed for (None: as sized)."""
+    inputs: Mapping[str, InputMedia] = field(default_factory=dict)
+    """Media inputs fetched by URL (e.g. ``reference``: a product photo for image-to-image),
+    by the generate node's parameter name; each backend passes them on its engine's way."""
+    duration_seconds: float = 0.0
+    """For ``kind: video``: the clip's length asked for."""
+    fps: float = 0.0
+    """For ``kind: video``: frames per second asked for."""
 
     def retried(self, prompt_suffix: str, seed: int) -> GenerationRequest:
         """The same request with a modified prompt and a new seed (a quality-check retry)."""
@@ -63,6 +143,8 @@ class GenerationResult:
     missing_glyphs: tuple[str, ...] = ()
     """Characters the backend was asked to set as text but had no glyph for (the procedural
     renderer knows; a remote engine reports none). Quality checks fail ``missing_glyphs``."""
+    video: VideoClip | None = None
+    """For a video: the clip (``pixels`` is then its poster frame)."""
 
 
 @dataclass(frozen=True)
@@ -93,8 +175,9 @@ class Backend(Protocol):
         answer from that file too."""
         ...
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Make the image, or raise GenhookError (transient or permanent by its code)."""
+    def generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
+        """Make the image (or clip), or raise GenhookError (transient or permanent by its
+        code); report progress, honour cancel and the deadline through ``control``."""
         ...
 
 
@@ -115,8 +198,15 @@ class BackendRegistry(Registry[Backend]):
 
         settings = settings or Settings()
         registry = cls()
-        for name, factory in load_group(cls.group):
-            registry.register(build_backend(factory, settings), name=name)
+        for name, factory, error in load_group_tolerant(cls.group):
+            if error is None:
+                try:
+                    backend = build_backend(factory, settings)
+                except Exception as exc:  # a factory that cannot build from these settings
+                    error = exc
+            if error is not None:
+                backend = UnavailableBackend(name, f"cannot be loaded: {error}")
+            registry.register(backend, name=name)
         return registry
 
     def get(self, name: str) -> Backend:
@@ -129,11 +219,63 @@ class BackendRegistry(Registry[Backend]):
         return backend
 
 
+class UnavailableBackend:
+    """Stands in for an installed backend that cannot be loaded (its own dependencies are
+    missing, its factory failed): listed, never ready, and every generation refused with why."""
+
+    kinds: frozenset[AssetKind] = frozenset()
+
+    def __init__(self, name: str, reason: str) -> None:
+        self.name = name
+        self.reason = reason[:300]
+
+    def status(self) -> BackendStatus:
+        """Not ready, with the reason."""
+        return BackendStatus(False, self.reason)
+
+    def probe(self, timeout: float) -> BackendStatus:
+        """Not ready, with the reason (nothing to ask)."""
+        return self.status()
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """Nothing: it never generates."""
+        return 0.0
+
+    def generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
+        """Refused: ``backend_not_configured`` with the reason."""
+        raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"backend {self.name!r} {self.reason}")
+
+
 def build_backend(factory: Any, settings: Settings) -> Backend:
     """A backend from its entry point's ``factory``: ``from_settings(settings)`` if it has one."""
     build = getattr(factory, "from_settings", None)
     backend: Backend = build(settings) if callable(build) else factory()
     return backend
+
+
+_TAKES_CONTROL: dict[type, bool] = {}
+
+
+def call_generate(
+    backend: Backend, request: GenerationRequest, control: Control | None = None
+) -> GenerationResult:
+    """``backend.generate(request, control)``; a plugin whose ``generate`` takes the request
+    alone is called so (it then reports no progress and is cancelled between generations)."""
+    control = control or Control()
+    kind = type(backend)
+    takes = _TAKES_CONTROL.get(kind)
+    if takes is None:
+        try:
+            params = inspect.signature(backend.generate).parameters.values()
+        except (TypeError, ValueError):
+            params = ()  # type: ignore[assignment]
+        positional = [p for p in params if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
+        takes = len(positional) >= 2 or any(p.kind is p.VAR_POSITIONAL for p in params)
+        _TAKES_CONTROL[kind] = takes
+    control.check()
+    if takes:
+        return backend.generate(request, control)
+    return backend.generate(request)  # type: ignore[call-arg]
 
 
 def probe(backend: Backend, timeout: float = PROBE_TIMEOUT) -> BackendStatus:

@@ -54,7 +54,13 @@ from urllib.parse import urljoin, urlsplit
 import httpx
 import numpy as np
 
-from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
+from genhook.backends.base import (
+    AssetKind,
+    BackendStatus,
+    Control,
+    GenerationRequest,
+    GenerationResult,
+)
 from genhook.config import OpenAISettings, Settings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
@@ -138,7 +144,9 @@ class OpenAIImagesBackend:
         """The pricing file's credits for one image of ``request.model``."""
         return self.pricing.price(self.name, request.model, "image", 1)
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
+    def generate(
+        self, request: GenerationRequest, control: Control | None = None
+    ) -> GenerationResult:
         """One image for ``request``, or a GenhookError whose code says if a retry may help."""
         if self._problem:
             raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"openai: {self._problem}")

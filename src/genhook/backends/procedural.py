@@ -15,7 +15,13 @@ from __future__ import annotations
 import time
 from typing import TYPE_CHECKING
 
-from genhook.backends.base import AssetKind, BackendStatus, GenerationRequest, GenerationResult
+from genhook.backends.base import (
+    AssetKind,
+    BackendStatus,
+    Control,
+    GenerationRequest,
+    GenerationResult,
+)
 from genhook.errors import ErrorCode, GenhookError
 from genhook.pricing import Pricing, load_pricing, shipped_pricing
 
@@ -54,8 +60,11 @@ class ProceduralBackend:
         """The pricing file's credits for one image (0 as shipped)."""
         return self.pricing.price(self.name, request.model, "image", 1)
 
-    def generate(self, request: GenerationRequest) -> GenerationResult:
-        """Render ``request`` deterministically for its seed."""
+    def generate(
+        self, request: GenerationRequest, control: Control | None = None
+    ) -> GenerationResult:
+        """Render ``request`` deterministically for its seed (in one step: no progress to
+        report, and a cancel lands between generations)."""
         from genhook.media.procedural import glyph_audit, render
 
         if request.model not in self.models:

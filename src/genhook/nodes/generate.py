@@ -19,7 +19,8 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genhook.backends.base import GenerationRequest, GenerationResult
+from genhook.backends.base import Control, GenerationRequest, GenerationResult, call_generate
+from genhook.backends.defaults import DEFAULT
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.aspect import PlannedFrame, plan_frames, ratio_text
@@ -48,8 +49,8 @@ class Generate(BaseNode):
 
         prompt: str
         negative_prompt: str = ""
-        backend: str = "procedural"
-        model: str = "procedural-v1"
+        backend: str = DEFAULT
+        model: str = DEFAULT
         subject: str = ""
         style: StylePreset | None = None
         width: int = Field(default=1024, ge=16, le=4096)
@@ -91,7 +92,7 @@ class Generate(BaseNode):
         costs = [ctx.prices.estimate_cost(r) for r in requests]  # priced, no backend built
         primary = requests[0]
         report = {
-            "backend": params.backend,
+            "backend": primary.backend,
             "model": primary.model,
             "prompt": primary.prompt,
             "negative_prompt": primary.negative_prompt,
@@ -109,7 +110,7 @@ class Generate(BaseNode):
                 GenerationResult(
                     pixels=_blank(r.width, r.height),
                     request=r,
-                    model_id=f"{params.backend}/{r.model}",
+                    model_id=f"{r.backend}/{r.model}",
                     credit_cost=0.0,
                 )
                 for r in requests
@@ -148,13 +149,14 @@ class Generate(BaseNode):
         return [replace(base, width=f.width, height=f.height, frame=f.frame) for f in frames]
 
     def request(self, name: str, params: Any, ctx: RunContext) -> GenerationRequest:
-        """The backend request for these parameters, at ``width x height``, frameless."""
+        """The backend request for these parameters, at ``width x height``, frameless (a
+        ``default`` backend or model resolved by the install's settings)."""
         style: StylePreset | None = params.style
         negative = params.negative_prompt
         if style and style.negative:
             extra = ", ".join(style.negative)
             negative = f"{negative}, {extra}" if negative else extra
-        return GenerationRequest(
+        request = GenerationRequest(
             prompt=params.prompt,
             negative_prompt=negative,
             width=params.width,
@@ -166,6 +168,7 @@ class Generate(BaseNode):
             options=params.options,
             backend=params.backend,
         )
+        return ctx.defaults.request(request)
 
 
 def _classes(frames: list[PlannedFrame], costs: list[float]) -> list[dict[str, Any]]:
@@ -199,9 +202,11 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
     called: a paid engine is never run for free."""
     if ctx.sandbox:  # a sandbox service: the offline renderer, free, whatever the node names
         request = replace(request, backend=SANDBOX_BACKEND, model=SANDBOX_MODEL)
+    request = ctx.defaults.request(request)  # a default wired from the trigger
     backend = ctx.backends.get(request.backend)
     ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
-    result = backend.generate(request)
+    control = Control(ctx.on_progress, ctx.is_cancelled, ctx.deadline)
+    result = call_generate(backend, request, control)
     cost = 0.0 if ctx.sandbox else ctx.prices.charge(result)
     result = replace(result, credit_cost=cost)
     ctx.generations.append(result)

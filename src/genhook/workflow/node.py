@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    from genhook.backends.base import BackendRegistry, GenerationResult
+    from genhook.backends.base import BackendRegistry, GenerationResult, Progress
+    from genhook.backends.defaults import BackendDefaults
     from genhook.presets import Presets
     from genhook.pricing import Pricing
 
@@ -57,6 +58,12 @@ class RunContext:
     filenames: set[str] = field(default_factory=set)
     sandbox: bool = False
     """A sandbox (``--test``) service's run: every generation on procedural, at 0 credits."""
+    defaults: BackendDefaults = field(default_factory=lambda: _defaults())
+    """What ``backend: default`` and ``model: default`` mean in this install."""
+    on_progress: Callable[[Progress], None] = lambda progress: None
+    """Where a backend's progress goes (the worker records it as a ``job.progress`` event)."""
+    deadline: float | None = None
+    """``time.monotonic()`` by which the run must end (the template's run timeout), or None."""
 
     def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
         """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;
@@ -72,6 +79,12 @@ class RunContext:
                 self.filenames.add(name)
                 return name
             n += 1
+
+
+def _defaults() -> BackendDefaults:
+    from genhook.backends.defaults import BackendDefaults
+
+    return BackendDefaults()
 
 
 class Node(Protocol):
