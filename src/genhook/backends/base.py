@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
@@ -79,6 +80,16 @@ class Control:
     on_progress: Callable[[Progress], None] = lambda progress: None
     is_cancelled: Callable[[], bool] = lambda: False
     deadline: float | None = None
+    workdir: Path | None = None
+    """A folder of the attempt's own for files a backend makes (a downloaded or rendered
+    video); it is removed with the attempt. None: :meth:`scratch` makes a temporary one."""
+
+    def scratch(self) -> Path:
+        """The folder to write files into: :attr:`workdir`, made on first use."""
+        if self.workdir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="genhook-gen-"))
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        return self.workdir
 
     def progress(self, step: int, total: int, message: str = "") -> None:
         """Report ``step`` of ``total``; a failing listener never stops the generation."""

@@ -205,7 +205,7 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
     request = ctx.defaults.request(request)  # a default wired from the trigger
     backend = ctx.backends.get(request.backend)
     ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
-    control = Control(ctx.on_progress, ctx.is_cancelled, ctx.deadline)
+    control = Control(ctx.on_progress, ctx.is_cancelled, ctx.deadline, ctx.workdir)
     result = call_generate(backend, request, control)
     cost = 0.0 if ctx.sandbox else ctx.prices.charge(result)
     result = replace(result, credit_cost=cost)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from pydantic import BaseModel
@@ -64,6 +65,8 @@ class RunContext:
     """Where a backend's progress goes (the worker records it as a ``job.progress`` event)."""
     deadline: float | None = None
     """``time.monotonic()`` by which the run must end (the template's run timeout), or None."""
+    workdir: Path | None = None
+    """The attempt's folder for files generations make (videos); None: a temporary one."""
 
     def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
         """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;
