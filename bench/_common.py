@@ -1,10 +1,14 @@
-"""Shared helpers of the service benches (``accept.py``, ``e2e.py``).
+"""Shared helpers of the service benches (``accept.py``, ``e2e.py``, ``load_share.py``,
+``memory.py``, ``deliver.py``, ``ops_summary.py``).
 
 * :class:`Children`: every subprocess a bench starts, each in its own process group, killed
   (group and all) when the bench ends, however it ends: normal exit, exception, Ctrl-C or
   SIGTERM; on Linux a child also gets SIGKILL if the bench process itself is killed.
+  :meth:`Children.serve` starts ``genhook serve`` on a free port and waits for its health check.
+* :func:`trigger_body`: a valid, distinct ``product-image`` trigger.
 * :func:`post_all`: a fixed-concurrency POST load generator over keep-alive connections.
-* :class:`RssSampler`: the peak resident memory of a process tree, sampled from ``/proc``.
+* :class:`RssSampler`: the peak resident memory of a process tree, sampled from ``/proc``;
+  :func:`process_cpu`, :func:`cpu_seconds` (a tree) and :func:`cpu_and_faults` from ``/proc``.
 
 Everything listens on and talks to 127.0.0.1 only.
 """
@@ -168,6 +172,18 @@ class Children:
         self._children.append(child)
         return child
 
+    def serve(
+        self, name: str, env: Mapping[str, str], log: Path, *, workers: int = 0
+    ) -> tuple[Child, int]:
+        """``genhook serve --workers N`` on a free port, once its ``/healthz`` answers 200;
+        the child and its port."""
+        port = free_port()
+        child = self.start(
+            name, genhook_command("serve", "--port", str(port), "--workers", str(workers)), env, log
+        )
+        child.wait_http(f"http://{HOST}:{port}/healthz")
+        return child, port
+
     def __exit__(
         self,
         exc_type: type[BaseException] | None,
@@ -187,6 +203,20 @@ def temp_root(prefix: str) -> tempfile.TemporaryDirectory[str]:
 
 
 # load generation ---------------------------------------------------------------------------
+
+
+def trigger_body(i: int, platform: str = "instagram_feed") -> bytes:
+    """A valid, distinct product-image trigger (no callback_url; about 240 bytes of JSON)."""
+    return json.dumps(
+        {
+            "product_id": f"SKU-{i:07d}",
+            "product_name": f"Washed Linen Shirt {i}",
+            "product_category": "menswear",
+            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
+            "target_style": "lifestyle",
+            "target_platform": platform,
+        }
+    ).encode()
 
 
 @dataclass
@@ -365,18 +395,37 @@ def rss_kib(pid: int) -> int:
     return 0
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    """The fields of ``/proc/PID/stat`` after the command name (field 3 first); None when the
+    process is gone."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            return f.read().rpartition(")")[2].split()
+    except OSError:
+        return None
+
+
+def process_cpu(pid: int) -> float:
+    """User + system CPU seconds of the process ``pid`` alone (every thread; 0 when gone)."""
+    fields = _stat_fields(pid)
+    return 0.0 if fields is None else _cpu(fields)
+
+
+def _cpu(fields: list[str]) -> float:
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def cpu_and_faults(pid: int) -> tuple[float, int]:
+    """CPU seconds (user + system) and minor page faults of the process ``pid`` so far."""
+    fields = _stat_fields(pid)
+    if fields is None:
+        raise ProcessLookupError(pid)
+    return _cpu(fields), int(fields[7])
+
+
 def cpu_seconds(root: int) -> float:
     """User + system CPU time used so far by ``root`` and its descendants (live ones)."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in tree_pids(root):
-        try:
-            with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-                fields = f.read().rpartition(")")[2].split()
-        except OSError:
-            continue
-        total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15)
-    return total / ticks
+    return sum(process_cpu(pid) for pid in tree_pids(root))
 
 
 class RssSampler:

@@ -64,12 +64,12 @@ from _common import (
     cpu_seconds,
     create_service,
     free_port,
-    genhook_command,
     machine_line,
     percentile,
     post_all,
     run_async,
     temp_root,
+    trigger_body,
 )
 from genhook.paths import shipped_dir
 
@@ -81,20 +81,6 @@ ROUNDS = 4
 ROUND_SECONDS = 60.0  # a round stops sending after this long, whatever its count
 TARGET = 0.8
 LIMITED_FLAGS = ("--rate-limit", "100000/h", "--daily-budget", "1000000", "--queue-limit", "100000")
-
-
-def trigger_body(i: int) -> bytes:
-    """A valid, distinct product-image trigger (about 240 bytes of JSON)."""
-    return json.dumps(
-        {
-            "product_id": f"SKU-{i:07d}",
-            "product_name": f"Washed Linen Shirt {i}",
-            "product_category": "menswear",
-            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
-            "target_style": "lifestyle",
-            "target_platform": "instagram_feed",
-        }
-    ).encode()
 
 
 # the baseline server -----------------------------------------------------------------------
@@ -265,14 +251,7 @@ def main() -> int:
         data_dir = root / "genhook"
         env = bench_env(GENHOOK_DATA_DIR=str(data_dir))
         service = create_service(env)
-        g_port = free_port()
-        genhook = children.start(
-            "genhook serve",
-            genhook_command("serve", "--port", str(g_port), "--workers", "0"),
-            env,
-            root / "genhook.log",
-        )
-        genhook.wait_http(f"http://{HOST}:{g_port}/healthz")
+        genhook, g_port = children.serve("genhook serve", env, root / "genhook.log")
         targets = [Target("genhook", genhook.pid, g_port, service["api_key"])]
         for kind in ("starlette",) if args.no_fastapi else ("starlette", "fastapi"):
             port = free_port()
@@ -297,14 +276,7 @@ def main() -> int:
                 GENHOOK_DATA_DIR=str(root / "limited"), GENHOOK_WORKFLOWS_DIR=str(flows)
             )
             l_service = create_service(l_env, flags=LIMITED_FLAGS)
-            l_port = free_port()
-            limited = children.start(
-                "genhook serve (limited)",
-                genhook_command("serve", "--port", str(l_port), "--workers", "0"),
-                l_env,
-                root / "limited.log",
-            )
-            limited.wait_http(f"http://{HOST}:{l_port}/healthz")
+            limited, l_port = children.serve("genhook serve (limited)", l_env, root / "limited.log")
             targets.append(Target("genhook-limited", limited.pid, l_port, l_service["api_key"]))
 
         async def drive() -> None:

@@ -65,7 +65,6 @@ from _common import (
     cpu_seconds,
     create_service,
     free_port,
-    genhook_command,
     machine_line,
     percentile,
     post_all,
@@ -401,14 +400,7 @@ def run_service(
         GENHOOK_ALLOW_PRIVATE_CALLBACKS="true",
     )
     service = create_service(env)
-    port = free_port()
-    server = children.start(
-        "genhook serve",
-        genhook_command("serve", "--port", str(port), "--workers", str(WORKERS)),
-        env,
-        root / "service.log",
-    )
-    server.wait_http(f"http://{HOST}:{port}/healthz")
+    server, port = children.serve("genhook serve", env, root / "service.log", workers=WORKERS)
     url = f"http://{HOST}:{port}/v1/workflows/{WORKFLOW}/runs"
     headers = {
         "content-type": "application/json",

@@ -64,14 +64,14 @@ from _common import (
     bench_env,
     client_session,
     create_service,
-    free_port,
-    genhook_command,
     machine_line,
     percentile,
     post_all,
+    process_cpu,
     run_async,
     temp_root,
     tree_pids,
+    trigger_body,
 )
 
 WORKFLOW = "product-image"
@@ -87,30 +87,6 @@ TARGET_P99_MS = 100.0
 BUSY_SHARE = 0.2  # a worker process using at least this share of a core is busy
 IDLE_SHARE = 0.05  # ... and one using less is idle
 ROUND_SECONDS = 60.0
-
-
-def trigger_body(i: int, platform: str = "instagram_feed") -> bytes:
-    """A valid, distinct product-image trigger (no callback_url)."""
-    return json.dumps(
-        {
-            "product_id": f"SKU-{i:07d}",
-            "product_name": f"Washed Linen Shirt {i}",
-            "product_category": "menswear",
-            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
-            "target_style": "lifestyle",
-            "target_platform": platform,
-        }
-    ).encode()
-
-
-def process_cpu(pid: int) -> float:
-    """User + system CPU seconds of the process ``pid`` alone (every thread; 0 when gone)."""
-    try:
-        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-            fields = f.read().rpartition(")")[2].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def cpu_of(pids: list[int]) -> dict[int, float]:
@@ -182,14 +158,9 @@ def start_install(
         env["GENHOOK_WORKER_NICE"] = nice
     load = create_service(env, "bench", ("--rate-limit", "1/d"))
     render = create_service(env, "render")
-    port = free_port()
-    server = children.start(
-        f"genhook serve ({name})",
-        genhook_command("serve", "--port", str(port), "--workers", str(workers)),
-        env,
-        root / f"{name}.log",
+    server, port = children.serve(
+        f"genhook serve ({name})", env, root / f"{name}.log", workers=workers
     )
-    server.wait_http(f"http://{HOST}:{port}/healthz")
     install = Install(
         name,
         f"nice {nice or '10 (default)'}",

@@ -22,8 +22,6 @@ Run: ``make bench`` or ``.venv/bin/python bench/memory.py [--jobs N] [--queued N
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import sqlite3
 import sys
 import time
@@ -35,14 +33,15 @@ from _common import (
     RssSampler,
     bench_env,
     client_session,
+    cpu_and_faults,
     create_service,
-    free_port,
     genhook_command,
     machine_line,
     post_all,
     rss_kib,
     run_async,
     temp_root,
+    trigger_body,
 )
 
 WORKFLOW = "product-image"
@@ -55,26 +54,6 @@ WORKER_TARGET_MIB = 250.0
 API_TARGET_MIB = 50.0
 JOB_TIMEOUT = 300.0
 ENDED = ("succeeded", "failed", "cancelled")
-
-
-def trigger_body(i: int, platform: str) -> bytes:
-    return json.dumps(
-        {
-            "product_id": f"SKU-{i:07d}",
-            "product_name": f"Washed Linen Shirt {i}",
-            "product_category": "menswear",
-            "product_description": "Breathable washed-linen shirt with a relaxed fit.",
-            "target_style": "lifestyle",
-            "target_platform": platform,
-        }
-    ).encode()
-
-
-def cpu_and_faults(pid: int) -> tuple[float, int]:
-    """CPU seconds (user + system) and minor page faults of the process ``pid`` so far."""
-    with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
-        fields = f.read().rpartition(")")[2].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK"), int(fields[7])
 
 
 def mib(kib: float) -> float:
@@ -106,14 +85,7 @@ def post(url: str, key: str, bodies: list[bytes], concurrency: int) -> dict[int,
 
 
 def start_api(children: Children, root: Path, name: str, env: dict[str, str]) -> tuple[int, str]:
-    port = free_port()
-    server = children.start(
-        f"genhook serve ({name})",
-        genhook_command("serve", "--port", str(port), "--workers", "0"),
-        env,
-        root / f"{name}-serve.log",
-    )
-    server.wait_http(f"http://{HOST}:{port}/healthz")
+    server, port = children.serve(f"genhook serve ({name})", env, root / f"{name}-serve.log")
     return server.pid, f"http://{HOST}:{port}/v1/workflows/{WORKFLOW}/runs"
 
 

@@ -42,8 +42,6 @@ from _common import (
     HOST,
     Children,
     bench_env,
-    free_port,
-    genhook_command,
     machine_line,
     percentile,
     temp_root,
@@ -390,19 +388,12 @@ def main() -> int:
             )
         store.close()
 
-        port = free_port()
         env = bench_env(
             GENHOOK_DATA_DIR=str(root),
             GENHOOK_DATABASE_URL=url,
             GENHOOK_ADMIN_KEY=ADMIN_KEY,
         )
-        server = children.start(
-            "genhook",
-            genhook_command("serve", "--workers", "0", "--port", str(port)),
-            env,
-            root / "serve.log",
-        )
-        server.wait_http(f"http://{HOST}:{port}/healthz")
+        _server, port = children.serve("genhook", env, root / "serve.log")
         conn = http.client.HTTPConnection(HOST, port, timeout=60)
         print(f"\n{'GET (genhook serve)':<34}{'p50 ms':>9}{'p95 ms':>9}{'max ms':>9}{'KiB':>7}")
         for path in ROUTES:
