@@ -85,6 +85,7 @@ def open_channel(database_url: str, role: str) -> WakeupChannel:
     return SocketBus(database_identity(database_url), role)
 
 
+HUB_ROLES = ("hub", "sender")
 HUB_CHANNEL = "genhook_hub"
 WORKER_CHANNEL = "genhook_workers"
 """PostgreSQL's notifications are scoped to the database they are sent in, so these names
@@ -108,7 +109,8 @@ class PgNotifyBus:
         self.url = _libpq_url(database_url)
         self.hub_channel, self.worker_channel = HUB_CHANNEL, WORKER_CHANNEL
         self.role = role
-        self.listens = self.hub_channel if role == "hub" else self.worker_channel
+        # a sender process hears what the hubs hear ("delivery": the outbox has work)
+        self.listens = self.hub_channel if role in HUB_ROLES else self.worker_channel
         self.me = f"{role}:{os.getpid()}"
         self._handlers: dict[bytes, Callable[[bytes], None]] = {}
         self._pending: dict[tuple[str, bytes], None] = {}
