@@ -171,6 +171,10 @@ class _Series:
 
 _series_lock = threading.Lock()
 _made: _Series | None = None
+_delivery_children: tuple[_Series | None, dict[tuple[str | None, str], Histogram]] = (None, {})
+"""The delivery histogram's labelled children of the series they belong to, by the caller's
+(service, outcome): the bounds and prometheus-client's label lookup once per pair instead of
+once per attempt (they were 2% of a delivery's CPU)."""
 _workflow: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "genhook_metrics_workflow", default=None
 )
@@ -325,9 +329,18 @@ def qc(check: str, passed: bool, workflow: str | None = None) -> None:
 @_never_raises
 def delivery(service: str | None, outcome: str, seconds: float) -> None:
     """One delivery attempt ended with ``outcome`` after ``seconds``."""
-    _series().delivery.labels(_bounds.service_of(service), _bounds.outcome(outcome)).observe(
-        max(0.0, seconds)
-    )
+    global _delivery_children
+    series = _series()
+    of, children = _delivery_children
+    if of is not series:
+        _delivery_children = of, children = series, {}
+    key = (service, outcome)
+    child = children.get(key)
+    if child is None:
+        child = series.delivery.labels(_bounds.service_of(service), _bounds.outcome(outcome))
+        if len(children) < MAX_VALUES * 4:  # bounded whatever callers pass
+            children[key] = child
+    child.observe(max(0.0, seconds))
 
 
 @contextlib.contextmanager
