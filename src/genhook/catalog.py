@@ -37,7 +37,7 @@ from genhook.workflow.template import Workflow, load_workflow
 from genhook.workflow.yamlsrc import YamlSyntaxError, load_located
 
 COST_PARAMS = {
-    "generate": ("backend", "model", "platforms", "aspect_classes"),
+    "generate": ("backend", "model", "platforms", "aspect_classes", "kind", "duration_seconds"),
     "quality_check": ("max_retries",),
 }
 """The parameters that decide what a plan costs, by node kind (the rest shape, not price)."""
@@ -189,11 +189,16 @@ class Catalog:
         values = {"input": trigger}
         steps = []
         for params in costs.generates:
-            backend, model, platforms, aspect = resolve(list(params), values)
+            backend, model, platforms, aspect, kind, seconds = resolve(list(params), values)
             frames = self._frame_count(platforms, aspect)
             if not (isinstance(backend, str) and isinstance(model, str)) or frames is None:
                 return None
-            steps.append(self.pricing.price(backend, model, "image", frames))
+            if kind == "video":  # each frame's clip, priced per second of video
+                if not isinstance(seconds, int | float) or isinstance(seconds, bool):
+                    return None
+                steps.append(self.pricing.price(backend, model, "video_seconds", seconds * frames))
+            else:
+                steps.append(self.pricing.price(backend, model, "image", frames))
         retries = resolve(list(costs.retries), values)
         if not all(isinstance(r, int) and not isinstance(r, bool) for r in retries):
             return None
@@ -226,16 +231,17 @@ class Catalog:
 @dataclass(frozen=True)
 class _CostPlan:
     """The raw cost parameters of a workflow: each generate node's (backend, model, platforms,
-    aspect_classes) and each quality check's ``max_retries``, defaults filled."""
+    aspect_classes, kind, duration_seconds) and each quality check's ``max_retries``, defaults
+    filled."""
 
-    generates: tuple[tuple[Any, Any, Any, Any], ...]
+    generates: tuple[tuple[Any, Any, Any, Any, Any, Any], ...]
     retries: tuple[Any, ...]
 
 
 def _cost_plan(workflow: Workflow, nodes: NodeRegistry) -> _CostPlan | None:
     """The workflow's cost parameters, when the built-in generate and quality-check kinds spend
     all its credits and those parameters are literals or trigger fields; else None."""
-    generates: list[tuple[Any, Any, Any, Any]] = []
+    generates: list[tuple[Any, Any, Any, Any, Any, Any]] = []
     retries: list[Any] = []
     for name in workflow.order:
         spec = workflow.nodes[name]
@@ -248,7 +254,7 @@ def _cost_plan(workflow: Workflow, nodes: NodeRegistry) -> _CostPlan | None:
             if any(ref.source != "input" for ref in find_refs(raw)):
                 return None
             if spec.kind == "generate":
-                generates.append((raw[0], raw[1], raw[2], raw[3]))
+                generates.append((raw[0], raw[1], raw[2], raw[3], raw[4], raw[5]))
             else:
                 retries.append(raw[0])
         elif getattr(node, "plan", None) is not None and spec.kind not in FREE_PLANNERS:
@@ -303,7 +309,8 @@ def check_priced(workflow: Workflow, pricing: Pricing) -> None:
             continue
         if list(find_refs([backend, model])):
             continue
-        problem = pricing.problem(backend, model, "image")
+        kind = spec.params.get("kind", "image")
+        problem = pricing.problem(backend, model, "video_seconds" if kind == "video" else "image")
         if problem is not None:
             param = "model" if "model" in spec.params else "backend"
             path = ("nodes", name, "with", param)

@@ -20,6 +20,10 @@ from genhook.errors import TemplateError, TemplateProblem
 from genhook.paths import presets_dir
 
 ImageFormat = Literal["jpeg", "webp", "png", "avif"]
+VideoFormat = Literal["mp4"]
+VIDEO_FORMATS = ("mp4",)
+DEFAULT_CRF = 23
+"""x264's constant rate factor for a video preset that names none (lower: better, larger)."""
 
 _HEX = r"^#[0-9a-fA-F]{6}$"
 
@@ -49,7 +53,10 @@ class StylePreset(BaseModel):
 
 
 class PlatformPreset(BaseModel):
-    """One export target: exact pixel size, how to fit the image, encoding and quality."""
+    """One export target: exact pixel size, how to fit the image, encoding and quality.
+
+    ``format: mp4`` makes it a video preset: H.264 in MP4 at ``crf`` (default
+    :data:`DEFAULT_CRF`), with a JPEG poster; ``quality`` then applies to the poster."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -58,8 +65,10 @@ class PlatformPreset(BaseModel):
     width: int = Field(gt=0, le=8192)
     height: int = Field(gt=0, le=8192)
     fit: Literal["crop", "pad"] = "crop"
-    format: ImageFormat = "jpeg"
+    format: ImageFormat | VideoFormat = "jpeg"
     quality: int = Field(default=85, ge=1, le=100)
+    crf: int | None = Field(default=None, ge=0, le=51)
+    """Video presets only: x264's constant rate factor (0 lossless .. 51 worst)."""
     background: str = Field(default="#ffffff", pattern=_HEX)
     on_white: bool = False
     """The product alone on pure white (marketplace main images): generated on white, and every
@@ -69,7 +78,28 @@ class PlatformPreset(BaseModel):
     def _white_backdrop(self) -> PlatformPreset:
         if self.on_white and self.background.lower() != "#ffffff":
             raise ValueError("on_white needs background #ffffff")
+        if self.crf is not None and not self.is_video:
+            raise ValueError(f"crf applies to video presets (format: mp4), not {self.format}")
+        if self.is_video and self.on_white:
+            raise ValueError("on_white applies to image presets, not video")
+        if self.is_video and (self.width % 2 or self.height % 2):
+            raise ValueError("a video preset's width and height are even (yuv420p)")
         return self
+
+    @property
+    def is_video(self) -> bool:
+        """A video preset (``format: mp4``)."""
+        return self.format in VIDEO_FORMATS
+
+    @property
+    def asset_type(self) -> Literal["image", "video"]:
+        """What this preset makes: ``video`` for mp4, else ``image``."""
+        return "video" if self.is_video else "image"
+
+    @property
+    def video_crf(self) -> int:
+        """The CRF a video preset encodes at."""
+        return DEFAULT_CRF if self.crf is None else self.crf
 
     @property
     def extension(self) -> str:
@@ -79,7 +109,7 @@ class PlatformPreset(BaseModel):
     @property
     def media_type(self) -> str:
         """The Content-Type of this preset's format."""
-        return f"image/{self.format}"
+        return f"video/{self.format}" if self.is_video else f"image/{self.format}"
 
 
 class Presets(BaseModel):
@@ -93,8 +123,30 @@ class Presets(BaseModel):
 
     @cached_property
     def platform_targets(self) -> list[str]:
-        """Every valid ``target_platform`` value: platform codes, then bundle names."""
-        return [*self.platforms, *self.bundles]
+        """The ``target_platform`` values of an image workflow (``x-enum-from: platforms``):
+        image presets, then bundles of them (video presets are :attr:`video_targets`)."""
+        return self.image_targets
+
+    @cached_property
+    def image_targets(self) -> list[str]:
+        """The ``target_platform`` values that make images: image presets, then bundles of
+        them."""
+        return self._targets(video=False)
+
+    @cached_property
+    def video_targets(self) -> list[str]:
+        """The ``target_platform`` values that make video: video presets, then bundles of
+        them."""
+        return self._targets(video=True)
+
+    def _targets(self, *, video: bool) -> list[str]:
+        codes = [c for c, p in self.platforms.items() if p.is_video == video]
+        bundles = [
+            name
+            for name, members in self.bundles.items()
+            if all(self.platforms[m].is_video == video for m in members)
+        ]
+        return [*codes, *bundles]
 
     def style(self, key: str) -> StylePreset | None:
         """The style named ``key``, or None."""
@@ -154,6 +206,15 @@ def load_presets(directory: Path | None = None) -> Presets:
         if missing:
             problems.append(
                 TemplateProblem(f"bundles.{name}", None, f"unknown platforms {missing}")
+            )
+        kinds = {platforms[m].asset_type for m in members if m in platforms}
+        if len(kinds) > 1:
+            problems.append(
+                TemplateProblem(
+                    f"bundles.{name}",
+                    None,
+                    "a bundle is all image presets or all video presets (format: mp4), not both",
+                )
             )
         bundles[name] = list(members)
     if problems:

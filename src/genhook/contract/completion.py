@@ -22,6 +22,32 @@ class _Model(BaseModel):
     model_config = ConfigDict(protected_namespaces=())
 
 
+VIDEO_FIELDS = ("duration_seconds", "fps", "poster_url")
+"""What every output of ``asset_type`` ``video`` carries, and no image."""
+
+
+def _absent(value: object) -> bool:
+    return value is None
+
+
+def _video_rule(schema: dict[str, Any]) -> None:
+    """In the published schema: a video output requires its length, rate and poster (as a
+    number, a number and a URL), and no output carries them as null."""
+    props = schema.get("properties", {})
+    for name in VIDEO_FIELDS:
+        prop = props.get(name)
+        if prop is not None:  # the value's own branch of anyOf [value, null], constraints kept
+            branches = [b for b in prop.pop("anyOf", []) if b.get("type") != "null"]
+            prop.pop("default", None)
+            prop.update(branches[0] if branches else {})
+    schema["allOf"] = [
+        {
+            "if": {"properties": {"asset_type": {"const": "video"}}, "required": ["asset_type"]},
+            "then": {"required": list(VIDEO_FIELDS)},
+        }
+    ]
+
+
 class OutputAsset(_Model):
     """One delivered file."""
 
@@ -38,6 +64,37 @@ class OutputAsset(_Model):
     alt_text: str
     filename_suggestion: str = Field(description="Lowercase ASCII slug, at most 100 characters.")
     caption: str
+    duration_seconds: float | None = Field(
+        None,
+        ge=0,
+        exclude_if=_absent,
+        description="Video only (required there): the clip's length in seconds.",
+    )
+    fps: float | None = Field(
+        None,
+        gt=0,
+        exclude_if=_absent,
+        description="Video only (required there): frames per second.",
+    )
+    poster_url: str | None = Field(
+        None,
+        exclude_if=_absent,
+        description="Video only (required there): a still image of the clip, at its size "
+        "(JPEG), fetched like asset_url.",
+    )
+
+    model_config = ConfigDict(json_schema_extra=lambda schema: _video_rule(schema))
+
+    @model_validator(mode="after")
+    def _video_fields(self) -> OutputAsset:
+        """A video carries its length, rate and poster; an image none of them."""
+        given = [f for f in VIDEO_FIELDS if getattr(self, f) is not None]
+        if self.asset_type == "video" and len(given) != len(VIDEO_FIELDS):
+            missing = [f for f in VIDEO_FIELDS if f not in given]
+            raise ValueError(f"a video output carries {', '.join(missing)}")
+        if self.asset_type == "image" and given:
+            raise ValueError(f"an image output carries no {', '.join(given)}")
+        return self
 
 
 class Seo(_Model):
@@ -273,22 +330,7 @@ def success_payload(
     timestamp: datetime | None = None,
 ) -> CompletionPayload:
     """The ``job.completed`` payload for a run whose assets were stored at ``asset_urls``."""
-    outputs = [
-        OutputAsset(
-            asset_url=url,
-            asset_type=a.asset_type,
-            format=a.format,
-            width=a.width,
-            height=a.height,
-            platform_code=a.platform_code,
-            bytes=len(a.data),
-            sha256=a.sha256,
-            alt_text=a.alt_text,
-            filename_suggestion=a.filename,
-            caption=a.caption,
-        )
-        for a, url in zip(result.assets, asset_urls, strict=True)
-    ]
+    outputs = _outputs(result, asset_urls)
     # the output a quality check chose, else (no quality check) the first generation
     primary = next(iter(result.delivered or result.generations), None)
     seo = None
@@ -319,3 +361,39 @@ def success_payload(
         error=None,
         timestamp=timestamp or now(),
     )
+
+
+def _outputs(result: RunResult, asset_urls: list[str]) -> list[OutputAsset]:
+    """The payload's outputs: each asset with its URL, a video with its poster's URL (a poster
+    is stored as an asset of its own, and is not an output)."""
+    url_of = {id(a): url for a, url in zip(result.assets, asset_urls, strict=True)}
+    posters = {id(p) for a in result.assets if (p := getattr(a, "poster", None)) is not None}
+    outputs = []
+    for a in result.assets:
+        if id(a) in posters:
+            continue
+        video: dict[str, Any] = {}
+        if a.asset_type == "video":
+            poster = getattr(a, "poster", None)
+            video = {
+                "duration_seconds": getattr(a, "duration_seconds", None),
+                "fps": getattr(a, "fps", None),
+                "poster_url": url_of.get(id(poster)) if poster is not None else None,
+            }
+        outputs.append(
+            OutputAsset(
+                asset_url=url_of[id(a)],
+                asset_type=a.asset_type,
+                format=a.format,
+                width=a.width,
+                height=a.height,
+                platform_code=a.platform_code,
+                bytes=len(a.data),
+                sha256=a.sha256,
+                alt_text=a.alt_text,
+                filename_suggestion=a.filename,
+                caption=a.caption,
+                **video,
+            )
+        )
+    return outputs

@@ -5,19 +5,31 @@ image of its frame (:meth:`Renders.source_for`); given one image, every preset i
 Each crop is then checked: when it kept less than :data:`~genhook.media.saliency.MIN_KEPT` of
 the source's salient region, the output is still delivered and the payload's
 ``quality_warning`` names it (check ``salient_region.{platform_code}``, node: this node).
+
+Given video (a generate node of ``kind: video``), every preset must be a video preset
+(``format: mp4``) and the other way round (``unknown_platform`` otherwise, naming the
+trigger's field). Each source clip is decoded once and encoded for all of its presets
+(:func:`genhook.media.video_export.export_video`: H.264 MP4, yuv420p, ``+faststart``, and a
+JPEG poster per preset). Each MP4 is a :class:`VideoAsset` that carries its length, frame rate
+and poster; the poster is stored as an asset of its own (its URL is the output's
+``poster_url``) and is not an output itself.
 """
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 import time
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
 from genhook import metrics
 from genhook.backends.base import GenerationResult
-from genhook.errors import ErrorCode, GenhookError
+from genhook.errors import ErrorCode, GenhookError, InvalidInput
 from genhook.media import Pixels
 from genhook.media.aspect import crop_share
 from genhook.media.export import Encoded, export_all, to_vips
@@ -36,6 +48,18 @@ from genhook.workflow.node import (
     RunContext,
 )
 from genhook.workflow.result import Asset, SeoText
+
+if TYPE_CHECKING:
+    from genhook.media.video_export import EncodedVideo, VideoTarget
+
+
+@dataclass(frozen=True)
+class VideoAsset(Asset):
+    """An encoded video: its length, frame rate, and its poster (stored as an asset too)."""
+
+    duration_seconds: float = 0.0
+    fps: float = 0.0
+    poster: Asset | None = None
 
 
 class Export(BaseNode):
@@ -84,6 +108,8 @@ class Export(BaseNode):
                     "filename_suggestion": self._filename(
                         ctx, seo, params.role, p, p.width, p.height
                     ),
+                    "asset_type": p.asset_type,
+                    **({"crf": p.video_crf} if p.is_video else {}),
                 }
             )
         return {"assets": []}, {"outputs": outputs}
@@ -95,6 +121,12 @@ class Export(BaseNode):
         seo = self._seo(params, ctx)
         if ctx.is_cancelled():
             raise GenhookError(ErrorCode.CANCELLED)
+        video = _is_video(params.image)
+        _refuse_other_kind(presets, "video" if video else "image")
+        if video:
+            assets = self._videos(params, ctx, presets, seo)
+            metrics.export_seconds(time.perf_counter() - started)
+            return {"assets": assets}
         groups: dict[int, tuple[Pixels, list[int]]] = {}
         for index, preset in enumerate(presets):
             pixels = _pixels(_source(params.image, preset))
@@ -136,6 +168,76 @@ class Export(BaseNode):
         metrics.export_seconds(time.perf_counter() - started)
         release_free_memory()  # what the encodes freed, before the next job's renders
         return {"assets": assets}
+
+    def _videos(
+        self, params: Any, ctx: RunContext, presets: list[PlatformPreset], seo: SeoText
+    ) -> list[Asset]:
+        """Each source clip decoded once and encoded for its presets; every MP4 followed by
+        its poster in the list (both are stored; the payload lists the MP4)."""
+        from genhook.media.video_export import export_video
+
+        renders: Renders = params.image
+        names = [self._filename(ctx, seo, params.role, p, p.width, p.height) for p in presets]
+        groups: dict[int, tuple[GenerationResult, list[int]]] = {}
+        for index, preset in enumerate(presets):
+            source = renders.source_for(preset)
+            groups.setdefault(id(source), (source, []))[1].append(index)
+        stems = {p.code: Path(n).stem for p, n in zip(presets, names, strict=True)}
+        made: list[EncodedVideo | None] = [None] * len(presets)
+        out_dir = Path(tempfile.mkdtemp(prefix="genhook-export-", dir=ctx.workdir))
+        try:
+            for source, members in groups.values():
+                if ctx.is_cancelled():
+                    raise GenhookError(ErrorCode.CANCELLED)
+                assert source.video is not None  # _is_video: every render is a clip
+                targets = [video_target(presets[i]) for i in members]
+                encoded = export_video(
+                    source.video.path, targets, out_dir, stem_for=lambda t: stems[t.code]
+                )
+                for index, one in zip(members, encoded, strict=True):
+                    made[index] = one
+            return [
+                asset
+                for preset, name, one in zip(presets, names, made, strict=True)
+                for asset in self._video_assets(ctx, preset, name, one, seo)
+            ]
+        finally:
+            shutil.rmtree(out_dir, ignore_errors=True)
+
+    @staticmethod
+    def _video_assets(
+        ctx: RunContext, preset: PlatformPreset, name: str, one: EncodedVideo | None, seo: SeoText
+    ) -> tuple[VideoAsset, Asset]:
+        """The MP4 of one preset and its poster, read into memory (the files are removed)."""
+        assert one is not None  # every preset belongs to one group
+        suffix = one.poster_path.suffix.lstrip(".").lower() or "jpg"
+        poster_format = "jpeg" if suffix in ("jpg", "jpeg") else suffix
+        shared = {
+            "width": one.width,
+            "height": one.height,
+            "platform_code": preset.code,
+            "alt_text": seo.alt_text,
+            "caption": seo.caption,
+        }
+        poster = Asset(
+            data=one.poster_path.read_bytes(),
+            filename=ctx.reserve_filename(f"{Path(name).stem}-poster", suffix),
+            media_type=f"image/{poster_format}",
+            format=poster_format,
+            **shared,
+        )
+        clip = VideoAsset(
+            data=one.path.read_bytes(),
+            filename=name,
+            media_type=preset.media_type,
+            format=preset.format,
+            asset_type="video",
+            duration_seconds=round(one.duration_seconds, 3),
+            fps=round(one.fps, 3),
+            poster=poster,
+            **shared,
+        )
+        return clip, poster
 
     @staticmethod
     def _seo(params: Any, ctx: RunContext) -> SeoText:
@@ -183,3 +285,36 @@ def _lost(preset: PlatformPreset, kept: float) -> FailedCheck:
         ">=",
         round((MIN_KEPT - kept) / MIN_KEPT, 4),
     )
+
+
+def video_target(preset: PlatformPreset) -> VideoTarget:
+    """The encoder's view of a video preset."""
+    from genhook.media.video_export import VideoTarget
+
+    return VideoTarget(
+        code=preset.code,
+        width=preset.width,
+        height=preset.height,
+        fit=preset.fit,
+        crf=preset.video_crf,
+        background=preset.background,
+        poster_format="jpeg",
+    )
+
+
+def _is_video(image: Pixels | Renders) -> bool:
+    """Whether the export is given clips (a video generate node's renders)."""
+    return isinstance(image, Renders) and all(r.video is not None for r in image.results)
+
+
+def _refuse_other_kind(presets: list[PlatformPreset], kind: str) -> None:
+    """Video presets take clips and image presets images: the others are the trigger's
+    (or the template's) mistake, named as the ``platforms`` they came from."""
+    wrong = [p.code for p in presets if p.asset_type != kind]
+    if wrong:
+        other = "video" if kind == "image" else "image"
+        raise InvalidInput(
+            ErrorCode.UNKNOWN_PLATFORM,
+            f"{other} presets {wrong} cannot be made from this workflow's {kind} output",
+            field="platforms",
+        )

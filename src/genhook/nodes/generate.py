@@ -8,6 +8,12 @@ costs what one image costs. ``single`` makes one ``width x height`` image for ev
 (cheaper with a paid engine; crops to far-off ratios then cut into it, and the export's
 salience check says so). Backend errors keep their code (transient or not). Each generation is
 charged by the pricing file (:mod:`genhook.pricing`) for what it made.
+
+``kind: video`` asks for a clip of ``duration_seconds`` at ``fps`` per frame instead (priced
+per second of video; ``backend: default`` is then ``GENHOOK_VIDEO_BACKEND``); its platforms
+must be video presets (``format: mp4``), and an image node's must be image presets: a template
+naming the other kind is refused when it loads, a trigger choosing one with
+``unknown_platform``.
 """
 
 from __future__ import annotations
@@ -19,18 +25,29 @@ from typing import Any, ClassVar, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
-from genhook.backends.base import Control, GenerationRequest, GenerationResult, call_generate
+from genhook.backends.base import (
+    AssetKind,
+    Control,
+    GenerationRequest,
+    GenerationResult,
+    call_generate,
+)
 from genhook.backends.defaults import DEFAULT
-from genhook.errors import ErrorCode, GenhookError
+from genhook.errors import ErrorCode, GenhookError, InvalidInput
 from genhook.media import Pixels
 from genhook.media.aspect import PlannedFrame, plan_frames, ratio_text
 from genhook.nodes.renders import Renders
 from genhook.nodes.targets import resolve_targets, unknown_targets
 from genhook.presets import Presets, StylePreset
+from genhook.pricing import Pricing
 from genhook.seeds import stable_seed
 from genhook.workflow.node import BaseNode, RunContext
 
 AspectMode = Literal["per_class", "single"]
+DEFAULT_SECONDS = 4.0
+"""A video's length where the node names none."""
+DEFAULT_FPS = 24.0
+"""A video's frame rate where the node names none."""
 
 
 # what a sandbox service's generations run on (the procedural backend's model, named here so
@@ -59,6 +76,9 @@ class Generate(BaseNode):
         options: dict[str, Any] = {}
         platforms: str | list[str] | None = None
         aspect_classes: AspectMode | None = None
+        kind: AssetKind = "image"
+        duration_seconds: float = Field(default=DEFAULT_SECONDS, gt=0, le=60)
+        fps: float = Field(default=DEFAULT_FPS, ge=1, le=60)
 
     outputs: ClassVar[Mapping[str, Any]] = {
         "result": GenerationResult,
@@ -72,6 +92,11 @@ class Generate(BaseNode):
         unknown = unknown_targets(params.get("platforms"), presets)
         if unknown:
             problems.append(("platforms", f"unknown platform presets {unknown}"))
+        kind = params.get("kind", "image")
+        if kind in ("image", "video"):
+            problems += [
+                ("platforms", m) for m in kind_mismatches(params.get("platforms"), presets, kind)
+            ]
         if params.get("aspect_classes") == "per_class" and params.get("platforms") is None:
             problems.append(
                 (
@@ -89,7 +114,7 @@ class Generate(BaseNode):
         params = self.Params.model_validate(raw)
         frames = self.frames(params, ctx)
         requests = self.requests(name, params, ctx, frames)
-        costs = [ctx.prices.estimate_cost(r) for r in requests]  # priced, no backend built
+        costs = [request_cost(ctx.prices, r) for r in requests]  # priced, no backend built
         primary = requests[0]
         report = {
             "backend": primary.backend,
@@ -100,6 +125,12 @@ class Generate(BaseNode):
             "height": primary.height,
             "seed": primary.seed,
             "style": primary.style.key if primary.style else None,
+            "asset_kind": primary.kind,
+            **(
+                {"duration_seconds": primary.duration_seconds, "fps": primary.fps}
+                if primary.kind == "video"
+                else {}
+            ),
             "aspect_classes": "single" if frames is None else "per_class",
             "classes": [] if frames is None else _classes(frames, costs),
             "generations": len(requests),
@@ -137,6 +168,13 @@ class Generate(BaseNode):
         if mode == "single":
             return None
         presets = resolve_targets(params.platforms, ctx.presets)
+        wrong = [p.code for p in presets if p.asset_type != params.kind]
+        if wrong:
+            raise InvalidInput(
+                ErrorCode.UNKNOWN_PLATFORM,
+                f"{_kind_problem(wrong, params.kind)}; choose {_kind_word(params.kind)} presets",
+                field="platforms",
+            )
         return plan_frames(presets, params.width * params.height)
 
     def requests(
@@ -167,6 +205,9 @@ class Generate(BaseNode):
             style=style,
             options=params.options,
             backend=params.backend,
+            kind=params.kind,
+            duration_seconds=params.duration_seconds if params.kind == "video" else 0.0,
+            fps=params.fps if params.kind == "video" else 0.0,
         )
         return ctx.defaults.request(request)
 
@@ -204,10 +245,57 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
         request = replace(request, backend=SANDBOX_BACKEND, model=SANDBOX_MODEL)
     request = ctx.defaults.request(request)  # a default wired from the trigger
     backend = ctx.backends.get(request.backend)
-    ctx.prices.estimate_cost(request)  # refuses an unpriced backend/model before spending
+    if request.kind not in getattr(backend, "kinds", frozenset({"image"})):
+        raise GenhookError(
+            ErrorCode.BACKEND_NOT_CONFIGURED,
+            f"backend {request.backend!r} makes no {request.kind} "
+            f"(it makes: {', '.join(sorted(getattr(backend, 'kinds', ()))) or 'nothing'})",
+        )
+    request_cost(ctx.prices, request)  # refuses an unpriced backend/model before spending
     control = Control(ctx.on_progress, ctx.is_cancelled, ctx.deadline, ctx.workdir)
     result = call_generate(backend, request, control)
-    cost = 0.0 if ctx.sandbox else ctx.prices.charge(result)
+    if request.kind == "video" and result.video is None:
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR, f"backend {request.backend!r} returned no video for a clip"
+        )
+    cost = 0.0 if ctx.sandbox else result_cost(ctx.prices, result)
     result = replace(result, credit_cost=cost)
     ctx.generations.append(result)
     return result
+
+
+def request_cost(prices: Pricing, request: GenerationRequest) -> float:
+    """Credits one generation of ``request`` would cost: an image, or its asked seconds of
+    video, priced by the pricing file (unpriced: ``backend_not_configured``)."""
+    if request.kind == "video":
+        seconds = request.duration_seconds
+        return prices.price(request.backend, request.model, "video_seconds", seconds)
+    return prices.estimate_cost(request)
+
+
+def result_cost(prices: Pricing, result: GenerationResult) -> float:
+    """Credits one generation cost: an image, or the seconds of video it made."""
+    request = result.request
+    if request.kind == "video" and result.video is not None:
+        seconds = result.video.duration_seconds
+        return prices.price(request.backend, request.model, "video_seconds", seconds)
+    return prices.charge(result)
+
+
+def kind_mismatches(value: Any, presets: Presets, kind: str) -> list[str]:
+    """Why the literal targets in ``value`` do not fit a ``kind`` node: video presets for an
+    image, image presets for a video (empty when they all fit, or are references)."""
+    wrong: list[str] = []
+    for target in value if isinstance(value, list) else [value]:
+        found = presets.resolve_platforms(target) if isinstance(target, str) else None
+        wrong += [p.code for p in found or () if p.asset_type != kind and p.code not in wrong]
+    return [_kind_problem(wrong, kind)] if wrong else []
+
+
+def _kind_problem(codes: list[str], kind: str) -> str:
+    other = "video" if kind == "image" else "image"
+    return f"{other} presets {codes} for a{'n' if kind == 'image' else ''} {kind} output"
+
+
+def _kind_word(kind: str) -> str:
+    return "video (format: mp4)" if kind == "video" else "image"

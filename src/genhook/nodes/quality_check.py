@@ -10,11 +10,18 @@ as if it had passed.
 Given a generate node's ``renders`` (one image per aspect class), the policy applies to each
 image on its own (a retry regenerates only the frame that failed); the reports are named
 ``{node}.{frame}`` (``qc.tall``) and the node's ``renders`` output carries the chosen set.
+
+A clip (a video generate node's result) is checked twice over: its poster frame by the image
+checks (contrast, sharpness, brightness, glyphs), and the clip itself by the video checks of
+:mod:`genhook.media.video_qc` (``duration_seconds`` within ``duration_tolerance`` of what was
+asked, ``fps``, ``width``/``height``, ``black_frames``, ``frozen_seconds``, and the audio rules);
+the same policy then retries, delivers with a warning, or fails.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -24,6 +31,7 @@ from genhook.backends.base import GenerationResult
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.qc import measure
+from genhook.media.video_qc import AudioPolicy, VideoThresholds, evaluate_video, measure_video
 from genhook.nodes.generate import generate_once
 from genhook.nodes.renders import Renders
 from genhook.quality import (
@@ -57,6 +65,11 @@ class QualityCheck(BaseNode):
         max_brightness: float = Field(default=245.0, ge=0, le=255)
         faces: FacePolicy = "ignore"
         min_face_confidence: float = Field(default=0.5, ge=0, le=1)
+        duration_tolerance: float = Field(default=0.05, ge=0, le=1)
+        fps_tolerance: float = Field(default=0.01, ge=0, le=1)
+        max_black_share: float = Field(default=0.1, ge=0, le=1)
+        max_frozen_seconds: float = Field(default=1.0, ge=0)
+        audio: AudioPolicy = "forbid_silent"
         max_retries: int = Field(default=2, ge=0, le=5)
         on_fail: Literal["deliver_with_warning", "fail"] = "deliver_with_warning"
 
@@ -104,9 +117,8 @@ class QualityCheck(BaseNode):
         attempts = 0
         while True:
             attempts += 1
-            measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
-            failed = evaluate(measured, thresholds, candidate.missing_glyphs)
-            _count_checks(thresholds, failed)
+            failed = _failures(candidate, thresholds, params)
+            _count_checks(thresholds, failed, video=candidate.video is not None)
             if best is None or score(failed) < best[0]:
                 best = (score(failed), candidate, failed)
             if not retry_may_help(failed) or attempts > params.max_retries:
@@ -133,13 +145,47 @@ class QualityCheck(BaseNode):
 
 CHECKS = ("width", "height", "contrast", "sharpness", "brightness", "missing_glyphs")
 """The checks every evaluation applies (``face_confidence`` too unless faces are ignored)."""
+VIDEO_CHECKS = ("duration_seconds", "fps", "black_frames", "frozen_seconds")
+"""The checks a clip's evaluation adds (the audio ones where they apply)."""
 
 
-def _count_checks(thresholds: Thresholds, failed: list[FailedCheck]) -> None:
+def _failures(
+    candidate: GenerationResult, thresholds: Thresholds, params: Any
+) -> list[FailedCheck]:
+    """Every check ``candidate`` fails: the image checks on its pixels (a clip's poster), and
+    for a clip the video checks on its file (which measure its width and height instead)."""
+    clip = candidate.video
+    image = replace(thresholds, min_width=0, min_height=0) if clip is not None else thresholds
+    measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
+    failed = evaluate(measured, image, candidate.missing_glyphs)
+    if clip is None:
+        return failed
+    try:
+        video = measure_video(clip.path)
+    except ValueError as exc:
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR, f"the backend's clip cannot be decoded: {exc}"
+        ) from exc
+    asked = candidate.request
+    limits = VideoThresholds(
+        duration_seconds=asked.duration_seconds,
+        fps=asked.fps,
+        duration_tolerance=params.duration_tolerance,
+        fps_tolerance=params.fps_tolerance,
+        min_width=thresholds.min_width,
+        min_height=thresholds.min_height,
+        max_black_share=params.max_black_share,
+        max_frozen_seconds=params.max_frozen_seconds,
+        audio=params.audio,
+    )
+    return [*evaluate_video(video, limits), *failed]
+
+
+def _count_checks(thresholds: Thresholds, failed: list[FailedCheck], *, video: bool) -> None:
     """/metrics: each check this evaluation applied, passed or failed."""
     failing = {f.check for f in failed}
     faces = ("face_confidence",) if thresholds.faces != "ignore" else ()
-    for check in (*CHECKS, *faces):
+    for check in (*CHECKS, *faces, *(VIDEO_CHECKS if video else ())):
         metrics.qc(check, check not in failing)
 
 
