@@ -592,6 +592,7 @@ class _Run:
                 max_size=None,
                 proxy=None,
                 compression=None,
+                legacy=True,
             )
         except (InvalidHandshake, InvalidURI) as exc:
             log.info("comfyui: no websocket at %s (%s); polling /history instead", where, exc)
