@@ -1,5 +1,5 @@
 """Shared fixtures: the shipped presets, node registry and engine, a migrated store on each
-database, and the real CLI."""
+database (and the same on an injected clock, ``flow``), and the real CLI."""
 
 from __future__ import annotations
 
@@ -14,8 +14,10 @@ from typing import Any
 
 import pytest
 
+from genhook.clock import ManualClock
 from genhook.engine import Engine
 from genhook.presets import Presets, load_presets
+from genhook.store.schema import services
 from genhook.store.store import Store
 from genhook.workflow.registry import NodeRegistry
 from tests.databases import database_url
@@ -34,6 +36,23 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
             yield s
         finally:
             s.close()
+
+
+@pytest.fixture
+def flow(store: Store) -> Store:
+    """The migrated ``store`` on a :class:`~genhook.clock.ManualClock` (the flow-control tests
+    move time by hand)."""
+    store.clock = ManualClock()
+    return store
+
+
+def new_service(store: Store, name: str, **values: Any) -> str:
+    """A new service's id; ``values`` set columns of its row (limits, budget, ...)."""
+    service_id = store.create_service(name)["service_id"]
+    if values:
+        with store._write() as conn:
+            conn.execute(services.update().where(services.c.id == service_id).values(**values))
+    return service_id
 
 
 @pytest.fixture(scope="session")

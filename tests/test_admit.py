@@ -28,20 +28,7 @@ from genhook.runtime import Runtime
 from genhook.store.admit import Admission, Submission
 from genhook.store.schema import events, job_rollups, jobs, operator_events, services
 from genhook.store.store import Store
-
-
-@pytest.fixture
-def flow(store: Store) -> Store:
-    store.clock = ManualClock()
-    return store
-
-
-def _service(store: Store, name: str, **values: Any) -> str:
-    service_id = store.create_service(name)["service_id"]
-    if values:
-        with store._write() as conn:
-            conn.execute(services.update().where(services.c.id == service_id).values(**values))
-    return service_id
+from tests.conftest import new_service
 
 
 def _item(store: Store, service_id: str, n: int = 0, **fields: Any) -> Submission:
@@ -72,7 +59,7 @@ def _count(store: Store, table: sa.Table, *where: Any) -> int:
 
 
 def test_a_batch_writes_every_job_its_event_and_its_counts(flow: Store) -> None:
-    svc = _service(flow, "many")
+    svc = new_service(flow, "many")
     outcomes = _batch(flow, [_item(flow, svc, n) for n in range(20)])
     assert all(created for _, created in outcomes)
     ids = {job.id for job, _ in outcomes}
@@ -90,7 +77,7 @@ def test_a_batch_writes_every_job_its_event_and_its_counts(flow: Store) -> None:
 
 
 def test_one_idempotency_key_twice_in_a_batch_is_one_job(flow: Store) -> None:
-    svc = _service(flow, "keys")
+    svc = new_service(flow, "keys")
     first = _item(flow, svc, 1, idempotency_key="k", request_hash="h1")
     again = _item(flow, svc, 2, idempotency_key="k", request_hash="h1")
     other = _item(flow, svc, 3, idempotency_key="k", request_hash="h2")
@@ -115,7 +102,7 @@ def test_one_idempotency_key_twice_in_a_batch_is_one_job(flow: Store) -> None:
 
 
 def test_one_dedup_key_twice_in_a_batch_is_one_job(flow: Store) -> None:
-    svc = _service(flow, "dedup")
+    svc = new_service(flow, "dedup")
     same = Admission(dedup_key="sku-1", dedup_window=3600.0)
     outcomes = _batch(
         flow, [_item(flow, svc, 1, admission=same), _item(flow, svc, 2, admission=same)]
@@ -142,8 +129,8 @@ def _slots(store: Store, service_id: str) -> list[float]:
 def test_rate_slots_of_batches_equal_those_of_single_triggers(flow: Store) -> None:
     """3 per minute: the same slots whether 8 triggers come one by one or as batches of 3 and
     5 (the second batch reads the slots of the jobs 3 back from the database)."""
-    single = _service(flow, "single", rate_limit="3/m")
-    batched = _service(flow, "batched", rate_limit="3/m")
+    single = new_service(flow, "single", rate_limit="3/m")
+    batched = new_service(flow, "batched", rate_limit="3/m")
     t0 = flow.clock.now()
     for n in range(8):
         _batch(flow, [_item(flow, single, n)])
@@ -156,7 +143,7 @@ def test_rate_slots_of_batches_equal_those_of_single_triggers(flow: Store) -> No
 
 
 def test_the_queue_limit_cuts_a_batch_where_it_is_reached(flow: Store) -> None:
-    svc = _service(flow, "small", queue_limit=2)
+    svc = new_service(flow, "small", queue_limit=2)
     outcomes = _batch(flow, [_item(flow, svc, n) for n in range(4)])
     assert [o[1] for o in outcomes[:2]] == [True, True]
     assert all(isinstance(o, GenhookError) and o.code is ErrorCode.QUEUE_FULL for o in outcomes[2:])
@@ -169,7 +156,7 @@ def test_the_queue_limit_cuts_a_batch_where_it_is_reached(flow: Store) -> None:
 def test_a_storm_inside_a_batch_pauses_from_the_trigger_that_trips_it(flow: Store) -> None:
     """1/h: the breaker trips past 3 triggers in the last hour, so the 4th pauses the service
     and it and every later one are held; one operator event."""
-    svc = _service(flow, "stormy", rate_limit="1/h")
+    svc = new_service(flow, "stormy", rate_limit="1/h")
     outcomes = _batch(flow, [_item(flow, svc, n) for n in range(6)])
     reasons = [job.hold_reason for job, _ in outcomes]
     assert reasons[3:] == [HoldReason.PAUSED] * 3
@@ -180,7 +167,7 @@ def test_a_storm_inside_a_batch_pauses_from_the_trigger_that_trips_it(flow: Stor
 
 @pytest.mark.anyio
 async def test_concurrent_async_submits_are_all_durable(flow: Store) -> None:
-    svc = _service(flow, "async")
+    svc = new_service(flow, "async")
     results = await asyncio.gather(*(flow.submit_async(_item(flow, svc, n)) for n in range(200)))
     assert all(created for _, created in results)
     assert len({job.id for job, _ in results}) == 200
@@ -192,7 +179,7 @@ async def test_concurrent_async_submits_are_all_durable(flow: Store) -> None:
 async def test_an_item_that_breaks_its_batch_fails_alone(flow: Store) -> None:
     """A job id already taken makes the batch's insert fail: every other item of the batch is
     written in a transaction of its own, and only that one is refused."""
-    svc = _service(flow, "clash")
+    svc = new_service(flow, "clash")
     taken, _ = flow.submit(
         service_id=svc,
         workflow_id="product-image",

@@ -4,7 +4,6 @@ queue limit, dedup, the budget's reservation and thresholds, and the backend bre
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -28,6 +27,7 @@ from genhook.store.admit import Admission
 from genhook.store.records import StoredJob
 from genhook.store.schema import credit_ledger, jobs, operator_events, services
 from genhook.store.store import Store
+from tests.conftest import new_service
 
 # ---- pure policies ---------------------------------------------------------------------------
 
@@ -103,20 +103,6 @@ def test_backend_breaker_opens_after_failures_in_a_row_and_closes_on_success() -
 # ---- the store -------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def flow(store: Store) -> Iterator[Store]:
-    store.clock = ManualClock()
-    yield store
-
-
-def _service(store: Store, name: str, **values: Any) -> str:
-    service_id = store.create_service(name)["service_id"]
-    if values:
-        with store._write() as conn:
-            conn.execute(services.update().where(services.c.id == service_id).values(**values))
-    return service_id
-
-
 def _submit(store: Store, service_id: str, **admission: Any) -> StoredJob:
     job, _created = store.submit(
         service_id=service_id,
@@ -145,7 +131,7 @@ def _finish(store: Store, job_id: str, worker: str, cost: float = 0.0) -> None:
 def test_rate_limited_jobs_get_their_slot_and_start_when_the_window_allows(flow: Store) -> None:
     clock = flow.clock
     assert isinstance(clock, ManualClock)
-    svc = _service(flow, "limited", rate_limit="2/m")
+    svc = new_service(flow, "limited", rate_limit="2/m")
     t0 = clock.now()
     jobs = [_submit(flow, svc) for _ in range(5)]
     assert [j.run_after - t0 for j in jobs] == [0, 0, 60, 60, 120]
@@ -167,7 +153,7 @@ def test_the_claim_holds_a_backlog_to_the_window_of_real_starts(flow: Store) -> 
     """Jobs whose slots passed while no worker was free still start at most N per window."""
     clock = flow.clock
     assert isinstance(clock, ManualClock)
-    svc = _service(flow, "late", rate_limit="2/m")
+    svc = new_service(flow, "late", rate_limit="2/m")
     jobs = [_submit(flow, svc) for _ in range(6)]
     clock.advance(600)  # every slot has passed
     first = [flow.claim("w", 900) for _ in range(3)]
@@ -178,8 +164,8 @@ def test_the_claim_holds_a_backlog_to_the_window_of_real_starts(flow: Store) -> 
 
 
 def test_fair_claim_serves_a_single_job_before_a_backlog(flow: Store) -> None:
-    big = _service(flow, "backlog")
-    small = _service(flow, "single")
+    big = new_service(flow, "backlog")
+    small = new_service(flow, "single")
     backlog = [_submit(flow, big) for _ in range(50)]
     assert flow.claim("w", 900).id == backlog[0].id  # type: ignore[union-attr]
     lone = _submit(flow, small)
@@ -188,7 +174,7 @@ def test_fair_claim_serves_a_single_job_before_a_backlog(flow: Store) -> None:
 
 
 def test_priority_orders_within_a_service(flow: Store) -> None:
-    svc = _service(flow, "prio")
+    svc = new_service(flow, "prio")
     low = _submit(flow, svc, priority=0)
     normal = _submit(flow, svc, priority=1)
     high = _submit(flow, svc, priority=2)
@@ -197,7 +183,7 @@ def test_priority_orders_within_a_service(flow: Store) -> None:
 
 
 def test_queue_limit_refuses_with_queue_full(flow: Store) -> None:
-    svc = _service(flow, "small-queue", queue_limit=3)
+    svc = new_service(flow, "small-queue", queue_limit=3)
     for _ in range(3):
         _submit(flow, svc)
     with pytest.raises(GenhookError) as refused:
@@ -235,7 +221,7 @@ def test_queue_limit_refuses_with_queue_full(flow: Store) -> None:
 def test_dedup_returns_the_first_job_within_the_window(flow: Store) -> None:
     clock = flow.clock
     assert isinstance(clock, ManualClock)
-    svc = _service(flow, "dedup")
+    svc = new_service(flow, "dedup")
     first = _submit(flow, svc, dedup_key="k1", dedup_window=3600)
     again = _submit(flow, svc, dedup_key="k1", dedup_window=3600)
     assert again.id == first.id and again.deduplicated is True
@@ -247,7 +233,7 @@ def test_dedup_returns_the_first_job_within_the_window(flow: Store) -> None:
 
 
 def test_storm_pauses_the_service_holds_its_jobs_and_alerts(flow: Store) -> None:
-    svc = _service(flow, "stormy", rate_limit="2/h")  # trips past 6 in the last hour
+    svc = new_service(flow, "stormy", rate_limit="2/h")  # trips past 6 in the last hour
     jobs = [_submit(flow, svc) for _ in range(7)]
     assert jobs[-1].hold_reason == "paused"
     assert flow.paused(svc)
@@ -258,7 +244,7 @@ def test_storm_pauses_the_service_holds_its_jobs_and_alerts(flow: Store) -> None
 
 
 def test_budget_never_overshoots_with_concurrent_starts(flow: Store) -> None:
-    svc = _service(flow, "budgeted", daily_budget=5.0)
+    svc = new_service(flow, "budgeted", daily_budget=5.0)
     jobs = [_submit(flow, svc, estimate=2.0) for _ in range(4)]
     started = [flow.claim(f"w{i}", 900) for i in range(4)]
     assert started[0] is not None and started[1] is not None
@@ -286,7 +272,7 @@ def test_budget_never_overshoots_with_concurrent_starts(flow: Store) -> None:
 
 
 def test_budget_fail_policy_hands_the_job_to_be_ended(flow: Store) -> None:
-    svc = _service(flow, "strict", daily_budget=1.0, on_budget="fail")
+    svc = new_service(flow, "strict", daily_budget=1.0, on_budget="fail")
     _submit(flow, svc, estimate=2.0)
     job = flow.claim("w", 900)
     assert job is not None and job.refusal is ErrorCode.BUDGET_EXCEEDED
@@ -297,7 +283,7 @@ def test_backend_breaker_holds_jobs_until_a_probe_succeeds(flow: Store) -> None:
     assert isinstance(clock, ManualClock)
     flow.backend_breaker_failures = 2
     flow.backend_probe_seconds = 30
-    svc = _service(flow, "engine-user")
+    svc = new_service(flow, "engine-user")
     error = GenhookError(ErrorCode.BACKEND_UNAVAILABLE, "down")
     flow.backend_failed("openai", error)
     state = flow.backend_failed("openai", error)
@@ -320,7 +306,7 @@ def test_backend_breaker_holds_jobs_until_a_probe_succeeds(flow: Store) -> None:
 
 def test_backend_concurrency_limit_holds_across_claims(flow: Store) -> None:
     flow.backend_concurrency = {"openai": 1}
-    svc = _service(flow, "capped")
+    svc = new_service(flow, "capped")
     a = _submit(flow, svc, backend="openai")
     _submit(flow, svc, backend="openai")
     free = _submit(flow, svc, backend="procedural")
@@ -333,7 +319,7 @@ def test_the_stores_storm_buckets_follow_the_policy(flow: Store) -> None:
     """The accept statement moves the storm buckets in SQL exactly as ``Storm.add`` does."""
     clock = flow.clock
     assert isinstance(clock, ManualClock)
-    svc = _service(flow, "buckets", rate_limit="1000/h")
+    svc = new_service(flow, "buckets", rate_limit="1000/h")
     expected = Storm(None, 0, 0)
     for step in (0, 10, 3600, 3700, 3 * 3600, 3 * 3600 + 1, 7 * 3600):
         clock.advance(step - (clock.now() - 1_800_000_000.0))
@@ -349,7 +335,7 @@ def test_the_stores_storm_buckets_follow_the_policy(flow: Store) -> None:
 
 
 def test_a_raised_budget_frees_the_jobs_it_held(flow: Store) -> None:
-    svc = _service(flow, "raise-me", daily_budget=1.0)
+    svc = new_service(flow, "raise-me", daily_budget=1.0)
     first, second = (_submit(flow, svc, estimate=1.0) for _ in range(2))
     started = flow.claim("w", 900)
     assert started is not None and flow.claim("w", 900) is None  # the second is held
@@ -364,7 +350,7 @@ def test_backend_rate_limit_counts_starts_across_claims(flow: Store) -> None:
     clock = flow.clock
     assert isinstance(clock, ManualClock)
     flow.backend_rates = {"openai": (2, 10.0)}  # 2 starts per 10 s
-    svc = _service(flow, "rated")
+    svc = new_service(flow, "rated")
     for _ in range(3):
         _submit(flow, svc, backend="openai")
     assert flow.claim("w", 900) is not None
