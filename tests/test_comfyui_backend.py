@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -549,3 +550,35 @@ def test_product_image_runs_end_to_end_on_comfyui(
     prompts = submitted(fake)
     assert prompts and all(p["6"]["inputs"]["text"] for p in prompts)
     assert len({p["3"]["inputs"]["seed"] for p in prompts}) >= 1
+
+
+def test_an_interrupt_from_someone_else_is_a_transient_error(
+    fake: FakeComfyUI, make_backend: MakeBackend
+) -> None:
+    """Someone pressed Cancel in ComfyUI's own UI: the attempt fails, to be tried again."""
+    fake.step_seconds = 0.02
+    pressed = threading.Event()
+
+    def press(progress: Progress) -> None:
+        if not pressed.is_set():
+            pressed.set()
+            httpx.post(f"{fake.url}/interrupt", timeout=5)
+
+    with pytest.raises(GenhookError) as caught:
+        make_backend().generate(request(options={"steps": 1000}), Control(on_progress=press))
+    assert caught.value.code is ErrorCode.BACKEND_ERROR and caught.value.retryable
+    assert "interrupted on the server" in caught.value.description
+    assert fake.interrupts == [{}]  # only the outside one; genhook did not send its own
+
+
+def test_backends_list_probes_comfyui(
+    fake: FakeComfyUI, genhook: Callable[..., CliResult], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    result = genhook("backends", "list", env={"GENHOOK_COMFYUI_URL": fake.url})
+    assert result.code == 0, result.stderr
+    row = next(r for r in result.json if r["backend"] == "comfyui")
+    assert row["ready"] is True and "answering" in row["detail"]
+    assert row["kinds"] == ["image"]
+    assert "/system_stats" in fake.paths()

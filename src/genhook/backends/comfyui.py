@@ -107,7 +107,7 @@ WAIT_TICK = 0.25
 """Longest wait for a websocket message before cancel and deadline are checked again."""
 POLL_FIRST, POLL_MAX = 0.25, 2.0
 """The history polling interval after the socket dropped: from the first, doubling to the max."""
-STALL_SECONDS = 120.0
+STALL_SECONDS = 300.0
 """How long our prompt may wait while the queue ahead of it does not move."""
 VIEW_ATTEMPTS = 3
 STOP_TIMEOUT = 5.0
