@@ -249,7 +249,9 @@ def main() -> int:
     with temp_root("genhook-bench-accept-") as tmp, Children() as children:
         root = Path(tmp)
         data_dir = root / "genhook"
-        env = bench_env(GENHOOK_DATA_DIR=str(data_dir))
+        # every round's jobs stay queued (--workers 0): past the default queue limit (10,000)
+        # the unlimited service would answer 429 queue_full
+        env = bench_env(GENHOOK_DATA_DIR=str(data_dir), GENHOOK_QUEUE_LIMIT="1000000")
         service = create_service(env)
         genhook, g_port = children.serve("genhook serve", env, root / "genhook.log")
         targets = [Target("genhook", genhook.pid, g_port, service["api_key"])]
