@@ -590,7 +590,6 @@ class _Run:
                 open_timeout=min(10.0, max(0.5, self.deadline - time.monotonic())),
                 close_timeout=1.0,
                 max_size=None,
-                proxy=None,
                 compression=None,
                 legacy=True,
             )
