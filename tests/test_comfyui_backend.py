@@ -582,3 +582,37 @@ def test_backends_list_probes_comfyui(
     assert row["ready"] is True and "answering" in row["detail"]
     assert row["kinds"] == ["image"]
     assert "/system_stats" in fake.paths()
+
+
+# -- through the service ---------------------------------------------------------------------
+
+
+def test_the_service_runs_and_cancels_on_comfyui(tmp_path: Path, fake: FakeComfyUI) -> None:
+    """`genhook serve` with GENHOOK_IMAGE_BACKEND=comfyui: a product-image trigger is delivered
+    signed and successful; a second one cancelled while ComfyUI samples is interrupted there."""
+    from tests.acceptance.harness import Genhook, Receiver, verify, wait_for
+
+    trigger = json.loads((SAMPLES / "product-image" / "linen-shirt.json").read_text("utf-8"))
+    receiver = Receiver().start()
+    g = Genhook(tmp_path, GENHOOK_IMAGE_BACKEND="comfyui", GENHOOK_COMFYUI_URL=fake.url)
+    try:
+        g.serve(workers=1)
+        body = {**trigger, "callback_url": receiver.url}
+        job_id = g.trigger("product-image", body).json()["job_id"]
+        (call,) = receiver.wait_job(job_id)
+        payload = verify(g.secret, call)
+        assert payload["status"] == "success", payload
+        assert payload["metadata"]["model_id"] == "comfyui/sd_xl_base_1.0.safetensors"
+        assert payload["outputs"] and fake.interrupts == []
+        fake.step_seconds = 0.2  # 25 steps: 5 s of sampling per image
+        running = g.trigger("product-image", {**body, "product_id": "SKU-124"}).json()["job_id"]
+        wait_for(lambda: fake.running is not None, 60, "ComfyUI to start sampling")
+        assert g.http.post(f"/v1/jobs/{running}/cancel").status_code == 202
+        done = g.wait_status(running, {"cancelled", "succeeded", "failed"})
+        assert done["status"] == "cancelled"
+        wait_for(lambda: fake.interrupts, 30, "the interrupt to reach ComfyUI")
+        entry = history_of(fake, fake.interrupts[0]["prompt_id"])
+        assert "execution_interrupted" in [m[0] for m in entry["status"]["messages"]]
+    finally:
+        g.close()
+        receiver.stop()
