@@ -15,20 +15,62 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from genhook import metrics
-from genhook.backends.base import BackendRegistry
+from genhook.backends.base import (
+    Backend,
+    BackendRegistry,
+    Control,
+    GenerationRequest,
+    GenerationResult,
+    Progress,
+    call_generate,
+)
 from genhook.catalog import Catalog, external_id
 from genhook.contract.completion import CompletionPayload, failure_payload, success_payload
+from genhook.cpu import CpuGate, process_gate
 from genhook.errors import GenhookError
 from genhook.ids import new_job_id
 from genhook.presets import Presets
 from genhook.pricing import Pricing, made
-from genhook.workflow.node import RunContext
+from genhook.workflow.node import Node, RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
 from genhook.workflow.runner import run_workflow
 from genhook.workflow.template import Workflow
 
 __all__ = ["AssetSink", "Engine", "Outcome", "external_id"]
+
+CPU_BOUND_NODES = frozenset({"quality_check", "metadata", "export"})
+"""Node kinds that run under the CPU gate unless they declare ``cpu_bound = False``."""
+LOCAL_BACKENDS = frozenset({"procedural", "diffusers"})
+"""Backends whose generation runs on this machine (under the CPU gate) unless they declare
+``cpu_bound``; every other backend that declares nothing is taken to be local too, except the
+shipped remote ones in :data:`REMOTE_BACKENDS` (a wrong guess costs concurrency, not cores)."""
+REMOTE_BACKENDS = frozenset({"openai", "comfyui", "replicate", "fal"})
+"""Backends whose generation waits on a remote engine (outside the CPU gate)."""
+
+
+def node_cpu_bound(node: Node) -> bool:
+    """Does this node kind's ``run`` cost a core (its declaration, else the shipped list)?"""
+    declared = getattr(node, "cpu_bound", None)
+    return declared if isinstance(declared, bool) else node.kind in CPU_BOUND_NODES
+
+
+def backend_cpu_bound(name: str, backend: Backend) -> bool:
+    """Does this backend's ``generate`` run here (its declaration, else by name)?"""
+    declared = getattr(backend, "cpu_bound", None)
+    if isinstance(declared, bool):
+        return declared
+    return name in LOCAL_BACKENDS or name not in REMOTE_BACKENDS
+
+
+def backend_limits(backends: BackendRegistry) -> dict[str, int]:
+    """The jobs at once each backend's engine takes, where it declares ``max_concurrency``."""
+    limits: dict[str, int] = {}
+    for name in backends.names():
+        cap = getattr(backends.find(name), "max_concurrency", None)
+        if isinstance(cap, int) and not isinstance(cap, bool) and cap > 0:
+            limits[name] = cap
+    return limits
 
 
 class AssetSink(Protocol):
@@ -61,9 +103,14 @@ class Engine:
     needs none): the API holds the :class:`~genhook.catalog.Catalog` alone.
     """
 
-    def __init__(self, catalog: Catalog, backends: BackendRegistry) -> None:
+    def __init__(
+        self, catalog: Catalog, backends: BackendRegistry, gate: CpuGate | None = None
+    ) -> None:
         self.catalog = catalog
         self.backends = backends
+        self.gate = gate or process_gate()
+        self._gated_backends = _GatedBackends(backends, self.gate)
+        self._gated_nodes = _GatedNodes(catalog.nodes, self.gate)
 
     @classmethod
     def load(
@@ -107,17 +154,24 @@ class Engine:
         job_id: str,
         is_cancelled: Callable[[], bool] = lambda: False,
         sandbox: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+        workdir: Path | None = None,
     ) -> RunContext:
-        """A fresh run context on these backends, priced by the catalog's pricing (seed stable
-        for workflow, version, trigger)."""
-        return self.catalog.context(
+        """A fresh run context on these backends (local ones under the CPU gate), priced by the
+        catalog's pricing (seed stable for workflow, version, trigger); ``on_progress`` hears
+        the backends' progress, ``workdir`` is the attempt's folder for their files."""
+        ctx = self.catalog.context(
             workflow,
             trigger,
             job_id=job_id,
-            backends=self.backends,
+            backends=self._gated_backends,
             is_cancelled=is_cancelled,
             sandbox=sandbox,
         )
+        if on_progress is not None:
+            ctx.on_progress = on_progress
+        ctx.workdir = workdir
+        return ctx
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
         """The catalog's dry run, priced by the same pricing as a run."""
@@ -135,6 +189,8 @@ class Engine:
         worked: Callable[[], float] | None = None,
         credit_before: float = 0.0,
         sandbox: bool = False,
+        on_progress: Callable[[Progress], None] | None = None,
+        workdir: Path | None = None,
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
 
@@ -146,6 +202,9 @@ class Engine:
         attempts, so that the payload's ``processing_time_seconds`` and ``credit_cost`` cover
         all attempts (and no queue time). ``Outcome.credit_cost`` is this attempt's alone.
         ``sandbox``: a sandbox service's job (procedural, 0 credits, ``"test": true``).
+        ``on_progress`` hears each generation's progress (the worker records it as the job's
+        progress events); ``workdir`` is where generations put their files (the attempt's
+        staging area, removed with it; None: a temporary folder per generation).
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -154,10 +213,16 @@ class Engine:
         ctx: RunContext | None = None
         try:
             ctx = self.context(
-                workflow, trigger, job_id=job_id, is_cancelled=is_cancelled, sandbox=sandbox
+                workflow,
+                trigger,
+                job_id=job_id,
+                is_cancelled=is_cancelled,
+                sandbox=sandbox,
+                on_progress=on_progress,
+                workdir=workdir,
             )
             with metrics.job_scope(workflow.id):
-                result = run_workflow(workflow, self.nodes, ctx)
+                result = run_workflow(workflow, self._gated_nodes, ctx)
             urls = [sink.put(job_id, asset) for asset in result.assets]
         except GenhookError as exc:
             spent = ctx.generations if ctx else []
@@ -193,3 +258,83 @@ class Engine:
         if sandbox:
             payload = payload.model_copy(update={"test": True})
         return Outcome(payload, result, None, result.credit_cost, made(result.generations))
+
+
+class _GatedBackend:
+    """A backend whose generations run inside the CPU gate (local) or outside it (remote)."""
+
+    def __init__(self, backend: Backend, gate: CpuGate, cpu_bound: bool) -> None:
+        self._backend = backend
+        self._gate = gate
+        self.cpu_bound = cpu_bound
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._backend, name)
+
+    def generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
+        """The backend's generation, in a slot of the gate or out of any."""
+        step = self._gate.hold() if self.cpu_bound else self._gate.outside()
+        with step:
+            return call_generate(self._backend, request, control)
+
+
+class _GatedBackends(BackendRegistry):
+    """A view of a backend registry whose backends run by the CPU gate's rules."""
+
+    def __init__(self, backends: BackendRegistry, gate: CpuGate) -> None:
+        super().__init__()
+        self._source = backends
+        self._gate = gate
+        self._wrapped: dict[tuple[str, int], _GatedBackend] = {}
+
+    def names(self) -> list[str]:
+        """The names of the registry it views."""
+        return self._source.names()
+
+    def find(self, name: str) -> Backend | None:
+        """The backend ``name`` of the viewed registry, gated."""
+        backend = self._source.find(name)
+        if backend is None:
+            return None
+        key = (name, id(backend))
+        gated = self._wrapped.get(key)
+        if gated is None:
+            gated = _GatedBackend(backend, self._gate, backend_cpu_bound(name, backend))
+            self._wrapped[key] = gated
+        return gated
+
+
+class _GatedNode:
+    """A CPU-bound node kind whose ``run`` takes a slot of the CPU gate."""
+
+    def __init__(self, node: Node, gate: CpuGate) -> None:
+        self._node = node
+        self._gate = gate
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._node, name)
+
+    def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
+        """The node's run, in a slot of the gate."""
+        with self._gate.hold():
+            return self._node.run(name, params, ctx)
+
+
+class _GatedNodes(NodeRegistry):
+    """A view of a node registry whose CPU-bound kinds run in the CPU gate."""
+
+    def __init__(self, nodes: NodeRegistry, gate: CpuGate) -> None:
+        super().__init__()
+        self._source = nodes
+        self._gate = gate
+
+    def names(self) -> list[str]:
+        """The kinds of the registry it views."""
+        return self._source.names()
+
+    def find(self, name: str) -> Node | None:
+        """The node kind ``name`` of the viewed registry, gated when it is CPU-bound."""
+        node = self._source.find(name)
+        if node is None or not node_cpu_bound(node):
+            return node
+        return _GatedNode(node, self._gate)  # type: ignore[return-value]

@@ -3,8 +3,8 @@
 - The API process (:func:`serve`): the listening socket (bound before anything else, so a busy
   port fails at once), the wake-up hub, N supervised worker processes, the callback sender and
   its outbox, and the HTTP app, which only mounts routes (:func:`genhook.api.app.create_app`).
-- A worker process (:func:`run_worker`): worker threads, its end of the wake-up channel, and
-  the watch on the process that started it (a worker dies with its ``serve``).
+- A worker process (:func:`run_worker`): one worker running N jobs at once, its end of the
+  wake-up channel, and the watch on the process that started it (a worker dies with its ``serve``).
 
 The command line parses flags and settings and calls these; nothing else starts processes.
 """
@@ -148,8 +148,9 @@ def adopt_parent(parent: int | None) -> bool:
 
 
 def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None) -> None:
-    """Worker threads until SIGTERM or SIGINT, or until the ``parent`` supervisor is gone."""
-    from genhook.worker import Worker, start_workers
+    """One worker running up to ``concurrency`` jobs at once, until SIGTERM or SIGINT, or until
+    the ``parent`` supervisor is gone; then it lets the jobs in flight end."""
+    from genhook.worker import Worker, apply_backend_limits
 
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -160,20 +161,27 @@ def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None)
     channel.on(b"job", lambda _: runtime.jobs_signal.notify())
     runtime.deliveries_signal.subscribe(lambda: channel.to_hub(b"delivery"))
     runtime.events_signal.subscribe(lambda: channel.to_hub(b"event"))
-    threads = start_workers(
-        concurrency,
-        lambda i: Worker(
-            runtime.store,
-            runtime.engine,
-            runtime.storage,
-            runtime.settings,
-            jobs_signal=runtime.jobs_signal,
-            deliveries_signal=runtime.deliveries_signal,
-            events_signal=runtime.events_signal,
-        ),
-        stop,
+    limits = apply_backend_limits(runtime.store, runtime.engine)
+    worker = Worker(
+        runtime.store,
+        runtime.engine,
+        runtime.storage,
+        runtime.settings,
+        jobs_signal=runtime.jobs_signal,
+        deliveries_signal=runtime.deliveries_signal,
+        events_signal=runtime.events_signal,
+        concurrency=concurrency,
     )
-    log.info("worker process %s: %s threads", os.getpid(), concurrency)
+    thread = threading.Thread(target=worker.run, args=(stop,), name="genhook-worker")
+    thread.daemon = True
+    thread.start()
+    log.info(
+        "worker process %s: up to %s jobs at once, %s CPU slots, backend limits %s",
+        os.getpid(),
+        concurrency,
+        runtime.engine.gate.slots,
+        limits or "none",
+    )
     while not stop.wait(0.5):
         if parent_gone(parent):
             log.warning("worker process %s: its supervisor is gone; stopping", os.getpid())
@@ -181,7 +189,6 @@ def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None)
             break
         channel.to_hub(b"hello")  # (re)register with the API process, also after it restarts
     runtime.jobs_signal.notify()
-    for thread in threads:
-        thread.join(60)
+    thread.join(60)
     channel.close()
     runtime.store.close()

@@ -1,10 +1,20 @@
-"""The worker: claim a job with a lease, heartbeat while running it, record what happened.
+"""The worker: claim jobs with a lease, keep the leases while running them, record what happened.
 
 A worker learns of new jobs at once through an in-process signal (and polls every
 ``GENHOOK_POLL_SECONDS`` for jobs inserted by other processes and for retries falling due).
-While a job runs, a heartbeat renews the lease every ``GENHOOK_HEARTBEAT_SECONDS``; a worker that
-dies stops renewing, and once the lease (``GENHOOK_LEASE_SECONDS``) runs out another worker takes
-the job over. Only the lease holder can end a job, so a job completes, and is delivered, once.
+One worker runs up to ``concurrency`` jobs at once (``genhook worker --concurrency N``): one
+claiming loop, and a thread per job it runs. Threads, not asyncio: backends are synchronous, and
+a thread blocked on a socket waiting for a remote engine holds the GIL no more than a coroutine
+would; 200 such jobs cost 200 mostly idle stacks (a few MiB in all, see docs/benchmarks.md).
+CPU-bound steps take the process's CPU gate (:mod:`genhook.cpu`), and the worker claims another
+job only while nothing waits at the gate, so it never hoards jobs it has no core for.
+
+Each job has its own lease. One :class:`LeaseKeeper` thread per worker keeps them all: every
+``GENHOOK_HEARTBEAT_SECONDS`` it renews every lease it holds in one transaction, every quarter
+second it asks in one read which of its jobs were cancelled, and it writes the jobs' throttled
+progress events in one transaction per turn. A worker that dies stops renewing, and once a lease
+(``GENHOOK_LEASE_SECONDS``) runs out another worker takes the job over. Only the lease holder can
+end a job, so a job completes, and is delivered, once.
 """
 
 from __future__ import annotations
@@ -14,15 +24,15 @@ import os
 import socket
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
 
 from genhook import metrics
-from genhook.backends.base import BackendStatus, probe
+from genhook.backends.base import BackendStatus, Progress, probe
 from genhook.config import Settings
 from genhook.contract.completion import CompletionPayload, job_failure_payload
-from genhook.engine import Engine, Outcome
+from genhook.engine import Engine, Outcome, backend_limits
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import BreakerState
 from genhook.ids import new_id
@@ -33,6 +43,10 @@ from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.db import describe
 from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
+
+WORKDIR = ".work"
+"""The folder inside an attempt's staging area where its generations put their files (a dot
+name: never published, removed with the attempt)."""
 
 log = logging.getLogger("genhook.worker")
 
@@ -48,20 +62,182 @@ BACKEND_FAULTS = frozenset(
 )
 
 
+PROGRESS_SECONDS = 2.0
+"""At most one progress event per job this often (the last one is always written)."""
+CANCEL_POLL_SECONDS = 0.25
+"""How often the lease keeper asks which of its jobs were cancelled (one read for all)."""
+
+
+class LeaseStore(WorkerStore, Protocol):
+    """The worker's port with the batched lease, cancel and progress calls."""
+
+    def renew_leases(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> dict[str, bool]: ...
+
+    def cancels_requested(self, job_ids: Sequence[str]) -> set[str]: ...
+
+    def record_progress(
+        self, worker: str, progress: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int: ...
+
+
 @dataclass
 class _Running:
+    """A job this worker runs: what the lease keeper learnt of it, and its pending progress."""
+
     job_id: str
     lost: bool = False
     cancel: bool = False
-    done: threading.Event = field(default_factory=threading.Event)
+    asked: bool = False  # the job's own first cancel check is done
+    pending: dict[str, Any] | None = None  # progress not written yet
+    written: dict[str, Any] | None = None  # the last progress written
+    written_at: float = float("-inf")  # time.monotonic() of that write
+
+
+def progress_detail(progress: Progress) -> dict[str, Any]:
+    """A progress event's detail: ``step`` of ``total`` and the ``percent`` done."""
+    total = max(1, progress.total)
+    step = min(max(0, progress.step), total)
+    detail: dict[str, Any] = {
+        "step": step,
+        "total": total,
+        "percent": round(100.0 * step / total, 1),
+    }
+    if progress.message:
+        detail["message"] = progress.message[:200]
+    return detail
+
+
+class LeaseKeeper:
+    """One thread that keeps the leases of every job a worker runs (see the module docstring).
+
+    It runs while the worker holds a job and ends when it holds none; :meth:`add` starts it
+    again. A store that does not answer is logged and tried again on the next turn (a lease
+    outlives two missed heartbeats)."""
+
+    def __init__(
+        self, store: LeaseStore, owner: str, settings: Settings, events_signal: Signal
+    ) -> None:
+        self.store = store
+        self.owner = owner
+        self.settings = settings
+        self.events_signal = events_signal
+        self._held: dict[str, _Running] = {}
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.turns = 0  # renewals so far (tests and the bench read it)
+
+    def add(self, state: _Running) -> None:
+        """Keep ``state``'s lease from now on; a state of the same job held before (its lease
+        ran out and this worker claimed the job again) is lost: its result is dropped."""
+        with self._cond:
+            before = self._held.get(state.job_id)
+            if before is not None:
+                before.lost = True
+            self._held[state.job_id] = state
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name=f"genhook-leases-{self.owner}", daemon=True
+                )
+                self._thread.start()
+
+    def remove(self, state: _Running) -> None:
+        """Stop keeping ``state``'s lease (the job ended or was lost)."""
+        with self._cond:
+            if self._held.get(state.job_id) is state:
+                del self._held[state.job_id]
+            self._cond.notify_all()
+
+    @property
+    def held(self) -> int:
+        """Jobs whose leases it keeps now."""
+        with self._cond:
+            return len(self._held)
+
+    def progress(self, state: _Running, progress: Progress) -> None:
+        """A generation's progress: written on the keeper's next turn, at most one per job every
+        :data:`PROGRESS_SECONDS` (a newer one replaces one still waiting)."""
+        detail = progress_detail(progress)
+        with self._cond:
+            if detail != state.written:
+                state.pending = detail
+
+    def flush(self, state: _Running) -> None:
+        """Write ``state``'s waiting progress now (a job about to end: its last progress comes
+        before its end)."""
+        with self._cond:
+            detail, state.pending = state.pending, None
+        if detail is not None and not state.lost:
+            self._write_progress([(state, detail)])
+
+    def _write_progress(self, items: list[tuple[_Running, dict[str, Any]]]) -> None:
+        try:
+            self.store.record_progress(self.owner, [(s.job_id, d) for s, d in items])
+        except Exception as exc:  # progress is advisory
+            _log_failure(f"progress of {len(items)} jobs", exc)
+            return
+        now = time.monotonic()
+        with self._cond:
+            for state, detail in items:
+                state.written, state.written_at = detail, now
+        self.events_signal.notify()
+
+    def _run(self) -> None:
+        beat = self.settings.heartbeat_seconds
+        tick = min(CANCEL_POLL_SECONDS, beat)
+        next_beat = time.monotonic() + beat
+        while True:
+            with self._cond:
+                if not self._held:
+                    self._thread = None
+                    return
+                self._cond.wait(tick)
+                states = list(self._held.values())
+            if not states:
+                continue
+            now = time.monotonic()
+            try:
+                if now >= next_beat:
+                    next_beat = now + beat
+                    self._renew(states)
+                else:
+                    asked = self.store.cancels_requested([s.job_id for s in states])
+                    for state in states:
+                        state.cancel = state.cancel or state.job_id in asked
+            except Exception as exc:  # keep going; the leases outlive a missed turn
+                _log_failure(f"leases of {self.owner}", exc)
+            self._due_progress(states, now)
+
+    def _renew(self, states: list[_Running]) -> None:
+        owned = self.store.renew_leases(
+            self.owner, [s.job_id for s in states], self.settings.lease_seconds
+        )
+        self.turns += 1
+        for state in states:
+            if state.job_id in owned:
+                state.cancel = state.cancel or owned[state.job_id]
+            else:
+                state.lost = True
+
+    def _due_progress(self, states: list[_Running], now: float) -> None:
+        due: list[tuple[_Running, dict[str, Any]]] = []
+        with self._cond:
+            for state in states:
+                if state.pending is not None and now - state.written_at >= PROGRESS_SECONDS:
+                    due.append((state, state.pending))
+                    state.pending = None
+        if due:
+            self._write_progress(due)
 
 
 class Worker:
-    """One claim / run / record loop. Run several, in threads or processes."""
+    """One claiming loop running up to ``concurrency`` jobs at once, each in a thread of its
+    own; its leases kept by one :class:`LeaseKeeper`. Run one per process."""
 
     def __init__(
         self,
-        store: WorkerStore,
+        store: LeaseStore,
         engine: Engine,
         storage: LocalStorage,
         settings: Settings,
@@ -70,6 +246,7 @@ class Worker:
         deliveries_signal: Signal | None = None,
         events_signal: Signal | None = None,
         name: str | None = None,
+        concurrency: int = 1,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -80,20 +257,65 @@ class Worker:
         self.events_signal = events_signal or Signal()
         self.retry_policy = job_policy(settings.retry_schedule)
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
+        self.concurrency = max(1, concurrency)
+        self.leases = LeaseKeeper(store, self.name, settings, self.events_signal)
+        self._running: set[threading.Thread] = set()
+        self._room = threading.Condition()
 
     def run(self, stop: threading.Event) -> None:
-        """Work until ``stop`` is set."""
+        """Claim and run jobs, up to ``concurrency`` at once, until ``stop`` is set; then wait
+        for the jobs in flight to end."""
+        gate = self.engine.gate
+        poll = self.settings.poll_seconds
         while not stop.is_set():
+            with self._room:
+                if len(self._running) >= self.concurrency:
+                    self._room.wait(poll)
+                    continue
+            if not gate.wait_room(poll):  # CPU-bound steps queue: claim nothing more now
+                continue
             seen = self.jobs_signal.generation
             try:
-                worked = self.run_once()
-            except Exception as exc:  # keep the loop alive; the job's lease will run out
+                job = self.store.claim(self.name, self.settings.lease_seconds)
+            except Exception as exc:  # keep the loop alive
                 _log_failure(f"worker {self.name}", exc)
-                worked = False
-                stop.wait(self.settings.poll_seconds)
-            if not worked:
+                stop.wait(poll)
+                continue
+            if job is None:
                 self._probe_backends()
-                self.jobs_signal.wait(self.settings.poll_seconds, seen=seen)
+                self.jobs_signal.wait(poll, seen=seen)
+                continue
+            self._start(job)
+        with self._room:
+            running = list(self._running)
+        for thread in running:
+            thread.join()
+
+    def _start(self, job: Job) -> None:
+        """Run a claimed job in a thread of its own."""
+        thread = threading.Thread(target=self._run_claimed, args=(job,), daemon=True)
+        thread.name = f"genhook-job-{job.id}"
+        with self._room:
+            self._running.add(thread)
+        thread.start()
+
+    def _run_claimed(self, job: Job) -> None:
+        try:
+            self.events_signal.notify()
+            self.process(job)
+        except Exception as exc:  # the job's lease will run out and another worker retries
+            _log_failure(f"job {job.id} on {self.name}", exc)
+        finally:
+            self.events_signal.notify()
+            with self._room:
+                self._running.discard(threading.current_thread())
+                self._room.notify_all()
+
+    @property
+    def in_flight(self) -> int:
+        """Jobs running now in this worker's threads."""
+        with self._room:
+            return len(self._running)
 
     def _probe_backends(self) -> None:
         """Probe a backend whose breaker is open when its probe is due (one worker of all
@@ -139,13 +361,12 @@ class Worker:
             return job.processing_seconds + clock.now() - claimed_at
 
         assets = self.storage.attempt(job.id, job.attempts)
-        beat = threading.Thread(target=self._heartbeat, args=(state,), daemon=True)
-        beat.start()
+        self.leases.add(state)
         try:
             outcome = self._execute(job, state, assets, worked)
+            self.leases.flush(state)
         finally:
-            state.done.set()
-            beat.join()
+            self.leases.remove(state)
         work = clock.now() - claimed_at
         try:
             if state.lost:
@@ -260,16 +481,14 @@ class Worker:
                     f"every one of {job.attempts - 1} attempts lost its worker",
                 ),
             )
-        checked = [0.0]
 
         def is_cancelled() -> bool:
-            # the heartbeat learns of cancellation too, but asking (at most 4 times a second)
-            # lets a cancel land between two nodes instead of at the next heartbeat
+            # the lease keeper asks for every job 4 times a second, in one read; the job asks
+            # once itself first, so a cancel recorded before the claim stops it before any step
             if state.cancel or state.lost:
                 return True
-            now = time.monotonic()
-            if now - checked[0] >= 0.25:
-                checked[0] = now
+            if not state.asked:
+                state.asked = True
                 state.cancel = self.store.cancel_requested(job.id)
             return state.cancel
 
@@ -283,23 +502,13 @@ class Worker:
             worked=worked,
             credit_before=job.credit_cost,
             sandbox=job.sandbox,
+            on_progress=lambda progress: self.leases.progress(state, progress),
+            workdir=assets.folder / WORKDIR,
         )
 
     def _refuse(self, job: Job, worked: Callable[[], float], error: GenhookError) -> Outcome:
         """End a claimed job without running it."""
         return Outcome(_failure(replace(job, processing_seconds=worked()), error), None, error)
-
-    def _heartbeat(self, state: _Running) -> None:
-        while not state.done.wait(self.settings.heartbeat_seconds):
-            try:
-                lease = self.store.heartbeat(state.job_id, self.name, self.settings.lease_seconds)
-            except Exception as exc:
-                _log_failure(f"heartbeat of {state.job_id}", exc)
-                continue
-            state.lost = not lease.owned
-            state.cancel = lease.cancel_requested
-            if state.lost:
-                return
 
 
 def _failure(job: Job, error: GenhookError) -> CompletionPayload:
@@ -316,13 +525,10 @@ def _log_failure(what: str, exc: Exception) -> None:
         log.exception("%s: unexpected error", what, exc_info=exc)
 
 
-def start_workers(count: int, factory: Any, stop: threading.Event) -> list[threading.Thread]:
-    """Start ``count`` worker threads, each running ``factory(i).run(stop)``."""
-    threads = []
-    for i in range(count):
-        worker = factory(i)
-        thread = threading.Thread(target=worker.run, args=(stop,), name=f"genhook-worker-{i}")
-        thread.daemon = True
-        thread.start()
-        threads.append(thread)
-    return threads
+def apply_backend_limits(store: Any, engine: Engine) -> dict[str, int]:
+    """Each backend's declared ``max_concurrency`` becomes its limit of jobs running at once
+    (across every worker) where ``GENHOOK_BACKEND_CONCURRENCY`` names none for it; returns
+    the limits in force."""
+    limits = {**backend_limits(engine.backends), **dict(store.backend_concurrency)}
+    store.backend_concurrency = limits
+    return limits

@@ -101,17 +101,23 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
     return created
 
 
+MAX_CONCURRENCY = 1024
+"""The most jobs one worker process may run at once."""
+
+
 @cli.command("worker")
 @click.option(
     "--concurrency",
-    type=click.IntRange(1, 64),
-    default=1,
-    show_default=True,
-    help="Worker threads in this process.",
+    type=click.IntRange(1, MAX_CONCURRENCY),
+    default=None,
+    help="Jobs this process runs at once (jobs waiting on a remote engine cost a thread, not a "
+    "core; CPU-bound steps share GENHOOK_CPU_SLOTS).  [default: GENHOOK_WORKER_CONCURRENCY, "
+    "else 1]",
 )
 @click.option("--parent", type=int, default=None, hidden=True)
-def worker_cmd(concurrency: int, parent: int | None) -> None:
-    """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT."""
+def worker_cmd(concurrency: int | None, parent: int | None) -> None:
+    """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT,
+    once the jobs in flight have ended."""
     from genhook.media.memory import configure_for_rendering
     from genhook.service import adopt_parent, run_worker
     from genhook.supervisor import lower_priority
@@ -123,7 +129,9 @@ def worker_cmd(concurrency: int, parent: int | None) -> None:
     lower_priority(settings.worker_nice)  # before any worker or libvips thread starts
     configure_for_rendering()
     runtime = build_runtime(settings)
-    run_worker(runtime, concurrency, parent=parent)
+    if concurrency is None:  # the setting, where this install's Settings has it
+        concurrency = int(getattr(settings, "worker_concurrency", 1) or 1)
+    run_worker(runtime, max(1, min(concurrency, MAX_CONCURRENCY)), parent=parent)
 
 
 @cli.group()

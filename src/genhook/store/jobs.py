@@ -165,6 +165,26 @@ _RENEW = (
     .returning(jobs.c.cancel_requested)
 )
 _CANCEL_ASKED = sa.select(jobs.c.cancel_requested).where(jobs.c.id == sa.bindparam("jid"))
+_RENEW_MANY = (
+    jobs.update()
+    .where(
+        jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+        jobs.c.lease_owner == sa.bindparam("worker"),
+        jobs.c.status == JobStatus.RUNNING,
+    )
+    .values(lease_expires=sa.bindparam("until", type_=jobs.c.lease_expires.type))
+    .returning(jobs.c.id, jobs.c.cancel_requested)
+)
+_CANCELS_ASKED = sa.select(jobs.c.id).where(
+    jobs.c.id.in_(sa.bindparam("ids", expanding=True)), jobs.c.cancel_requested.is_(True)
+)
+_OWNED_RUNNING = sa.select(jobs.c.id).where(
+    jobs.c.id.in_(sa.bindparam("ids", expanding=True)),
+    jobs.c.lease_owner == sa.bindparam("worker"),
+    jobs.c.status == JobStatus.RUNNING,
+)
+LEASE_BATCH = 500
+"""Most jobs one statement of the batched lease and progress writes names."""
 _CLOSE_ATTEMPT = (
     attempts.update()
     .where(attempts.c.job_id == sa.bindparam("jid"), attempts.c.ended_at.is_(None))
@@ -737,6 +757,67 @@ class JobStore(StoreBase):
             lease = {"jid": job_id, "worker": worker, "until": now + lease_seconds}
             row = conn.execute(_RENEW, lease).first()
         return Lease(owned=row is not None, cancel_requested=bool(row and row[0]))
+
+    def renew_leases(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> dict[str, bool]:
+        """Renew every lease ``worker`` holds of ``job_ids`` in one transaction (a worker
+        process's heartbeat for all its jobs): the jobs still its own, each with whether
+        cancellation was asked. A job missing from the answer is no longer the worker's."""
+        now = self.clock.now()
+        owned: dict[str, bool] = {}
+        if not job_ids:
+            return owned
+        with self._write() as conn:
+            for start in range(0, len(job_ids), LEASE_BATCH):
+                ids = list(job_ids[start : start + LEASE_BATCH])
+                params = {"ids": ids, "worker": worker, "until": now + lease_seconds}
+                owned.update(
+                    {jid: bool(cancel) for jid, cancel in conn.execute(_RENEW_MANY, params)}
+                )
+        return owned
+
+    def cancels_requested(self, job_ids: Sequence[str]) -> set[str]:
+        """Which of ``job_ids`` have had cancellation asked (one read for all)."""
+        asked: set[str] = set()
+        if not job_ids:
+            return asked
+        with self._read() as conn:
+            for start in range(0, len(job_ids), LEASE_BATCH):
+                ids = list(job_ids[start : start + LEASE_BATCH])
+                asked.update(conn.execute(_CANCELS_ASKED, {"ids": ids}).scalars())
+        return asked
+
+    def record_progress(
+        self, worker: str, progress: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int:
+        """Record each ``(job_id, detail)`` as a progress event of a running job that
+        ``worker`` still holds (status ``running``, ``detail`` ``{"progress": {...}}``), all in
+        one transaction; returns how many were recorded (a job lost or ended meanwhile: none)."""
+        if not progress:
+            return 0
+        now = self.clock.now()
+        with self._write() as conn:
+            ids = list(dict.fromkeys(jid for jid, _ in progress))
+            owned: set[str] = set()
+            for start in range(0, len(ids), LEASE_BATCH):
+                chunk = ids[start : start + LEASE_BATCH]
+                owned.update(
+                    conn.execute(_OWNED_RUNNING, {"ids": chunk, "worker": worker}).scalars()
+                )
+            rows = [
+                {
+                    "job_id": jid,
+                    "at": now,
+                    "status": JobStatus.RUNNING,
+                    "detail": {"progress": dict(d)},
+                }
+                for jid, d in progress
+                if jid in owned
+            ]
+            if rows:
+                conn.execute(_EVENT, rows)
+        return len(rows)
 
     def cancel_requested(self, job_id: str) -> bool:
         """Has cancellation been asked for this job?"""
