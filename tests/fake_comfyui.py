@@ -50,6 +50,7 @@ Failure switches (attributes, set any time):
 - ``fail_node``: ``{"node_type": "KSampler", "exception_type": "...", "exception_message":
   "..."}``: that node raises when it runs (``execution_error``);
 - ``view_failures``: that many ``/view`` requests answer HTTP 500 first;
+- ``corrupt_outputs``: ``SaveImage`` writes bytes that are no image;
 - ``step_seconds``: the time one sampler step takes.
 
 Records: ``requests`` (method, path, query, JSON body), ``interrupts``, ``deleted``, ``uploads``
@@ -200,6 +201,7 @@ class FakeComfyUI:
         self.stalled = False
         self.fail_node: dict[str, str] | None = None
         self.view_failures = 0
+        self.corrupt_outputs = False
         self.requests: list[Recorded] = []
         self.interrupts: list[Any] = []
         self.deleted: list[str] = []
@@ -687,7 +689,7 @@ class FakeComfyUI:
                     name, folder = f"{inputs['filename_prefix']}_{self._counter:05}_.png", "output"
                 else:
                     name, folder = f"ComfyUI_temp_fake_{self._counter:05}_.png", "temp"
-                self.files[(folder, "", name)] = png
+                self.files[(folder, "", name)] = b"\x89PNG-no" if self.corrupt_outputs else png
                 saved.append({"filename": name, "subfolder": "", "type": folder})
             outputs[node_id] = {"images": saved}
             await self._send(

@@ -375,6 +375,17 @@ def test_a_view_that_keeps_failing_is_a_transient_error(
     assert fake.paths().count("/view") == 3
 
 
+def test_an_output_that_is_no_image_is_a_transient_error(
+    fake: FakeComfyUI, make_backend: MakeBackend
+) -> None:
+    fake.corrupt_outputs = True
+    with pytest.raises(GenhookError) as caught:
+        make_backend().generate(request(), Control())
+    assert caught.value.code is ErrorCode.BACKEND_ERROR
+    text = caught.value.description
+    assert "no image genhook can decode" in text and "openai" not in text
+
+
 def operator_graph(batch: int = 2) -> dict[str, Any]:
     """The operator's own graph: two images saved, one previewed, cfg a placeholder too."""
     data = shipped()

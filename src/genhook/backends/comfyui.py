@@ -819,7 +819,7 @@ class _Run:
             raise GenhookError(
                 ErrorCode.BACKEND_ERROR,
                 f"ComfyUI's output {item['filename']!r} is no image genhook can decode "
-                f"({exc.description})",
+                f"({exc.__cause__ or exc.description})",
             ) from exc
 
 
