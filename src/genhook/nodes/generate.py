@@ -18,8 +18,12 @@ naming the other kind is refused when it loads, a trigger choosing one with
 
 from __future__ import annotations
 
+import shutil
+import tempfile
+import weakref
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 import numpy as np
@@ -252,6 +256,8 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
             f"(it makes: {', '.join(sorted(getattr(backend, 'kinds', ()))) or 'nothing'})",
         )
     request_cost(ctx.prices, request)  # refuses an unpriced backend/model before spending
+    if request.kind == "video" and ctx.workdir is None:
+        ctx.workdir = run_folder(ctx)
     control = Control(ctx.on_progress, ctx.is_cancelled, ctx.deadline, ctx.workdir)
     result = call_generate(backend, request, control)
     if request.kind == "video" and result.video is None:
@@ -299,3 +305,12 @@ def _kind_problem(codes: list[str], kind: str) -> str:
 
 def _kind_word(kind: str) -> str:
     return "video (format: mp4)" if kind == "video" else "image"
+
+
+def run_folder(ctx: RunContext) -> Path:
+    """A folder for a run's clips where the caller gave none (``genhook run``, a test): made
+    once per run and removed with the run's context (its files are read into the assets before
+    the run ends)."""
+    folder = Path(tempfile.mkdtemp(prefix="genhook-run-"))
+    weakref.finalize(ctx, shutil.rmtree, folder, True)
+    return folder
