@@ -67,6 +67,9 @@ class ComfyUISettings:
     url: str = "http://127.0.0.1:8188"
     workflow: Path | None = None
     timeout: float = 600.0
+    stall_timeout: float = 300.0
+    """How long our prompt may wait while no prompt ahead of it finishes; then
+    ``backend_timeout``, and it is deleted from the queue."""
 
 
 @dataclass(frozen=True)
@@ -415,6 +418,7 @@ _COMFYUI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_COMFYUI_URL": ("url", lambda text: text.strip().rstrip("/")),
     "GENHOOK_COMFYUI_WORKFLOW": ("workflow", Path),
     "GENHOOK_COMFYUI_TIMEOUT": ("timeout", _positive_seconds),
+    "GENHOOK_COMFYUI_STALL_TIMEOUT": ("stall_timeout", _positive_seconds),
 }
 
 

@@ -325,7 +325,11 @@ class ComfyUIBackend:
     def from_settings(cls, settings: Settings) -> ComfyUIBackend:
         """The factory the backend registry calls: this backend from the process's settings."""
         path = settings.pricing_file
-        return cls(settings.comfyui, load_pricing(path) if path is not None else None)
+        return cls(
+            settings.comfyui,
+            load_pricing(path) if path is not None else None,
+            stall_seconds=settings.comfyui.stall_timeout,
+        )
 
     # -- the Backend protocol ----------------------------------------------------------------
 

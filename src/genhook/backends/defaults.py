@@ -25,7 +25,6 @@ SHIPPED_MODELS: Mapping[tuple[str, str], str] = {
     ("procedural", "image"): "procedural-v1",
     ("procedural", "video"): "procedural-v1",
     ("comfyui", "image"): "graph",  # the graph's own checkpoint
-    ("comfyui", "video"): "graph",
     ("diffusers", "image"): "local",  # the pipeline in GENHOOK_DIFFUSERS_MODEL_DIR
 }
 """Default models that no setting changes (the configurable ones come from the settings)."""
