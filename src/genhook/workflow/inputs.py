@@ -8,6 +8,13 @@ The input is what is left of a trigger once its envelope is split off
 ``field`` in the error is always the top-level input field as the caller sent it, never a path
 into a node; the description says what was wrong and, for nested values, where. It states the
 limit that was passed and never echoes more than a few dozen characters of the value.
+
+A field declared ``x-media`` is a URL of media genhook will fetch: :func:`validate_input` refuses
+(``invalid_value``) one that is not an absolute http(s) URL, carries credentials, or whose host
+is an IP literal or name that no policy lets genhook reach (link-local, cloud metadata,
+reserved), without a DNS lookup. The deployment's policy (``GENHOOK_ALLOW_PRIVATE_CALLBACKS``)
+and what a name resolves to are :func:`check_media_targets`'s, which the edge calls beside the
+callback URL's check; the fetch checks again at connect time (:mod:`genhook.media.fetch`).
 """
 
 from __future__ import annotations
@@ -18,13 +25,17 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
+from urllib.parse import urlsplit
 
 import jsonschema_rs
 from jsonschema import Draft202012Validator
 from jsonschema.exceptions import ValidationError
 
 from genhook.contract.envelope import Envelope, parse_envelope, split_trigger
+from genhook.delivery.addresses import literal_address
+from genhook.delivery.ssrf import Resolver
 from genhook.errors import ErrorCode, InvalidInput
+from genhook.media.fetch import check_media_url
 from genhook.workflow.template import Workflow
 
 # When one field breaks several rules, report the most telling first.
@@ -63,7 +74,36 @@ def validate_input(workflow: Workflow, given: Mapping[str, Any]) -> dict[str, An
         if name not in data and "default" in prop:
             data[name] = copy.deepcopy(prop["default"])
     _check_external_id(workflow, data)
+    for name, url in media_urls(workflow, data).items():
+        # allow_private=True: only what no deployment may reach is refused here
+        check_media_url(url, name, allow_private=True)
     return data
+
+
+def media_urls(workflow: Workflow, data: Mapping[str, Any]) -> dict[str, str]:
+    """The given ``x-media`` fields of a checked input: field -> URL."""
+    return {
+        name: value for name in workflow.media_inputs if isinstance(value := data.get(name), str)
+    }
+
+
+def check_media_targets(
+    workflow: Workflow, data: Mapping[str, Any], *, allow_private: bool, resolver: Resolver
+) -> None:
+    """Refuse (``invalid_value`` naming the field) a media URL of a checked input that this
+    deployment may not fetch: what the callback URL gets at trigger time (its IP literal under
+    the policy, its name resolved by ``resolver`` to allowed addresses only). Blocking when a
+    host is a name: call it from a thread (the connect-time guard checks again)."""
+    for name, url in media_urls(workflow, data).items():
+        check_media_url(url, name, allow_private=allow_private, resolver=resolver)
+
+
+def media_needs_lookup(workflow: Workflow, data: Mapping[str, Any]) -> bool:
+    """True when a media URL's host is a name (so :func:`check_media_targets` resolves)."""
+    return any(
+        literal_address(urlsplit(url).hostname or "") is None
+        for url in media_urls(workflow, data).values()
+    )
 
 
 def _check_external_id(workflow: Workflow, data: Mapping[str, Any]) -> None:

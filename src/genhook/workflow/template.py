@@ -1,8 +1,9 @@
 """Workflow templates: YAML in, a checked :class:`Workflow` out, every problem with its line.
 
 Loading checks everything a run would otherwise trip over: the top-level shape, the input schema
-(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files, and which
-may not declare a name reserved for the trigger envelope), ``additional_fields``, unknown node
+(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files, whose
+``x-media: image`` fields are URLs of media genhook fetches, and which may not declare a name
+reserved for the trigger envelope), ``additional_fields``, unknown node
 kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
 nodes or outputs that do not exist, references whose type does not fit, and cycles.
 """
@@ -21,7 +22,7 @@ from jsonschema import Draft202012Validator, SchemaError
 from pydantic import TypeAdapter, ValidationError
 
 from genhook.config_values import parse_duration
-from genhook.contract.envelope import RESERVED, SCHEMA_PROPERTIES
+from genhook.contract.envelope import MAX_URL_LENGTH, RESERVED, SCHEMA_PROPERTIES
 from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
 from genhook.presets import Presets
 from genhook.workflow.refs import Ref, find_refs, whole_ref
@@ -45,6 +46,9 @@ TOP_KEYS = {
 ADDITIONAL_FIELDS = ("refuse", "ignore")
 NODE_KEYS = {"kind", "with", "description"}
 ENUM_SOURCES = {"styles": ErrorCode.UNKNOWN_STYLE, "platforms": ErrorCode.UNKNOWN_PLATFORM}
+MEDIA_KEY = "x-media"
+"""An input property's media kind: its value is a URL that genhook fetches (media/fetch.py)."""
+MEDIA_KINDS = ("image",)
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,8 @@ class Workflow:
     dedup: Dedup | None = None
     """Deduplication: a trigger of the same service whose key fields equal a job's within the
     window returns that job instead of generating again."""
+    media_inputs: dict[str, str] = field(default_factory=dict)
+    """The input fields declared ``x-media`` (a URL of media genhook fetches), with their kind."""
 
     @property
     def backend(self) -> str:
@@ -117,6 +123,8 @@ class Workflow:
         codes += sorted(set(self.enum_codes.values()), key=list(ErrorCode).index)
         codes.append(ErrorCode.INVALID_CALLBACK_URL)
         kinds = {spec.kind for spec in self.nodes.values()}
+        if self.media_inputs:
+            codes += [ErrorCode.INPUT_FETCH_FAILED, ErrorCode.INVALID_INPUT_MEDIA]
         if "generate" in kinds:
             codes += [
                 ErrorCode.BACKEND_UNAVAILABLE,
@@ -246,6 +254,11 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
         enum_codes=enum_codes,
         additional_fields=str(additional),
         dedup=dedup,
+        media_inputs={
+            name: str(prop[MEDIA_KEY])
+            for name, prop in schema.get("properties", {}).items()
+            if isinstance(prop, dict) and MEDIA_KEY in prop
+        },
     )
 
 
@@ -319,6 +332,8 @@ def _check_input(
                 values = list(presets.styles) if source == "styles" else presets.platform_targets
                 prop = {"type": "string", **prop, "enum": values}
                 enum_codes[name] = ENUM_SOURCES[source]
+        if MEDIA_KEY in prop:
+            prop = _media_property(chk, where, prop)
         props[name] = prop
         optional = name not in required and "default" not in prop
         types[name] = json_type(prop, optional=optional)
@@ -329,6 +344,25 @@ def _check_input(
         path = ("input", *[str(p) for p in exc.path])
         chk.add(path, f"invalid JSON Schema: {exc.message}")
     return schema, types, enum_codes
+
+
+def _media_property(
+    chk: _Checker, where: tuple[str | int, ...], prop: dict[str, Any]
+) -> dict[str, Any]:
+    """An ``x-media`` input: a string in ``format: uri`` (both filled in when not written), at
+    most :data:`~genhook.contract.envelope.MAX_URL_LENGTH` characters unless the template says
+    less; its value is checked at trigger time as a URL genhook may fetch."""
+    kind = prop[MEDIA_KEY]
+    if kind not in MEDIA_KINDS:
+        chk.add((*where, MEDIA_KEY), f"{MEDIA_KEY} must be one of {list(MEDIA_KINDS)}")
+    if prop.get("type", "string") != "string":
+        chk.add((*where, "type"), f"an {MEDIA_KEY} input is a URL: its type is string")
+    if prop.get("format", "uri") != "uri":
+        chk.add((*where, "format"), f"an {MEDIA_KEY} input is a URL: its format is uri")
+    for key in ("enum", "const"):
+        if key in prop:
+            chk.add((*where, key), f"an {MEDIA_KEY} input takes any URL: no {key}")
+    return {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, **prop}
 
 
 def _check_nodes(
