@@ -3,12 +3,19 @@
 Each open stream holds a wake-up listener and a slot of its service. Both are given back when the
 stream ends for any reason (the job ended, the client went away, the server stops), in the
 response's own ``finally``, not when a garbage collector finds the abandoned generator.
+
+:func:`sse_event` writes one stored job event as an SSE event: ``event:`` is the status it
+records (``queued``, ``running``, ``retrying``, ``succeeded``, ...), except a running job's
+progress, which is ``event: progress`` with ``data.progress`` ``{"step", "total",
+"percent"}`` (at most one every 2 s per job; the last before the job ends is always there).
 """
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import AsyncGenerator, Callable, Mapping
+from typing import Any
 
 import anyio
 from fastapi import FastAPI
@@ -16,6 +23,9 @@ from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
 from genhook.api.auth import state_part
+from genhook.api.views import iso
+from genhook.status import TERMINAL
+from genhook.store.records import JobEvent
 
 RETRY_AFTER_SECONDS = 5
 """What a refused stream is told to wait before trying again."""
@@ -85,3 +95,28 @@ class EventStreamResponse(StreamingResponse):
                     await self._generator.aclose()
             finally:
                 self._on_close()
+
+
+PROGRESS_EVENT = "progress"
+"""The SSE event name of a running job's progress."""
+
+
+def sse_event(job_id: str, row: JobEvent) -> bytes:
+    """One SSE event of a stored job event: the terminal one carries the completion payload
+    (``result``), a progress one its ``progress``, any other what the change adds (``detail``:
+    a retry's reason and time)."""
+    data: dict[str, Any] = {"job_id": job_id, "status": row.status, "at": iso(row.at)}
+    name = str(row.status)
+    progress = row.detail.get("progress") if row.detail else None
+    if row.status in TERMINAL:
+        data["result"] = row.detail
+    elif isinstance(progress, dict):
+        name = PROGRESS_EVENT
+        data["progress"] = progress
+    elif row.detail:
+        detail = dict(row.detail)
+        if isinstance(detail.get("retry_at"), float):
+            detail["retry_at"] = iso(detail["retry_at"])
+        data["detail"] = detail
+    body = json.dumps(data, separators=(",", ":"))
+    return f"id: {row.id}\nevent: {name}\ndata: {body}\n\n".encode()
