@@ -346,3 +346,61 @@ def test_product_video_through_the_service(tmp_path: Path) -> None:
     finally:
         receiver.stop()
         service.close()
+
+
+def clip_request(**changes: Any) -> Any:
+    from genhook.backends.base import GenerationRequest
+
+    fields: dict[str, Any] = {
+        "prompt": "a mug",
+        "negative_prompt": "",
+        "width": 120,
+        "height": 214,
+        "seed": 7,
+        "model": "procedural-v1",
+        "subject": "Mug",
+        "kind": "video",
+        "duration_seconds": 1.0,
+        "fps": 12.0,
+    }
+    return GenerationRequest(**{**fields, **changes})
+
+
+def test_the_procedural_clip_is_what_it_says(tmp_path: Path) -> None:
+    """A real clip of the asked length and rate, at an even size (214 -> 214, 120 -> 120),
+    moving, reporting progress by frames; its poster is one of its frames at its size."""
+    from genhook.backends.base import Control, Progress
+    from genhook.backends.procedural import ProceduralBackend
+    from genhook.media.video_qc import measure_video
+
+    seen: list[Progress] = []
+    result = ProceduralBackend().generate(
+        clip_request(), Control(on_progress=seen.append, workdir=tmp_path)
+    )
+    clip = result.video
+    assert clip is not None and clip.path.parent == tmp_path and not clip.has_audio
+    assert (clip.width, clip.height, clip.fps, clip.frames) == (120, 214, 12.0, 12)
+    assert clip.duration_seconds == pytest.approx(1.0)
+    assert result.pixels.shape == (214, 120, 3)
+    m = measure_video(clip.path)
+    assert (m.width, m.height, m.frames, m.fps) == (120, 214, 12, 12.0)
+    assert m.frozen_seconds == 0.0 and m.black_share == 0.0
+    assert seen[-1].step == seen[-1].total == 12 and len(seen) >= 2
+
+
+def test_the_procedural_clip_stops_on_cancel_and_refuses_what_it_cannot_make(
+    tmp_path: Path,
+) -> None:
+    from genhook.backends.base import Control
+    from genhook.backends.procedural import ProceduralBackend
+    from genhook.errors import GenhookError
+
+    backend = ProceduralBackend()
+    with pytest.raises(GenhookError) as caught:
+        backend.generate(clip_request(), Control(is_cancelled=lambda: True, workdir=tmp_path))
+    assert caught.value.code.value == "cancelled"
+    for too_much in ({"duration_seconds": 61.0}, {"fps": 120.0}):
+        with pytest.raises(GenhookError) as caught:
+            backend.generate(clip_request(**too_much), Control(workdir=tmp_path))
+        assert caught.value.code.value == "backend_rejected"
+    assert backend.kinds == frozenset({"image", "video"})
