@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypedDict
 
 from pydantic import BaseModel, ConfigDict
 
@@ -51,6 +51,16 @@ from genhook.workflow.result import Asset, SeoText
 
 if TYPE_CHECKING:
     from genhook.media.video_export import EncodedVideo, VideoTarget
+
+
+class _Shared(TypedDict):
+    """What an MP4 and its poster have in common."""
+
+    width: int
+    height: int
+    platform_code: str
+    alt_text: str
+    caption: str
 
 
 @dataclass(frozen=True)
@@ -212,7 +222,7 @@ class Export(BaseNode):
         assert one is not None  # every preset belongs to one group
         suffix = one.poster_path.suffix.lstrip(".").lower() or "jpg"
         poster_format = "jpeg" if suffix in ("jpg", "jpeg") else suffix
-        shared = {
+        shared: _Shared = {
             "width": one.width,
             "height": one.height,
             "platform_code": preset.code,
