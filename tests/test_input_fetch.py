@@ -188,6 +188,31 @@ def test_same_url_is_fetched_once(server: Server, fetcher: MediaFetcher, tmp_pat
     assert server.seen["/img"] == 1 and other.requests == 0
 
 
+def test_concurrent_fetches_of_one_url_make_one_request(
+    server: Server, fetcher: MediaFetcher
+) -> None:
+    """Worker threads asking for the same URL at once: one request, the same bytes for all."""
+    release = threading.Event()
+
+    def held(r: BaseHTTPRequestHandler) -> None:
+        release.wait(10)
+        send(r, PNG)
+
+    server.routes["/img"] = held
+    got: list[bytes] = []
+    threads = [
+        threading.Thread(target=lambda: got.append(fetcher.fetch(server.url("/img"), "a").data))
+        for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    release.set()
+    for t in threads:
+        t.join(30)
+    assert got == [PNG] * 4
+    assert server.seen["/img"] == 1
+
+
 def test_expired_url_is_fetched_again_and_same_bytes_stored_once(
     server: Server, tmp_path: Path
 ) -> None:

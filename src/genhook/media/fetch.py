@@ -240,7 +240,10 @@ class MediaFetcher:
             if cached is not None:
                 return cached
             limit = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
-            ctype, data = self._run(self._download(url, field, limit), limit + 5.0)
+            try:
+                ctype, data = self._run(self._download(url, field, limit), limit + 5.0)
+            except TimeoutError:  # the fetch's own loop did not answer in time
+                raise _failed(field, url, f"no complete answer within {limit:g}s") from None
             width, height, decoded = self._decode(data, field, url, ctype)
             digest = hashlib.sha256(data).hexdigest()
             media = InputMedia(url, decoded, data, digest, width, height)
@@ -271,7 +274,12 @@ class MediaFetcher:
                 thread.start()
                 self._loop, self._thread = loop, thread
             loop = self._loop
-        return asyncio.run_coroutine_threadsafe(coro, loop).result(wait)
+        future = asyncio.run_coroutine_threadsafe(coro, loop)
+        try:
+            return future.result(wait)
+        except BaseException:
+            future.cancel()
+            raise
 
     def _client(self) -> aiohttp.ClientSession:
         if self._session is None:
