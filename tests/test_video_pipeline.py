@@ -404,3 +404,45 @@ def test_the_procedural_clip_stops_on_cancel_and_refuses_what_it_cannot_make(
             backend.generate(clip_request(**too_much), Control(workdir=tmp_path))
         assert caught.value.code.value == "backend_rejected"
     assert backend.kinds == frozenset({"image", "video"})
+
+
+def test_the_published_schema_requires_the_video_fields_on_video_outputs() -> None:
+    """A video output without duration_seconds, fps or poster_url is invalid under the
+    published schema and refused by the model; an image output carries none of them."""
+    import jsonschema
+
+    from genhook.contract.completion import OutputAsset
+
+    video = {
+        "asset_url": "http://example.test/assets/job_1/a.mp4",
+        "asset_type": "video",
+        "format": "mp4",
+        "width": 1080,
+        "height": 1920,
+        "platform_code": "instagram_reel",
+        "bytes": 10,
+        "sha256": "0" * 64,
+        "alt_text": "a",
+        "filename_suggestion": "a.mp4",
+        "caption": "c",
+        "duration_seconds": 4.0,
+        "fps": 24.0,
+        "poster_url": "http://example.test/assets/job_1/a-poster.jpg",
+    }
+    schema = {**completion_schema(), "$ref": "#/$defs/OutputAsset"}
+    for key in ("allOf", "required", "properties"):
+        schema.pop(key, None)
+    jsonschema.validate(video, schema)
+    assert OutputAsset.model_validate(video).model_dump(mode="json") == video
+    for missing in ("duration_seconds", "fps", "poster_url"):
+        partial = {k: v for k, v in video.items() if k != missing}
+        with pytest.raises(jsonschema.ValidationError, match=missing):
+            jsonschema.validate(partial, schema)
+        with pytest.raises(ValueError, match=missing):
+            OutputAsset.model_validate(partial)
+    image = {k: v for k, v in video.items() if k not in ("duration_seconds", "fps", "poster_url")}
+    image.update(asset_type="image", format="jpeg")
+    jsonschema.validate(image, schema)
+    assert OutputAsset.model_validate(image).model_dump(mode="json") == image
+    with pytest.raises(ValueError, match="an image output carries no fps"):
+        OutputAsset.model_validate({**image, "fps": 24.0})
