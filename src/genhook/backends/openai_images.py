@@ -43,16 +43,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import io
 import math
-import threading
 import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
-import numpy as np
 
 from genhook.backends.base import (
     AssetKind,
@@ -61,12 +58,21 @@ from genhook.backends.base import (
     GenerationRequest,
     GenerationResult,
 )
+from genhook.backends.hosted import (
+    SharedClient,
+    clip,
+    decode,
+    json_object,
+    origin,
+    origin_text,
+    reason,
+    retry_after,
+    transport_error,
+)
 from genhook.config import OpenAISettings, Settings
 from genhook.errors import ErrorCode, GenhookError
-from genhook.media import Pixels
 from genhook.media.aspect import Frame, ratio_text
 from genhook.pricing import Pricing, load_pricing, shipped_pricing
-from genhook.retry import parse_retry_after
 
 PASSED_OPTIONS = (
     "quality",
@@ -80,9 +86,6 @@ PASSED_OPTIONS = (
 """Keys of ``GenerationRequest.options`` sent as-is in the request body."""
 NO_RESPONSE_FORMAT_PREFIX = "gpt-image"
 """Models whose names start with this refuse ``response_format`` (they always send base64)."""
-IMAGE_FORMATS = ("PNG", "JPEG", "WEBP")
-MAX_DETAIL = 300
-"""Longest excerpt of an API error message or body quoted in an error description."""
 
 
 class OpenAIImagesBackend:
@@ -101,8 +104,7 @@ class OpenAIImagesBackend:
         self.timeout = config.timeout
         self.pricing = pricing or shipped_pricing()
         self._problem = "GENHOOK_OPENAI_API_KEY is not set" if self.api_key is None else None
-        self._client: httpx.Client | None = None
-        self._lock = threading.Lock()
+        self._client = SharedClient(self.timeout)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OpenAIImagesBackend:
@@ -117,14 +119,14 @@ class OpenAIImagesBackend:
         """Ready when a key (and a valid configuration) is set; makes no network call."""
         if self._problem:
             return BackendStatus(False, self._problem)
-        where = _origin_text(self.base_url) + urlsplit(self.base_url).path
+        where = origin_text(self.base_url) + urlsplit(self.base_url).path
         return BackendStatus(True, f"{where}{self._price_text()}")
 
     def probe(self, timeout: float) -> BackendStatus:
         """Configured and answering: ``GET {base_url}/models`` with the key, within ``timeout``."""
         if self._problem:
             return BackendStatus(False, self._problem)
-        where = _origin_text(self.base_url)
+        where = origin_text(self.base_url)
         url = f"{self.base_url}/models"
         try:
             with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
@@ -132,7 +134,7 @@ class OpenAIImagesBackend:
         except httpx.TimeoutException:
             return BackendStatus(False, f"{where} did not answer within {timeout:g}s")
         except httpx.HTTPError as exc:
-            return BackendStatus(False, f"{where} is not reachable ({_reason(exc)})")
+            return BackendStatus(False, f"{where} is not reachable ({reason(exc)})")
         status = response.status_code
         if status in (401, 403):
             return BackendStatus(False, f"key refused by {where} (HTTP {status})")
@@ -150,17 +152,25 @@ class OpenAIImagesBackend:
         """One image for ``request``, or a GenhookError whose code says if a retry may help."""
         if self._problem:
             raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"openai: {self._problem}")
+        if control is not None and control.is_cancelled():
+            raise GenhookError(ErrorCode.CANCELLED)
         started = time.perf_counter()
-        client = self._http()
+        client = self._client.get()
         url = f"{self.base_url}/images/generations"
+        left = control.remaining(self.timeout) if control is not None else None
+        timeout = self.timeout if left is None else left
+        if timeout <= 0:
+            raise GenhookError(ErrorCode.BACKEND_TIMEOUT, "openai: no time left in the run")
         try:
-            response = client.post(url, json=self.body(request), headers=self._auth())
+            response = client.post(
+                url, json=self.body(request), headers=self._auth(), timeout=timeout
+            )
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, url) from exc
+            raise transport_error(exc, url) from exc
         _raise_for_status(response)
-        image_bytes = self._image_bytes(client, _json_object(response))
+        image_bytes = self._image_bytes(client, json_object("openai", response))
         return GenerationResult(
-            pixels=decode(image_bytes),
+            pixels=decode(image_bytes, "openai"),
             request=request,
             model_id=f"openai/{request.model}",
             credit_cost=self.estimate_cost(request),
@@ -203,24 +213,7 @@ class OpenAIImagesBackend:
 
     def close(self) -> None:
         """Close the HTTP client (a later generation opens a new one)."""
-        with self._lock:
-            client, self._client = self._client, None
-        if client is not None:
-            client.close()
-
-    def _http(self) -> httpx.Client:
-        """The one shared client, created on first use (httpx clients are thread-safe)."""
-        client = self._client
-        if client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = httpx.Client(
-                        timeout=httpx.Timeout(self.timeout),
-                        headers={"User-Agent": "genhook"},
-                        follow_redirects=False,
-                    )
-                client = self._client
-        return client
+        self._client.close()
 
     def _auth(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self.api_key}"}
@@ -248,11 +241,11 @@ class OpenAIImagesBackend:
         """GET a generated image; the key goes only to the API's own origin."""
         if urlsplit(url).scheme not in ("http", "https"):
             raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered with a non-http image url")
-        headers = self._auth() if _origin(url) == _origin(self.base_url) else {}
+        headers = self._auth() if origin(url) == origin(self.base_url) else {}
         try:
             response = client.get(url, headers=headers, follow_redirects=True)
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, url) from exc
+            raise transport_error(exc, url) from exc
         if response.status_code != 200:
             raise GenhookError(
                 ErrorCode.BACKEND_ERROR,
@@ -296,75 +289,6 @@ def frame_hint(frame: Frame, width: int, height: int) -> str:
     return text
 
 
-def decode(data: bytes) -> Pixels:
-    """PNG, JPEG or WebP bytes as a C-contiguous ``(h, w, 3)`` uint8 RGB array.
-
-    Transparency is composed over white; an EXIF orientation is applied.
-    """
-    from PIL import Image, ImageOps
-
-    try:
-        with Image.open(io.BytesIO(data), formats=IMAGE_FORMATS) as opened:
-            image = ImageOps.exif_transpose(opened)
-            if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-                rgba = image.convert("RGBA")
-                white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-                image = Image.alpha_composite(white, rgba)
-            rgb = image.convert("RGB")
-            pixels = np.array(rgb, dtype=np.uint8)
-    except Exception as exc:  # any failure to decode untrusted bytes is the backend's fault
-        raise GenhookError(
-            ErrorCode.BACKEND_ERROR, f"openai answered with an undecodable image ({exc})"
-        ) from exc
-    if pixels.ndim != 3 or pixels.shape[2] != 3 or pixels.size == 0:
-        raise GenhookError(ErrorCode.BACKEND_ERROR, f"decoded image has shape {pixels.shape}")
-    return np.ascontiguousarray(pixels)
-
-
-def _origin(url: str) -> tuple[str, str]:
-    parts = urlsplit(url)
-    netloc = parts.hostname or ""
-    default_port = {"http": 80, "https": 443}.get(parts.scheme)
-    port = parts.port or default_port
-    return parts.scheme, f"{netloc}:{port}"
-
-
-def _transport_error(exc: httpx.HTTPError, url: str) -> GenhookError:
-    """A transport failure (no HTTP answer) as a transient GenhookError."""
-    where = _origin_text(url)
-    if isinstance(exc, httpx.ConnectTimeout):
-        return GenhookError(
-            ErrorCode.BACKEND_UNAVAILABLE, f"could not connect to {where} in time ({exc!r})"
-        )
-    if isinstance(exc, httpx.TimeoutException):
-        return GenhookError(ErrorCode.BACKEND_TIMEOUT, f"{where} did not answer in time ({exc!r})")
-    if isinstance(exc, httpx.ConnectError):
-        return GenhookError(ErrorCode.BACKEND_UNAVAILABLE, f"could not connect to {where} ({exc})")
-    if isinstance(exc, (httpx.NetworkError, httpx.RemoteProtocolError)):
-        return GenhookError(
-            ErrorCode.BACKEND_UNAVAILABLE, f"connection to {where} dropped ({exc!r})"
-        )
-    return GenhookError(ErrorCode.BACKEND_ERROR, f"HTTP exchange with {where} failed ({exc!r})")
-
-
-def _reason(exc: httpx.HTTPError) -> str:
-    """The innermost cause of a transport error, in a few words (e.g. connection refused)."""
-    cause: BaseException = exc
-    while cause.__cause__ is not None or cause.__context__ is not None:
-        cause = cause.__cause__ or cause.__context__  # type: ignore[assignment]
-    text = getattr(cause, "strerror", None) or str(cause) or type(cause).__name__
-    return str(text).lower()
-
-
-def _origin_text(url: str) -> str:
-    """``scheme://host[:port]`` of ``url``, without any user:password part."""
-    parts = urlsplit(url)
-    host = parts.hostname or ""
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{parts.scheme}://{host}" + (f":{parts.port}" if parts.port else "")
-
-
 def _raise_for_status(response: httpx.Response) -> None:
     """Translate a non-200 answer into its GenhookError."""
     status = response.status_code
@@ -396,34 +320,21 @@ def _api_error(response: httpx.Response) -> tuple[str | None, str]:
     try:
         payload = response.json()
     except ValueError:
-        return None, _clip(" ".join(response.text.split()))
+        return None, clip(" ".join(response.text.split()))
     error = payload.get("error") if isinstance(payload, dict) else None
     if not isinstance(error, dict):
-        return None, _clip(" ".join(response.text.split()))
+        return None, clip(" ".join(response.text.split()))
     code = error.get("code") or error.get("type")
     message = error.get("message")
     return (
         str(code) if code not in (None, "") else None,
-        _clip(str(message)) if message is not None else "",
+        clip(str(message)) if message is not None else "",
     )
 
 
-def _clip(text: str) -> str:
-    return text if len(text) <= MAX_DETAIL else text[: MAX_DETAIL - 1] + "…"
-
-
-def retry_after(response: httpx.Response) -> float | None:
-    """Seconds from a ``Retry-After`` header (delta-seconds or HTTP-date), else None."""
-    return parse_retry_after(response.headers.get("retry-after"), time.time())
-
-
-def _json_object(response: httpx.Response) -> dict[str, Any]:
-    try:
-        payload = response.json()
-    except ValueError as exc:
-        raise GenhookError(
-            ErrorCode.BACKEND_ERROR, "openai answered HTTP 200 with a body that is not JSON"
-        ) from exc
-    if not isinstance(payload, dict):
-        raise GenhookError(ErrorCode.BACKEND_ERROR, "openai answered with JSON that is no object")
-    return payload
+# The names other backends imported from here before hosted.py held them (kept for them).
+_clip = clip
+_origin_text = origin_text
+_reason = reason
+_transport_error = transport_error
+__all__ = ["OpenAIImagesBackend", "decode", "frame_hint", "size_for"]
