@@ -16,12 +16,17 @@ engine sends back before it is quoted.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import contextlib
 import io
+import math
+import re
 import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
@@ -29,9 +34,19 @@ from urllib.parse import urlsplit
 import httpx
 import numpy as np
 
-from genhook.backends.base import Control, VideoClip
+from genhook.backends.base import (
+    AssetKind,
+    BackendStatus,
+    Control,
+    GenerationRequest,
+    GenerationResult,
+    InputMedia,
+    VideoClip,
+)
+from genhook.config import HostedSettings
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
+from genhook.pricing import Pricing, shipped_pricing
 from genhook.retry import parse_retry_after
 
 T = TypeVar("T")
@@ -397,3 +412,177 @@ def video_clip(path: Path, engine: str = "the engine") -> tuple[VideoClip, Pixel
         has_audio=has_audio,
     )
     return clip_, np.ascontiguousarray(poster)
+
+
+class HostedBackend:
+    """What ``replicate`` and ``fal`` share: settings, status, probe, prices, the client."""
+
+    name = "hosted"
+    key_variable = ""
+    kinds: frozenset[AssetKind] = frozenset({"image", "video"})
+
+    def __init__(self, config: HostedSettings, pricing: Pricing | None = None) -> None:
+        self.config = config
+        self.base_url = config.base_url.rstrip("/")
+        self.key = config.key
+        self.pricing = pricing or shipped_pricing()
+        self._problem = f"{self.key_variable} is not set" if not self.key else None
+        self._client = SharedClient(60.0)
+
+    def auth(self) -> dict[str, str]:
+        raise NotImplementedError
+
+    def probe_url(self) -> str:
+        raise NotImplementedError
+
+    def status(self) -> BackendStatus:
+        """Ready when a key is set; makes no network call."""
+        if self._problem:
+            return BackendStatus(False, self._problem)
+        where = origin_text(self.base_url) + urlsplit(self.base_url).path
+        return BackendStatus(True, f"{where}, model {self.config.model}{self._price_text()}")
+
+    def probe(self, timeout: float) -> BackendStatus:
+        """Configured and answering: one cheap authenticated GET (:meth:`probe_url`)."""
+        if self._problem:
+            return BackendStatus(False, self._problem)
+        where = origin_text(self.base_url)
+        try:
+            with httpx.Client(timeout=httpx.Timeout(timeout), follow_redirects=False) as client:
+                response = client.get(
+                    self.probe_url(), headers={**self.auth(), "User-Agent": "genhook"}
+                )
+        except httpx.TimeoutException:
+            return BackendStatus(False, f"{where} did not answer within {timeout:g}s")
+        except httpx.HTTPError as exc:
+            return BackendStatus(False, f"{where} is not reachable ({reason(exc)})")
+        status = response.status_code
+        if status in (401, 403):
+            return BackendStatus(False, f"key refused by {where} (HTTP {status})")
+        if status >= 500 or status == 429:
+            return BackendStatus(False, f"{where} answers HTTP {status}")
+        return BackendStatus(True, f"{where} answering{self._price_text()}")
+
+    def estimate_cost(self, request: GenerationRequest) -> float:
+        """The pricing file's credits: one image, or the clip's seconds."""
+        if request.kind == "video":
+            seconds = request.duration_seconds or 5.0
+            return self.pricing.price(self.name, request.model, "video_seconds", seconds)
+        return self.pricing.price(self.name, request.model, "image", 1)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _price_text(self) -> str:
+        price = self.pricing.unit_price(self.name, "*", "image")
+        return "" if price is None else f", {price:g} credits per image"
+
+    def _not_configured(self) -> None:
+        if self._problem:
+            raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"{self.name}: {self._problem}")
+
+    def error(self, exc: GenhookError) -> GenhookError:
+        """``exc`` with the key scrubbed from its description."""
+        if self.key and self.key in exc.description:
+            return GenhookError(
+                exc.code,
+                scrub(exc.description, self.key),
+                field=exc.field,
+                retry_after=exc.retry_after,
+            )
+        return exc
+
+    def result(
+        self,
+        request: GenerationRequest,
+        urls: list[str],
+        run: Run,
+        started: float,
+        model_id: str,
+    ) -> GenerationResult:
+        """The generation's result from its output URLs: the first image decoded, or the
+        video downloaded into the attempt's folder and probed."""
+        if not urls:
+            raise GenhookError(ErrorCode.BACKEND_ERROR, f"{self.name} answered without any output")
+        client = self._client.get()
+        url = urls[0]
+        headers = self.auth() if origin(url) == origin(self.base_url) else {}
+        video = None
+        if request.kind == "video":
+            path = run.control.scratch() / f"{self.name}-{request.seed}-{len(urls)}.mp4"
+            if url.startswith("data:"):
+                path.write_bytes(data_uri_bytes(url, self.name))
+            else:
+                download(
+                    client,
+                    url,
+                    engine=self.name,
+                    cap=MAX_VIDEO_BYTES,
+                    headers=headers,
+                    into=path,
+                    run=run,
+                )
+            video, pixels = video_clip(path, self.name)
+        else:
+            if url.startswith("data:"):
+                data = data_uri_bytes(url, self.name)
+            else:
+                data = download(
+                    client, url, engine=self.name, cap=MAX_IMAGE_BYTES, headers=headers, run=run
+                )
+            pixels = decode(data, self.name)
+        result = GenerationResult(
+            pixels=pixels,
+            request=request,
+            model_id=model_id,
+            credit_cost=0.0,
+            seconds=time.perf_counter() - started,
+            video=video,
+        )
+        cost = self.estimate_cost(request)
+        if video is not None:
+            cost = self.pricing.price(
+                self.name, request.model, "video_seconds", video.duration_seconds
+            )
+        return replace(result, credit_cost=cost)
+
+
+def data_uri(media: InputMedia, limit: int = 1024 * 1024) -> str:
+    """An input image as a ``data:`` URI when it is at most ``limit`` bytes, else its URL."""
+    if len(media.data) > limit:
+        return media.url
+    return f"data:{media.content_type};base64,{base64.b64encode(media.data).decode('ascii')}"
+
+
+def data_uri_bytes(uri: str, engine: str) -> bytes:
+    """The bytes of a ``data:...;base64,`` URI an engine answered with."""
+    head, _, body = uri.partition(",")
+    try:
+        return base64.b64decode(body, validate=True) if head.endswith(";base64") else body.encode()
+    except (binascii.Error, ValueError) as exc:
+        raise GenhookError(ErrorCode.BACKEND_ERROR, f"{engine} answered a bad data URI") from exc
+
+
+def nearest_ratio(width: int, height: int, choices: tuple[str, ...]) -> str:
+    """The ``W:H`` of ``choices`` nearest ``width / height`` on a log scale."""
+    want = math.log(width / height)
+
+    def distance(text: str) -> float:
+        w, h = (int(v) for v in text.split(":"))
+        return abs(math.log(w / h) - want)
+
+    return min(choices, key=distance)
+
+
+TQDM = re.compile(r"^\s*(?P<percentage>\d+)%\s*\|.+?\|\s*(?P<current>\d+)\/(?P<total>\d+)")
+"""A tqdm progress line (``NN%|███ | k/N [...]``), as replicate-python's Prediction.Progress
+parses the logs."""
+
+
+def log_progress(lines: list[str]) -> tuple[int, int] | None:
+    """(step, total) of the last tqdm line of ``lines``, if any."""
+    for line in reversed(lines):
+        match = TQDM.match(line.strip())
+        if match:
+            return int(match["current"]), int(match["total"])
+    return None
