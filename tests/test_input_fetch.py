@@ -213,6 +213,15 @@ def test_concurrent_fetches_of_one_url_make_one_request(
     assert server.seen["/img"] == 1
 
 
+def test_a_closed_fetcher_opens_again_when_used(server: Server, fetcher: MediaFetcher) -> None:
+    """install_fetcher closes the fetcher it replaces; one installed back still works."""
+    server.routes["/a"] = lambda r: send(r, PNG)
+    server.routes["/b"] = lambda r: send(r, JPEG, "image/jpeg")
+    fetcher.fetch(server.url("/a"), "x")
+    fetcher.close()
+    assert fetcher.fetch(server.url("/b"), "x").content_type == "image/jpeg"
+
+
 def test_expired_url_is_fetched_again_and_same_bytes_stored_once(
     server: Server, tmp_path: Path
 ) -> None:
@@ -379,6 +388,27 @@ def test_slow_server_times_out(server: Server) -> None:
         f.close()
     assert error.code is ErrorCode.INPUT_FETCH_FAILED and error.retryable
     assert "within 0.5s" in error.description
+
+
+def test_a_cancelled_job_stops_waiting(server: Server) -> None:
+    """A job cancelled while its input trickles in: cancelled, without waiting out the limit."""
+    stop = threading.Event()
+    started = threading.Event()
+
+    def slow(r: BaseHTTPRequestHandler) -> None:
+        head(r, Content_Length="1000")
+        started.set()
+        stop.wait(60)
+
+    server.routes["/slow"] = slow
+    f = MediaFetcher(allow_private=True, timeout=60)
+    try:
+        with pytest.raises(GenhookError) as info:
+            f.fetch(server.url("/slow"), "logo_url", is_cancelled=started.is_set)
+    finally:
+        stop.set()
+        f.close()
+    assert info.value.code is ErrorCode.CANCELLED
 
 
 # -- redirects -------------------------------------------------------------------------------

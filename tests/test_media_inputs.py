@@ -19,7 +19,7 @@ from genhook.catalog import Catalog
 from genhook.config import Settings
 from genhook.errors import ErrorCode, GenhookError, InvalidInput, TemplateError
 from genhook.media.fetch import MediaFetcher, fetch_inputs, install_fetcher, process_fetcher
-from genhook.paths import shipped_dir
+from genhook.nodes.generate import Generate
 from genhook.presets import Presets
 from genhook.runtime import Runtime
 from genhook.workflow.inputs import (
@@ -30,9 +30,11 @@ from genhook.workflow.inputs import (
 )
 from genhook.workflow.node import RunContext
 from genhook.workflow.registry import NodeRegistry
+from genhook.workflow.runner import run_workflow
 from genhook.workflow.template import Workflow, parse_workflow
 from tests import test_input_fetch as loopback
 from tests.test_input_fetch import PNG, Server, send
+from tests.test_templates import GOOD
 
 MEDIA_FIELD = """\
     reference_image_url:
@@ -42,22 +44,22 @@ MEDIA_FIELD = """\
 """
 
 
-def product_image(extra: str = MEDIA_FIELD) -> str:
-    """The shipped product-image template with ``extra`` added to its input properties."""
-    text = (shipped_dir("workflows") / "product-image.yaml").read_text()
+def media_template(extra: str = MEDIA_FIELD) -> str:
+    """The small template of the template tests (not a shipped one, which may change) with
+    ``extra`` added to its input properties (default: an optional image input)."""
     anchor = "  properties:\n"
-    assert anchor in text
-    return text.replace(anchor, anchor + extra, 1)
+    assert GOOD.count(anchor) == 1
+    return GOOD.replace(anchor, anchor + extra)
 
 
 @pytest.fixture(scope="module")
 def workflow(presets: Presets, nodes: NodeRegistry) -> Workflow:
-    return parse_workflow(product_image(), "product-image.yaml", presets, nodes)
+    return parse_workflow(media_template(), "tiny.yaml", presets, nodes)
 
 
 TRIGGER = {
-    "product_id": "SKU-1",
-    "product_name": "Linen Shirt",
+    "item_id": "SKU-1",
+    "name": "Linen Shirt",
     "target_style": "lifestyle",
     "target_platform": "instagram_feed",
 }
@@ -78,9 +80,13 @@ def test_media_input_accepted_and_published(workflow: Workflow) -> None:
     assert "reference_image_url" not in workflow.input_schema.get("required", [])
 
 
-def test_workflow_without_media_inputs_lists_no_fetch_codes(engine: Any) -> None:
-    codes = [c["error_code"] for c in engine.workflow("product-image").error_codes()]
-    assert "invalid_input_media" not in codes
+def test_workflow_without_media_inputs_lists_no_fetch_codes(
+    presets: Presets, nodes: NodeRegistry
+) -> None:
+    plain = parse_workflow(media_template(""), "plain.yaml", presets, nodes)
+    assert plain.media_inputs == {}
+    codes = [c["error_code"] for c in plain.error_codes()]
+    assert "invalid_input_media" not in codes and "input_fetch_failed" not in codes
 
 
 @pytest.mark.parametrize(
@@ -96,10 +102,31 @@ def test_bad_media_declarations_refused_with_their_line(
     presets: Presets, nodes: NodeRegistry, extra: str, where: str, says: str
 ) -> None:
     with pytest.raises(TemplateError) as info:
-        parse_workflow(product_image(extra), "bad.yaml", presets, nodes)
+        parse_workflow(media_template(extra), "bad.yaml", presets, nodes)
     problems = [p for p in info.value.problems if p.where == f"input.properties.logo.{where}"]
     assert problems and says in problems[0].message, info.value.problems
     assert problems[0].line is not None
+
+
+@pytest.mark.parametrize(
+    ("wired", "says"),
+    [
+        ("${input.name}", "x-media field (fields: reference_image_url)"),
+        ("https://cdn.example.com/fixed.png", "x-media field"),
+        ("${prompt.prompt}", "x-media field"),
+    ],
+)
+def test_generate_inputs_wire_media_fields_only(
+    presets: Presets, nodes: NodeRegistry, wired: str, says: str
+) -> None:
+    """Only URLs checked at trigger time reach the fetcher: an input wires an x-media field."""
+    text = media_template().replace(
+        "      width: 256\n", f"      width: 256\n      inputs:\n        reference: {wired}\n", 1
+    )
+    with pytest.raises(TemplateError) as info:
+        parse_workflow(text, "bad.yaml", presets, nodes)
+    problems = [p for p in info.value.problems if p.where == "nodes.image.with.inputs.reference"]
+    assert problems and says in problems[0].message, info.value.problems
 
 
 # -- the trigger -------------------------------------------------------------------------------
@@ -206,7 +233,7 @@ def anyio_backend() -> str:
 async def api(tmp_path: Path) -> AsyncIterator[Api]:
     folder = tmp_path / "workflows"
     folder.mkdir()
-    (folder / "product-image.yaml").write_text(product_image())
+    (folder / "tiny.yaml").write_text(media_template())
     settings = Settings(data_dir=tmp_path, workflows_dir=folder).resolved()
     runtime = Runtime.build(settings)
     transport = httpx.ASGITransport(app=create_app(runtime))
@@ -224,7 +251,7 @@ async def api(tmp_path: Path) -> AsyncIterator[Api]:
 )
 async def test_invalid_url_in_a_trigger_is_422_naming_the_field(api: Api, url: str) -> None:
     body = {**TRIGGER, "reference_image_url": url}
-    r = await api.client.post("/v1/workflows/product-image/runs", json=body, headers=api.auth)
+    r = await api.client.post("/v1/workflows/tiny/runs", json=body, headers=api.auth)
     assert r.status_code == 422, r.text
     error = r.json()
     assert error["error_code"] == "invalid_value"
@@ -235,9 +262,9 @@ async def test_invalid_url_in_a_trigger_is_422_naming_the_field(api: Api, url: s
 @pytest.mark.anyio
 async def test_trigger_with_a_media_url_accepted(api: Api) -> None:
     body = {**TRIGGER, "reference_image_url": "https://93.184.216.34/p/sku-1.png"}
-    r = await api.client.post("/v1/workflows/product-image/runs", json=body, headers=api.auth)
+    r = await api.client.post("/v1/workflows/tiny/runs", json=body, headers=api.auth)
     assert r.status_code == 202, r.text
-    shown = await api.client.get("/v1/workflows/product-image", headers=api.auth)
+    shown = await api.client.get("/v1/workflows/tiny", headers=api.auth)
     prop = shown.json()["input_schema"]["properties"]["reference_image_url"]
     assert (prop["format"], prop["x-media"]) == ("uri", "image")
 
@@ -294,3 +321,36 @@ def test_the_process_fetcher_follows_the_settings(tmp_path: Path) -> None:
         assert process_fetcher().allow_private is False
     finally:
         install_fetcher(previous)
+
+
+def test_a_run_hands_the_fetched_image_to_the_backend(
+    server: Server, presets: Presets, nodes: NodeRegistry, tmp_path: Path
+) -> None:
+    """End to end through the generate node: the image wired from the trigger is fetched once
+    and reaches the backend as ``request.inputs``; the dry run fetches nothing."""
+    if "inputs" not in Generate.Params.model_fields:
+        pytest.skip("the generate node has no inputs parameter yet")
+    text = media_template().replace(
+        "      width: 256\n",
+        "      width: 256\n      inputs:\n        reference: ${input.reference_image_url}\n",
+        1,
+    )
+    wf = parse_workflow(text, "wired.yaml", presets, nodes)
+    server.routes["/p.png"] = lambda r: send(r, PNG)
+    trigger = check_trigger(wf, {**TRIGGER, "reference_image_url": server.url("/p.png")}).input
+    catalog = Catalog(presets, nodes, {wf.id: wf})
+    catalog.plan(wf, trigger)
+    assert server.seen["/p.png"] == 0
+    fetcher = MediaFetcher(allow_private=True, cache_dir=tmp_path / "inputs")
+    previous = install_fetcher(fetcher)
+    try:
+        ctx = catalog.context(
+            wf, trigger, job_id="job_wired", backends=BackendRegistry.from_entry_points()
+        )
+        run_workflow(wf, nodes, ctx)
+    finally:
+        install_fetcher(previous)
+        fetcher.close()
+    given = [g.request.inputs["reference"] for g in ctx.generations]
+    assert given and all((m.data, m.width, m.height) == (PNG, 64, 48) for m in given)
+    assert server.seen["/p.png"] == 1

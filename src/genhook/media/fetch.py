@@ -33,6 +33,7 @@ Its network side runs on an event loop thread of its own, so it can be called fr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import hashlib
 import io
@@ -88,6 +89,8 @@ URL_TTL = 300.0
 MEMORY_BYTES = 64 * 1024 * 1024
 """The most input bytes kept in memory (least recently used go first; the disk keeps them)."""
 CONNECT_TIMEOUT = 10.0
+CANCEL_POLL = 0.25
+"""Seconds between looks at whether the job was cancelled while a fetch is under way."""
 _CHUNK = 64 * 1024
 _REDIRECTS = (301, 302, 303, 307, 308)
 _TRANSIENT_STATUS = (408, 425, 429)
@@ -226,10 +229,18 @@ class MediaFetcher:
 
     # -- the one public operation ----------------------------------------------------------
 
-    def fetch(self, url: str, field: str, *, timeout: float | None = None) -> InputMedia:
+    def fetch(
+        self,
+        url: str,
+        field: str,
+        *,
+        timeout: float | None = None,
+        is_cancelled: Callable[[], bool] = lambda: False,
+    ) -> InputMedia:
         """Input ``field``'s media at ``url``: from the cache, else fetched and checked.
 
-        ``timeout`` (default the fetcher's) bounds the whole fetch. Raises
+        ``timeout`` (default the fetcher's) bounds the whole fetch; a job whose
+        ``is_cancelled`` turns true stops waiting for it (``cancelled``) within a poll. Raises
         :class:`~genhook.errors.GenhookError` with ``input_fetch_failed`` or
         ``invalid_input_media`` and ``field``."""
         check_media_url(
@@ -241,7 +252,8 @@ class MediaFetcher:
                 return cached
             limit = self.timeout if timeout is None else max(0.0, min(timeout, self.timeout))
             try:
-                ctype, data = self._run(self._download(url, field, limit), limit + 5.0)
+                download = self._download(url, field, limit)
+                ctype, data = self._run(download, limit + 5.0, is_cancelled)
             except TimeoutError:  # the fetch's own loop did not answer in time
                 raise _failed(field, url, f"no complete answer within {limit:g}s") from None
             width, height, decoded = self._decode(data, field, url, ctype)
@@ -264,7 +276,9 @@ class MediaFetcher:
 
     # -- the network side, on the fetcher's own loop ----------------------------------------
 
-    def _run(self, coro: Coroutine[Any, Any, T], wait: float) -> T:
+    def _run(
+        self, coro: Coroutine[Any, Any, T], wait: float, is_cancelled: Callable[[], bool]
+    ) -> T:
         with self._lock:
             if self._loop is None:
                 loop = asyncio.new_event_loop()
@@ -275,8 +289,16 @@ class MediaFetcher:
                 self._loop, self._thread = loop, thread
             loop = self._loop
         future = asyncio.run_coroutine_threadsafe(coro, loop)
+        until = time.monotonic() + wait
         try:
-            return future.result(wait)
+            while True:
+                try:
+                    return future.result(min(CANCEL_POLL, max(0.0, until - time.monotonic())))
+                except concurrent.futures.TimeoutError:
+                    if is_cancelled():
+                        raise GenhookError(ErrorCode.CANCELLED) from None
+                    if time.monotonic() >= until:
+                        raise
         except BaseException:
             future.cancel()
             raise
@@ -528,10 +550,13 @@ _installed_lock = threading.Lock()
 
 
 def install_fetcher(fetcher: MediaFetcher | None) -> MediaFetcher | None:
-    """Make ``fetcher`` this process's (None: back to the default); the previous one back."""
+    """Make ``fetcher`` this process's (None: back to the default); the previous one back,
+    closed (it opens again if used: a caller may install it back)."""
     global _installed
     with _installed_lock:
         previous, _installed = _installed, fetcher
+    if previous is not None and previous is not fetcher:
+        previous.close()
     return previous
 
 
@@ -573,5 +598,6 @@ def fetch_inputs(
                 raise GenhookError(ErrorCode.CANCELLED)
             if ctx.deadline is not None:
                 timeout = max(0.0, ctx.deadline - time.monotonic())
-        out[name] = fetcher.fetch(url, field, timeout=timeout)
+        cancelled = (lambda: False) if ctx is None else ctx.is_cancelled
+        out[name] = fetcher.fetch(url, field, timeout=timeout, is_cancelled=cancelled)
     return out

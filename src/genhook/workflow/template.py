@@ -237,6 +237,7 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
         )
     dedup = _check_dedup(chk, data.get("dedup"), field_types)
     nodes = _check_nodes(chk, data.get("nodes"), field_types, registry, presets)
+    _check_media_wiring(chk, nodes, schema)
     order = _order(chk, nodes)
     outputs = _check_outputs(chk, data.get("outputs"), field_types, nodes, registry)
     if chk.problems:
@@ -363,6 +364,29 @@ def _media_property(
         if key in prop:
             chk.add((*where, key), f"an {MEDIA_KEY} input takes any URL: no {key}")
     return {"type": "string", "format": "uri", "maxLength": MAX_URL_LENGTH, **prop}
+
+
+def _check_media_wiring(chk: _Checker, nodes: dict[str, NodeSpec], schema: dict[str, Any]) -> None:
+    """A generate node's ``inputs`` each wire one ``x-media`` input field, ``${input.FIELD}``:
+    only those URLs were checked when the trigger came (the fetch checks again regardless)."""
+    props = schema.get("properties", {})
+    media = [n for n, p in props.items() if isinstance(p, dict) and MEDIA_KEY in p]
+    for spec in nodes.values():
+        wired = spec.params.get("inputs")
+        if spec.kind != "generate" or wired is None:
+            continue
+        where: tuple[str | int, ...] = ("nodes", spec.name, "with", "inputs")
+        if not isinstance(wired, dict):
+            chk.add(where, "inputs maps a name to ${input.FIELD}, an x-media input field")
+            continue
+        for key, value in wired.items():
+            ref = whole_ref(value)
+            if ref is None or ref.source != "input" or ref.name not in media:
+                fields = ", ".join(media) or f"none: declare one with {MEDIA_KEY}: image"
+                chk.add(
+                    (*where, key),
+                    f"an input is one ${{input.FIELD}} of an {MEDIA_KEY} field (fields: {fields})",
+                )
 
 
 def _check_nodes(
