@@ -2,8 +2,8 @@
 
 * **engine**: a fake of OpenAI's images API in a process of its own on 127.0.0.1 (aiohttp, a
   listen backlog of 2048), answering every ``POST /v1/images/generations`` after SECONDS with
-  one 256x256 PNG. (``tests/fake_openai.py`` is a ThreadingHTTPServer with the standard listen
-  backlog of 5: 200 connections at once overflow it, and some are refused.)
+  one 256x256 PNG (a smooth picture). (``tests/fake_openai.py`` is a ThreadingHTTPServer with
+  the standard listen backlog of 5: 200 connections at once overflow it, and some are refused.)
 * **baseline**: the plainest fast client, in a process of its own: JOBS threads, each making
   the same HTTP call with httpx at once; its wall time (first request sent to last answer read),
   peak RSS (VmHWM) and CPU seconds.
@@ -103,7 +103,10 @@ def engine_server(seconds: float, port_file: str) -> None:
     from aiohttp import web
     from PIL import Image
 
-    pixels = np.random.default_rng(1).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    # a smooth picture (a photo compresses like this, noise does not: WebP of noise costs 3x)
+    ramp = np.linspace(0, 255, 256, dtype=np.float32)
+    pixels = np.stack(np.broadcast_arrays(ramp[None, :], ramp[:, None], 255 - ramp[None, :]), -1)
+    pixels = pixels.astype(np.uint8)
     out = io.BytesIO()
     Image.fromarray(pixels).save(out, format="PNG")
     flight = [0, 0]  # requests in flight now, most at once

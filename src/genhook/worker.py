@@ -147,7 +147,6 @@ class LeaseKeeper:
         with self._cond:
             if self._held.get(state.job_id) is state:
                 del self._held[state.job_id]
-            self._cond.notify_all()
 
     @property
     def held(self) -> int:
