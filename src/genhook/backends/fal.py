@@ -159,8 +159,6 @@ class FalBackend(HostedBackend):
             if response is not None and response.status_code in (200, 202):
                 status = json_object(self.name, response)
                 state = status.get("status")
-                if state == "COMPLETED":
-                    return
                 if state == "IN_QUEUE":
                     position = status.get("queue_position")
                     run.control.progress(0, 1, f"queued at position {position}")
@@ -170,6 +168,8 @@ class FalBackend(HostedBackend):
                     found = log_progress(lines)
                     if found is not None:
                         run.control.progress(found[0], found[1], "sampling")
+                if state == "COMPLETED":
+                    return
             elif (
                 response is not None and response.status_code < 500 and response.status_code != 429
             ):
