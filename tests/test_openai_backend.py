@@ -16,7 +16,7 @@ import httpx
 import numpy as np
 import pytest
 
-from genhook.backends.base import BackendRegistry, GenerationRequest
+from genhook.backends.base import BackendRegistry, Control, GenerationRequest
 from genhook.backends.openai_images import OpenAIImagesBackend
 from genhook.config import ConfigError, Settings
 from genhook.errors import ErrorCode, GenhookError
@@ -559,3 +559,21 @@ def test_fake_runs_as_a_process_scripted_at_run_time(
         out, err = proc.communicate(timeout=10)
     assert proc.returncode == 0, err
     assert out == ""
+
+
+def test_a_cancelled_job_is_not_sent(fake: FakeOpenAI, make_backend: MakeBackend) -> None:
+    """A job cancelled before the request goes out: cancelled, and nothing reaches the API."""
+    with pytest.raises(GenhookError) as info:
+        make_backend().generate(request(), Control(is_cancelled=lambda: True))
+    assert info.value.code is ErrorCode.CANCELLED
+    assert fake.requests == []
+
+
+def test_the_request_is_bounded_by_the_runs_deadline(
+    fake: FakeOpenAI, make_backend: MakeBackend
+) -> None:
+    """With 0.3 s left of the run, a 5 s answer is backend_timeout (not the 120 s setting)."""
+    fake.script([{"delay": 5}])
+    with pytest.raises(GenhookError) as info:
+        make_backend().generate(request(), Control(deadline=time.monotonic() + 0.3))
+    assert info.value.code is ErrorCode.BACKEND_TIMEOUT
