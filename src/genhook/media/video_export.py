@@ -175,7 +175,8 @@ def _open_source(source: Path) -> _Source:
     try:
         container = av.open(str(source), "r")
     except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise _Failure(f"the source {source.name} cannot be read as video: {exc}") from exc
+        reason = getattr(exc, "strerror", None) or type(exc).__name__
+        raise _Failure(f"the source {source.name} cannot be read as video: {reason}") from exc
     try:
         if not container.streams.video:
             raise _Failure(f"the source {source.name} has no video stream")
@@ -246,6 +247,8 @@ class _TargetEncoder:
         self.queue: queue.Queue[object] = queue.Queue(QUEUE_FRAMES)
         self.error: BaseException | None = None
         self.frames = 0
+        self.last: VideoFrame | None = None
+        self.poster_taken = False
         self.thread = threading.Thread(
             target=self._run, name=f"video-export-{target.code}", daemon=True
         )
@@ -305,6 +308,9 @@ class _TargetEncoder:
             if graph is not None:
                 graph.vpush(None)
                 self._drain(graph, vstream, out)
+            if self.last is not None and not self.poster_taken:  # shorter than announced
+                self._poster(self.last)
+            self.last = None
             out.mux(vstream.encode(None))
             if astream is not None and not src.copy_audio:
                 out.mux(astream.encode(None))
@@ -339,6 +345,7 @@ class _TargetEncoder:
             frame.time_base = 1 / self.src.fps
             if self.frames == self.src.poster_index:
                 self._poster(frame)
+            self.last = frame
             self.frames += 1
             out.mux(vstream.encode(frame))
 
@@ -348,14 +355,15 @@ class _TargetEncoder:
         Image.fromarray(frame.to_ndarray(format="rgb24")).save(
             self.tmp_poster, "JPEG", quality=POSTER_QUALITY, optimize=True, subsampling=2
         )
+        self.poster_taken = True
 
     # --- the caller's side --------------------------------------------------------------------
 
     def put(self, item: object) -> None:
         self.queue.put(item)
 
-    def finish(self, last_frame: VideoFrame | None) -> EncodedVideo:
-        """After the thread has ended: the poster (if the clip was short), renames, the record."""
+    def finish(self) -> EncodedVideo:
+        """After the thread has ended: the files renamed to their final names, the record."""
         if self.error is not None:
             raise self.error
         if not self.tmp_poster.exists():
@@ -452,7 +460,7 @@ def export_video(
                     encoder.put(_END)
             for encoder in encoders:
                 encoder.thread.join()
-        return [encoder.finish(None) for encoder in encoders]
+        return [encoder.finish() for encoder in encoders]
     except BaseException as exc:
         for encoder in encoders:
             encoder.remove_files()
