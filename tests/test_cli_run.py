@@ -90,10 +90,16 @@ def test_sample_runs_end_to_end(
         data = path.read_bytes()
         assert len(data) == output["bytes"]
         assert hashlib.sha256(data).hexdigest() == output["sha256"]
-        with Image.open(path) as img:
-            img.load()
-            assert img.size == (preset.width, preset.height) == (output["width"], output["height"])
-            assert img.format == PIL_FORMATS[preset.format] and output["format"] == preset.format
+        assert (output["width"], output["height"]) == (preset.width, preset.height)
+        assert output["format"] == preset.format
+        if output["asset_type"] == "video":  # decoded in tests/test_video_pipeline.py
+            assert output["duration_seconds"] > 0 and output["fps"] > 0
+            assert path_of(output["poster_url"]).is_file()
+        else:
+            with Image.open(path) as img:
+                img.load()
+                assert img.size == (preset.width, preset.height)
+                assert img.format == PIL_FORMATS[preset.format]
         name = output["filename_suggestion"]
         assert len(name) <= 100 and name == name.lower() and name.isascii()
         assert name.endswith(f"{preset.width}x{preset.height}.{preset.extension}")
@@ -281,8 +287,8 @@ def test_unknown_workflow(tmp_path: Path, genhook: Callable[..., CliResult]) -> 
     assert result.json["error"]["error_code"] == "unknown_workflow"
     near = genhook("run", "product-imag", "--input", json.dumps(VALID))
     assert near.code == 2
-    assert "did you mean product-image?" in near.json["error"]["error_description"]
-    assert "did you mean product-image?" in near.stderr
+    assert "did you mean product-image" in near.json["error"]["error_description"]
+    assert "did you mean product-image" in near.stderr
 
 
 def test_failed_job_exits_1(tmp_path: Path, genhook: Callable[..., CliResult]) -> None:
@@ -322,7 +328,7 @@ def test_workflows_list_and_backends_list(genhook: Callable[..., CliResult]) -> 
     assert {"product-image", "article-header", "user-hero", "onboarding-kit"} <= listed
     backends = {b["backend"]: b for b in genhook("backends", "list").json}
     assert backends["procedural"]["ready"] is True
-    assert backends["procedural"]["kinds"] == ["image"]
+    assert backends["procedural"]["kinds"] == ["image", "video"]
 
 
 def test_help_is_there(genhook: Callable[..., CliResult]) -> None:

@@ -14,7 +14,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.media.export import Encoded, export, export_all, to_vips
 from genhook.presets import PlatformPreset, load_presets
 
-PRESETS = load_presets().platforms
+PRESETS = {code: p for code, p in load_presets().platforms.items() if not p.is_video}
 CROP = [p for p in PRESETS.values() if p.fit == "crop"]
 PAD = [p for p in PRESETS.values() if p.fit == "pad"]
 PIL_FORMAT = {"jpeg": "JPEG", "webp": "WEBP", "png": "PNG", "avif": "AVIF"}

@@ -29,7 +29,7 @@ from tests.conftest import SAMPLES, CliResult
 from tests.fakes import ScriptedBackend
 
 SHIPPED_BACKENDS = ("procedural", "openai", "comfyui", "diffusers", "replicate", "fal")
-PRICED_PROCEDURAL = 'procedural:\n  "*": {per_image: 1.5}\n'
+PRICED_PROCEDURAL = 'procedural:\n  "*": {per_image: 1.5, per_video_second: 0.5}\n'
 
 
 def write(tmp_path: Path, text: str, name: str = "pricing.yaml") -> Path:
@@ -39,9 +39,11 @@ def write(tmp_path: Path, text: str, name: str = "pricing.yaml") -> Path:
 
 
 def request(
-    backend: str, model: str, kind: AssetKind = "image", **options: Any
+    backend: str, model: str, kind: AssetKind = "image", duration_seconds: float = 0.0
 ) -> GenerationRequest:
-    return GenerationRequest("p", "", 64, 64, 1, model, backend=backend, kind=kind, options=options)
+    return GenerationRequest(
+        "p", "", 64, 64, 1, model, backend=backend, kind=kind, duration_seconds=duration_seconds
+    )
 
 
 # -- the file: parsed and checked ------------------------------------------------------------

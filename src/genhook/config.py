@@ -162,6 +162,11 @@ class Settings:
     default_queue_limit: int = 10_000
     # worker processes run this much nicer than the process that starts them (issue 8)
     worker_nice: int = 10
+    # jobs one worker process runs at once where `genhook worker` is given no --concurrency
+    # (also the workers `genhook serve --workers N` starts), and the CPU gate's slots per
+    # worker process (0: the cores it may run on)
+    worker_concurrency: int = 1
+    cpu_slots: int = 0
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -402,6 +407,8 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DELIVERY_CONNECT_TIMEOUT": ("delivery_connect_timeout", _positive_seconds),
     "GENHOOK_QUEUE_LIMIT": ("default_queue_limit", positive_int),
     "GENHOOK_WORKER_NICE": ("worker_nice", _niceness),
+    "GENHOOK_WORKER_CONCURRENCY": ("worker_concurrency", positive_int),
+    "GENHOOK_CPU_SLOTS": ("cpu_slots", positive_int),
     "GENHOOK_IMAGE_BACKEND": ("image_backend", _name),
     "GENHOOK_VIDEO_BACKEND": ("video_backend", _name),
     "GENHOOK_INPUT_MAX_BYTES": ("input_max_bytes", positive_int),

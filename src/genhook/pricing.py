@@ -87,9 +87,8 @@ def _output(request: GenerationRequest, result: Any = None) -> tuple[Output, flo
     (``options.duration_seconds``)."""
     if request.kind != "video":
         return "image", 1.0
-    seconds = getattr(result, "video_seconds", None) if result is not None else None
-    if seconds is None:
-        seconds = request.options.get("duration_seconds", 0.0)
+    clip = result.video if result is not None else None
+    seconds = clip.duration_seconds if clip is not None else request.duration_seconds
     return "video_seconds", float(seconds)
 
 

@@ -10,6 +10,7 @@ from genhook.backends.defaults import BackendDefaults
 from genhook.catalog import Catalog
 from genhook.clock import Clock, SystemClock
 from genhook.config import Settings
+from genhook.cpu import process_gate
 from genhook.delivery.ssrf import Resolver, SystemResolver
 from genhook.engine import Engine
 from genhook.presets import load_presets
@@ -64,8 +65,11 @@ class Runtime:
         """The runner on this catalog, its backends built from the settings on first use."""
         with self._engine_lock:
             if self._engine is None:
+                _install_fetcher(self.settings)
                 self._engine = Engine(
-                    self.catalog, BackendRegistry.from_entry_points(self.settings)
+                    self.catalog,
+                    BackendRegistry.from_entry_points(self.settings),
+                    process_gate(self.settings),
                 )
             return self._engine
 
@@ -83,5 +87,19 @@ def load_catalog(settings: Settings) -> Catalog:
 
 
 def load_engine(settings: Settings) -> Engine:
-    """The catalog and backends from ``settings`` (each backend built by its factory)."""
-    return Engine(load_catalog(settings), BackendRegistry.from_entry_points(settings))
+    """The catalog and backends from ``settings`` (each backend built by its factory), the
+    process's CPU gate, and its media fetcher (inputs by URL) from its limits and policy."""
+    _install_fetcher(settings)
+    return Engine(
+        load_catalog(settings),
+        BackendRegistry.from_entry_points(settings),
+        process_gate(settings),
+    )
+
+
+def _install_fetcher(settings: Settings) -> None:
+    """The process's media fetcher (inputs by URL), from the settings' limits and policy
+    (imported here: only processes that run workflows fetch)."""
+    from genhook.media.fetch import MediaFetcher, install_fetcher
+
+    install_fetcher(MediaFetcher.from_settings(settings))

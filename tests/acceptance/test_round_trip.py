@@ -34,8 +34,12 @@ def test_shipped_workflow_round_trip(sample: Path, service: Genhook, receiver: R
     for output in payload["outputs"]:
         got = httpx.get(output["asset_url"], timeout=30)
         assert got.status_code == 200
-        assert got.headers["content-type"] == f"image/{output['format']}"
+        assert got.headers["content-type"] == f"{output['asset_type']}/{output['format']}"
         assert len(got.content) == output["bytes"]
+        if output["asset_type"] == "video":  # decoded with PyAV in tests/test_video_pipeline.py
+            poster = httpx.get(output["poster_url"], timeout=30)
+            assert poster.status_code == 200 and poster.headers["content-type"] == "image/jpeg"
+            continue
         image = Image.open(io.BytesIO(got.content))
         assert image.size == (output["width"], output["height"])
         assert image.format == PIL_FORMATS[output["format"]]

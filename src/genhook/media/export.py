@@ -266,6 +266,7 @@ def _encode(image: pyvips.Image, crop: Box | None, preset: PlatformPreset) -> En
         data = image.pngsave_buffer(**PNG_OPTIONS)
     else:
         data = image.heifsave_buffer(Q=preset.quality, **AVIF_OPTIONS)
+    assert preset.format != "mp4", "video presets are encoded by media/video_export"
     return Encoded(
         data=bytes(data),
         width=image.width,
