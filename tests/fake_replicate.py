@@ -26,8 +26,9 @@ and ``replicate/exceptions.py``):
 Switches: :meth:`FakeReplicate.script` queues one-shot answers to the next creations
 (``{"status": 429, "retry_after": 2}``, ``{"status": 500}``, ``{"status": 422, "field":
 "width"}``); ``outcome`` (``succeeded``, ``stuck``: stays processing, ``failed``) with
-``error``; ``run_seconds``; ``honour_wait``; ``fail_files_once`` (the first download of each
-output file answers 500); ``image_scale`` (outputs smaller than the real model's, for speed).
+``error``; ``run_seconds``; ``honour_wait``; ``fail_polls`` (the next N polls answer 503);
+``fail_files_once`` (the first download of each output file answers 500); ``image_scale``
+(outputs smaller than the real model's, for speed).
 """
 
 from __future__ import annotations
@@ -222,6 +223,7 @@ class FakeReplicate(FakeHTTP):
         self.queue: deque[dict[str, Any]] = deque()
         self.predictions: dict[str, Prediction] = {}
         self.cancels: list[str] = []
+        self.fail_polls = 0
 
     @property
     def base_url(self) -> str:
@@ -256,6 +258,12 @@ class FakeReplicate(FakeHTTP):
                         prediction.canceled = True
                 return json_answer(200, self._state(prediction))
             if method == "GET" and len(parts) == 3:
+                with self.lock:
+                    failing, self.fail_polls = self.fail_polls > 0, max(0, self.fail_polls - 1)
+                if failing:
+                    return problem(
+                        503, "Service Unavailable", "Please retry.", {"Retry-After": "1"}
+                    )
                 return json_answer(200, self._state(prediction))
         return problem(404, "Not found", "The requested resource could not be found.")
 

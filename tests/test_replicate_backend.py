@@ -244,6 +244,27 @@ def test_cancel_while_prefer_wait_holds_the_request(fake: FakeReplicate, make: M
     assert eventually(lambda: len(fake.cancels) == 1)
 
 
+def test_failing_polls_are_waited_out(fake: FakeReplicate, make: Make) -> None:
+    """503s while polling do not fail the job: the prediction runs on and is collected."""
+    fake.honour_wait = False
+    fake.fail_polls = 2
+    assert make().generate(request(), Control()).pixels.size
+    assert fake.fail_polls == 0
+
+
+def test_the_bound_ends_a_held_request_and_the_prediction_is_cancelled(
+    fake: FakeReplicate, make: Make
+) -> None:
+    """The run's deadline passing while Prefer: wait holds: backend_timeout at once, and the
+    prediction cancelled when its id comes back."""
+    fake.outcome = "stuck"
+    started = time.monotonic()
+    error = failure(make(GENHOOK_REPLICATE_TIMEOUT="10"), deadline=time.monotonic() + 0.5)
+    assert error.code is ErrorCode.BACKEND_TIMEOUT
+    assert time.monotonic() - started < 5
+    assert eventually(lambda: len(fake.cancels) == 1, 15)
+
+
 def test_an_output_url_that_fails_once_is_fetched_again(fake: FakeReplicate, make: Make) -> None:
     fake.fail_files_once = True
     assert make().generate(request(), Control()).pixels.size
