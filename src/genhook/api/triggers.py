@@ -7,6 +7,7 @@ URL's target checked against the SSRF policy; the job stores input and envelope 
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
@@ -43,7 +44,7 @@ from genhook.runtime import Runtime
 from genhook.store.admit import Admission
 from genhook.store.jobs import PRIORITIES
 from genhook.store.records import Service, StoredJob
-from genhook.workflow.inputs import MAX_EXTERNAL_ID
+from genhook.workflow.inputs import MAX_EXTERNAL_ID, check_media_targets, media_needs_lookup
 from genhook.workflow.template import Workflow
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -100,6 +101,24 @@ async def _check_target_async(url: str | None, runtime: Runtime) -> None:
         _check_target(url, runtime)
     else:
         await run_in_threadpool(_check_target, url, runtime)
+
+
+async def _check_media_async(wf: Workflow, given: dict[str, Any], runtime: Runtime) -> None:
+    """The input's media URLs (``x-media`` fields) must be ones genhook may fetch, as the
+    callback URL: IP literals checked inline, a name resolved in the thread pool."""
+    if not wf.media_inputs:
+        return
+    check = functools.partial(
+        check_media_targets,
+        wf,
+        given,
+        allow_private=runtime.settings.allow_private_callbacks,
+        resolver=runtime.resolver,
+    )
+    if media_needs_lookup(wf, given):
+        await run_in_threadpool(check)
+    else:
+        check()
 
 
 def _usable_callback(raw_envelope: dict[str, Any], runtime: Runtime) -> str | None:
@@ -218,6 +237,7 @@ async def accept_trigger(
     try:
         checked = runtime.catalog.validate(wf, body)
         await _check_target_async(checked.envelope.callback_url, runtime)
+        await _check_media_async(wf, checked.input, runtime)
     except InvalidInput as exc:
         return await run_in_threadpool(_reject, runtime, service, wf, body, exc, key, digest)
     store = api_store(runtime)
@@ -357,5 +377,6 @@ async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     wf = runtime.catalog.workflow(workflow_id)
     checked = runtime.catalog.validate(wf, parse_json(await request.body()))
     _check_target(checked.envelope.callback_url, runtime)
+    await _check_media_async(wf, checked.input, runtime)
     plan = await run_in_threadpool(runtime.catalog.plan, wf, checked.input)
     return JSONResponse(plan)

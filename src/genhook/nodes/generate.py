@@ -83,6 +83,10 @@ class Generate(BaseNode):
         kind: AssetKind = "image"
         duration_seconds: float = Field(default=DEFAULT_SECONDS, gt=0, le=60)
         fps: float = Field(default=DEFAULT_FPS, ge=1, le=60)
+        inputs: dict[str, str | None] = {}
+        """Media inputs by name, each a URL wired from an ``x-media`` trigger field (e.g.
+        ``reference: ${input.reference_image_url}``; an optional field not given is left out):
+        fetched when the node runs (never in a dry run) and handed to the backend."""
 
     outputs: ClassVar[Mapping[str, Any]] = {
         "result": GenerationResult,
@@ -157,11 +161,14 @@ class Generate(BaseNode):
     def run(self, name: str, params: Any, ctx: RunContext) -> Mapping[str, Any]:
         """The seed is the template's, else stable for (job seed, node name): every frame of
         one run shares it, so that the outputs show the same composition."""
+        from genhook.media.fetch import fetch_inputs  # workers only: the API never fetches
+
         results: list[GenerationResult] = []
+        inputs = fetch_inputs(ctx, params.inputs)
         for request in self.requests(name, params, ctx, self.frames(params, ctx)):
             if ctx.is_cancelled():
                 raise GenhookError(ErrorCode.CANCELLED)
-            results.append(generate_once(ctx, request))
+            results.append(generate_once(ctx, replace(request, inputs=inputs)))
         renders = Renders(tuple(results))
         return {"result": renders.primary, "image": renders.primary.pixels, "renders": renders}
 
