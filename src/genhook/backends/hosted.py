@@ -58,6 +58,9 @@ TICK = 0.25
 MAX_IMAGE_BYTES = 64 * 1024 * 1024
 MAX_VIDEO_BYTES = 512 * 1024 * 1024
 CHUNK = 256 * 1024
+LIMITS = httpx.Limits(max_connections=1000, max_keepalive_connections=200)
+"""Connections one backend's client may hold: a worker runs many jobs at once, each holding
+one (a ``Prefer: wait`` request for up to 60 s); httpx's default of 100 made the rest queue."""
 
 
 class SharedClient:
@@ -75,6 +78,7 @@ class SharedClient:
                 if self._client is None:
                     self._client = httpx.Client(
                         timeout=httpx.Timeout(self.timeout),
+                        limits=LIMITS,
                         headers={"User-Agent": "genhook"},
                         follow_redirects=False,
                     )
