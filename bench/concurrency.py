@@ -4,9 +4,10 @@
   listen backlog of 2048), answering every ``POST /v1/images/generations`` after SECONDS with
   one 256x256 PNG (a smooth picture). (``tests/fake_openai.py`` is a ThreadingHTTPServer with
   the standard listen backlog of 5: 200 connections at once overflow it, and some are refused.)
-* **baseline**: the plainest fast client, in a process of its own: JOBS threads, each making
-  the same HTTP call with httpx at once; its wall time (first request sent to last answer read),
-  peak RSS (VmHWM) and CPU seconds.
+* **baselines**: the plainest fast clients, each in a process of its own: JOBS threads, each
+  making the same HTTP call with httpx at once, and one asyncio loop making them with aiohttp;
+  each one's wall time (first request sent to last answer read), peak RSS (VmHWM) and CPU
+  seconds (interpreter start-up and imports included).
 * **genhook**: ``genhook serve --workers 0`` (the API, SQLite in a fresh ``GENHOOK_DATA_DIR``)
   accepts JOBS triggers of a small workflow (one 256x256 image from the ``openai`` backend at
   the fake, exported to the 512x512 avatar preset); one ``genhook worker --concurrency JOBS``
@@ -212,9 +213,40 @@ def most_in_flight(base_url: str) -> int:
         return int(json.loads(r.read())["most_in_flight"])
 
 
-def run_baseline(base_url: str, jobs: int) -> dict[str, Any]:
+def baseline_asyncio(base_url: str, jobs: int) -> None:
+    """The same calls from one asyncio loop with aiohttp; prints as :func:`baseline_client`."""
+    import asyncio
+
+    import aiohttp
+
+    body = {"model": "gpt-image-1", "prompt": "studio photo", "n": 1, "size": "256x256"}
+    headers = {"Authorization": f"Bearer {KEY}"}
+
+    async def main() -> tuple[int, float]:
+        connector = aiohttp.TCPConnector(limit=jobs)
+        async with aiohttp.ClientSession(connector=connector) as session:
+
+            async def one() -> bool:
+                url = f"{base_url}/images/generations"
+                async with session.post(url, json=body, headers=headers) as answer:
+                    await answer.read()
+                    return answer.status == 200
+
+            began = time.perf_counter()
+            ok = await asyncio.gather(*(one() for _ in range(jobs)))
+            return sum(ok), time.perf_counter() - began
+
+    ok, wall = asyncio.run(main())
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    cpu = usage.ru_utime + usage.ru_stime
+    hwm = high_water_kib(os.getpid())
+    print(json.dumps({"ok": ok, "wall_s": wall, "hwm_kib": hwm, "cpu_s": cpu}))
+
+
+def run_baseline(base_url: str, jobs: int, flavour: str = "threads") -> dict[str, Any]:
+    argv = [sys.executable, __file__, "--baseline-client", base_url, "--jobs", str(jobs)]
     done = subprocess.run(
-        [sys.executable, __file__, "--baseline-client", base_url, "--jobs", str(jobs)],
+        [*argv, "--flavour", flavour],
         capture_output=True,
         text=True,
         timeout=600,
@@ -333,12 +365,14 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=SECONDS)
     parser.add_argument("--baseline-client", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--engine", default=None, help=argparse.SUPPRESS)
+    parser.add_argument("--flavour", default="threads", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.engine:
         engine_server(args.seconds, args.engine)
         return 0
     if args.baseline_client:
-        baseline_client(args.baseline_client, args.jobs)
+        client = baseline_asyncio if args.flavour == "asyncio" else baseline_client
+        client(args.baseline_client, args.jobs)
         return 0
     limit = LIMIT_FACTOR * args.seconds
     print(machine_line())
@@ -351,6 +385,12 @@ def main() -> int:
             f"{base['ok']} ok in {base['wall_s']:.1f} s, peak RSS {base['hwm_kib'] / 1024:.1f} "
             f"MiB, CPU {base['cpu_s']:.2f} s; the engine had {base['most_in_flight']} in flight "
             "at most"
+        )
+        aio = run_baseline(base_url, args.jobs, "asyncio")
+        print(
+            f"baseline: 1 asyncio loop x {args.jobs} aiohttp calls: {aio['ok']} ok in "
+            f"{aio['wall_s']:.1f} s, peak RSS {aio['hwm_kib'] / 1024:.1f} MiB, CPU "
+            f"{aio['cpu_s']:.2f} s"
         )
         got = run_genhook(children, root, base_url, args.jobs, limit)
     print(
