@@ -309,6 +309,7 @@ def test_a_trigger_choosing_the_other_kind_is_refused_at_the_edge(engine: Any) -
     with pytest.raises(InvalidInput) as caught:
         engine.catalog.validate(video, {**TRIGGER, "target_platform": "instagram_feed"})
     assert caught.value.field == "target_platform"
+    assert caught.value.code.value == "unknown_platform"
 
 
 def test_product_video_through_the_service(tmp_path: Path) -> None:

@@ -1,7 +1,7 @@
 """Workflow templates: YAML in, a checked :class:`Workflow` out, every problem with its line.
 
 Loading checks everything a run would otherwise trip over: the top-level shape, the input schema
-(a JSON Schema whose ``x-enum-from: styles|platforms`` is filled from the preset files, whose
+(a JSON Schema whose ``x-enum-from: styles|platforms|video_platforms`` is filled from the preset files, whose
 ``x-media: image`` fields are URLs of media genhook fetches, and which may not declare a name
 reserved for the trigger envelope), ``additional_fields``, unknown node
 kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
@@ -45,7 +45,11 @@ TOP_KEYS = {
 }
 ADDITIONAL_FIELDS = ("refuse", "ignore")
 NODE_KEYS = {"kind", "with", "description"}
-ENUM_SOURCES = {"styles": ErrorCode.UNKNOWN_STYLE, "platforms": ErrorCode.UNKNOWN_PLATFORM}
+ENUM_SOURCES = {
+    "styles": ErrorCode.UNKNOWN_STYLE,
+    "platforms": ErrorCode.UNKNOWN_PLATFORM,
+    "video_platforms": ErrorCode.UNKNOWN_PLATFORM,
+}
 MEDIA_KEY = "x-media"
 """An input property's media kind: its value is a URL that genhook fetches (media/fetch.py)."""
 MEDIA_KINDS = ("image",)
@@ -330,7 +334,13 @@ def _check_input(
             if source not in ENUM_SOURCES:
                 chk.add((*where, "x-enum-from"), f"x-enum-from must be one of {list(ENUM_SOURCES)}")
             else:
-                values = list(presets.styles) if source == "styles" else presets.platform_targets
+                values = (
+                    list(presets.styles)
+                    if source == "styles"
+                    else presets.video_targets
+                    if source == "video_platforms"
+                    else presets.platform_targets
+                )
                 prop = {"type": "string", **prop, "enum": values}
                 enum_codes[name] = ENUM_SOURCES[source]
         if MEDIA_KEY in prop:
