@@ -79,7 +79,7 @@ from genhook.backends.base import (
     GenerationResult,
     InputMedia,
 )
-from genhook.backends.openai_images import _clip, _origin_text, _reason, _transport_error, decode
+from genhook.backends.hosted import clip, decode, origin_text, reason, transport_error
 from genhook.config import ComfyUISettings, Settings
 from genhook.config_values import ConfigError
 from genhook.errors import ErrorCode, GenhookError
@@ -351,7 +351,7 @@ class ComfyUIBackend:
         except httpx.TimeoutException:
             return BackendStatus(False, f"{where} did not answer within {timeout:g}s")
         except httpx.HTTPError as exc:
-            return BackendStatus(False, f"{where} is not reachable ({_reason(exc)})")
+            return BackendStatus(False, f"{where} is not reachable ({reason(exc)})")
         if response.status_code != 200:
             return BackendStatus(
                 False, f"{where} answers /system_stats with HTTP {response.status_code}"
@@ -441,7 +441,7 @@ class ComfyUIBackend:
         return urlunsplit((scheme, parts.netloc, f"{parts.path}/ws", f"clientId={client_id}", ""))
 
     def _where(self) -> str:
-        return _origin_text(self.base_url) + urlsplit(self.base_url).path
+        return origin_text(self.base_url) + urlsplit(self.base_url).path
 
     def _price(self) -> str:
         price = self.pricing.unit_price(self.name, "*", "image")
@@ -531,7 +531,7 @@ class _Run:
                 method, url, timeout=kwargs.pop("timeout", self.timeout()), **kwargs
             )
         except httpx.HTTPError as exc:
-            raise _transport_error(exc, url) from exc
+            raise transport_error(exc, url) from exc
 
     def upload_inputs(self) -> dict[str, str]:
         """Each media input uploaded; the names ComfyUI gave them, by placeholder name."""
@@ -587,7 +587,7 @@ class _Run:
         from websockets.sync.client import connect
 
         url = self.backend.ws_url(self.client_id)
-        where = _origin_text(self.url)
+        where = origin_text(self.url)
         try:
             return connect(
                 url,
@@ -817,14 +817,7 @@ class _Run:
         raise failure
 
     def decode(self, data: bytes, item: Mapping[str, str]) -> Pixels:
-        try:
-            return decode(data)
-        except GenhookError as exc:
-            raise GenhookError(
-                ErrorCode.BACKEND_ERROR,
-                f"ComfyUI's output {item['filename']!r} is no image genhook can decode "
-                f"({exc.__cause__ or exc.description})",
-            ) from exc
+        return decode(data, f"ComfyUI's output {item['filename']!r}")
 
 
 def _intervals(longest: float) -> Iterator[float]:
@@ -885,7 +878,7 @@ def raise_for_status(response: httpx.Response, doing: str) -> None:
     status = response.status_code
     if status == 200:
         return
-    body = _clip(" ".join(response.text.split()))
+    body = clip(" ".join(response.text.split()))
     detail = f"HTTP {status}" + (f": {body}" if body else "")
     if status >= 500:
         raise GenhookError(ErrorCode.BACKEND_ERROR, f"ComfyUI failed {doing} ({detail})")
@@ -894,7 +887,7 @@ def raise_for_status(response: httpx.Response, doing: str) -> None:
     if status in (401, 403, 404, 405):
         raise GenhookError(
             ErrorCode.BACKEND_NOT_CONFIGURED,
-            f"{_origin_text(str(response.request.url))} does not take {doing} as ComfyUI does "
+            f"{origin_text(str(response.request.url))} does not take {doing} as ComfyUI does "
             f"({detail}); is GENHOOK_COMFYUI_URL a ComfyUI server?",
         )
     raise GenhookError(ErrorCode.BACKEND_REJECTED, f"ComfyUI refused {doing} ({detail})")
@@ -906,7 +899,7 @@ def refusal_text(response: httpx.Response) -> str:
     try:
         payload = response.json()
     except ValueError:
-        return f"ComfyUI refused the graph (HTTP 400: {_clip(' '.join(response.text.split()))})"
+        return f"ComfyUI refused the graph (HTTP 400: {clip(' '.join(response.text.split()))})"
     payload = payload if isinstance(payload, dict) else {}
     error = payload.get("error")
     parts: list[str] = []
@@ -949,7 +942,7 @@ def execution_error(data: Mapping[str, Any]) -> GenhookError:
     node, node_type = data.get("node_id"), data.get("node_type")
     exception = str(data.get("exception_type") or "Exception")
     message = " ".join(str(data.get("exception_message") or "").split())
-    text = _clip(f"ComfyUI node {node} ({node_type}) failed: {exception}: {message}")
+    text = clip(f"ComfyUI node {node} ({node_type}) failed: {exception}: {message}")
     last = exception.rsplit(".", 1)[-1]
     code = ErrorCode.BACKEND_REJECTED if last in PERMANENT_EXCEPTIONS else ErrorCode.BACKEND_ERROR
     return GenhookError(code, text)

@@ -332,9 +332,4 @@ def _api_error(response: httpx.Response) -> tuple[str | None, str]:
     )
 
 
-# The names other backends imported from here before hosted.py held them (kept for them).
-_clip = clip
-_origin_text = origin_text
-_reason = reason
-_transport_error = transport_error
 __all__ = ["OpenAIImagesBackend", "decode", "frame_hint", "size_for"]
