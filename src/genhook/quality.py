@@ -6,6 +6,17 @@ much, relative to the threshold (0.25 = 25 % short), so candidates can be ranked
 
 ``missing_glyphs`` is not measured on pixels: the backend reports the characters it was asked to
 set as text and had no glyph for (the check fails when there is any; ``characters`` names them).
+Every backend's result carries ``missing_glyphs`` (a remote engine reports none), and every check
+here reads only pixels and that field, so each applies to every backend's output alike.
+
+Two content checks, off unless a workflow turns them on (:class:`ContentChecks`, from the
+quality_check node's ``near_duplicate`` and ``nsfw`` parameters; :func:`content_checks`):
+
+- ``near_duplicate``: the output's perceptual hash (:mod:`genhook.media.similarity`) is within
+  ``max_distance`` bits of a recent output's for the same external id; ``measured`` is the
+  distance, ``resembles`` the job that made the look-alike;
+- ``nsfw``: NudeNet's shipped detector (:mod:`genhook.media.nsfw`, the ``nsfw`` extra) finds
+  exposed-body labels scoring over ``max_score``; ``labels`` lists them with their scores.
 """
 
 from __future__ import annotations
@@ -14,7 +25,9 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
+from genhook.media import Pixels
 from genhook.media.qc import Measurements
+from genhook.media.similarity import RecentHash
 
 FacePolicy = Literal["ignore", "require", "forbid"]
 
@@ -43,21 +56,32 @@ class FailedCheck:
     comparison: Literal[">=", "<="]
     shortfall: float
     characters: tuple[str, ...] | None = None  # missing_glyphs only: which characters
+    resembles: str | None = None  # near_duplicate only: the job whose output it resembles
+    labels: tuple[tuple[str, float], ...] | None = None  # nsfw only: (label, score) found
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON form for the ``quality_warning`` (``characters`` only where it applies)."""
+        """JSON form for the ``quality_warning`` (``characters``, ``resembles`` and ``labels``
+        only where they apply)."""
         out = asdict(self)
-        if self.characters is None:
-            del out["characters"]
-        else:
+        for key in ("characters", "resembles", "labels"):
+            if out[key] is None:
+                del out[key]
+        if self.characters is not None:
             out["characters"] = list(self.characters)
+        if self.labels is not None:
+            out["labels"] = dict(self.labels)
         return out
 
     def describe(self) -> str:
-        """One line: the check, its measure and limit (and the characters, if any)."""
+        """One line: the check, its measure and limit (and the characters, the look-alike's
+        job or the labels, if any)."""
         text = f"{self.check} {self.measured} (needs {self.comparison} {self.threshold})"
         if self.characters:
             text += ": " + " ".join(f"U+{ord(c):04X} {c!r}" for c in self.characters)
+        if self.resembles:
+            text += f": resembles the output of {self.resembles}"
+        if self.labels:
+            text += ": " + ", ".join(f"{label} {value:g}" for label, value in self.labels)
         return text
 
 
@@ -103,6 +127,82 @@ def evaluate(m: Measurements, t: Thresholds, missing: Sequence[str] = ()) -> lis
     return [f for f in found if f is not None]
 
 
+@dataclass(frozen=True)
+class ContentChecks:
+    """The content checks a workflow turned on (None: off, the default)."""
+
+    near_duplicate_max_distance: int | None = None
+    """Fail ``near_duplicate`` when a recent output's hash is this many bits away or fewer."""
+    nsfw_max_score: float | None = None
+    """Fail ``nsfw`` when the detector scores an NSFW label above this (0..1)."""
+
+    @property
+    def active(self) -> tuple[str, ...]:
+        """The checks on, by name (for /metrics)."""
+        on = (
+            ("near_duplicate", self.near_duplicate_max_distance is not None),
+            ("nsfw", self.nsfw_max_score is not None),
+        )
+        return tuple(name for name, flag in on if flag)
+
+
+def content_problem(checks: ContentChecks) -> str | None:
+    """Why these checks cannot run in this install (the nsfw extra missing), else None: a
+    template asking for them is refused at load with it."""
+    if checks.nsfw_max_score is None:
+        return None
+    from genhook.media.nsfw import unavailable
+
+    return unavailable()
+
+
+def near_duplicate(
+    pixels: Pixels, recent: Sequence[RecentHash], max_distance: int
+) -> FailedCheck | None:
+    """Fails when a recent output's perceptual hash is at most ``max_distance`` bits from this
+    one's; ``measured`` is the distance (it needs ``>= max_distance + 1``)."""
+    from genhook.media.similarity import nearest, phash
+
+    found = nearest(phash(pixels), recent)
+    if found is None or found[0] > max_distance:
+        return None
+    bits, earlier = found
+    need = max_distance + 1
+    short = round((need - bits) / need, 4)
+    return FailedCheck(
+        "near_duplicate", float(bits), float(need), ">=", short, resembles=earlier.job_id
+    )
+
+
+def nsfw(pixels: Pixels, max_score: float) -> FailedCheck | None:
+    """Fails when the NSFW detector scores any of its NSFW labels above ``max_score``."""
+    from genhook.media.nsfw import detect
+
+    over = sorted(
+        ((label, value) for label, value in detect(pixels).items() if value > max_score),
+        key=lambda item: (-item[1], item[0]),
+    )
+    if not over:
+        return None
+    failed = _above("nsfw", over[0][1], max_score)
+    assert failed is not None
+    return FailedCheck(
+        failed.check, failed.measured, failed.threshold, "<=", failed.shortfall, labels=tuple(over)
+    )
+
+
+def content_checks(
+    pixels: Pixels, checks: ContentChecks, recent: Sequence[RecentHash] = ()
+) -> list[FailedCheck]:
+    """Every content check that ``checks`` turned on and ``pixels`` fails."""
+    found: list[FailedCheck | None] = []
+    if checks.near_duplicate_max_distance is not None:
+        found.append(near_duplicate(pixels, recent, checks.near_duplicate_max_distance))
+    if checks.nsfw_max_score is not None:
+        found.append(nsfw(pixels, checks.nsfw_max_score))
+    return [f for f in found if f is not None]
+
+
 def score(failed: list[FailedCheck]) -> tuple[int, float]:
     """Rank of a candidate: fewer failed checks first, then the smaller total shortfall."""
     return len(failed), sum(f.shortfall for f in failed)
@@ -115,6 +215,8 @@ FIXES = {
     "face_confidence": "a clearly visible face looking at the camera",
     "width": "high resolution",
     "height": "high resolution",
+    "near_duplicate": "a fresh composition from a different angle",
+    "nsfw": "fully clothed, safe for work",
 }
 
 
