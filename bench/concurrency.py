@@ -294,7 +294,9 @@ def attempts_summary(db: Path) -> str:
     )
 
 
-def run_genhook(children: Children, root: Path, base_url: str, jobs: int, limit: float) -> dict:
+def run_genhook(
+    children: Children, root: Path, base_url: str, jobs: int, limit: float
+) -> dict[str, Any]:
     data = root / "data"
     flows = root / "flows"
     flows.mkdir()
