@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncGenerator
 from typing import Any
 
@@ -13,12 +12,11 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES, ErrorBody, error_response
-from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, stream_slots
-from genhook.api.views import iso, job_view
+from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, sse_event, stream_slots
+from genhook.api.views import job_view
 from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
 from genhook.status import TERMINAL, JobStatus
-from genhook.store.records import JobEvent
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
@@ -99,8 +97,10 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     },
 )
 async def job_events(job_id: str, request: Request) -> Response:
-    """One SSE event per state change (``event: queued|running|retrying|succeeded|...``), the
-    last carrying the completion payload; the stream then ends. ``Last-Event-ID`` resumes."""
+    """One SSE event per state change (``event: queued|running|retrying|succeeded|...``), and
+    ``event: progress`` (``data.progress``: step, total, percent; at most one every 2 s) while a
+    backend reports progress; the last carries the completion payload and the stream then
+    ends. ``Last-Event-ID`` resumes."""
     service = await run_in_threadpool(service_of, request)
     runtime = runtime_of(request)
     owned(await run_in_threadpool(api_store(runtime).job, job_id), service)
@@ -129,7 +129,7 @@ async def job_events(job_id: str, request: Request) -> Response:
                 rows = await run_in_threadpool(api_store(runtime).events, job_id, after)
                 for row in rows:
                     after = row.id
-                    yield _event(job_id, row)
+                    yield sse_event(job_id, row)
                     if row.status in TERMINAL:
                         return
                 if await request.is_disconnected():
@@ -144,18 +144,3 @@ async def job_events(job_id: str, request: Request) -> Response:
         on_close=lambda: slots.give_back(service.id),
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
-
-
-def _event(job_id: str, row: JobEvent) -> bytes:
-    """One SSE event of a stored job event: the terminal one carries the completion payload."""
-    data: dict[str, Any] = {"job_id": job_id, "status": row.status, "at": iso(row.at)}
-    if row.status in TERMINAL:
-        data["result"] = row.detail
-    elif row.detail:
-        detail = dict(row.detail)
-        if isinstance(detail.get("retry_at"), float):
-            detail["retry_at"] = iso(detail["retry_at"])
-        data["detail"] = detail
-    return (
-        f"id: {row.id}\nevent: {row.status}\ndata: {json.dumps(data, separators=(',', ':'))}\n\n"
-    ).encode()
