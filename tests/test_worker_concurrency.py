@@ -500,3 +500,55 @@ def test_the_gate_counts_nested_holds_once_and_frees_its_slot_outside() -> None:
 def _hold_once(gate: CpuGate, seen: list[int]) -> None:
     with gate.hold():
         seen.append(gate.held)
+
+
+class ScratchLocalBackend(CountingLocalBackend):
+    """A local renderer that writes a file into the attempt's work folder, as a video backend
+    does, and says where it was."""
+
+    name = "local"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.folders: list[Path] = []
+
+    def generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
+        folder = control.scratch()
+        (folder / "clip.bin").write_bytes(b"frames")
+        self.folders.append(folder)
+        return super().generate(request, control)
+
+
+def test_generations_write_into_the_attempts_folder_removed_with_it(world: Any) -> None:
+    """Control.workdir is ``<job>/.attempt-1/.work`` under the asset storage; once the job has
+    ended it is gone, and nothing of it was published."""
+    backend = ScratchLocalBackend()
+    w = world(backend, concurrency=2)
+    (job_id,) = w.submit(1)
+    w.start()
+    assert w.wait_ended([job_id]) == ["succeeded"]
+    (folder,) = backend.folders
+    assert folder == w.storage.root / job_id / ".attempt-1" / ".work"
+    assert not folder.exists() and not folder.parent.exists()
+    assert not (w.storage.root / job_id / "clip.bin").exists()
+
+
+def test_a_backends_declared_limit_applies_unless_the_setting_names_it(
+    tmp_path: Path, presets: Presets
+) -> None:
+    """max_concurrency declared by a backend becomes its limit of running jobs; a limit set by
+    GENHOOK_BACKEND_CONCURRENCY for it wins."""
+    from genhook.worker import apply_backend_limits
+
+    backend = PredictionsBackend("http://127.0.0.1:9/v1")
+    backend.max_concurrency = 3  # type: ignore[attr-defined]
+    try:
+        w = World(tmp_path, presets, backend, concurrency=1)
+        try:
+            assert apply_backend_limits(w.store, w.engine) == {"predictions": 3}
+            w.store.backend_concurrency = {"predictions": 1, "openai": 4}
+            assert apply_backend_limits(w.store, w.engine) == {"predictions": 1, "openai": 4}
+        finally:
+            w.store.close()
+    finally:
+        backend.client.close()
