@@ -552,3 +552,45 @@ def test_a_backends_declared_limit_applies_unless_the_setting_names_it(
             w.store.close()
     finally:
         backend.client.close()
+
+
+@pytest.mark.parametrize("dialect", ["sqlite", "postgresql"])
+def test_batched_lease_cancel_and_progress_calls(dialect: str, tmp_path: Path) -> None:
+    """renew_leases renews only the worker's own running jobs and reports their cancels;
+    cancels_requested reads them for many jobs at once; record_progress writes running events
+    for the jobs the worker still holds only."""
+    from tests.databases import database_url
+
+    with database_url(dialect, tmp_path) as url:
+        store = Store(url)
+        try:
+            store.migrate()
+            service = store.create_service("shop")["service_id"]
+            ids = []
+            for i in range(3):
+                job, _ = store.submit(
+                    service_id=service,
+                    workflow_id="remote",
+                    workflow_version=1,
+                    trigger={"item_id": f"B{i}"},
+                    external_id=f"B{i}",
+                    callback_url=None,
+                )
+                ids.append(str(job.id))
+            mine = [store.claim("w1", 30), store.claim("w1", 30)]
+            theirs = store.claim("w2", 30)
+            assert all(mine) and theirs is not None
+            held = [j.id for j in mine if j is not None]
+            assert store.cancel(held[1], lambda row: {}) == "running"
+            renewed = store.renew_leases("w1", [*held, theirs.id, "job_missing"], 30)
+            assert renewed == {held[0]: False, held[1]: True}
+            assert store.cancels_requested(ids) == {held[1]}
+            assert store.cancels_requested([]) == set()
+            detail = {"step": 1, "total": 2, "percent": 50.0}
+            written = store.record_progress("w1", [(held[0], detail), (theirs.id, detail)])
+            assert written == 1
+            last = store.events(held[0])[-1]
+            assert last.status == "running" and last.detail == {"progress": detail}
+            assert all(e.detail != {"progress": detail} for e in store.events(theirs.id))
+        finally:
+            store.close()
