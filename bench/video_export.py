@@ -245,10 +245,11 @@ def main() -> int:
             f" ({source.stat().st_size // 1024} KiB, made in {made:.1f} s) -> "
             + ", ".join(f"{t.code} {t.width}x{t.height}" for t in ts)
         )
+        threads = video_export.X264_THREADS or "cores/targets"
         print(
             f"machine: {platform.machine()}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f},"
             f" python {platform.python_version()}, PyAV {av.__version__}, libx264 preset"
-            f" {args.preset}, crf {args.crf}, x264 threads {video_export.X264_THREADS or 'auto'};"
+            f" {args.preset}, crf {args.crf}, x264 threads {threads};"
             f" {args.rounds} rounds after {WARMUP} warm-up, medians"
         )
         base = statistics.median(walls[baseline])
