@@ -46,9 +46,14 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def backend(model_dir: Path) -> Iterator[object]:
     """One backend for the module: the pipeline loads once, as in a worker process."""
+    import torch
+
     from genhook.backends.diffusers_local import DiffusersBackend
 
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # the tiny model gains nothing from more; shared cores lose a lot
     yield DiffusersBackend(DiffusersSettings(model_dir=model_dir, device="cpu"))
+    torch.set_num_threads(threads)
 
 
 def request(**changes: object) -> GenerationRequest:
@@ -265,6 +270,7 @@ def test_product_image_through_genhook_run(model_dir: Path, tmp_path: Path) -> N
         "GENHOOK_DIFFUSERS_MODEL_DIR": str(model_dir),
         "GENHOOK_WORKFLOWS_DIR": str(workflows),
         "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",  # as the fixture above: one thread for the tiny model
     }
     out = tmp_path / "assets"
     exe = Path(sys.executable).with_name("genhook")
