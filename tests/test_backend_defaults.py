@@ -238,3 +238,23 @@ def test_shipped_workflows_say_default() -> None:
         text = path.read_text(encoding="utf-8")
         generates = text.count("kind: generate")
         assert text.count("backend: default") == generates, textwrap.shorten(path.name, 40)
+
+
+def test_an_image_smaller_than_asked_is_enlarged_to_cover_it() -> None:
+    """An engine with fixed sizes (1536x1024 for a 1920x1080 frame) gets its image enlarged
+    to cover the frame, up to 3x; an image far too small, or big enough, is left as made."""
+    from genhook.nodes.generate import fit_up
+
+    def made(width: int, height: int, asked: tuple[int, int]) -> GenerationResult:
+        pixels = np.zeros((height, width, 3), dtype=np.uint8)
+        pixels[:, : width // 2] = 200  # a left half to find again
+        request = GenerationRequest("p", "", asked[0], asked[1], 1, "m", backend="openai")
+        return GenerationResult(pixels, request, "openai/m", 0.0)
+
+    grown = fit_up(made(1536, 1024, (1920, 1080))).pixels
+    assert grown.shape == (1280, 1920, 3) and grown.dtype == np.uint8
+    assert grown[:, :900].mean() > 190 and grown[:, 1020:].mean() < 10
+    tiny = made(256, 256, (1920, 1080))
+    assert fit_up(tiny) is tiny  # 7.5x: the quality check's size limits decide
+    big = made(2048, 2048, (1024, 1024))
+    assert fit_up(big) is big

@@ -273,8 +273,31 @@ def generate_once(ctx: RunContext, request: GenerationRequest) -> GenerationResu
         )
     cost = 0.0 if ctx.sandbox else result_cost(ctx.prices, result)
     result = replace(result, credit_cost=cost)
+    if result.video is None:
+        result = fit_up(result)
     ctx.generations.append(result)
     return result
+
+
+MAX_UPSCALE = 3.0
+"""The most an image smaller than asked is enlarged (Lanczos) to cover the size asked."""
+
+
+def fit_up(result: GenerationResult) -> GenerationResult:
+    """An image smaller than its request (an engine with fixed sizes: OpenAI's 1536x1024, a
+    ~1-megapixel FLUX) enlarged to cover the size asked, by at most :data:`MAX_UPSCALE`, so the
+    frame's presets can be cut from it; more than that is left as made, and the quality check's
+    size limits then fail it, as they should."""
+    height, width = result.pixels.shape[:2]
+    asked_w, asked_h = result.request.width, result.request.height
+    scale = max(asked_w / width, asked_h / height)
+    if scale <= 1.0 or scale > MAX_UPSCALE:
+        return result
+    import cv2
+
+    size = (max(asked_w, round(width * scale)), max(asked_h, round(height * scale)))
+    pixels = cv2.resize(np.ascontiguousarray(result.pixels), size, interpolation=cv2.INTER_LANCZOS4)
+    return replace(result, pixels=np.asarray(pixels, dtype=np.uint8))
 
 
 def request_cost(prices: Pricing, request: GenerationRequest) -> float:
