@@ -329,6 +329,7 @@ class FakeOpenAI:
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
+    request_queue_size = 1024  # a burst of concurrent jobs is not refused at the listen queue
 
     def __init__(self, address: tuple[str, int], handler: type[_Handler], fake: FakeOpenAI) -> None:
         self.fake = fake

@@ -296,6 +296,7 @@ class ComfyUIBackend:
 
     name = "comfyui"
     kinds: frozenset[AssetKind] = frozenset({"image"})
+    cpu_bound = False  # waits on a remote engine, outside the CPU gate
 
     def __init__(
         self,

@@ -92,6 +92,8 @@ class DiffusersBackend:
 
     name = "diffusers"
     kinds: frozenset[AssetKind] = frozenset({"image"})
+    cpu_bound = True  # runs in this process (on the CPU, or feeding the GPU)
+    max_concurrency = 1  # one pipeline per process, one job on it at a time
 
     def __init__(
         self, config: DiffusersSettings | None = None, pricing: Pricing | None = None

@@ -424,6 +424,7 @@ class HostedBackend:
     name = "hosted"
     key_variable = ""
     kinds: frozenset[AssetKind] = frozenset({"image", "video"})
+    cpu_bound = False  # waits on a remote engine, outside the CPU gate
 
     def __init__(self, config: HostedSettings, pricing: Pricing | None = None) -> None:
         self.config = config

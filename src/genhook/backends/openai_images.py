@@ -93,6 +93,7 @@ class OpenAIImagesBackend:
 
     name = "openai"
     kinds: frozenset[AssetKind] = frozenset({"image"})
+    cpu_bound = False  # waits on a remote engine, outside the CPU gate
 
     def __init__(
         self, config: OpenAISettings | None = None, pricing: Pricing | None = None

@@ -51,6 +51,7 @@ class ProceduralBackend:
 
     name = "procedural"
     kinds: frozenset[AssetKind] = frozenset({"image", "video"})
+    cpu_bound = True  # renders in this process: under the worker's CPU gate
     models = ("procedural-v1",)
 
     def __init__(self, pricing: Pricing | None = None) -> None:
