@@ -247,3 +247,12 @@ def test_bad_targets_are_export_failed(clip: Path, tmp_path: Path) -> None:
     with pytest.raises(GenhookError, match="odd: 181x320 is not an even size"):
         export_video(clip, [odd], tmp_path, stem_for=lambda t: t.code)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_poster_is_the_frame_at_one_second(exported: list[EncodedVideo]) -> None:
+    wide = exported[2]  # 320x180 cut from rows 30-209: one source pixel per output pixel
+    with Image.open(wide.poster_path) as poster:
+        pixels = np.asarray(poster.convert("RGB"))
+    # the yellow square is at x 90 + 2 * frame: 138-157 at frame 24 (1 s), 90-109 at frame 0
+    assert close(pixels[80, 148], (255, 255, 0))
+    assert close(pixels[80, 100], (0, 255, 0))
