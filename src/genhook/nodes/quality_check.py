@@ -17,11 +17,16 @@ checks (contrast, sharpness, brightness, glyphs), and the clip itself by the vid
 asked, ``fps``, ``width``/``height`` at least the frame asked for and ``min_width``/
 ``min_height``, ``black_frames``, ``frozen_seconds``, and the audio rules);
 the same policy then retries, delivers with a warning, or fails.
+
+Two content checks are off unless the params turn them on: ``near_duplicate: {max_distance}``
+(the output's perceptual hash against ``ctx.recent_hashes``, which the worker fills from the
+recent outputs of the same service, workflow and external id) and ``nsfw: {max_score}`` (the
+``nsfw`` extra; a template asking for it without the extra is refused at load).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, ClassVar, Literal
 
@@ -32,13 +37,18 @@ from genhook.backends.base import GenerationResult
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media import Pixels
 from genhook.media.qc import measure
+from genhook.media.similarity import RecentHash
 from genhook.media.video_qc import AudioPolicy, VideoThresholds, evaluate_video, measure_video
 from genhook.nodes.generate import generate_once
 from genhook.nodes.renders import Renders
+from genhook.presets import Presets
 from genhook.quality import (
+    ContentChecks,
     FacePolicy,
     FailedCheck,
     Thresholds,
+    content_checks,
+    content_problem,
     evaluate,
     prompt_fix,
     retry_may_help,
@@ -46,6 +56,20 @@ from genhook.quality import (
 )
 from genhook.seeds import stable_seed
 from genhook.workflow.node import BaseNode, QualityReport, RunContext
+
+
+class NearDuplicateParams(BaseModel):
+    """``near_duplicate: {max_distance: 6}``: fail within 6 bits of a recent output's hash."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_distance: int = Field(default=6, ge=0, le=32)
+
+
+class NsfwParams(BaseModel):
+    """``nsfw: {max_score: 0.5}``: fail when an NSFW label scores above 0.5 (genhook[nsfw])."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_score: float = Field(default=0.5, gt=0, lt=1)
 
 
 class QualityCheck(BaseNode):
@@ -73,6 +97,8 @@ class QualityCheck(BaseNode):
         audio: AudioPolicy = "forbid_silent"
         max_retries: int = Field(default=2, ge=0, le=5)
         on_fail: Literal["deliver_with_warning", "fail"] = "deliver_with_warning"
+        near_duplicate: NearDuplicateParams | None = None  # off by default
+        nsfw: NsfwParams | None = None  # off by default; needs genhook[nsfw]
 
     outputs: ClassVar[Mapping[str, Any]] = {
         "result": GenerationResult,
@@ -80,6 +106,13 @@ class QualityCheck(BaseNode):
         "passed": bool,
         "renders": Renders,
     }
+
+    def check(self, params: Mapping[str, Any], presets: Presets) -> list[tuple[str, str]]:
+        """An nsfw check without the nsfw extra installed is refused at load."""
+        if params.get("nsfw") is None:
+            return []
+        problem = content_problem(ContentChecks(nsfw_max_score=0.5))
+        return [("nsfw", problem)] if problem else []
 
     def plan(
         self, name: str, raw: Mapping[str, Any], ctx: RunContext
@@ -118,8 +151,13 @@ class QualityCheck(BaseNode):
         attempts = 0
         while True:
             attempts += 1
-            failed = _failures(candidate, thresholds, params)
-            _count_checks(thresholds, failed, video=candidate.video is not None)
+            failed = _failures(candidate, thresholds, params, ctx.recent_hashes)
+            _count_checks(
+                thresholds,
+                failed,
+                video=candidate.video is not None,
+                content=_content(params).active,
+            )
             if best is None or score(failed) < best[0]:
                 best = (score(failed), candidate, failed)
             if not retry_may_help(failed) or attempts > params.max_retries:
@@ -151,7 +189,10 @@ VIDEO_CHECKS = ("duration_seconds", "fps", "black_frames", "frozen_seconds")
 
 
 def _failures(
-    candidate: GenerationResult, thresholds: Thresholds, params: Any
+    candidate: GenerationResult,
+    thresholds: Thresholds,
+    params: Any,
+    recent: Sequence[RecentHash] = (),
 ) -> list[FailedCheck]:
     """Every check ``candidate`` fails: the image checks on its pixels (a clip's poster), and
     for a clip the video checks on its file (which measure its width and height instead)."""
@@ -159,6 +200,7 @@ def _failures(
     image = replace(thresholds, min_width=0, min_height=0) if clip is not None else thresholds
     measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
     failed = evaluate(measured, image, candidate.missing_glyphs)
+    failed += content_checks(candidate.pixels, _content(params), recent)
     if clip is None:
         return failed
     try:
@@ -183,11 +225,22 @@ def _failures(
     return [*evaluate_video(video, limits), *failed]
 
 
-def _count_checks(thresholds: Thresholds, failed: list[FailedCheck], *, video: bool) -> None:
+def _content(params: Any) -> ContentChecks:
+    """The content checks the params turned on."""
+    near, nsfw = params.near_duplicate, params.nsfw
+    return ContentChecks(
+        near_duplicate_max_distance=near.max_distance if near is not None else None,
+        nsfw_max_score=nsfw.max_score if nsfw is not None else None,
+    )
+
+
+def _count_checks(
+    thresholds: Thresholds, failed: list[FailedCheck], *, video: bool, content: tuple[str, ...] = ()
+) -> None:
     """/metrics: each check this evaluation applied, passed or failed."""
     failing = {f.check for f in failed}
     faces = ("face_confidence",) if thresholds.faces != "ignore" else ()
-    for check in (*CHECKS, *faces, *(VIDEO_CHECKS if video else ())):
+    for check in (*CHECKS, *faces, *(VIDEO_CHECKS if video else ()), *content):
         metrics.qc(check, check not in failing)
 
 

@@ -8,7 +8,7 @@ Third parties add kinds through the ``genhook.nodes`` entry point group.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol
@@ -18,6 +18,7 @@ from pydantic import BaseModel
 if TYPE_CHECKING:
     from genhook.backends.base import BackendRegistry, GenerationResult, Progress
     from genhook.backends.defaults import BackendDefaults
+    from genhook.media.similarity import RecentHash
     from genhook.presets import Presets
     from genhook.pricing import Pricing
 
@@ -67,6 +68,9 @@ class RunContext:
     """``time.monotonic()`` by which the run must end (the template's run timeout), or None."""
     workdir: Path | None = None
     """The attempt's folder for files generations make (videos); None: a temporary one."""
+    recent_hashes: Sequence[RecentHash] = ()
+    """Perceptual hashes of the recent outputs of the same service, workflow and external id
+    (newest first), for the near_duplicate check; empty in dry runs and ``genhook run``."""
 
     def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
         """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;
