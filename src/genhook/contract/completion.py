@@ -82,6 +82,14 @@ class OutputAsset(_Model):
         description="Video only (required there): a still image of the clip, at its size "
         "(JPEG), fetched like asset_url.",
     )
+    phash: str | None = Field(
+        None,
+        pattern=r"^[0-9a-f]{16}$",
+        exclude_if=_absent,
+        description="Images only: the 64-bit perceptual hash (16 hex digits) of the image this "
+        "output was cut from (every output of one image carries the same); the near_duplicate "
+        "check compares it.",
+    )
 
     model_config = ConfigDict(json_schema_extra=lambda schema: _video_rule(schema))
 
@@ -132,6 +140,12 @@ class FailedCheckOut(_Model):
     shortfall: float = Field(description="Relative distance from the threshold (0.25 = 25 %).")
     characters: list[str] | None = Field(
         None, description="Check missing_glyphs only: the characters no font could draw."
+    )
+    resembles: str | None = Field(
+        None, description="Check near_duplicate only: the job whose output this one resembles."
+    )
+    labels: dict[str, float] | None = Field(
+        None, description="Check nsfw only: the NSFW labels found, with their scores."
     )
 
 
@@ -393,6 +407,7 @@ def _outputs(result: RunResult, asset_urls: list[str]) -> list[OutputAsset]:
                 alt_text=a.alt_text,
                 filename_suggestion=a.filename,
                 caption=a.caption,
+                phash=a.phash,
                 **video,
             )
         )

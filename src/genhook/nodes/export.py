@@ -35,6 +35,7 @@ from genhook.media.aspect import crop_share
 from genhook.media.export import Encoded, export_all, to_vips
 from genhook.media.memory import release_free_memory
 from genhook.media.saliency import MIN_KEPT, SalienceMap, kept_extent, salience
+from genhook.media.similarity import phash
 from genhook.nodes.metadata import cut_words, slug
 from genhook.nodes.renders import Renders
 from genhook.nodes.targets import resolve_targets, unknown_targets
@@ -142,12 +143,15 @@ class Export(BaseNode):
             pixels = _pixels(_source(params.image, preset))
             groups.setdefault(id(pixels), (pixels, []))[1].append(index)
         encoded: list[Encoded | None] = [None] * len(presets)
+        hashes: list[str | None] = [None] * len(presets)
         failed: list[FailedCheck] = []
         for pixels, members in groups.values():
             made = export_all(to_vips(pixels), [presets[i] for i in members])
+            made_from = phash(pixels)  # of the image cut from: every preset's output alike
             region: SalienceMap | None = None
             for index, out in zip(members, made, strict=True):
                 encoded[index] = out
+                hashes[index] = made_from
                 if out.crop is None:
                     continue
                 region = salience(pixels) if region is None else region
@@ -159,7 +163,7 @@ class Export(BaseNode):
             checks = [f.to_dict() for f in failed]
             ctx.quality.append(QualityReport(name, False, 1, checks))
         assets = []
-        for preset, made_one in zip(presets, encoded, strict=True):
+        for preset, made_one, made_hash in zip(presets, encoded, hashes, strict=True):
             assert made_one is not None  # every preset belongs to one group
             out = made_one
             assets.append(
@@ -173,6 +177,7 @@ class Export(BaseNode):
                     platform_code=preset.code,
                     alt_text=seo.alt_text,
                     caption=seo.caption,
+                    phash=made_hash,
                 )
             )
         metrics.export_seconds(time.perf_counter() - started)

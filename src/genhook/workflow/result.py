@@ -33,6 +33,8 @@ class Asset:
     alt_text: str
     caption: str
     asset_type: Literal["image", "video"] = "image"
+    phash: str | None = None
+    """The perceptual hash of the image it was cut from (images only; see the payload's)."""
 
     @property
     def sha256(self) -> str:
