@@ -9,7 +9,7 @@ the service's worker, on the stored input, with its asset store.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,6 +29,7 @@ from genhook.contract.completion import CompletionPayload, failure_payload, succ
 from genhook.cpu import CpuGate, process_gate
 from genhook.errors import GenhookError
 from genhook.ids import new_job_id
+from genhook.media.similarity import RecentHash
 from genhook.presets import Presets
 from genhook.pricing import Pricing, made
 from genhook.workflow.node import Node, RunContext
@@ -156,10 +157,12 @@ class Engine:
         sandbox: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
         workdir: Path | None = None,
+        recent_hashes: Sequence[RecentHash] = (),
     ) -> RunContext:
         """A fresh run context on these backends (local ones under the CPU gate), priced by the
         catalog's pricing (seed stable for workflow, version, trigger); ``on_progress`` hears
-        the backends' progress, ``workdir`` is the attempt's folder for their files."""
+        the backends' progress, ``workdir`` is the attempt's folder for their files,
+        ``recent_hashes`` what the near_duplicate check compares with."""
         ctx = self.catalog.context(
             workflow,
             trigger,
@@ -171,6 +174,7 @@ class Engine:
         if on_progress is not None:
             ctx.on_progress = on_progress
         ctx.workdir = workdir
+        ctx.recent_hashes = recent_hashes
         return ctx
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -191,6 +195,7 @@ class Engine:
         sandbox: bool = False,
         on_progress: Callable[[Progress], None] | None = None,
         workdir: Path | None = None,
+        recent_hashes: Sequence[RecentHash] = (),
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
 
@@ -205,6 +210,8 @@ class Engine:
         ``on_progress`` hears each generation's progress (the worker records it as the job's
         progress events); ``workdir`` is where generations put their files (the attempt's
         staging area, removed with it; None: a temporary folder per generation).
+        ``recent_hashes``: the perceptual hashes of the recent outputs of the same service,
+        workflow and external id, for the near_duplicate check (the worker reads them).
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -220,6 +227,7 @@ class Engine:
                 sandbox=sandbox,
                 on_progress=on_progress,
                 workdir=workdir,
+                recent_hashes=recent_hashes,
             )
             with metrics.job_scope(workflow.id):
                 result = run_workflow(workflow, self._gated_nodes, ctx)

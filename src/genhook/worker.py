@@ -36,6 +36,8 @@ from genhook.engine import Engine, Outcome, backend_limits
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import BreakerState
 from genhook.ids import new_id
+from genhook.media import similarity
+from genhook.media.similarity import RecentHash
 from genhook.retry import decide, job_policy
 from genhook.signals import Signal
 from genhook.status import JobStatus
@@ -43,6 +45,7 @@ from genhook.storage import AttemptAssets, LocalStorage
 from genhook.store.db import describe
 from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
+from genhook.workflow.template import Workflow
 
 WORKDIR = ".work"
 """The folder inside an attempt's staging area where its generations put their files (a dot
@@ -61,6 +64,10 @@ BACKEND_FAULTS = frozenset(
     }
 )
 
+
+RECENT_JOBS = 20
+"""How many of the latest succeeded jobs of the same service, workflow and external id the
+near_duplicate check compares a job's outputs with."""
 
 PROGRESS_SECONDS = 2.0
 """At most one progress event per job this often (the last one is always written)."""
@@ -481,6 +488,11 @@ class Worker:
                 ),
             )
 
+        try:
+            recent = self._recent_hashes(job, workflow)
+        except GenhookError as exc:  # the store unavailable: retried like any transient failure
+            return self._refuse(job, worked, exc)
+
         def is_cancelled() -> bool:
             # the lease keeper asks for every job 4 times a second, in one read; the job asks
             # once itself first, so a cancel recorded before the claim stops it before any step
@@ -503,11 +515,43 @@ class Worker:
             sandbox=job.sandbox,
             on_progress=lambda progress: self.leases.progress(state, progress),
             workdir=assets.folder / WORKDIR,
+            recent_hashes=recent,
         )
+
+    def _recent_hashes(self, job: Job, workflow: Workflow) -> list[RecentHash]:
+        """The output hashes of the last :data:`RECENT_JOBS` succeeded jobs of this job's
+        service, workflow and external id (newest first, this job's own earlier attempts never
+        among them), read only for a workflow whose quality check looks for near duplicates."""
+        if job.external_id is None or not wants_recent_hashes(workflow):
+            return []
+        found = self.store.recent_outputs(
+            job.service_id, job.workflow_id, job.external_id, exclude=job.id, limit=RECENT_JOBS
+        )
+        return output_hashes(found)
 
     def _refuse(self, job: Job, worked: Callable[[], float], error: GenhookError) -> Outcome:
         """End a claimed job without running it."""
         return Outcome(_failure(replace(job, processing_seconds=worked()), error), None, error)
+
+
+def wants_recent_hashes(workflow: Workflow) -> bool:
+    """Whether a quality_check node of ``workflow`` turns the near_duplicate check on."""
+    return any(
+        spec.kind == "quality_check" and spec.params.get("near_duplicate") is not None
+        for spec in workflow.nodes.values()
+    )
+
+
+def output_hashes(payloads: Sequence[tuple[str, Mapping[str, Any]]]) -> list[RecentHash]:
+    """Each (job id, stored payload)'s outputs' valid ``phash``, in order, without repeats
+    (every output cut from one image carries its hash)."""
+    found = (
+        RecentHash(job_id, output["phash"])
+        for job_id, payload in payloads
+        for output in payload.get("outputs") or ()
+        if isinstance(output, Mapping) and similarity.valid(output.get("phash"))
+    )
+    return list(dict.fromkeys(found))
 
 
 def _failure(job: Job, error: GenhookError) -> CompletionPayload:

@@ -1274,6 +1274,35 @@ class JobStore(StoreBase):
             ).mappings()
             return [StoredJob.from_row(r) for r in rows]
 
+    def recent_outputs(
+        self,
+        service_id: str,
+        workflow_id: str,
+        external_id: str,
+        *,
+        exclude: str = "",
+        limit: int = 20,
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """The last ``limit`` succeeded jobs of one service, workflow and external id (newest
+        first, the job ``exclude`` left out), each as (job id, its stored completion payload).
+
+        Read on ``ix_jobs_service_external`` (service, external id): the external id's jobs
+        are few, and their workflow and status are filtered on those rows."""
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(jobs.c.id, jobs.c.result)
+                .where(
+                    jobs.c.service_id == service_id,
+                    jobs.c.external_id == external_id,
+                    jobs.c.workflow_id == workflow_id,
+                    jobs.c.status == JobStatus.SUCCEEDED,
+                    jobs.c.id != exclude,
+                )
+                .order_by(jobs.c.finished_at.desc(), jobs.c.id.desc())
+                .limit(limit)
+            ).all()
+        return [(r.id, dict(r.result)) for r in rows if isinstance(r.result, dict)]
+
     def attempts(self, job_id: str) -> list[Attempt]:
         """A job's attempts, first first."""
         with self._read() as conn:

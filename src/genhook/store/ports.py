@@ -78,6 +78,16 @@ class WorkerStore(Protocol):
 
     def backend_failed(self, backend: str, error: GenhookError) -> Breaker: ...
 
+    def recent_outputs(
+        self,
+        service_id: str,
+        workflow_id: str,
+        external_id: str,
+        *,
+        exclude: str = "",
+        limit: int = 20,
+    ) -> list[tuple[str, dict[str, Any]]]: ...
+
     def take_probe(self) -> str | None: ...
 
     def probe_result(self, backend: str, ok: bool, reason: str | None = None) -> None: ...
