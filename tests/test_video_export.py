@@ -256,3 +256,13 @@ def test_poster_is_the_frame_at_one_second(exported: list[EncodedVideo]) -> None
     # the yellow square is at x 90 + 2 * frame: 138-157 at frame 24 (1 s), 90-109 at frame 0
     assert close(pixels[80, 148], (255, 255, 0))
     assert close(pixels[80, 100], (0, 255, 0))
+
+
+def test_adts_aac_in_mpeg_ts_is_reencoded(tmp_path: Path) -> None:
+    ts = tmp_path / "clip.ts"
+    make_clip(ts, audio="aac")
+    target = TARGETS[0]
+    (encoded,) = export_video(ts, [target], tmp_path / "out", stem_for=lambda t: "v")
+    check_video(encoded, target, audio=True)
+    with av.open(str(encoded.path)) as c:
+        assert sum(1 for _ in c.decode(audio=0)) > 0

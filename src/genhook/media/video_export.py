@@ -204,7 +204,13 @@ def _open_source(source: Path) -> _Source:
         poster_at = POSTER_SECONDS
         if duration is not None and duration < 2 * POSTER_SECONDS:
             poster_at = duration / 2
-        copy_audio = audio is not None and audio.codec_context.name == "aac"
+        # AAC is copied as it is only with its AudioSpecificConfig in extradata (MP4, MOV,
+        # Matroska); ADTS AAC (MPEG-TS, .aac) has none and is re-encoded instead.
+        copy_audio = (
+            audio is not None
+            and audio.codec_context.name == "aac"
+            and bool(audio.codec_context.extradata)
+        )
         return _Source(
             container,
             video,
