@@ -24,10 +24,11 @@ from genhook.clock import ManualClock
 from genhook.config import Settings
 from genhook.engine import Engine
 from genhook.media import similarity
+from genhook.media.similarity import RecentHash
 from genhook.presets import Presets
 from genhook.storage import LocalStorage
 from genhook.store.store import Store
-from genhook.worker import Worker
+from genhook.worker import Worker, output_hashes, wants_recent_hashes
 from tests.databases import database_url
 from tests.fakes import SCRIPTED_PRICING, ScriptedBackend
 
@@ -186,3 +187,24 @@ def test_a_template_asking_for_nsfw_loads_and_a_benign_image_passes(world_factor
     payload = world.run("A1")
     assert payload["quality_warning"] is None
     assert len(world.backend.requests) == 1  # passed at once: no retry
+
+
+def test_output_hashes_keep_order_drop_repeats_and_anything_not_a_hash() -> None:
+    h1, h2 = "0123456789abcdef", "fedcba9876543210"
+    payloads = [
+        ("job_b", {"outputs": [{"phash": h1}, {"phash": h1}, {"asset_type": "video"}]}),
+        ("job_a", {"outputs": [{"phash": h2}, {"phash": "not-a-hash"}, {"phash": None}, "x"]}),
+        ("job_c", {"outputs": None}),
+        ("job_d", {}),
+    ]
+    assert output_hashes(payloads) == [RecentHash("job_b", h1), RecentHash("job_a", h2)]
+
+
+def test_only_a_workflow_asking_for_near_duplicate_reads_recent_outputs(
+    world_factory: Any,
+) -> None:
+    """No look-up for the workflows that do not ask (the shipped ones don't)."""
+    asking = world_factory("near_duplicate: {max_distance: 4}", [PHOTO])
+    assert wants_recent_hashes(asking.engine.workflow("wired"))
+    shipped = Engine.load().workflows.values()
+    assert shipped and not any(wants_recent_hashes(w) for w in shipped)
