@@ -55,10 +55,11 @@ unit: $(STAMP)
 schema: $(STAMP)
 	$(BIN)/python -m genhook.contract.schema docs/schemas/completion-v1.json
 
-## Every benchmark (about 25 minutes on 2 cores); each prints its ratio or figure against a
+## Every benchmark (15 to 30 minutes on 2 cores); each prints its ratio or figure against a
 ## baseline measured in the same run and exits non-zero below its target. All of them run; the
 ## target fails if any of them did.
-BENCHES := export.py "accept.py --limited" claim.py deliver.py e2e.py load_share.py memory.py
+BENCHES := export.py "accept.py --limited" claim.py deliver.py e2e.py load_share.py memory.py \
+  video_export.py concurrency.py
 bench: $(STAMP)
 	@status=0; \
 	for b in $(BENCHES); do \
