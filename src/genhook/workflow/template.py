@@ -1,9 +1,9 @@
 """Workflow templates: YAML in, a checked :class:`Workflow` out, every problem with its line.
 
 Loading checks everything a run would otherwise trip over: the top-level shape, the input schema
-(a JSON Schema whose ``x-enum-from: styles|platforms|video_platforms`` is filled from the preset files, whose
-``x-media: image`` fields are URLs of media genhook fetches, and which may not declare a name
-reserved for the trigger envelope), ``additional_fields``, unknown node
+(a JSON Schema whose ``x-enum-from: styles|platforms|video_platforms`` is filled from the
+preset files, whose ``x-media: image`` fields are URLs of media genhook fetches, and which may
+not declare a name reserved for the trigger envelope), ``additional_fields``, unknown node
 kinds, unknown or missing parameters, literal values of the wrong type, references to fields,
 nodes or outputs that do not exist, references whose type does not fit, and cycles.
 """
