@@ -26,7 +26,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, replace
-from typing import Any, Protocol
+from typing import Any
 
 from genhook import metrics
 from genhook.backends.base import BackendStatus, Progress, probe
@@ -75,18 +75,8 @@ CANCEL_POLL_SECONDS = 0.25
 """How often the lease keeper asks which of its jobs were cancelled (one read for all)."""
 
 
-class LeaseStore(WorkerStore, Protocol):
-    """The worker's port with the batched lease, cancel and progress calls."""
-
-    def renew_leases(
-        self, worker: str, job_ids: Sequence[str], lease_seconds: float
-    ) -> dict[str, bool]: ...
-
-    def cancels_requested(self, job_ids: Sequence[str]) -> set[str]: ...
-
-    def record_progress(
-        self, worker: str, progress: Sequence[tuple[str, Mapping[str, Any]]]
-    ) -> int: ...
+LeaseStore = WorkerStore
+"""The worker's port (its batched lease, cancel and progress calls are on it)."""
 
 
 @dataclass

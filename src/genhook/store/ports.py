@@ -78,6 +78,16 @@ class WorkerStore(Protocol):
 
     def backend_failed(self, backend: str, error: GenhookError) -> Breaker: ...
 
+    def renew_leases(
+        self, worker: str, job_ids: Sequence[str], lease_seconds: float
+    ) -> dict[str, bool]: ...
+
+    def cancels_requested(self, job_ids: Sequence[str]) -> set[str]: ...
+
+    def record_progress(
+        self, worker: str, progress: Sequence[tuple[str, Mapping[str, Any]]]
+    ) -> int: ...
+
     def recent_outputs(
         self,
         service_id: str,
