@@ -47,6 +47,8 @@ SMALL = {
 """The video presets' sizes in the tests: the shipped ratios (9:16, 1:1, 4:5, 16:9), small."""
 BUDGET = ("width: 1080\n      height: 1080", "width: 160\n      height: 160")
 """The shipped generate node's pixel budget, and the tests' (the classes grow to the presets)."""
+QC_SIZE = ("min_width: 480\n      min_height: 480", "min_width: 64\n      min_height: 64")
+"""The shipped quality check's least clip size, and the tests' (their clips are small)."""
 TRIGGER = {
     "product_id": "SKU-482",
     "product_name": "Ceramic Pour-Over Mug",
@@ -63,7 +65,8 @@ def shrink(flows: Path, presets: Path) -> None:
     workflow = flows / "product-video.yaml"
     text = workflow.read_text(encoding="utf-8")
     assert BUDGET[0] in text, "the shipped product-video budget changed: update BUDGET"
-    workflow.write_text(text.replace(*BUDGET), encoding="utf-8")
+    assert QC_SIZE[0] in text, "the shipped product-video QC sizes changed: update QC_SIZE"
+    workflow.write_text(text.replace(*BUDGET).replace(*QC_SIZE), encoding="utf-8")
     platforms = presets / "platforms.yaml"
     lines = platforms.read_text(encoding="utf-8").splitlines(keepends=True)
     for code, (w, h) in SMALL.items():

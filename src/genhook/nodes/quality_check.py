@@ -14,8 +14,9 @@ image on its own (a retry regenerates only the frame that failed); the reports a
 A clip (a video generate node's result) is checked twice over: its poster frame by the image
 checks (contrast, sharpness, brightness, glyphs), and the clip itself by the video checks of
 :mod:`genhook.media.video_qc` (``duration_seconds`` within ``duration_tolerance`` of what was
-asked, ``fps``, ``width``/``height`` at least the frame asked for and ``min_width``/
-``min_height``, ``black_frames``, ``frozen_seconds``, and the audio rules);
+asked, ``fps``, ``width``/``height`` at least the template's ``min_width``/``min_height``
+(hosted video models make 480p or 720p whatever frame was asked; the export scales each clip
+to its presets), ``black_frames``, ``frozen_seconds``, and the audio rules);
 the same policy then retries, delivers with a warning, or fails.
 
 Two content checks are off unless the params turn them on: ``near_duplicate: {max_distance}``
@@ -215,9 +216,10 @@ def _failures(
         fps=asked.fps,
         duration_tolerance=params.duration_tolerance,
         fps_tolerance=params.fps_tolerance,
-        # at least the frame asked for (an odd side may come back one pixel less: yuv420p)
-        min_width=max(thresholds.min_width, asked.width - asked.width % 2),
-        min_height=max(thresholds.min_height, asked.height - asked.height % 2),
+        # the template's limits: hosted video models make 480p or 720p clips whatever frame
+        # was asked, and the export scales each clip to its presets
+        min_width=thresholds.min_width,
+        min_height=thresholds.min_height,
         max_black_share=params.max_black_share,
         max_frozen_seconds=params.max_frozen_seconds,
         audio=params.audio,
