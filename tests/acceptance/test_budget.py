@@ -76,7 +76,7 @@ def budgeted(
     procedural = '  "*": {per_image: 0, per_video_second: 0}'
     # the shipped prices (a paid engine is never run unpriced), procedural at one credit
     priced = shipped.replace(
-        f"procedural:\n{procedural}", 'procedural:\n  "*": {per_image: 1.0}', 1
+        f"procedural:\n{procedural}", 'procedural:\n  "*": {per_image: 1.0, per_video_second: 0}', 1
     )
     assert priced != shipped
     pricing.write_text(priced, encoding="utf-8")
