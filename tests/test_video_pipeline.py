@@ -35,6 +35,7 @@ from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.template import load_workflow
 from tests.acceptance.harness import Genhook, Receiver, verify
 from tests.conftest import ROOT, SAMPLES, CliResult
+from tests.fake_replicate import FAKE_TOKEN, FakeReplicate
 
 SCHEMA = Draft202012Validator(completion_schema())
 SMALL = {
@@ -450,3 +451,40 @@ def test_the_published_schema_requires_the_video_fields_on_video_outputs() -> No
     assert OutputAsset.model_validate(image).model_dump(mode="json") == image
     with pytest.raises(ValueError, match="an image output carries no fps"):
         OutputAsset.model_validate({**image, "fps": 24.0})
+
+
+def test_product_video_on_a_hosted_video_model(
+    tmp_path: Path, genhook: Callable[..., CliResult]
+) -> None:
+    """GENHOOK_VIDEO_BACKEND=replicate alone moves product-video onto a hosted video model
+    (the fake's clips: 64x48 at 12 fps for 1 s): every preset is encoded from its clip and
+    decoded, and the clip's 12 fps where 24 were asked is delivered with a quality_warning
+    that says so (the policy is deliver_with_warning), never as if it passed."""
+    env = small_install(tmp_path)
+    with FakeReplicate(run_seconds=0.05) as fake:
+        env |= {
+            "GENHOOK_VIDEO_BACKEND": "replicate",
+            "GENHOOK_REPLICATE_BASE_URL": fake.base_url,
+            "GENHOOK_REPLICATE_API_TOKEN": FAKE_TOKEN,
+            "GENHOOK_DATA_DIR": str(tmp_path / "var"),
+        }
+        out = tmp_path / "out"
+        trigger = json.dumps({**TRIGGER, "target_platform": "short_video_pack"})
+        result = genhook("run", "product-video", "--input", trigger, "--out", str(out), env=env)
+    assert result.code == 0, result.stderr + result.stdout
+    payload = result.json
+    SCHEMA.validate(payload)
+    assert payload["status"] == "success"
+    assert payload["metadata"]["model_id"].startswith("replicate/")
+    checks = {c["check"] for c in payload["quality_warning"]["failed_checks"]}
+    assert "fps" in checks
+    assert FAKE_TOKEN not in result.stdout + result.stderr
+    assert [o["platform_code"] for o in payload["outputs"]] == ["tiktok_video", "instagram_reel"]
+    for output in payload["outputs"]:
+        with av.open(str(path_of(output["asset_url"]))) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            assert (stream.codec_context.width, stream.codec_context.height) == SMALL[
+                output["platform_code"]
+            ]
+        assert path_of(output["poster_url"]).is_file()
