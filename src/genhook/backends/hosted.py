@@ -468,6 +468,20 @@ class HostedBackend:
             return BackendStatus(False, f"{where} answers HTTP {status}")
         return BackendStatus(True, f"{where} answering{self._price_text()}")
 
+    def generate(
+        self, request: GenerationRequest, control: Control | None = None
+    ) -> GenerationResult:
+        """One image or clip for ``request``, or a GenhookError whose code says if a retry
+        may help (the engine's key scrubbed from it)."""
+        self._not_configured()
+        try:
+            return self._generate(request, control or Control())
+        except GenhookError as exc:
+            raise self.error(exc) from None
+
+    def _generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
+        raise NotImplementedError
+
     def estimate_cost(self, request: GenerationRequest) -> float:
         """The pricing file's credits: one image, or the clip's seconds."""
         if request.kind == "video":

@@ -126,17 +126,6 @@ class ReplicateBackend(HostedBackend):
         """``GET /account``: authenticated, cheap, runs nothing."""
         return f"{self.base_url}/account"
 
-    def generate(
-        self, request: GenerationRequest, control: Control | None = None
-    ) -> GenerationResult:
-        """One image or clip for ``request``, or a GenhookError whose code says if a retry
-        may help."""
-        self._not_configured()
-        try:
-            return self._generate(request, control or Control())
-        except GenhookError as exc:
-            raise self.error(exc) from None
-
     def _generate(self, request: GenerationRequest, control: Control) -> GenerationResult:
         run = Run(control, self.config.timeout, self.name)
         if (stop := run.stopped()) is not None:
