@@ -160,6 +160,11 @@ class Settings:
     delivery_per_endpoint: int = 8
     delivery_connect_timeout: float = 5.0
     default_queue_limit: int = 10_000
+    # retention (issue 10): how long ended jobs, payloads and assets are kept where a service
+    # sets none, how often the background purge runs, and the most jobs per purge transaction
+    retention_seconds: float = 30 * 86400.0
+    purge_interval: float = 600.0
+    purge_batch: int = 500
     # worker processes run this much nicer than the process that starts them (issue 8)
     worker_nice: int = 10
     # jobs one worker process runs at once where `genhook worker` is given no --concurrency
@@ -167,6 +172,16 @@ class Settings:
     # worker process (0: the cores it may run on)
     worker_concurrency: int = 1
     cpu_slots: int = 0
+    # split roles (issue 10): the health/readiness port of `genhook worker` and `genhook
+    # sender` (None: none), the bound of a graceful shutdown, and the PostgreSQL pool and
+    # timeouts (db_pool_size None: sized by the role; a timeout of 0: none)
+    health_host: str = "127.0.0.1"
+    health_port: int | None = None
+    shutdown_seconds: float = 30.0
+    db_pool_size: int | None = None
+    db_pool_timeout: float = 10.0
+    db_statement_timeout: float = 30.0
+    db_lock_timeout: float = 10.0
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -289,6 +304,20 @@ def _positive_seconds(text: str) -> float:
     return seconds
 
 
+def _seconds(text: str) -> float:
+    seconds = parse_duration(text)
+    if seconds < 0:
+        raise ValueError(f"{text!r} is not a duration (use e.g. 30s, 2m, 250ms, or 0)")
+    return seconds
+
+
+def _port(text: str) -> int:
+    digits = text.strip()
+    if digits.isdigit() and int(digits) <= 65535:
+        return int(digits)
+    raise ValueError(f"not a port: {text!r} (use 0 to 65535; 0: any free port)")
+
+
 def _niceness(text: str) -> int:
     try:
         value = int(text.strip())
@@ -406,6 +435,9 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DELIVERY_PER_ENDPOINT": ("delivery_per_endpoint", positive_int),
     "GENHOOK_DELIVERY_CONNECT_TIMEOUT": ("delivery_connect_timeout", _positive_seconds),
     "GENHOOK_QUEUE_LIMIT": ("default_queue_limit", positive_int),
+    "GENHOOK_RETENTION": ("retention_seconds", _positive_seconds),
+    "GENHOOK_PURGE_INTERVAL": ("purge_interval", _positive_seconds),
+    "GENHOOK_PURGE_BATCH": ("purge_batch", positive_int),
     "GENHOOK_WORKER_NICE": ("worker_nice", _niceness),
     "GENHOOK_WORKER_CONCURRENCY": ("worker_concurrency", positive_int),
     "GENHOOK_CPU_SLOTS": ("cpu_slots", positive_int),
@@ -413,6 +445,13 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_VIDEO_BACKEND": ("video_backend", _name),
     "GENHOOK_INPUT_MAX_BYTES": ("input_max_bytes", positive_int),
     "GENHOOK_INPUT_TIMEOUT": ("input_timeout", _positive_seconds),
+    "GENHOOK_HEALTH_HOST": ("health_host", str.strip),
+    "GENHOOK_HEALTH_PORT": ("health_port", _port),
+    "GENHOOK_SHUTDOWN_SECONDS": ("shutdown_seconds", _seconds),
+    "GENHOOK_DB_POOL_SIZE": ("db_pool_size", positive_int),
+    "GENHOOK_DB_POOL_TIMEOUT": ("db_pool_timeout", _positive_seconds),
+    "GENHOOK_DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _seconds),
+    "GENHOOK_DB_LOCK_TIMEOUT": ("db_lock_timeout", _seconds),
 }
 
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {

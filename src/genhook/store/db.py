@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,98 @@ from sqlalchemy import event
 
 from genhook.errors import ErrorCode, GenhookError
 from genhook.paths import private_dir
+
+# What each role can have inside the store at once (one connection each), which is what its
+# PostgreSQL pool is sized to (GENHOOK_DB_POOL_SIZE overrides it; see docs/operations.md):
+API_THREADS = 40
+"""The API's sync routes and ``run_in_threadpool`` calls run on AnyIO's thread limiter (40
+tokens by default, which genhook keeps): each may hold a connection."""
+GROUP_COMMIT = 1
+"""The group committer's one thread (accepted triggers)."""
+OUTBOX_CONNECTIONS = 3
+"""An outbox's turn (record and claim), its lease renewal and its next-due read; it sends its
+requests in flight without the store, so this does not grow with ``--concurrency``."""
+WORKER_OWN = 2
+"""A worker process's claiming loop and its lease keeper, beside one per job it runs."""
+HEALTH_CHECKS = 1
+"""A role's health server answers one check at a time from the store's view."""
+KEPT_CONNECTIONS = 10
+"""Of a pool's connections, how many stay open between bursts (the rest close on return)."""
+
+
+@dataclass(frozen=True)
+class PoolPlan:
+    """How a process uses PostgreSQL: its pool's size and the timeouts of its connections.
+
+    ``size`` is the most connections the process holds at once (``None``: the default of a
+    process that names no role, 30); a caller that finds none free waits ``timeout`` seconds and
+    gets ``store_unavailable``. ``statement_timeout`` and ``lock_timeout`` (seconds, 0: none)
+    are set on every connection as it opens, through libpq's ``options``.
+    """
+
+    size: int | None = None
+    timeout: float = 10.0
+    statement_timeout: float = 30.0
+    lock_timeout: float = 10.0
+
+
+_plan = PoolPlan()
+
+
+def configure(plan: PoolPlan) -> None:
+    """Use ``plan`` for every engine this process creates from now on (a role's start-up calls
+    this before it opens its store)."""
+    global _plan
+    _plan = plan
+
+
+def pool_size(role: str, concurrency: int = 1) -> int:
+    """The connections a role can use at once: ``api`` (its threads, the group committer, the
+    outbox of ``genhook serve``, the health routes), ``worker`` (one per job of
+    ``concurrency``, the claiming loop, the lease keeper, the health server) or ``sender`` (its
+    outbox and health server; the requests in flight hold no connection)."""
+    if role == "api":
+        return API_THREADS + GROUP_COMMIT + OUTBOX_CONNECTIONS
+    if role == "worker":
+        return max(1, concurrency) + WORKER_OWN + HEALTH_CHECKS
+    if role == "sender":
+        return OUTBOX_CONNECTIONS + HEALTH_CHECKS
+    raise ValueError(f"unknown role {role!r}")
+
+
+def pool_limit(engine: sa.Engine) -> int:
+    """The most connections ``engine``'s pool opens at once (kept plus overflow)."""
+    pool: Any = engine.pool
+    return int(pool.size()) + max(0, int(getattr(pool, "_max_overflow", 0)))
+
+
+def _pg_options(url: sa.URL, plan: PoolPlan) -> dict[str, Any]:
+    """libpq ``options`` setting the plan's timeouts, before any the URL gives (a later ``-c``
+    wins, so the operator's URL can still override them)."""
+    settings = [
+        f"-c statement_timeout={round(plan.statement_timeout * 1000)}",
+        f"-c lock_timeout={round(plan.lock_timeout * 1000)}",
+    ]
+    given = url.query.get("options")
+    if isinstance(given, tuple):
+        given = " ".join(given)
+    if given:
+        settings.append(given)
+    return {"options": " ".join(settings)}
+
+
+def _pg_engine(url: str, plan: PoolPlan) -> sa.Engine:
+    size = plan.size or 30
+    kept = min(size, KEPT_CONNECTIONS)
+    return sa.create_engine(
+        url,
+        pool_size=kept,
+        max_overflow=size - kept,
+        pool_timeout=plan.timeout,
+        pool_pre_ping=True,
+        hide_parameters=True,
+        connect_args=_pg_options(sa.make_url(url), plan),
+    )
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -23,6 +116,11 @@ def create_engine(url: str) -> sa.Engine:
     execution option ``immediate=True`` start with ``BEGIN IMMEDIATE``, taking the write lock up
     front, so concurrent writers queue instead of failing on a lock upgrade.
 
+    PostgreSQL: a pool sized by this process's :class:`PoolPlan` (:func:`configure`), each
+    connection checked before use (``pool_pre_ping``) and opened with the plan's statement
+    and lock timeouts; a statement past them is cancelled by the server, and the caller gets
+    ``store_unavailable`` saying so rather than waiting on it.
+
     The database holds every service's webhook signing secret: the SQLite file (and so its
     ``-wal`` and ``-shm``, which SQLite creates with the database's mode) is ``0600`` in a
     folder created ``0700``, and no engine puts SQL parameters (trigger bodies, secrets) into
@@ -31,9 +129,7 @@ def create_engine(url: str) -> sa.Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
     if not url.startswith("sqlite"):
-        return sa.create_engine(
-            url, pool_size=10, max_overflow=20, pool_pre_ping=True, hide_parameters=True
-        )
+        return _pg_engine(url, _plan)
     path = sa.make_url(url).database
     if path and path != ":memory:" and not path.startswith("file:"):
         private_file(Path(path))
@@ -113,10 +209,29 @@ def unavailable(exc: BaseException) -> GenhookError | None:
     if not mapped:
         return None
     return GenhookError(
-        ErrorCode.STORE_UNAVAILABLE,
-        "the database does not answer or cannot write now; nothing was changed, try again",
-        retry_after=STORE_RETRY_AFTER,
+        ErrorCode.STORE_UNAVAILABLE, _why(exc, state), retry_after=STORE_RETRY_AFTER
     )
+
+
+def _why(exc: BaseException, state: str) -> str:
+    """The ``store_unavailable`` description: a timeout of this process's names its setting."""
+    if isinstance(exc, sa.exc.TimeoutError):
+        return (
+            f"no database connection came free within {_plan.timeout:g} s "
+            "(GENHOOK_DB_POOL_TIMEOUT); nothing was changed, try again"
+        )
+    if state == "57014" and "statement timeout" in str(getattr(exc, "orig", exc)):
+        return (
+            f"the database did not finish within {_plan.statement_timeout:g} s "
+            "(GENHOOK_DB_STATEMENT_TIMEOUT) and cancelled the statement; nothing was changed, "
+            "try again"
+        )
+    if state == "55P03":
+        return (
+            f"a database lock was not granted within {_plan.lock_timeout:g} s "
+            "(GENHOOK_DB_LOCK_TIMEOUT); nothing was changed, try again"
+        )
+    return "the database does not answer or cannot write now; nothing was changed, try again"
 
 
 def describe(exc: BaseException) -> str:
