@@ -64,6 +64,13 @@ class LocalStorage:
         path = self.root / job_id / filename
         return path if path.is_file() else None
 
+    def delete_job(self, job_id: str) -> None:
+        """Remove every file of a job, published and staged (a purge); a second call, or a job
+        that never stored anything, does nothing."""
+        if not _SAFE.match(job_id):
+            raise ValueError(f"not a job id: {job_id!r}")
+        shutil.rmtree(self.root / job_id, ignore_errors=True)
+
     def _job_dir(self, job_id: str) -> Path:
         private_dir(self.root)
         return private_dir(self.root / job_id)
