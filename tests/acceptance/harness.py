@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -21,6 +22,8 @@ from typing import Any
 import httpx
 import sqlalchemy as sa
 from standardwebhooks.webhooks import Webhook
+
+from tests.databases import database_url
 
 ROOT = Path(__file__).resolve().parents[2]
 GENHOOK = str(Path(sys.executable).with_name("genhook"))
@@ -212,12 +215,35 @@ def verify(secret: str, call: Received) -> Any:
     return Webhook(secret).verify(call.body, call.headers)
 
 
-class Genhook:
-    """A data dir, its workflows and service, and `genhook serve` / `genhook worker` processes."""
+DATABASES = ("sqlite", "postgresql")
+"""The stores every acceptance test runs on (the ``db_kind`` fixture's parameters)."""
 
-    def __init__(self, tmp: Path, **env: str) -> None:
+
+def database_kind(url: str) -> str:
+    """``sqlite`` or ``postgresql``: the kind of database ``url`` names."""
+    return "sqlite" if url.startswith("sqlite") else "postgresql"
+
+
+class Genhook:
+    """A data dir, its workflows and service, and `genhook serve` / `genhook worker` processes.
+
+    ``database``: ``sqlite`` (the default: genhook's own file under the data dir) or
+    ``postgresql`` (a fresh database on the test server, dropped by :meth:`close`). A
+    ``GENHOOK_DATABASE_URL`` given in ``env`` wins over both. :attr:`database_url` is the
+    database in use, whichever it is; :meth:`rows` queries it."""
+
+    def __init__(self, tmp: Path, database: str = "sqlite", **env: str) -> None:
         self.tmp = tmp
         self.port = free_port()
+        self._resources = ExitStack()
+        url = env.get("GENHOOK_DATABASE_URL")
+        if url is None and database == "postgresql":
+            url = self._resources.enter_context(database_url("postgresql", tmp))
+            env = {**env, "GENHOOK_DATABASE_URL": url}
+        elif url is None and database != "sqlite":
+            raise ValueError(f"unknown database kind {database!r}")
+        self.database_url = url or f"sqlite:///{tmp / 'var' / 'genhook.db'}"
+        self.database = database_kind(self.database_url)
         flows = tmp / "flows"
         flows.mkdir(parents=True, exist_ok=True)
         for path in (ROOT / "workflows").glob("*.yaml"):
@@ -248,14 +274,11 @@ class Genhook:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.clients: list[httpx.Client] = []
         self.logfiles: list[Any] = []
-        created = subprocess.run(
-            [GENHOOK, "services", "create", "shop"],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
+        try:
+            created = self.cli("services", "create", "shop")
+        except BaseException:
+            self._resources.close()
+            raise
         self.service = json.loads(created.stdout)
         self.key = self.service["api_key"]
         self.secret = self.service["webhook_secret"]
@@ -264,30 +287,39 @@ class Genhook:
             base_url=self.base, headers={"Authorization": f"Bearer {self.key}"}, timeout=30
         )
 
+    def cli(self, *args: str) -> subprocess.CompletedProcess[str]:
+        """``genhook ARGS`` on this install, as an operator runs it (must exit 0)."""
+        return subprocess.run(
+            [GENHOOK, *args], env=self.env, capture_output=True, text=True, timeout=120, check=True
+        )
+
     def new_service(self, name: str, *flags: str) -> httpx.Client:
         """Another service of this install, made with `genhook services create`; its client
         (closed by :meth:`close`)."""
-        created = subprocess.run(
-            [GENHOOK, "services", "create", name, *flags],
-            env=self.env,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=True,
-        )
-        key = json.loads(created.stdout)["api_key"]
+        key = json.loads(self.cli("services", "create", name, *flags).stdout)["api_key"]
         client = httpx.Client(
             base_url=self.base, headers={"Authorization": f"Bearer {key}"}, timeout=30
         )
         self.clients.append(client)
         return client
 
+    def engine(self) -> sa.Engine:
+        """A SQLAlchemy engine on this install's database (the caller disposes of it)."""
+        url = self.database_url
+        if url.startswith("postgresql://"):
+            url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+        if url.startswith("sqlite"):
+            return sa.create_engine(url, connect_args={"timeout": 30})
+        return sa.create_engine(url, poolclass=sa.pool.NullPool)
+
     def rows(self, sql: str, **params: Any) -> list[dict[str, Any]]:
-        """What a query over the SQLite database under the data dir returns."""
-        engine = sa.create_engine(f"sqlite:///{self.tmp / 'var' / 'genhook.db'}")
+        """What a query (``:name`` parameters) over this install's database returns, on SQLite
+        or PostgreSQL; a statement that returns no rows is committed and gives ``[]``."""
+        engine = self.engine()
         try:
-            with engine.connect() as conn:
-                return [dict(r) for r in conn.execute(sa.text(sql), params).mappings()]
+            with engine.begin() as conn:
+                result = conn.execute(sa.text(sql), params)
+                return [dict(r) for r in result.mappings()] if result.returns_rows else []
         finally:
             engine.dispose()
 
@@ -350,3 +382,4 @@ class Genhook:
                 proc.wait()
         for log in self.logfiles:
             log.close()
+        self._resources.close()  # a PostgreSQL database of its own is dropped
