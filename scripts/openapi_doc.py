@@ -208,6 +208,8 @@ def _status_rows() -> list[str]:
         405: "The route exists but not with this method.",
         409: "The `Idempotency-Key` was used within 24 h with another body; or the job to "
         "cancel has already ended.",
+        410: "The job ended longer ago than its service's retention and was purged "
+        "(`GET /v1/jobs/{job_id}`), or the asset's job was ([retention](retention.md)).",
         413: "The body is larger than `GENHOOK_MAX_BODY_BYTES` (256 KiB by default).",
         415: "The body declares a `Content-Type` that is not JSON (`application/json` or "
         "`application/*+json`) on `POST .../runs` or `.../dry-run`; a body sent without "

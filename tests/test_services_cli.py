@@ -30,6 +30,7 @@ LISTED = {
     "on_budget",
     "queue_limit",
     "test",
+    "retention",
     "paused",
     "created_at",
 }
@@ -80,6 +81,8 @@ def test_create_with_every_flag_is_listed_without_key_or_secret(genhook: Genhook
             "--queue-limit",
             "40",
             "--test",
+            "--retention",
+            "7d",
         )
     )
     ok(genhook("services", "create", "crm"))
@@ -99,13 +102,14 @@ def test_create_with_every_flag_is_listed_without_key_or_secret(genhook: Genhook
         "on_budget": "fail",
         "queue_limit": 40,
         "test": True,
+        "retention": "7d",
         "paused": False,
         "created_at": shop["created_at"],
     }
     assert shop["created_at"].endswith("Z")
     crm = listed[0]
     assert (crm["rate_limit"], crm["daily_budget"], crm["on_budget"]) == (None, None, "hold")
-    assert (crm["queue_limit"], crm["test"]) == (None, False)
+    assert (crm["queue_limit"], crm["test"], crm["retention"]) == (None, False, None)
     assert made["api_key"] not in listing.stdout and "whsec_" not in listing.stdout
 
 

@@ -69,6 +69,9 @@ class ErrorCode(StrEnum):
     SERVICE_NOT_FOUND = "service_not_found"
     ENDPOINT_DISABLED = "endpoint_disabled"
     DELIVERY_EXHAUSTED = "delivery_exhausted"
+    # retention
+    JOB_EXPIRED = "job_expired"
+    ASSET_EXPIRED = "asset_expired"
 
 
 @dataclass(frozen=True)
@@ -209,6 +212,14 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.DELIVERY_EXHAUSTED: ErrorSpec(
         "The callback used up GENHOOK_DELIVERY_SCHEDULE without a 2xx answer.", False
+    ),
+    ErrorCode.JOB_EXPIRED: ErrorSpec(
+        "The job ended longer ago than its service's retention and was purged with its "
+        "payload and assets (HTTP 410).",
+        False,
+    ),
+    ErrorCode.ASSET_EXPIRED: ErrorSpec(
+        "The asset's job was purged by retention; its files are deleted (HTTP 410).", False
     ),
 }
 

@@ -29,6 +29,7 @@ def run_sender(runtime: Runtime, concurrency: int) -> None:
 async def _deliver(runtime: Runtime, concurrency: int) -> None:
     from genhook.delivery.outbox import Outbox
     from genhook.delivery.sender import DeliverySender
+    from genhook.retention import background_purge
 
     settings = runtime.settings
     stop = asyncio.Event()
@@ -56,7 +57,8 @@ async def _deliver(runtime: Runtime, concurrency: int) -> None:
     log.info("sender process %s: up to %s deliveries in flight", os.getpid(), concurrency)
     task = asyncio.create_task(outbox.run(stop))
     try:
-        await stop.wait()
+        async with background_purge(runtime):  # retention, also where roles are split
+            await stop.wait()
     finally:
         stop.set()
         runtime.deliveries_signal.notify()

@@ -63,6 +63,7 @@ def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lif
     async def lifespan(app: Any) -> AsyncIterator[None]:
         from genhook.delivery.outbox import Outbox
         from genhook.delivery.sender import DeliverySender
+        from genhook.retention import background_purge
 
         stop_outbox = asyncio.Event()
         hub = _open_hub(runtime)
@@ -87,7 +88,8 @@ def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lif
             )
             outbox_task = asyncio.create_task(outbox.run(stop_outbox))
         try:
-            yield
+            async with background_purge(runtime):  # retention (GENHOOK_PURGE_INTERVAL)
+                yield
         finally:
             stop_outbox.set()
             runtime.deliveries_signal.notify()

@@ -35,6 +35,8 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_STREAMS: 429,
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.SERVICE_NOT_FOUND: 404,
+    ErrorCode.JOB_EXPIRED: 410,
+    ErrorCode.ASSET_EXPIRED: 410,
     ErrorCode.MALFORMED_REQUEST: 400,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.HEADERS_TOO_LARGE: 431,

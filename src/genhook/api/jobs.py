@@ -16,6 +16,7 @@ from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, sse_ev
 from genhook.api.views import job_view
 from genhook.contract.completion import job_failure_payload
 from genhook.errors import ErrorCode, GenhookError
+from genhook.retention import expired_job
 from genhook.status import TERMINAL, JobStatus
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -27,7 +28,10 @@ def get_job(job_id: str, request: Request) -> dict[str, Any]:
     service = service_of(request)
     runtime = runtime_of(request)
     store = api_store(runtime)
-    job = owned(store.job(job_id), service)
+    found = store.job(job_id)
+    if found is None:  # 410 job_expired when retention purged it
+        expired_job(store, job_id, lambda tombstone: owned(tombstone, service))
+    job = owned(found, service)
     return job_view(
         job,
         store.attempts(job_id),

@@ -14,8 +14,8 @@ from genhook.api.auth import api_store, runtime_of, service_of
 from genhook.api.errors import RESPONSES
 from genhook.backends.base import BackendStatus, probe
 from genhook.contract.schema import completion_schema
-from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import Breaker, BreakerState
+from genhook.retention import expired_asset
 from genhook.runtime import Runtime
 
 router = APIRouter(responses=RESPONSES)
@@ -70,9 +70,10 @@ def asset(job_id: str, filename: str, request: Request) -> Response:
     """The file behind an ``asset_url``, with its Content-Type, ``ETag`` (its SHA-256, as in the
     payload) and ``Cache-Control``; ``HEAD``, ``Range`` (206, 416) and ``If-None-Match`` (304)
     work as HTTP says. Asset URLs are unguessable."""
-    path = runtime_of(request).storage.path(job_id, filename)
-    if path is None:
-        raise GenhookError(ErrorCode.NOT_FOUND, "no such asset")
+    runtime = runtime_of(request)
+    path = runtime.storage.path(job_id, filename)
+    if path is None:  # 410 asset_expired when retention purged its job
+        raise expired_asset(api_store(runtime), job_id)
     return asset_response(path, filename, request.headers.get("if-none-match"))
 
 

@@ -2,10 +2,18 @@
 
 from __future__ import annotations
 
-from genhook.cli import engine_cmds, ops_cmds, sender_cmds, service_cmds
+from genhook.cli import engine_cmds, ops_cmds, purge_cmds, sender_cmds, service_cmds
 from genhook.cli.base import cli
 
-__all__ = ["cli", "engine_cmds", "main", "ops_cmds", "sender_cmds", "service_cmds"]
+__all__ = [
+    "cli",
+    "engine_cmds",
+    "main",
+    "ops_cmds",
+    "purge_cmds",
+    "sender_cmds",
+    "service_cmds",
+]
 
 
 def main() -> None:

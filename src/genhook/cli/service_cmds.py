@@ -170,6 +170,13 @@ def _setting_options(update: bool) -> Callable[[Callable[..., None]], Callable[.
             f"GENHOOK_QUEUE_LIMIT, 10,000){' (none: the default)' if update else ''}.",
         ),
         click.option(
+            "--retention",
+            default=None,
+            metavar="DURATION",
+            help="How long its ended jobs, payloads and assets are kept, e.g. 30d or 12h "
+            f"(default GENHOOK_RETENTION, 30d){' (none: the default)' if update else ''}.",
+        ),
+        click.option(
             "--test/--no-test" if update else "--test",
             is_flag=True,
             default=None if update else False,
@@ -280,6 +287,7 @@ def service_view(service: Service) -> dict[str, Any]:
         "on_budget": service.on_budget,
         "queue_limit": service.queue_limit,
         "test": service.sandbox,
+        "retention": service.retention,
         "paused": service.paused_at is not None,
         "created_at": iso(service.created_at),
     }

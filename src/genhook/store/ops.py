@@ -168,6 +168,7 @@ class ServiceSummary:
     failed_deliveries: int
     disabled_endpoints: tuple[str, ...]
     workflows: tuple[WorkflowSummary, ...]
+    retention: str | None = None  # its own retention (None: GENHOOK_RETENTION)
 
     @property
     def paused(self) -> bool:
@@ -210,6 +211,7 @@ class ServiceSummary:
             "failed_deliveries": self.failed_deliveries,
             "disabled_endpoints": list(self.disabled_endpoints),
             "totals": self.totals.as_dict(),
+            "retention": self.retention,
         }
 
 
@@ -418,6 +420,7 @@ class OpsStore(StoreBase):
                 failed_deliveries=int(failed.get(s["id"], 0)),
                 disabled_endpoints=tuple(disabled.get(s["id"], ())),
                 workflows=tuple(figures.get(s["id"], ())),
+                retention=s["retention"],
             )
             for s in rows
         )

@@ -31,6 +31,7 @@ from genhook.store.records import (
     Service,
     StoredJob,
 )
+from genhook.store.retention import PurgedJob
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
 
@@ -188,6 +189,8 @@ class ApiStore(Protocol):
     ) -> tuple[StoredJob, bool]: ...
 
     def job(self, job_id: str) -> StoredJob | None: ...
+
+    def purged_job(self, job_id: str) -> PurgedJob | None: ...
 
     def paused(self, service_id: str) -> bool: ...
 

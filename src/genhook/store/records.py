@@ -38,6 +38,7 @@ class Service:
     previous_secret: str | None = field(default=None, repr=False)
     previous_secret_until: float | None = None
     key_rotated_at: float | None = None
+    retention: str | None = None  # e.g. "30d"; None: GENHOOK_RETENTION
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any]) -> Service:
@@ -58,6 +59,7 @@ class Service:
             previous_secret=row["previous_secret"],
             previous_secret_until=row["previous_secret_until"],
             key_rotated_at=row["key_rotated_at"],
+            retention=row.get("retention"),
         )
 
 

@@ -48,6 +48,8 @@ services = sa.Table(
     # the last rate_seq and start_seq given to one of its jobs
     sa.Column("rate_seq", sa.Integer, nullable=False, server_default="0"),
     sa.Column("start_seq", sa.Integer, nullable=False, server_default="0"),
+    # how long its ended jobs, payloads and assets are kept, e.g. "30d" (None: GENHOOK_RETENTION)
+    sa.Column("retention", sa.String(40), nullable=True),
 )
 
 jobs = sa.Table(
@@ -121,6 +123,14 @@ sa.Index(
     postgresql_where=jobs.c.status == JobStatus.RUNNING,
 )
 sa.Index("ix_jobs_service_external", jobs.c.service_id, jobs.c.external_id)
+# the purge: a service's ended jobs, oldest first (0007)
+sa.Index(
+    "ix_jobs_service_finished",
+    jobs.c.service_id,
+    jobs.c.finished_at,
+    sqlite_where=jobs.c.finished_at.is_not(None),
+    postgresql_where=jobs.c.finished_at.is_not(None),
+)
 # the fair claim: per service, its claimable jobs in priority order, then by eligible_at
 sa.Index(
     "ix_jobs_service_claimable",
@@ -349,6 +359,25 @@ job_rollups = sa.Table(
 )
 # a window's roll-ups (every service's last hours) are a range of buckets
 sa.Index("ix_job_rollups_bucket", job_rollups.c.bucket)
+
+# one compact row per job that retention purged (0007): its URLs answer 410 Gone, not 404, and
+# its assets are deleted after the purge's transaction commits (assets_deleted_at None: still to
+# do, also after a crash in between). Kept a year (genhook.retention.TOMBSTONE_SECONDS)
+purged_jobs = sa.Table(
+    "purged_jobs",
+    metadata,
+    sa.Column("job_id", sa.String(40), primary_key=True),
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("finished_at", Time, nullable=True),
+    sa.Column("purged_at", Time, nullable=False, index=True),
+    sa.Column("assets_deleted_at", Time, nullable=True),
+)
+sa.Index(
+    "ix_purged_jobs_assets_pending",
+    purged_jobs.c.purged_at,
+    sqlite_where=purged_jobs.c.assets_deleted_at.is_(None),
+    postgresql_where=purged_jobs.c.assets_deleted_at.is_(None),
+)
 
 
 def claimable(column: sa.ColumnElement[str] = jobs.c.status) -> sa.ColumnElement[bool]:

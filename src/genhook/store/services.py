@@ -28,7 +28,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
-from genhook.config_values import parse_rate
+from genhook.config_values import parse_duration, parse_rate
 from genhook.delivery.signing import new_secret
 from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
@@ -40,7 +40,7 @@ log = logging.getLogger(__name__)
 
 ON_BUDGET = ("hold", "fail")
 """What a job that the daily budget cannot cover does: wait for the next day, or fail."""
-SETTINGS = ("rate_limit", "daily_budget", "on_budget", "queue_limit", "sandbox")
+SETTINGS = ("rate_limit", "daily_budget", "on_budget", "queue_limit", "sandbox", "retention")
 """The service settings an operator sets at creation and changes with ``update_service``."""
 EPOCH_SUFFIX = "-key-epoch"
 """The key epoch's file: the SQLite database's name plus this."""
@@ -78,6 +78,10 @@ def check_settings(changes: Mapping[str, Any]) -> dict[str, Any]:
             raise ValueError(f"{flag}: must be hold or fail, not {value!r}")
         elif name == "sandbox":
             value = bool(value)
+        elif name == "retention" and value is not None:
+            value = str(value).strip()
+            if not parse_duration(value) > 0:
+                raise ValueError(f"{flag}: must be a positive duration, e.g. 30d or 12h")
         checked[name] = value
     return checked
 
@@ -210,6 +214,7 @@ class ServiceStore(StoreBase):
         on_budget: str = "hold",
         queue_limit: int | None = None,
         sandbox: bool = False,
+        retention: str | None = None,
     ) -> dict[str, str]:
         """A new requesting service; its API key is returned here once and stored hashed."""
         settings = check_settings(
@@ -219,6 +224,7 @@ class ServiceStore(StoreBase):
                 "on_budget": on_budget,
                 "queue_limit": queue_limit,
                 "sandbox": sandbox,
+                "retention": retention,
             }
         )
         api_key = new_api_key()

@@ -12,10 +12,11 @@ from genhook.store.base import Row
 from genhook.store.deliveries import DeliveryStore
 from genhook.store.jobs import JobStore, Lease
 from genhook.store.ops import OpsStore
+from genhook.store.retention import RetentionStore
 from genhook.store.services import ServiceStore, key_hash
 
 __all__ = ["TERMINAL", "Lease", "Row", "Store", "key_hash"]
 
 
-class Store(JobStore, DeliveryStore, ServiceStore, OpsStore):
+class Store(JobStore, DeliveryStore, ServiceStore, OpsStore, RetentionStore):
     """Jobs, attempts, events, services and the delivery outbox, on SQLite or PostgreSQL."""

@@ -1,0 +1,260 @@
+"""Retention's part of the store: which ended jobs are past their service's retention, removing
+them with everything that belongs to them in bounded transactions, and the tombstones that
+remember them.
+
+One purge batch is one write transaction of at most ``limit`` jobs: the jobs are chosen oldest
+first on ``ix_jobs_service_finished`` and locked ``FOR UPDATE SKIP LOCKED`` (PostgreSQL), so
+that purgers in many processes at once take disjoint batches and none waits for another (nor
+for a worker, the outbox or the API holding one of those rows: that job waits for the next
+pass). The deliveries of the chosen jobs are locked the same way and read again under their
+locks, so a replay that made one pending meanwhile keeps its job. SQLite has one writer at a
+time (``BEGIN IMMEDIATE``), so there the batch is simply the transaction.
+
+In that transaction go the job's attempts, its events, its deliveries and their attempt log,
+and the job row itself (its input, its completion payload, its idempotency key and dedup key,
+which are columns of the row); a ``purged_jobs`` row takes its place. Its asset files are
+deleted after the commit (see :mod:`genhook.retention`); ``assets_deleted_at`` records that,
+so a process that died in between leaves a to-do, not an orphan. The hourly roll-ups, the
+credit ledger and the operator event log hold no job's data and stay.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from genhook.status import TERMINAL, DeliveryStatus
+from genhook.store.base import StoreBase
+from genhook.store.schema import (
+    attempts,
+    deliveries,
+    delivery_attempts,
+    events,
+    jobs,
+    purged_jobs,
+    services,
+)
+
+UNSENT = (DeliveryStatus.PENDING, DeliveryStatus.SENDING)
+"""A job with a delivery in one of these is kept, whatever its age: its callback is still due."""
+PURGED_TABLES = ("jobs", "job_attempts", "job_events", "deliveries", "delivery_attempts")
+"""What a purge counts, per table."""
+
+
+@dataclass(frozen=True, slots=True)
+class PurgedJob:
+    """The tombstone of a job that retention removed."""
+
+    job_id: str
+    service_id: str
+    finished_at: float | None
+    purged_at: float
+
+    @classmethod
+    def from_row(cls, row: Any) -> PurgedJob:
+        return cls(row.job_id, row.service_id, row.finished_at, row.purged_at)
+
+
+@dataclass(frozen=True, slots=True)
+class Policy:
+    """One service's retention: its ended jobs older than ``seconds`` go."""
+
+    service_id: str
+    service: str
+    seconds: float
+    own: bool  # the service's own setting (False: the default)
+
+
+def _ended_before(service_id: str, cutoff: float) -> sa.ColumnElement[bool]:
+    """The service's ended jobs that finished before ``cutoff`` and owe no callback."""
+    unsent = (
+        sa.select(deliveries.c.id)
+        .where(deliveries.c.job_id == jobs.c.id, deliveries.c.status.in_(list(UNSENT)))
+        .exists()
+    )
+    return sa.and_(
+        jobs.c.service_id == service_id,
+        jobs.c.finished_at.is_not(None),
+        jobs.c.finished_at < cutoff,
+        jobs.c.status.in_(sorted(str(s) for s in TERMINAL)),
+        ~unsent,
+    )
+
+
+class RetentionStore(StoreBase):
+    """Purging ended jobs past their retention, and the tombstones of purged jobs."""
+
+    def retention_policies(self, default_seconds: float) -> list[Policy]:
+        """Every service's retention, by name (its own ``retention``, else ``default_seconds``);
+        a stored value that no longer parses counts as the default."""
+        from genhook.config_values import parse_duration
+
+        with self._read() as conn:
+            rows = conn.execute(
+                sa.select(services.c.id, services.c.name, services.c.retention).order_by(
+                    services.c.name
+                )
+            ).all()
+        policies = []
+        for row in rows:
+            seconds, own = default_seconds, False
+            if row.retention:
+                with contextlib.suppress(ValueError):
+                    seconds, own = parse_duration(row.retention), True
+            policies.append(Policy(row.id, row.name, seconds, own))
+        return policies
+
+    def purge_batch(self, service_id: str, cutoff: float, limit: int) -> dict[str, Any]:
+        """Purge at most ``limit`` of the service's ended jobs that finished before ``cutoff``
+        and owe no callback, oldest first, in one transaction; a tombstone for each. Returns
+        the purged ids (``job_ids``) and the rows removed per table (``PURGED_TABLES``)."""
+        now = self.clock.now()
+        with self._write() as conn:
+            chosen = list(
+                conn.execute(
+                    sa.select(jobs.c.id, jobs.c.finished_at)
+                    .where(_ended_before(service_id, cutoff))
+                    .order_by(jobs.c.finished_at, jobs.c.id)
+                    .limit(limit)
+                    .with_for_update(of=jobs, skip_locked=True)
+                ).all()
+            )
+            if not chosen:
+                return {"job_ids": [], **dict.fromkeys(PURGED_TABLES, 0)}
+            ids = [r.id for r in chosen]
+            # their deliveries, each read again under its lock: one that a replay made pending
+            # (or that another transaction holds now) keeps its job for the next pass
+            all_deliveries = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.job_id).where(deliveries.c.job_id.in_(ids))
+            ).all()
+            locked = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.job_id, deliveries.c.status)
+                .where(deliveries.c.job_id.in_(ids))
+                .with_for_update(skip_locked=True)
+            ).all()
+            seen = {r.id for r in locked}
+            keep = {r.job_id for r in all_deliveries if r.id not in seen}
+            keep |= {r.job_id for r in locked if r.status in UNSENT}
+            gone = [r for r in chosen if r.id not in keep]
+            ids = [r.id for r in gone]
+            if not ids:
+                return {"job_ids": [], **dict.fromkeys(PURGED_TABLES, 0)}
+            delivery_ids = [r.id for r in locked if r.job_id not in keep]
+            counts = {"delivery_attempts": 0, "deliveries": 0}
+            if delivery_ids:
+                counts["delivery_attempts"] = conn.execute(
+                    delivery_attempts.delete().where(
+                        delivery_attempts.c.delivery_id.in_(delivery_ids)
+                    )
+                ).rowcount
+                counts["deliveries"] = conn.execute(
+                    deliveries.delete().where(deliveries.c.id.in_(delivery_ids))
+                ).rowcount
+            counts["job_attempts"] = conn.execute(
+                attempts.delete().where(attempts.c.job_id.in_(ids))
+            ).rowcount
+            counts["job_events"] = conn.execute(
+                events.delete().where(events.c.job_id.in_(ids))
+            ).rowcount
+            counts["jobs"] = conn.execute(jobs.delete().where(jobs.c.id.in_(ids))).rowcount
+            conn.execute(
+                purged_jobs.insert(),
+                [
+                    {
+                        "job_id": r.id,
+                        "service_id": service_id,
+                        "finished_at": r.finished_at,
+                        "purged_at": now,
+                        "assets_deleted_at": None,
+                    }
+                    for r in gone
+                ],
+            )
+        return {"job_ids": ids, **counts}
+
+    def count_expired(self, service_id: str, cutoff: float) -> dict[str, int]:
+        """What :meth:`purge_batch` would remove of the service now, over every batch, per
+        table (``genhook purge --dry-run``); nothing is changed."""
+        chosen = sa.select(jobs.c.id).where(_ended_before(service_id, cutoff)).subquery()
+        their_deliveries = sa.select(deliveries.c.id).where(
+            deliveries.c.job_id.in_(sa.select(chosen.c.id))
+        )
+        with self._read() as conn:
+            return {
+                "jobs": conn.execute(sa.select(sa.func.count()).select_from(chosen)).scalar_one(),
+                "job_attempts": _count(
+                    conn, attempts, attempts.c.job_id.in_(sa.select(chosen.c.id))
+                ),
+                "job_events": _count(conn, events, events.c.job_id.in_(sa.select(chosen.c.id))),
+                "deliveries": _count(
+                    conn, deliveries, deliveries.c.job_id.in_(sa.select(chosen.c.id))
+                ),
+                "delivery_attempts": _count(
+                    conn, delivery_attempts, delivery_attempts.c.delivery_id.in_(their_deliveries)
+                ),
+            }
+
+    def assets_to_delete(self, limit: int) -> list[str]:
+        """Purged jobs whose asset files are not known to be deleted yet, oldest first."""
+        with self._read() as conn:
+            return list(
+                conn.execute(
+                    sa.select(purged_jobs.c.job_id)
+                    .where(purged_jobs.c.assets_deleted_at.is_(None))
+                    .order_by(purged_jobs.c.purged_at, purged_jobs.c.job_id)
+                    .limit(limit)
+                ).scalars()
+            )
+
+    def assets_deleted(self, job_ids: Sequence[str]) -> int:
+        """Record that the purged jobs' asset files are gone."""
+        if not job_ids:
+            return 0
+        with self._write() as conn:
+            return int(
+                conn.execute(
+                    purged_jobs.update()
+                    .where(
+                        purged_jobs.c.job_id.in_(list(job_ids)),
+                        purged_jobs.c.assets_deleted_at.is_(None),
+                    )
+                    .values(assets_deleted_at=self.clock.now())
+                ).rowcount
+            )
+
+    def forget_purged(self, before: float, limit: int) -> int:
+        """Remove up to ``limit`` tombstones of jobs purged before ``before`` whose assets are
+        gone (their URLs then answer 404 instead of 410); how many."""
+        with self._write() as conn:
+            old = (
+                sa.select(purged_jobs.c.job_id)
+                .where(
+                    purged_jobs.c.purged_at < before,
+                    purged_jobs.c.assets_deleted_at.is_not(None),
+                )
+                .order_by(purged_jobs.c.purged_at)
+                .limit(limit)
+                .with_for_update(skip_locked=True)
+            )
+            ids = list(conn.execute(old).scalars())
+            if not ids:
+                return 0
+            return int(
+                conn.execute(purged_jobs.delete().where(purged_jobs.c.job_id.in_(ids))).rowcount
+            )
+
+    def purged_job(self, job_id: str) -> PurgedJob | None:
+        """The tombstone of ``job_id`` if retention purged it (and it is not forgotten yet)."""
+        with self._read() as conn:
+            row = conn.execute(sa.select(purged_jobs).where(purged_jobs.c.job_id == job_id)).first()
+        return None if row is None else PurgedJob.from_row(row)
+
+
+def _count(conn: sa.Connection, table: sa.Table, where: sa.ColumnElement[bool]) -> int:
+    return int(
+        conn.execute(sa.select(sa.func.count()).select_from(table).where(where)).scalar_one()
+    )
