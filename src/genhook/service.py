@@ -16,14 +16,18 @@ import contextlib
 import errno
 import gc
 import logging
+import math
 import os
 import signal
 import socket
+import sys
 import threading
 from collections.abc import AsyncIterator
+from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from genhook import metrics
+from genhook.health import FORCED_EXIT, HealthServer, Shutdown, handle_signals, healthz, readiness
 from genhook.runtime import Runtime
 from genhook.supervisor import WorkerProcesses, die_with_parent, parent_gone, worker_env
 from genhook.wakeup import WakeupChannel, open_channel, worker_role
@@ -56,19 +60,36 @@ def bind(host: str, port: int) -> socket.socket:
     return sock
 
 
-def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lifespan:
-    """The API process's background parts, started with the app and stopped after it."""
+SUPERVISOR_GRACE = 10.0
+"""Seconds past the shutdown bound that ``serve`` gives its workers to hand back their jobs and
+exit, before it kills what is left."""
+
+
+def hub_lifespan(
+    runtime: Runtime, *, workers: int, deliver: bool = True, shutdown: Shutdown | None = None
+) -> Lifespan:
+    """The API process's background parts, started with the app and stopped after it.
+
+    When ``shutdown`` begins (the first SIGTERM), the workers are told at once and the outbox
+    stops claiming, while the server drains its connections; each has until the shutdown's
+    deadline (the workers ``SUPERVISOR_GRACE`` more to hand back and exit)."""
+    shutdown = shutdown or Shutdown(runtime.settings.shutdown_seconds)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Any) -> AsyncIterator[None]:
         from genhook.delivery.outbox import Outbox
         from genhook.delivery.sender import DeliverySender
         from genhook.retention import background_purge
+        from genhook.sender_role import finish_outbox
 
+        loop = asyncio.get_running_loop()
         stop_outbox = asyncio.Event()
         hub = _open_hub(runtime)
         processes = WorkerProcesses(workers, worker_env(runtime.settings.public_url))
         processes.start()
+        shutdown.on_begin(processes.signal_all)
+        shutdown.on_force(processes.signal_all)  # their second signal: they exit at once
+        shutdown.on_begin(lambda: _soon(loop, stop_outbox.set))
         outbox_task = None
         sender = DeliverySender(
             timeout=runtime.settings.delivery_timeout,
@@ -91,15 +112,21 @@ def hub_lifespan(runtime: Runtime, *, workers: int, deliver: bool = True) -> Lif
             async with background_purge(runtime):  # retention (GENHOOK_PURGE_INTERVAL)
                 yield
         finally:
+            shutdown.begin()
             stop_outbox.set()
             runtime.deliveries_signal.notify()
-            await asyncio.to_thread(processes.stop)
+            await asyncio.to_thread(processes.stop, shutdown.remaining() + SUPERVISOR_GRACE)
             if outbox_task is not None:
-                await outbox_task
+                await finish_outbox(outbox_task, outbox, sender, shutdown.remaining())
                 await sender.close()
             hub.close()
 
     return lifespan
+
+
+def _soon(loop: asyncio.AbstractEventLoop, call: Any) -> None:
+    """``call()`` on ``loop``'s thread (from a signal handler or another thread)."""
+    loop.call_soon_threadsafe(call)
 
 
 def _open_hub(runtime: Runtime) -> WakeupChannel:
@@ -120,13 +147,15 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
     settings = runtime.settings
     # every process of this tree counts into one emptied folder; workers inherit the variable
     metrics.enable_multiprocess(metrics.prepare_multiprocess_dir(settings.data_dir))
-    app = create_app(runtime, lifespan=hub_lifespan(runtime, workers=workers))
+    shutdown = Shutdown(settings.shutdown_seconds)
+    app = create_app(runtime, lifespan=hub_lifespan(runtime, workers=workers, shutdown=shutdown))
+    app.state.shutdown = shutdown  # /readyz answers shutting_down from the first signal
     config = uvicorn.Config(
         app,
         http=guarded_http(settings),
         log_level="warning",
         access_log=False,
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=max(1, math.ceil(shutdown.seconds)),
         timeout_keep_alive=int(max(1, settings.keepalive_timeout)),
         server_header=False,
     )
@@ -134,7 +163,21 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
     # reach: full collections over them paused the API for ~100 ms every ~10 s under load
     gc.collect()
     gc.freeze()
-    uvicorn.Server(config).run(sockets=[sock])
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            """The first SIGTERM or SIGINT: stop accepting, drain, stop the workers and the
+            outbox (and exit 0 afterwards: uvicorn's own handler would raise the signal again).
+            The second: the workers are signalled again (they exit at once), and so does
+            this process."""
+            if shutdown.begin():
+                self.should_exit = True
+                return
+            self.force_exit = True
+            shutdown.force()
+            os._exit(FORCED_EXIT + sig)
+
+    Server(config).run(sockets=[sock])
 
 
 def adopt_parent(parent: int | None) -> bool:
@@ -149,14 +192,27 @@ def adopt_parent(parent: int | None) -> bool:
     return not parent_gone(parent)  # it may have died before the request took effect
 
 
-def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None) -> None:
+def run_worker(
+    runtime: Runtime,
+    concurrency: int,
+    *,
+    parent: int | None = None,
+    health: HealthServer | None = None,
+) -> None:
     """One worker running up to ``concurrency`` jobs at once, until SIGTERM or SIGINT, or until
-    the ``parent`` supervisor is gone; then it lets the jobs in flight end."""
+    the ``parent`` supervisor is gone; ``health``: answer ``/healthz`` and ``/readyz`` there.
+
+    Shutdown: the first signal stops claiming at once (``/readyz`` answers ``shutting_down``)
+    and lets the jobs in flight end, for at most ``GENHOOK_SHUTDOWN_SECONDS``; the jobs still
+    running then are handed back (:meth:`genhook.worker.Worker.hand_back`: another worker may
+    claim each at once, the attempt not counted) and the process exits 0 without waiting for
+    their threads. A second signal exits at once; the leases then run out as after a crash."""
     from genhook.worker import Worker, apply_backend_limits
 
+    shutdown = Shutdown(runtime.settings.shutdown_seconds)
     stop = threading.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.set())
+    shutdown.on_begin(stop.set)
+    handle_signals(shutdown)
     if not adopt_parent(parent):
         return
     channel = open_channel(runtime.settings.database_url, worker_role())
@@ -177,6 +233,11 @@ def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None)
     thread = threading.Thread(target=worker.run, args=(stop,), name="genhook-worker")
     thread.daemon = True
     thread.start()
+    if health is not None:
+        health.start(
+            lambda: healthz(runtime.store),
+            lambda: readiness(runtime, runtime.store, role="worker", shutdown=shutdown),
+        )
     log.info(
         "worker process %s: up to %s jobs at once, %s CPU slots, backend limits %s",
         os.getpid(),
@@ -187,10 +248,25 @@ def run_worker(runtime: Runtime, concurrency: int, *, parent: int | None = None)
     while not stop.wait(0.5):
         if parent_gone(parent):
             log.warning("worker process %s: its supervisor is gone; stopping", os.getpid())
-            stop.set()
+            shutdown.begin()
             break
         channel.to_hub(b"hello")  # (re)register with the API process, also after it restarts
     runtime.jobs_signal.notify()
-    thread.join(60)
+    thread.join(shutdown.remaining())
+    if thread.is_alive():
+        try:
+            if worker.hand_back():
+                channel.broadcast(b"job")  # workers elsewhere: claim them now
+        except Exception as exc:  # the store is down: the leases run out instead
+            log.warning("worker process %s: could not hand back its jobs: %s", os.getpid(), exc)
+    if health is not None:
+        health.close()
     channel.close()
+    if thread.is_alive():
+        # the handed-back jobs' threads stop at their next check and record nothing; a backend's
+        # own threads would hold the interpreter's exit, so it ends here, within the bound
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     runtime.store.close()

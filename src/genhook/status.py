@@ -43,6 +43,7 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"
     RETRYING = "retrying"
     LOST = "lost"  # its worker stopped renewing the lease
+    HANDED_BACK = "handed_back"  # its worker shut down and gave the job back (not counted)
 
 
 class DeliveryStatus(StrEnum):

@@ -20,6 +20,7 @@ want one.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import ctypes.util
 import logging
@@ -55,7 +56,10 @@ class WorkerProcesses:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         command = [sys.executable, "-m", "genhook", "worker", "--parent", str(os.getpid())]
-        return subprocess.Popen(command, env=self.env)
+        # a process group of its own: a terminal's Ctrl-C (SIGINT to the foreground group)
+        # reaches `serve` alone, which stops the workers with one SIGTERM each; were they in
+        # its group, the SIGTERM would be their second signal, which exits at once
+        return subprocess.Popen(command, env=self.env, process_group=0)
 
     def start(self) -> None:
         """Start the processes (from the watcher thread) and return once they are started."""
@@ -81,14 +85,27 @@ class WorkerProcesses:
                         )
                         self.procs[i] = self._spawn()
 
-    def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM every worker (each finishes its job), then SIGKILL what is left."""
+    def signal_all(self, sig: int = signal.SIGTERM) -> None:
+        """Send ``sig`` to every worker still running, and start no more; returns at once.
+
+        The first SIGTERM begins a worker's graceful shutdown (it claims nothing more, and
+        finishes or hands back its jobs within ``GENHOOK_SHUTDOWN_SECONDS``); a second one
+        makes it exit at once."""
         self._stopping.set()
         with self._lock:
             procs = list(self.procs)
         for proc in procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(sig)
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM every worker not signalled yet (each finishes or hands back its jobs), wait
+        up to ``timeout`` seconds for them all, then SIGKILL what is left."""
+        if not self._stopping.is_set():
+            self.signal_all(signal.SIGTERM)
+        with self._lock:
+            procs = list(self.procs)
         deadline = time.monotonic() + timeout
         for proc in procs:
             try:

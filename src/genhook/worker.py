@@ -145,6 +145,15 @@ class LeaseKeeper:
             if self._held.get(state.job_id) is state:
                 del self._held[state.job_id]
 
+    def give_up(self) -> list[str]:
+        """Stop keeping every lease now, each job's result to be dropped (the worker hands the
+        jobs back); the ids of the jobs it held."""
+        with self._cond:
+            states, self._held = list(self._held.values()), {}
+        for state in states:
+            state.lost = True  # the job's next cancel check stops it; its result is not recorded
+        return [state.job_id for state in states]
+
     @property
     def held(self) -> int:
         """Jobs whose leases it keeps now."""
@@ -306,6 +315,24 @@ class Worker:
             with self._room:
                 self._running.discard(threading.current_thread())
                 self._room.notify_all()
+
+    def hand_back(self) -> list[str]:
+        """Give back every job still running here (a shutdown past its bound): another worker
+        may claim each at once, the attempt not counted (see ``Store.hand_back``); this
+        worker's threads stop at their next cancel check and record nothing. The ids given
+        back."""
+        held = self.leases.give_up()
+        if not held:
+            return []
+        handed = self.store.hand_back(self.name, held)
+        log.warning(
+            "worker %s: handed back %d running job(s) at shutdown: %s",
+            self.name,
+            len(handed),
+            ", ".join(handed) or "none still held",
+        )
+        self.jobs_signal.notify()
+        return handed
 
     @property
     def in_flight(self) -> int:

@@ -2,21 +2,17 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
 
+from genhook import health
 from genhook.api.assets import asset_response
 from genhook.api.auth import api_store, runtime_of, service_of
 from genhook.api.errors import RESPONSES
-from genhook.backends.base import BackendStatus, probe
 from genhook.contract.schema import completion_schema
-from genhook.flow import Breaker, BreakerState
 from genhook.retention import expired_asset
-from genhook.runtime import Runtime
 
 router = APIRouter(responses=RESPONSES)
 
@@ -81,65 +77,17 @@ def asset(job_id: str, filename: str, request: Request) -> Response:
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers and can write now (a rolled-back probe write, and no
     recent failed write), else 503 with the reason: a full or read-only store is not healthy."""
-    health = api_store(runtime_of(request)).health()
-    body: dict[str, Any] = {
-        "status": "ok" if health.ok else "unavailable",
-        "database": health.answers,
-        "writable": health.writable,
-    }
-    if not health.ok:
-        body["reason"] = health.reason
-    return JSONResponse(body, status_code=200 if health.ok else 503)
-
-
-# a backend's probe answer is kept this long: /readyz is polled often, engines are not hammered
-READY_PROBE_TTL = 10.0
-_probes: dict[str, tuple[float, BackendStatus]] = {}
-_probes_lock = threading.Lock()
-
-
-def _backend_ready(runtime: Runtime, name: str, breakers: dict[str, Breaker]) -> BackendStatus:
-    """Is ``name`` ready: installed, its breaker closed, and answering its probe (cached)."""
-    state = breakers.get(name)
-    if state is not None and state.state is BreakerState.OPEN:
-        return BackendStatus(False, f"its breaker is open after {state.failures} failures")
-    now = time.monotonic()
-    with _probes_lock:
-        cached = _probes.get(name)
-    if cached is not None and now - cached[0] < READY_PROBE_TTL:
-        return cached[1]
-    backend = runtime.engine.backends.find(name)
-    status = BackendStatus(False, "not installed") if backend is None else probe(backend)
-    with _probes_lock:
-        _probes[name] = (now, status)
-    return status
-
-
-def readiness(runtime: Runtime) -> tuple[bool, dict[str, Any]]:
-    """Whether this process can take work now, and why not: the store answers and can write,
-    and at least one backend that an installed workflow uses is ready."""
-    health = api_store(runtime).health()
-    body: dict[str, Any] = {"store": {"ok": health.ok, "reason": health.reason}}
-    if not health.ok:
-        return False, {**body, "status": "unavailable", "reason": f"store: {health.reason}"}
-    breakers = api_store(runtime).breakers()
-    used = sorted({wf.backend for wf in runtime.catalog.workflows.values()})
-    backends = {name: _backend_ready(runtime, name, breakers) for name in used}
-    body["backends"] = {n: {"ready": s.ready, "detail": s.detail} for n, s in backends.items()}
-    if backends and not any(s.ready for s in backends.values()):
-        reasons = "; ".join(f"{n}: {s.detail}" for n, s in backends.items())
-        return False, {
-            **body,
-            "status": "unavailable",
-            "reason": f"no backend is ready ({reasons})",
-        }
-    return True, {**body, "status": "ready"}
+    status, body = health.healthz(api_store(runtime_of(request)))
+    return JSONResponse(body, status_code=status)
 
 
 @router.get("/readyz", summary="Readiness")
 def readyz(request: Request) -> JSONResponse:
     """200 when this process can take work now; 503 with the reason when the store does not
-    answer (or cannot write) or no configured backend that a workflow uses is ready (not
-    installed, its breaker open, or not answering a short probe; probes are cached 10 s)."""
-    ready, body = readiness(runtime_of(request))
-    return JSONResponse(body, status_code=200 if ready else 503)
+    answer (or cannot write), no configured backend that a workflow uses is ready (not
+    installed, its breaker open, or not answering a short probe; probes are cached 10 s), or
+    the process is shutting down (``shutting_down``, answered at once)."""
+    runtime = runtime_of(request)
+    shutdown = getattr(request.app.state, "shutdown", None)
+    status, body = health.readiness(runtime, api_store(runtime), shutdown=shutdown)
+    return JSONResponse(body, status_code=status)

@@ -3,6 +3,7 @@ rotate-key, rotate-secret)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import sys
 from collections.abc import Callable
@@ -24,6 +25,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.store.records import Service
 
 if TYPE_CHECKING:
+    from genhook.health import HealthServer
     from genhook.store.store import Store
 
 T = TypeVar("T")
@@ -55,11 +57,16 @@ def serve_cmd(host: str | None, port: int | None, workers: int, dev: bool) -> No
 
     Uses GENHOOK_DATABASE_URL (default: SQLite in GENHOOK_DATA_DIR, ./var) and local asset files.
     The port is bound before anything starts: a busy port is one line and exit 2. The worker
-    processes stop with the server, also when it is killed.
+    processes stop with the server, also when it is killed. SIGTERM or SIGINT: stop accepting,
+    drain, and stop the workers and the sender within GENHOOK_SHUTDOWN_SECONDS (30 s; what is
+    still running then is handed back), exit 0; a second signal exits at once.
     """
     setup_logging()
     settings = load_settings(host=host, port=port)
     from genhook.service import PortUnavailable, bind, serve
+    from genhook.store.db import configure_role
+
+    configure_role(settings, "api")
 
     try:
         sock = bind(settings.host, settings.port)
@@ -101,6 +108,39 @@ def _dev_service(runtime: Any) -> dict[str, Any]:
     return created
 
 
+def health_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``--health-host`` and ``--health-port`` (``genhook worker`` and ``genhook sender``)."""
+    command = click.option(
+        "--health-port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="Serve GET /healthz and GET /readyz on this port (0: any free port; the port is "
+        "logged).  [default: GENHOOK_HEALTH_PORT, else none]",
+    )(command)
+    return click.option(
+        "--health-host",
+        default=None,
+        help="Interface of the health port.  [default: GENHOOK_HEALTH_HOST, else 127.0.0.1]",
+    )(command)
+
+
+def open_health(role: str, host: str, port: int | None) -> HealthServer | None:
+    """The role's health server bound on ``host:port`` (None: no port asked); a port that
+    cannot be bound is one line and exit 2, before anything starts."""
+    if port is None:
+        return None
+    from genhook.health import HealthServer
+
+    try:
+        server = HealthServer(host, port)
+    except OSError as exc:
+        reason = "address already in use" if exc.errno == errno.EADDRINUSE else exc.strerror
+        click.echo(f"genhook {role}: cannot listen on {host}:{port}: {reason}", err=True)
+        sys.exit(EXIT_INVALID)
+    click.echo(f"genhook {role}: health on http://{host}:{server.port}", err=True)
+    return server
+
+
 MAX_CONCURRENCY = 1024
 """The most jobs one worker process may run at once."""
 
@@ -115,23 +155,34 @@ MAX_CONCURRENCY = 1024
     "else 1]",
 )
 @click.option("--parent", type=int, default=None, hidden=True)
-def worker_cmd(concurrency: int | None, parent: int | None) -> None:
-    """Workers only, against the same database (to scale out). Stops on SIGTERM or SIGINT,
-    once the jobs in flight have ended."""
+@health_options
+def worker_cmd(
+    concurrency: int | None, parent: int | None, health_host: str | None, health_port: int | None
+) -> None:
+    """Workers only, against the same database (to scale out). SIGTERM or SIGINT: claim
+    nothing more, let the jobs in flight end within GENHOOK_SHUTDOWN_SECONDS (30 s), hand back
+    what still runs (another worker claims it at once, no retry spent), exit 0; a second
+    signal exits at once."""
     from genhook.media.memory import configure_for_rendering
     from genhook.service import adopt_parent, run_worker
+    from genhook.store.db import configure_role
     from genhook.supervisor import lower_priority
 
     if not adopt_parent(parent):  # started by a `genhook serve` that is already gone
         sys.exit(0)
     setup_logging()
-    settings = load_settings()
+    settings = load_settings(health_host=health_host)
     lower_priority(settings.worker_nice)  # before any worker or libvips thread starts
-    configure_for_rendering()
-    runtime = build_runtime(settings)
     if concurrency is None:  # the setting, where this install's Settings has it
         concurrency = int(getattr(settings, "worker_concurrency", 1) or 1)
-    run_worker(runtime, max(1, min(concurrency, MAX_CONCURRENCY)), parent=parent)
+    concurrency = max(1, min(concurrency, MAX_CONCURRENCY))
+    # a worker of `genhook serve` (--parent) has the API's health routes, not a port of its own
+    port = health_port if health_port is not None or parent is not None else settings.health_port
+    health = open_health("worker", settings.health_host, port)
+    configure_role(settings, "worker", concurrency)
+    configure_for_rendering()
+    runtime = build_runtime(settings)
+    run_worker(runtime, concurrency, parent=parent, health=health)
 
 
 @cli.group()

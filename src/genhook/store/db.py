@@ -73,6 +73,19 @@ def pool_size(role: str, concurrency: int = 1) -> int:
     raise ValueError(f"unknown role {role!r}")
 
 
+def configure_role(settings: Any, role: str, concurrency: int = 1) -> PoolPlan:
+    """Configure this process for ``role`` from its settings (``GENHOOK_DB_POOL_SIZE``, else
+    :func:`pool_size`; the pool, statement and lock timeouts); the plan applied."""
+    plan = PoolPlan(
+        size=settings.db_pool_size or pool_size(role, concurrency),
+        timeout=settings.db_pool_timeout,
+        statement_timeout=settings.db_statement_timeout,
+        lock_timeout=settings.db_lock_timeout,
+    )
+    configure(plan)
+    return plan
+
+
 def pool_limit(engine: sa.Engine) -> int:
     """The most connections ``engine``'s pool opens at once (kept plus overflow)."""
     pool: Any = engine.pool

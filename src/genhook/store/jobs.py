@@ -951,6 +951,47 @@ class JobStore(StoreBase):
             )
         return JobStatus.CANCELLED
 
+    def hand_back(self, worker: str, job_ids: Sequence[str]) -> list[str]:
+        """Give back jobs ``worker`` holds and will not finish (it is shutting down), in one
+        transaction: each goes back to the queue at once, in its old place, claimable by any
+        worker now rather than when its lease would have run out. Its attempt is closed
+        ``handed_back`` and spared (it does not count against the retry schedule), the time it
+        ran is counted, and its budget reservation is released. A cancel asked meanwhile stays
+        asked (the next worker's first check ends the job ``cancelled``). Returns the ids handed
+        back; a job no longer the worker's (ended, or taken over) is left as it is."""
+        now = self.clock.now()
+        handed: list[str] = []
+        with self._write() as conn:
+            for job_id in job_ids:
+                started = conn.execute(
+                    sa.select(attempts.c.started_at).where(
+                        attempts.c.job_id == job_id, attempts.c.ended_at.is_(None)
+                    )
+                ).scalar()
+                work = max(0.0, now - float(started)) if started is not None else 0.0
+                done = None
+                for asked in (False, True):  # either way: the cancel flag is left as it is
+                    done = self._release(
+                        conn,
+                        job_id,
+                        worker,
+                        0.0,
+                        work,
+                        cancel_requested=asked,
+                        spared=True,
+                        status=JobStatus.QUEUED,
+                        updated_at=now,
+                    )
+                    if done is not None:
+                        break
+                if done is None:
+                    continue
+                self._close_attempt(conn, job_id, AttemptOutcome.HANDED_BACK, None, now)
+                conn.execute(_REQUEUE, {"service_id": done.service_id})
+                self._event(conn, job_id, JobStatus.QUEUED, {"handed_back": True}, now)
+                handed.append(job_id)
+        return handed
+
     @staticmethod
     def _cancelled(encoded: Encoded, now: float) -> dict[str, Any]:
         """The columns of a job that ends cancelled (for :meth:`_release`)."""
