@@ -596,3 +596,27 @@ def test_the_command_line_sets_retention_and_purges(
         store.close()
     cleared = genhook("services", "update", "shop", "--retention", "none")
     assert cleared.code == 0 and cleared.json["retention"] is None
+
+
+def test_a_stopped_purger_leaves_the_rest_for_the_next_pass(clocked: Store, files: Files) -> None:
+    """Stopped during a pass (the process shuts down): it stops after the batch in hand, and
+    the files it had not deleted yet are deleted by the next pass."""
+    sid = service(clocked, "1h")
+    ids = [ended_job(clocked, sid, callback=None, storage=files) for _ in range(4)]
+    clocked.clock.advance(3601)  # type: ignore[attr-defined]
+    p = purger(clocked, files, batch=2)
+
+    class Stopping(Files):
+        def delete_job(self, job_id: str) -> None:
+            super().delete_job(job_id)
+            p.stop()  # the shutdown arrives while the first file is deleted
+
+    stopping = Stopping(files.local.root)
+    p.storage = stopping
+    report = p.run_once()
+    assert report.batches == 1 and report.removed["jobs"] == 2 and report.assets_deleted == 1
+    assert [clocked.job(i) is None for i in ids] == [True, True, False, False]
+    assert clocked.assets_to_delete(10) == [ids[1]]
+    report = purger(clocked, files).run_once()
+    assert report.assets_deleted == 3 and report.removed["jobs"] == 2
+    assert not any((files.local.root / i).exists() for i in ids)

@@ -157,6 +157,8 @@ class Purger:
     def _delete_assets(self, job_ids: list[str], report: PurgeReport) -> None:
         done = []
         for job_id in job_ids:
+            if self._stop.is_set():  # shutting down: the rest stay marked, for the next pass
+                break
             try:
                 self.storage.delete_job(job_id)
             except Exception as exc:  # the storage refused: retried at the next pass
