@@ -82,12 +82,23 @@ SCHEDULE = (5.0, 300.0)  # no retry is expected; a failed attempt would fail the
 
 
 def serve_receiver(port: int) -> None:
-    """Count POSTs by (path, webhook-id) and answer 204; ``GET /stats`` gives the counts."""
+    """Count POSTs by (path, webhook-id), and the client connections (peer address and port)
+    they came on within each round (``POST /round`` starts one), and answer 204; ``GET /stats``
+    gives the counts and, per path, the most connections one round used."""
     seen: collections.Counter[tuple[str, str]] = collections.Counter()
+    peers: dict[str, set[object]] = collections.defaultdict(set)  # this round's connections
+    peak: collections.Counter[str] = collections.Counter()
 
     async def hook(request: web.Request) -> web.Response:
         await request.read()
         seen[(request.path, request.headers.get("webhook-id", ""))] += 1
+        used = peers[request.path]
+        used.add(request.transport.get_extra_info("peername") if request.transport else None)
+        peak[request.path] = max(peak[request.path], len(used))
+        return web.Response(status=204)
+
+    async def new_round(_: web.Request) -> web.Response:
+        peers.clear()
         return web.Response(status=204)
 
     async def stats(_: web.Request) -> web.Response:
@@ -97,6 +108,8 @@ def serve_receiver(port: int) -> None:
             entry["posts"] += n
             entry["distinct"] += 1
             entry["repeated"] += n > 1
+        for path, most in peak.items():
+            by_path[path]["connections"] = most
         return web.json_response(by_path)
 
     async def main() -> None:
@@ -104,6 +117,7 @@ def serve_receiver(port: int) -> None:
         app.router.add_post("/raw", hook)
         app.router.add_post("/genhook", hook)
         app.router.add_get("/stats", stats)
+        app.router.add_post("/round", new_round)
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         await web.TCPSite(runner, HOST, port, backlog=1024).start()
@@ -175,7 +189,8 @@ def serve_genhook(database_url: str, concurrency: int) -> None:
 
     async def main() -> None:
         store = Store(database_url)
-        store.delivery_per_endpoint = store.delivery_per_service = concurrency
+        # the caps count leases, so they must not bind before the outbox's concurrency does
+        store.delivery_per_endpoint = store.delivery_per_service = 2 * concurrency
         async with DeliverySender(allow_private=True) as sender:
             outbox = Outbox(store, sender, SCHEDULE, concurrency=concurrency)
             running: tuple[asyncio.Task[None], asyncio.Event] | None = None
@@ -292,6 +307,14 @@ def outstanding(engine: sa.Engine) -> int:
         )
 
 
+def new_round(base: str) -> None:
+    """Start a round at the receiver: the connections each side uses are counted afresh (an
+    idle keep-alive connection may close between rounds and be opened again)."""
+    urllib.request.urlopen(
+        urllib.request.Request(f"{base}/round", method="POST"), timeout=10
+    ).close()
+
+
 def wait_for_receiver(base: str, receiver: Child) -> None:
     deadline = time.monotonic() + 60
     while True:
@@ -359,6 +382,7 @@ def main() -> int:
                 size += seed(store, service, f"{base}/genhook", count, messages)
                 sent += count
                 raw.say(f"prep {messages}", "ready")
+                new_round(base)
                 for side in (genhook, raw) if genhook_first else (raw, genhook):
                     cpu = cpu_seconds(side.pid)
                     start = time.perf_counter()
@@ -415,9 +439,16 @@ def main() -> int:
     ok = True
     for path in ("/raw", "/genhook"):
         got = stats.get(path, {"posts": 0, "distinct": 0, "repeated": 0})
-        print(f"receiver {path}: {got['posts']} POSTs, {got['distinct']} webhook-ids")
+        used = got.get("connections", 0)
+        print(
+            f"receiver {path}: {got['posts']} POSTs, {got['distinct']} webhook-ids,"
+            f" at most {used} connections in a round"
+        )
         if got["posts"] != sent or got["distinct"] != sent:
             print(f"FAIL: {path}: {sent} messages, {got}")
+            ok = False
+        if used > args.concurrency:  # HTTP/1.1, no pipelining: one request per connection
+            print(f"FAIL: {path}: {used} connections, more than {args.concurrency} in flight")
             ok = False
     print(f"genhook deliveries by status: {statuses}; attempts by state: {attempts}")
     if statuses != {"delivered": sent} or attempts != {"done": sent}:

@@ -22,7 +22,7 @@ from genhook.status import DeliveryOutcome, DeliveryStatus
 from genhook.store.deliveries import DeliveryResult
 from genhook.store.migrate import alembic_config
 from genhook.store.ops_events import endpoint_of
-from genhook.store.schema import deliveries, delivery_attempts, endpoints
+from genhook.store.schema import deliveries, delivery_attempts, endpoints, services
 from genhook.store.store import Store
 from tests.databases import database_url
 from tests.test_outbox import refused_to
@@ -266,8 +266,19 @@ def test_a_pending_delivery_without_an_endpoint_is_claimed_after_the_upgrade(
         try:
             with store.engine.begin() as conn:
                 command.upgrade(alembic_config(conn), "0005")
-            service_id = store.create_service("old")["service_id"]
+            service_id = "svc_old"
             with store.engine.begin() as conn:
+                # the columns a service had at 0005 (later migrations add more)
+                conn.execute(
+                    services.insert().values(
+                        id=service_id,
+                        name="old",
+                        api_key_hash="0" * 64,
+                        api_key_prefix="gh_old",
+                        webhook_secret="whsec_" + "A" * 43,
+                        created_at=time.time() - 1,
+                    )
+                )
                 conn.execute(
                     deliveries.insert().values(
                         id="msg_old",

@@ -25,6 +25,7 @@ with a service's secret.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -115,6 +116,7 @@ class Outbox:
         name: str | None = None,
         alert_secret: str | None = None,
         gather_seconds: float = 0.010,
+        lease_ahead: int | None = None,
     ) -> None:
         self.store = store
         self.sender = sender
@@ -126,7 +128,11 @@ class Outbox:
         self.poll_seconds = poll_seconds
         self.name = name or owner_name()
         self.alert_secret = alert_secret
-        self._sending: dict[asyncio.Task[None], str] = {}  # requests in flight
+        # leased beyond the free request slots, at most this many (None: ``concurrency``)
+        self.lease_ahead = concurrency if lease_ahead is None else max(0, lease_ahead)
+        self._queued: collections.deque[Delivery] = collections.deque()  # leased, not yet sent
+        self._busy = 0  # lanes with a request in flight
+        self._work = asyncio.Event()  # set when deliveries are queued for the lanes
         self._answered: list[DeliveryResult] = []  # answers the next turn records
         self._held: set[str] = set()  # leased here and not yet recorded: renewed
         self._answer: asyncio.Event | None = None  # set when an answer comes back
@@ -145,36 +151,67 @@ class Outbox:
         except Exception:
             log.exception("taking over dead senders' deliveries failed")
         renewals = asyncio.create_task(self._renew())
+        lanes = [asyncio.create_task(self._lane()) for _ in range(max(1, self.concurrency))]
         try:
             while True:
                 stopping = stop.is_set()
-                if stopping and not self._sending and not self._answered:
+                if stopping and not (self._busy or self._queued or self._answered):
                     break
                 wake.clear()
                 self._answer.clear()
                 answered, self._answered = self._answered, []
-                room = 0 if stopping else self.concurrency - len(self._sending)
+                room = 0 if stopping else self._room()
                 claimed_at = self.clock.now()
                 batch = await self._turn(answered, room)
-                for row in batch:
-                    self._held.add(row.id)
-                    task = asyncio.create_task(self._deliver(row))
-                    self._sending[task] = row.id
-                    task.add_done_callback(self._sent)
+                if batch:
+                    self._held.update(row.id for row in batch)
+                    self._queued.extend(batch)
+                    self._work.set()  # the lanes send them, in the claim's order
                 if room > 0 and len(batch) == room:
                     await asyncio.sleep(0)  # a full claim: more may be due at once
                     continue
                 if not self._answered:
                     if not (stopping or room - len(batch) <= 0):
                         await self._nap(wake, stop, claimed_at)
-                    elif self._sending:  # no room, or stopping: wait for the next answer
+                    elif self._busy:  # no room, or stopping: wait for the next answer
                         await self._answer.wait()
-                if self._answered and self._sending:
+                if self._answered and self._busy and not self._queued:
                     await self._gather(wake)
         finally:
-            renewals.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await renewals
+            for task in (renewals, *lanes):
+                task.cancel()
+            for task in (renewals, *lanes):
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    def _room(self) -> int:
+        """How many more deliveries to lease now: the free request slots, plus up to
+        ``lease_ahead`` to wait for the next slot that frees."""
+        return self.concurrency + self.lease_ahead - self._busy - len(self._queued)
+
+    async def _lane(self) -> None:
+        """One request slot: send the leased deliveries queued for the lanes, one at a time,
+        oldest lease first; wait for more when none is left."""
+        queued = self._queued
+        while True:
+            if not queued:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            row = queued.popleft()
+            self._busy += 1
+            try:
+                await self._deliver(row)
+            except Exception:
+                # no answer to record: left to its lease, which is no longer renewed
+                self._held.discard(row.id)
+                log.exception("sending delivery %s failed", row.id)
+            finally:
+                self._busy -= 1
+                if self._answer is not None:
+                    self._answer.set()  # a slot freed up, an answer waits to be recorded
+                if not self._busy:
+                    self._all_answered.set()
 
     async def _turn(self, answered: list[DeliveryResult], room: int) -> list[Delivery]:
         """One transaction: record ``answered`` and lease up to ``room`` due deliveries.
@@ -221,18 +258,6 @@ class Outbox:
         finally:
             for waiter in waiters:
                 waiter.cancel()
-
-    def _sent(self, task: asyncio.Task[None]) -> None:
-        delivery_id = self._sending.pop(task, None)
-        if delivery_id is not None and (task.cancelled() or task.exception() is not None):
-            # no answer to record: left to its lease, which is no longer renewed
-            self._held.discard(delivery_id)
-            if not task.cancelled():
-                log.error("sending delivery %s failed", delivery_id, exc_info=task.exception())
-        if self._answer is not None:
-            self._answer.set()  # a slot freed up, an answer waits to be recorded
-        if not self._sending:
-            self._all_answered.set()
 
     async def _renew(self) -> None:
         """Keep the leases of deliveries leased here and not yet recorded, every third of a
