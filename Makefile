@@ -16,9 +16,10 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 ## The tests also run the optional backends' and checks' own libraries (the diffusers backend on
-## the CPU with a tiny pipeline the tests build; the NSFW check's shipped model).
+## the CPU with a tiny pipeline the tests build; the NSFW check's shipped model; the S3 client,
+## against a moto server the tests start).
 $(TEST_STAMP): $(STAMP)
-	$(BIN)/pip install --quiet -e '.[dev,diffusers,nsfw]'
+	$(BIN)/pip install --quiet -e '.[dev,diffusers,nsfw,s3]'
 	touch $(TEST_STAMP)
 
 ## Start the service on the embedded default (SQLite and files in ./var), with a development

@@ -64,7 +64,7 @@ BAD_SETTINGS = [
     ("GENHOOK_WORKFLOWS_DIR", "{tmp}/no-such-folder", "folder of"),
     ("GENHOOK_WORKFLOWS_DIR", "{tmp}/empty", "holds no"),
     ("GENHOOK_PRESETS_DIR", "{tmp}/no-such-folder", "folder of"),
-    ("GENHOOK_STORAGE_URL", "s3://bucket/prefix", "file:///"),
+    ("GENHOOK_STORAGE_URL", "gs://bucket/prefix", "file:///PATH or s3://"),
     ("GENHOOK_PUBLIC_URL", "gen.example.com", "http(s)"),
     ("GENHOOK_DATA_DIR", "{tmp}/a-file", "not a directory"),
     ("GENHOOK_RETRY_SCHEDULE", "30 seconds", "30s"),

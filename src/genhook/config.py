@@ -11,6 +11,7 @@ exits 2.
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -36,6 +37,7 @@ __all__ = [
     "DiffusersSettings",
     "HostedSettings",
     "OpenAISettings",
+    "S3Settings",
     "Settings",
     "parse_duration",
     "parse_rate",
@@ -104,6 +106,33 @@ class DiffusersSettings:
     device: str = "auto"
 
 
+S3_URL_MODES = ("presigned", "public", "redirect")
+S3_MAX_EXPIRY = 7 * 86400.0
+"""The longest a SigV4 presigned URL may be valid (S3's own limit)."""
+
+
+@dataclass(frozen=True)
+class S3Settings:
+    """Assets on S3-compatible storage (``GENHOOK_STORAGE_URL=s3://bucket/prefix``): the
+    endpoint (None: AWS S3 of the region), how ``asset_url`` is made (``url_mode``; None:
+    ``public`` when ``public_url`` is set, else ``presigned``), the base of public URLs, how
+    long a presigned URL is valid, and the AWS variables (None: the client's own chain)."""
+
+    endpoint_url: str | None = None
+    url_mode: str | None = None
+    public_url: str | None = None
+    url_expiry: float = S3_MAX_EXPIRY
+    access_key_id: str | None = None
+    secret_access_key: str | None = field(default=None, repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    region: str | None = None
+
+    @property
+    def mode(self) -> str:
+        """The URL mode in force."""
+        return self.url_mode or ("public" if self.public_url else "presigned")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Every setting of a genhook process. See docs/operations.md for each variable."""
@@ -135,6 +164,7 @@ class Settings:
     replicate: HostedSettings = REPLICATE
     fal: HostedSettings = FAL
     diffusers: DiffusersSettings = field(default_factory=DiffusersSettings)
+    s3: S3Settings = field(default_factory=S3Settings)
     # what ``backend: default`` means in a generate node, for images and for video (issue 9)
     image_backend: str = "procedural"
     video_backend: str = "procedural"
@@ -219,6 +249,12 @@ class Settings:
         fal["key"] = _first(env, "GENHOOK_FAL_KEY", "FAL_KEY")
         values["fal"] = replace(FAL, **fal)
         values["diffusers"] = DiffusersSettings(**_read(env, _DIFFUSERS_TABLE))
+        s3 = _read(env, _S3_TABLE)
+        s3["access_key_id"] = _first(env, "AWS_ACCESS_KEY_ID")
+        s3["secret_access_key"] = _first(env, "AWS_SECRET_ACCESS_KEY")
+        s3["session_token"] = _first(env, "AWS_SESSION_TOKEN")
+        s3["region"] = _first(env, "AWS_REGION", "AWS_DEFAULT_REGION")
+        values["s3"] = S3Settings(**s3)
         settings = cls(**values).resolved()
         settings.check()
         return settings
@@ -236,11 +272,13 @@ class Settings:
                 f"GENHOOK_DATABASE_URL: scheme {scheme or self.database_url[:20]!r} is not "
                 "supported; accepts sqlite:///PATH or postgresql://USER@HOST[:PORT]/DATABASE"
             )
-        if urlsplit(self.storage_url).scheme != "file":
+        if urlsplit(self.storage_url).scheme not in ("file", "s3"):
             raise ConfigError(
                 f"GENHOOK_STORAGE_URL: scheme {urlsplit(self.storage_url).scheme!r} is not "
-                "supported by this install; accepts file:///PATH"
+                "supported; accepts file:///PATH or s3://BUCKET[/PREFIX]"
             )
+        if urlsplit(self.storage_url).scheme == "s3":
+            _check_s3(self.storage_url, self.s3)
         public = urlsplit(self.public_url)
         if public.scheme not in ("http", "https") or not public.hostname:
             raise ConfigError(
@@ -397,6 +435,51 @@ def _check_engines(settings: Settings) -> None:
             )
 
 
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9._-]{1,61}[a-z0-9]$")
+_PREFIX_SEGMENT = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9._-]{0,127}$")
+
+
+def _check_s3(storage_url: str, s3: S3Settings) -> None:
+    """An S3 storage URL names a bucket; the endpoint and public base are http(s) URLs; the
+    URL mode is known; a presigned URL's expiry is within SigV4's 7 days."""
+    parts = urlsplit(storage_url)
+    if not _BUCKET.match(parts.netloc) or parts.query or parts.fragment:
+        raise ConfigError(
+            f"GENHOOK_STORAGE_URL: {storage_url[:80]!r} names no bucket; accepts "
+            "s3://BUCKET[/PREFIX] (a bucket name of 3 to 63 lowercase letters, digits, dots "
+            "and hyphens)"
+        )
+    segments = parts.path.strip("/").split("/") if parts.path.strip("/") else []
+    if any(not _PREFIX_SEGMENT.match(s) for s in segments):
+        raise ConfigError(
+            f"GENHOOK_STORAGE_URL: prefix {parts.path[:80]!r}; accepts folders of letters, "
+            "digits, dots, hyphens and underscores (e.g. s3://bucket/genhook/assets)"
+        )
+    for var, url in (
+        ("GENHOOK_S3_ENDPOINT_URL", s3.endpoint_url),
+        ("GENHOOK_S3_PUBLIC_URL", s3.public_url),
+    ):
+        if url is None:
+            continue
+        given = urlsplit(url)
+        if given.scheme not in ("http", "https") or not given.hostname:
+            raise ConfigError(f"{var}: not an http(s) URL: {url[:80]!r}")
+    if s3.url_mode is not None and s3.url_mode not in S3_URL_MODES:
+        raise ConfigError(
+            f"GENHOOK_S3_URL_MODE: {s3.url_mode[:40]!r}; accepts " + ", ".join(S3_URL_MODES)
+        )
+    if not 1 <= s3.url_expiry <= S3_MAX_EXPIRY:
+        raise ConfigError(
+            f"GENHOOK_S3_URL_EXPIRY: {s3.url_expiry:g}s is out of range; accepts 1s to 7d "
+            "(the longest a SigV4 presigned URL is valid)"
+        )
+    if (s3.access_key_id is None) != (s3.secret_access_key is None):
+        raise ConfigError(
+            "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY: set both or neither (neither: the "
+            "client's own credential chain: web identity, container or instance credentials)"
+        )
+
+
 def _name(text: str) -> str:
     return text.strip().lower()
 
@@ -465,6 +548,14 @@ _COMFYUI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_COMFYUI_WORKFLOW": ("workflow", Path),
     "GENHOOK_COMFYUI_TIMEOUT": ("timeout", _positive_seconds),
     "GENHOOK_COMFYUI_STALL_TIMEOUT": ("stall_timeout", _positive_seconds),
+}
+
+
+_S3_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
+    "GENHOOK_S3_ENDPOINT_URL": ("endpoint_url", lambda text: text.strip().rstrip("/")),
+    "GENHOOK_S3_URL_MODE": ("url_mode", _name),
+    "GENHOOK_S3_PUBLIC_URL": ("public_url", lambda text: text.strip().rstrip("/")),
+    "GENHOOK_S3_URL_EXPIRY": ("url_expiry", _positive_seconds),
 }
 
 

@@ -47,6 +47,7 @@ class ErrorCode(StrEnum):
     CANCELLED = "cancelled"
     INTERNAL_ERROR = "internal_error"
     STORE_UNAVAILABLE = "store_unavailable"
+    STORAGE_UNAVAILABLE = "storage_unavailable"
     # HTTP API
     UNAUTHORIZED = "unauthorized"
     FORBIDDEN = "forbidden"
@@ -153,6 +154,11 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ErrorCode.STORE_UNAVAILABLE: ErrorSpec(
         "The database does not answer or cannot write now (down, full, read-only); nothing "
         "was changed. Try again after `Retry-After` (HTTP 503).",
+        True,
+    ),
+    ErrorCode.STORAGE_UNAVAILABLE: ErrorSpec(
+        "The asset storage (S3-compatible) could not be written or read now, after its own "
+        "retries (down, refusing, timing out); HTTP 503 on /assets.",
         True,
     ),
     ErrorCode.UNAUTHORIZED: ErrorSpec(

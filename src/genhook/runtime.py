@@ -16,7 +16,7 @@ from genhook.engine import Engine
 from genhook.presets import load_presets
 from genhook.pricing import load_pricing, shipped_pricing
 from genhook.signals import Signal
-from genhook.storage import LocalStorage
+from genhook.storage import AssetStorage, open_storage
 from genhook.store.store import Store
 
 
@@ -31,7 +31,7 @@ class Runtime:
     settings: Settings
     store: Store
     catalog: Catalog
-    storage: LocalStorage
+    storage: AssetStorage
     clock: Clock = field(default_factory=SystemClock)
     resolver: Resolver = field(default_factory=SystemResolver)
     jobs_signal: Signal = field(default_factory=Signal)
@@ -57,7 +57,7 @@ class Runtime:
         store.endpoint_disable_deliveries = settings.endpoint_disable_deliveries
         store.migrate()
         catalog = load_catalog(settings)
-        storage = LocalStorage.from_url(settings.storage_url, settings.public_url)
+        storage = open_storage(settings)
         return cls(settings, store, catalog, storage, clock)
 
     @property

@@ -1,4 +1,6 @@
-"""Where the service keeps asset bytes: local files under ``GENHOOK_DATA_DIR/assets``.
+"""Where the service keeps asset bytes: local files under ``GENHOOK_DATA_DIR/assets`` (this
+module), or objects on S3-compatible storage (:mod:`genhook.storage_s3`); :func:`open_storage`
+picks one from ``GENHOOK_STORAGE_URL``. Both keep the same shape (:class:`AssetStorage`).
 
 A job's published files live at ``root/<job_id>/<filename>``; those are what ``asset_url``
 serves. A worker writes an attempt's files under an attempt-scoped name first
@@ -15,15 +17,67 @@ import mimetypes
 import os
 import re
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from urllib.parse import quote, unquote, urlsplit
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import parse_qs, quote, unquote, urlsplit
 
 from genhook.paths import private_dir
 from genhook.workflow.result import Asset
 
+if TYPE_CHECKING:
+    from genhook.config import Settings
+
 _SAFE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 MEDIA_TYPES = {".avif": "image/avif", ".webp": "image/webp", ".mp4": "video/mp4"}
 FILE_MODE = 0o600
+
+
+class Staging(Protocol):
+    """One attempt's assets: staged by ``put``, made the job's by ``publish`` (inside the
+    finishing transaction), or removed by ``discard``; ``folder`` is the attempt's local
+    scratch folder (its generations' work files)."""
+
+    folder: Path
+
+    def put(self, job_id: str, asset: Asset) -> str: ...
+    def publish(self) -> None: ...
+    def discard(self) -> None: ...
+
+
+class AssetStorage(Protocol):
+    """Where published assets live, whatever the kind."""
+
+    def put(self, job_id: str, asset: Asset) -> str: ...
+    def attempt(self, job_id: str, number: int) -> Staging: ...
+    def delete_job(self, job_id: str) -> None: ...
+    def locate(self, job_id: str, filename: str) -> Path | str | None:
+        """What ``/assets/<job_id>/<filename>`` serves: a local file (its bytes), a URL (a
+        redirect to it), or None (no such asset)."""
+        ...
+
+
+def open_storage(settings: Settings) -> AssetStorage:
+    """The storage ``GENHOOK_STORAGE_URL`` names: ``file://`` or ``s3://`` (the ``s3`` extra)."""
+    if urlsplit(settings.storage_url).scheme == "s3":
+        from genhook.storage_s3 import S3Storage
+
+        return S3Storage.from_settings(settings)
+    return LocalStorage.from_url(settings.storage_url, settings.public_url)
+
+
+def url_expires_at(url: str) -> datetime | None:
+    """When a SigV4 presigned URL stops working (its ``X-Amz-Date`` plus ``X-Amz-Expires``),
+    None for a URL that does not expire."""
+    query = parse_qs(urlsplit(url).query)
+    signed, expires = query.get("X-Amz-Date"), query.get("X-Amz-Expires")
+    if not (signed and expires and expires[0].isdigit()):
+        return None
+    try:
+        start = datetime.strptime(signed[0], "%Y%m%dT%H%M%SZ").replace(tzinfo=UTC)
+    except ValueError:
+        return None
+    return start + timedelta(seconds=int(expires[0]))
 
 
 class LocalStorage:
@@ -70,6 +124,10 @@ class LocalStorage:
         if not _SAFE.match(job_id):
             raise ValueError(f"not a job id: {job_id!r}")
         shutil.rmtree(self.root / job_id, ignore_errors=True)
+
+    def locate(self, job_id: str, filename: str) -> Path | None:
+        """The file ``/assets/<job_id>/<filename>`` serves (see :meth:`path`)."""
+        return self.path(job_id, filename)
 
     def _job_dir(self, job_id: str) -> Path:
         private_dir(self.root)

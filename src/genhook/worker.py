@@ -41,7 +41,7 @@ from genhook.media.similarity import RecentHash
 from genhook.retry import decide, job_policy
 from genhook.signals import Signal
 from genhook.status import JobStatus
-from genhook.storage import AttemptAssets, LocalStorage
+from genhook.storage import AssetStorage, Staging
 from genhook.store.db import describe
 from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
@@ -244,7 +244,7 @@ class Worker:
         self,
         store: LeaseStore,
         engine: Engine,
-        storage: LocalStorage,
+        storage: AssetStorage,
         settings: Settings,
         *,
         jobs_signal: Signal | None = None,
@@ -407,7 +407,7 @@ class Worker:
         outcome: Outcome,
         work: float,
         total: float,
-        assets: AttemptAssets,
+        assets: Staging,
     ) -> None:
         """Store the attempt's outcome; if a cancel was recorded first, the job ends cancelled
         with the credits spent and the time worked, and its assets are not published."""
@@ -478,7 +478,7 @@ class Worker:
         self,
         job: Job,
         state: _Running,
-        assets: AttemptAssets,
+        assets: Staging,
         worked: Callable[[], float],
     ) -> Outcome:
         workflow = self.engine.workflows.get(job.workflow_id)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from fastapi import APIRouter, Request
-from fastapi.responses import FileResponse, JSONResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 
 from genhook import health
 from genhook.api.assets import asset_response
@@ -65,12 +65,16 @@ def completion_schema_route() -> SchemaResponse:
 def asset(job_id: str, filename: str, request: Request) -> Response:
     """The file behind an ``asset_url``, with its Content-Type, ``ETag`` (its SHA-256, as in the
     payload) and ``Cache-Control``; ``HEAD``, ``Range`` (206, 416) and ``If-None-Match`` (304)
-    work as HTTP says. Asset URLs are unguessable."""
+    work as HTTP says. Asset URLs are unguessable. With S3 storage the answer is a ``307``
+    redirect to the object: a fresh presigned URL, or its public URL (``GENHOOK_S3_URL_MODE``
+    public)."""
     runtime = runtime_of(request)
-    path = runtime.storage.path(job_id, filename)
-    if path is None:  # 410 asset_expired when retention purged its job
+    found = runtime.storage.locate(job_id, filename)
+    if found is None:  # 410 asset_expired when retention purged its job
         raise expired_asset(api_store(runtime), job_id)
-    return asset_response(path, filename, request.headers.get("if-none-match"))
+    if isinstance(found, str):  # S3 storage: to the object (a fresh presigned URL, or public)
+        return RedirectResponse(found, status_code=307, headers={"Cache-Control": "no-store"})
+    return asset_response(found, filename, request.headers.get("if-none-match"))
 
 
 @router.get("/healthz", summary="Health")

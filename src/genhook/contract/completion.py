@@ -13,6 +13,7 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel, ConfigDict, Field, field_serializer, model_validator
 
 from genhook.errors import GenhookError
+from genhook.storage import url_expires_at
 from genhook.workflow.result import RunResult
 
 
@@ -21,6 +22,9 @@ class _Model(BaseModel):
     # so receivers that validate against v1 must keep accepting payloads with new fields.
     model_config = ConfigDict(protected_namespaces=())
 
+
+TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
+"""What ``timestamp`` looks like (checked even by validators that skip ``format``)."""
 
 VIDEO_FIELDS = ("duration_seconds", "fps", "poster_url")
 """What every output of ``asset_type`` ``video`` carries, and no image."""
@@ -91,7 +95,26 @@ class OutputAsset(_Model):
         "check compares it.",
     )
 
+    url_expires_at: datetime | None = Field(
+        None,
+        exclude_if=_absent,
+        description="Only where asset_url is a presigned URL (S3 storage with "
+        "GENHOOK_S3_URL_MODE presigned): when it stops working, RFC 3339, UTC, with a Z. "
+        "Fetch the bytes before then.",
+        json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN},
+    )
+    poster_url_expires_at: datetime | None = Field(
+        None,
+        exclude_if=_absent,
+        description="Video only, where poster_url is a presigned URL: when it stops working.",
+        json_schema_extra={"format": "date-time", "pattern": TIMESTAMP_PATTERN},
+    )
+
     model_config = ConfigDict(json_schema_extra=lambda schema: _video_rule(schema))
+
+    @field_serializer("url_expires_at", "poster_url_expires_at")
+    def _zulu(self, value: datetime | None) -> str | None:
+        return None if value is None else zulu(value)
 
     @model_validator(mode="after")
     def _video_fields(self) -> OutputAsset:
@@ -166,9 +189,6 @@ class ErrorInfo(_Model):
     field: str | None = Field(description="The trigger field at fault, as sent; null if none.")
 
 
-TIMESTAMP_PATTERN = r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$"
-"""What ``timestamp`` looks like (checked even by validators that skip ``format``)."""
-
 _CONSISTENT = (
     {
         "if": {"properties": {"event": {"const": "job.completed"}}},
@@ -236,11 +256,16 @@ class CompletionPayload(_Model):
 
     @field_serializer("timestamp")
     def _zulu(self, value: datetime) -> str:
-        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
+        return zulu(value)
 
     def to_json(self) -> dict[str, Any]:
         """The payload as JSON-ready data."""
         return self.model_dump(mode="json")
+
+
+def zulu(value: datetime) -> str:
+    """RFC 3339 in UTC with a Z (fractions of a second only where there are any)."""
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ").replace(".000000Z", "Z")
 
 
 def now() -> datetime:
@@ -389,14 +414,17 @@ def _outputs(result: RunResult, asset_urls: list[str]) -> list[OutputAsset]:
         video: dict[str, Any] = {}
         if a.asset_type == "video":
             poster = getattr(a, "poster", None)
+            poster_url = url_of.get(id(poster)) if poster is not None else None
             video = {
                 "duration_seconds": getattr(a, "duration_seconds", None),
                 "fps": getattr(a, "fps", None),
-                "poster_url": url_of.get(id(poster)) if poster is not None else None,
+                "poster_url": poster_url,
+                "poster_url_expires_at": url_expires_at(poster_url) if poster_url else None,
             }
         outputs.append(
             OutputAsset(
                 asset_url=url_of[id(a)],
+                url_expires_at=url_expires_at(url_of[id(a)]),
                 asset_type=a.asset_type,
                 format=a.format,
                 width=a.width,
