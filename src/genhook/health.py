@@ -18,14 +18,16 @@ holds one database connection, which the role's pool counts).
 
 :class:`Shutdown` is a process's graceful shutdown: begun by its first SIGTERM or SIGINT, it
 gives every part of the process the same deadline (``GENHOOK_SHUTDOWN_SECONDS`` from the
-signal); a second signal exits at once (:func:`handle_signals`).
+signal); a second signal exits at once (:class:`Signals`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+import select
 import signal
 import threading
 import time
@@ -70,7 +72,9 @@ class Shutdown:
         self._deadline: float | None = None
         self._hooks: list[Callable[[], None]] = []
         self._force_hooks: list[Callable[[], None]] = []
-        self._lock = threading.Lock()
+        # reentrant: `serve` begins the shutdown in uvicorn's signal handler, which may
+        # interrupt this thread inside on_begin
+        self._lock = threading.RLock()
 
     @property
     def stopping(self) -> bool:
@@ -132,19 +136,43 @@ FORCED_EXIT = 128
 """A second signal exits at once with 128 + its number (130 for SIGINT, 143 for SIGTERM)."""
 
 
-def handle_signals(shutdown: Shutdown) -> None:
-    """SIGTERM and SIGINT begin ``shutdown``; a second one forces it (:meth:`Shutdown.force`)
-    and exits at once. What was leased then stays leased until the lease runs out, as after a
-    crash, so the store stays consistent."""
+class Signals:
+    """SIGTERM and SIGINT for a process whose main thread waits on them (``genhook worker``).
 
-    def handler(signum: int, _frame: Any) -> None:
-        if shutdown.begin():
-            return
-        shutdown.force()
-        os._exit(FORCED_EXIT + signum)
+    The handler takes no lock (it may interrupt the main thread while that holds one, and a
+    lock taken again by the same thread would never come free): it counts the signal and
+    writes a byte to a pipe, which :meth:`wait` selects on; the main thread then begins the
+    shutdown itself. A second signal forces the shutdown (:meth:`Shutdown.force`) and exits at
+    once, from the handler. What was leased then stays leased until the lease runs out, as
+    after a crash, so the store stays consistent.
+    """
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, handler)
+    def __init__(self, shutdown: Shutdown) -> None:
+        self.shutdown = shutdown
+        self.received = 0
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._write, False)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.received += 1  # handlers run in the main thread, one at a time
+        if self.received > 1:
+            self.shutdown.force()
+            os._exit(FORCED_EXIT + signum)
+        with contextlib.suppress(OSError):
+            os.write(self._write, b"!")
+
+    def wait(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a signal; once one came, begin the shutdown (here,
+        not in the handler) and return True."""
+        if not self.received:
+            with contextlib.suppress(InterruptedError):
+                select.select([self._read], [], [], timeout)
+        if not self.received:
+            return False
+        self.shutdown.begin()
+        return True
 
 
 def healthz(store: HealthStore) -> Answer:

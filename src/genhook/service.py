@@ -27,7 +27,7 @@ from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from genhook import metrics
-from genhook.health import FORCED_EXIT, HealthServer, Shutdown, handle_signals, healthz, readiness
+from genhook.health import FORCED_EXIT, HealthServer, Shutdown, Signals, healthz, readiness
 from genhook.runtime import Runtime
 from genhook.supervisor import WorkerProcesses, die_with_parent, parent_gone, worker_env
 from genhook.wakeup import WakeupChannel, open_channel, worker_role
@@ -212,7 +212,7 @@ def run_worker(
     shutdown = Shutdown(runtime.settings.shutdown_seconds)
     stop = threading.Event()
     shutdown.on_begin(stop.set)
-    handle_signals(shutdown)
+    signals = Signals(shutdown)
     if not adopt_parent(parent):
         return
     channel = open_channel(runtime.settings.database_url, worker_role())
@@ -245,7 +245,7 @@ def run_worker(
         runtime.engine.gate.slots,
         limits or "none",
     )
-    while not stop.wait(0.5):
+    while not signals.wait(0.5):
         if parent_gone(parent):
             log.warning("worker process %s: its supervisor is gone; stopping", os.getpid())
             shutdown.begin()
