@@ -24,7 +24,9 @@ request, payload ``UNSIGNED-PAYLOAD``) and answers ``403`` with S3's XML error
 (``SignatureDoesNotMatch``, or ``AccessDenied`` "Request has expired") when it does not match
 or is past ``X-Amz-Date`` + ``X-Amz-Expires``. It also injects faults for retry tests:
 ``gateway.fail_next(n, "503")`` answers the next n requests ``503 SlowDown`` (S3's throttling
-answer), ``"drop"`` closes their connections without an answer.
+answer), ``"drop"`` closes their connections without an answer; ``gateway.refuse("sku-9",
+after=1)`` answers every ``PUT`` whose path holds ``sku-9`` with ``503`` past the first one
+(an upload that fails for good midway through a job's files).
 
 Nothing here mocks a client: genhook's own S3 client talks HTTP to this server.
 """
@@ -178,6 +180,7 @@ class S3Gateway:
         self.upstream = (upstream_host, upstream_port)
         self.secret = secret
         self.faults: list[str] = []
+        self.refusals: dict[str, int] = {}  # path part -> PUTs still let through
         self.requests = 0
         self.refused: list[str] = []
         self._lock = threading.Lock()
@@ -209,6 +212,19 @@ class S3Gateway:
         with self._lock:
             self.faults.extend([how] * count)
 
+    def refuse(self, part: str, after: int = 0) -> None:
+        """Answer ``503`` to every ``PUT`` whose path holds ``part``, past the first ``after``."""
+        with self._lock:
+            self.refusals[part] = after
+
+    def _refused(self, method: str, path: str) -> bool:
+        with self._lock:
+            for part, left in self.refusals.items():
+                if method == "PUT" and part in path:
+                    self.refusals[part] = left - 1
+                    return left <= 0
+        return False
+
     def close(self) -> None:
         self.server.shutdown()
         self.server.server_close()
@@ -222,7 +238,7 @@ class S3Gateway:
             handler.close_connection = True
             handler.connection.shutdown(socket.SHUT_RDWR)
             return
-        if fault == "503":
+        if fault == "503" or self._refused(handler.command, handler.path):
             _xml_error(handler, 503, "SlowDown", "Please reduce your request rate.")
             return
         query = urlsplit(handler.path).query
