@@ -301,3 +301,60 @@ def _received(headers: dict[str, str], body: bytes) -> Any:
     from tests.acceptance.harness import Received
 
     return Received(headers, body, time.time())
+
+
+# -- the store's hand-back, on both databases (the `store` fixture) --------------------------
+
+
+def _queued(store: Any, name: str = "shop") -> tuple[str, str]:
+    service_id = store.create_service(name)["service_id"]
+    job, _ = store.submit(
+        service_id=service_id,
+        workflow_id="wf",
+        workflow_version=1,
+        trigger={"item": "A"},
+        external_id="A",
+        callback_url=None,
+    )
+    return service_id, str(job.id)
+
+
+def _waiting(store: Any, service_id: str) -> int:
+    with store._read() as conn:
+        return int(
+            conn.execute(
+                sa.text("SELECT waiting FROM services WHERE id = :id"), {"id": service_id}
+            ).scalar_one()
+        )
+
+
+def test_hand_back_requeues_the_job_at_once_and_spares_the_attempt(store: Any) -> None:
+    service_id, job_id = _queued(store)
+    claimed = store.claim("w1", 60.0)
+    assert claimed is not None and claimed.id == job_id
+    assert _waiting(store, service_id) == 0
+    assert store.hand_back("w2", [job_id]) == []  # not w2's: left as it is
+    assert store.job(job_id).status == "running"
+    assert store.hand_back("w1", [job_id]) == [job_id]
+    job = store.job(job_id)
+    assert (job.status, job.attempts) == ("queued", 1)
+    assert _waiting(store, service_id) == 1
+    (attempt,) = store.attempts(job_id)
+    assert attempt.outcome == "handed_back" and attempt.error_code is None
+    assert attempt.ended_at is not None
+    assert any(e.detail == {"handed_back": True} for e in store.events(job_id))
+    again = store.claim("w3", 60.0)  # at once: no lease to wait out
+    assert again is not None and again.id == job_id
+    assert (again.attempts, again.spared_attempts, again.counted_attempts) == (2, 1, 1)
+    assert store.hand_back("w1", [job_id]) == []  # w1's lease is gone for good
+
+
+def test_hand_back_keeps_a_cancel_asked_meanwhile(store: Any) -> None:
+    _, job_id = _queued(store)
+    assert store.claim("w1", 60.0) is not None
+    assert store.cancel(job_id, lambda job: {"status": "failed"}) == "running"
+    assert store.hand_back("w1", [job_id]) == [job_id]
+    job = store.job(job_id)
+    assert job.status == "queued" and job.cancel_requested
+    assert store.claim("w2", 60.0) is not None
+    assert store.cancel_requested(job_id)  # the next worker's first check ends it cancelled
