@@ -84,7 +84,8 @@ _SERVICE = (
         services.c.rate_seq,
     )
     .where(services.c.id == sa.bindparam("service_id"))
-    .with_for_update()
+    .with_for_update(key_share=True)  # NO KEY UPDATE: inserts whose foreign key names the
+    # service (jobs, deliveries) take KEY SHARE and need not wait for an admission
 )
 _COUNT_IN = (
     services.update()

@@ -521,7 +521,7 @@ class OpsStore(StoreBase):
                 .where(sa.or_(services.c.name == service, services.c.id == service))
                 .order_by((services.c.name == service).desc())
                 .limit(1)
-                .with_for_update()
+                .with_for_update(key_share=True)
             ).first()
             if row is None:
                 return None
