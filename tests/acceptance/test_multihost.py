@@ -15,6 +15,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import select
 import signal
 import socket
@@ -218,6 +219,65 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _on_the_bridge(net: Network, pg_url: str, stack: ExitStack) -> sa.URL:
+    """The URL the hosts use for the database at ``pg_url``: the machine's PostgreSQL listens
+    on loopback only, so a relay in the root namespace puts it on the bridge."""
+    url = sa.make_url(pg_url)
+    if not net.isolated:
+        return url
+    relay = Forwarder(net.gateway, (url.host or "127.0.0.1", url.port or 5432))
+    stack.callback(relay.close)
+    return url.set(host=net.gateway, port=relay.port)
+
+
+def test_hosts_starting_at_once_on_a_new_database_all_come_up(
+    tmp_path: Path, network: Network
+) -> None:
+    """A new deployment: four workers on four hosts start at the same moment against an empty
+    PostgreSQL database. One creates the schema, the others wait for it, and every one answers
+    /readyz on its health port, from the bridge. (Each used to race the migrations, and all but
+    one died on the tables another had just created.)"""
+    net = network
+    with ExitStack() as stack:
+        url = _on_the_bridge(net, stack.enter_context(database_url("postgresql", tmp_path)), stack)
+        procs: list[tuple[str, subprocess.Popen[bytes]]] = []
+
+        @stack.callback
+        def stop() -> None:
+            for _, proc in procs:
+                if proc.poll() is None:
+                    proc.kill()
+                proc.wait(10)
+
+        ports = {name: 9101 if net.isolated else free_port() for name in HOSTS}
+        for name in HOSTS:
+            host = net.host(name)
+            data = tmp_path / name
+            data.mkdir()
+            env = {
+                **os.environ,
+                "GENHOOK_DATA_DIR": str(data),
+                "GENHOOK_DATABASE_URL": url.render_as_string(hide_password=False),
+            }
+            log = stack.enter_context((tmp_path / f"{name}.log").open("wb"))
+            argv = [GENHOOK, "worker", "--health-host", host.address]
+            procs.append((name, host.popen([*argv, "--health-port", str(ports[name])], env, log)))
+
+        def ready(name: str) -> bool:
+            host = net.host(name)
+            return _healthy(f"http://{host.address}:{ports[name]}/readyz")
+
+        def all_ready() -> bool:
+            exited = [(n, p.returncode) for n, p in procs if p.poll() is not None]
+            logs = {
+                n: (tmp_path / f"{n}.log").read_text(errors="replace")[-2000:] for n, _ in exited
+            }
+            assert not exited, (exited, logs)
+            return all(ready(name) for name in HOSTS)
+
+        wait_for(all_ready, 90, "every host's worker to answer /readyz", every=0.2)
+
+
 def test_four_hosts_survive_kills_freezes_and_restarts(
     tmp_path: Path, network: Network, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -226,11 +286,7 @@ def test_four_hosts_survive_kills_freezes_and_restarts(
         print(f"\nmulti-host rehearsal: {describe(net)}")
     with ExitStack() as stack:
         pg_url = stack.enter_context(database_url("postgresql", tmp_path))
-        url = sa.make_url(pg_url)
-        if net.isolated:  # the machine's PostgreSQL listens on loopback: relay it onto the bridge
-            relay = Forwarder(net.gateway, (url.host or "127.0.0.1", url.port or 5432))
-            stack.callback(relay.close)
-            url = url.set(host=net.gateway, port=relay.port)
+        url = _on_the_bridge(net, pg_url, stack)
         # the object store on the bridge too (behind the gateway that checks presigned URLs)
         s3 = stack.enter_context(s3_server(host=net.gateway, gateway=True))
         receiver = GatedReceiver(net.gateway).start()

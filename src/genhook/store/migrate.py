@@ -9,6 +9,7 @@ from alembic import command
 from alembic.config import Config
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+MIGRATION_LOCK = 0x67686D67  # "ghmg": the advisory lock that serialises upgrades (PostgreSQL)
 
 
 def alembic_config(connection: sa.Connection) -> Config:
@@ -20,6 +21,11 @@ def alembic_config(connection: sa.Connection) -> Config:
 
 
 def upgrade(engine: sa.Engine) -> None:
-    """Apply every migration not yet applied."""
+    """Apply every migration not yet applied. On PostgreSQL the upgrade holds a transaction-
+    scoped advisory lock, so processes that start at once (several machines on a new or just
+    upgraded database) take turns: the first migrates, the others then find the schema at head
+    (without it, all but one failed on the tables the first had just created)."""
     with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         command.upgrade(alembic_config(connection), "head")
