@@ -47,8 +47,28 @@ def bump_rollup(
     _upsert(conn, job_rollups, keys, **add)
 
 
+# the first key of the two-key advisory locks that stand for a row that may not exist yet (the
+# two-key space does not overlap the one-key locks, such as the delivery claims'); "ghk" + kind
+LEDGER_LOCK = 0x67686B4C  # a service's ledger day
+BREAKER_LOCK = 0x67686B42  # a backend's breaker
+
+
+def lock_key(conn: sa.Connection, space: int, key: str) -> None:
+    """On PostgreSQL, hold the transaction-scoped advisory lock ``(space, hashtext(key))``
+    until the transaction ends; nothing on SQLite, whose ``BEGIN IMMEDIATE`` serialises every
+    writer already. ``SELECT ... FOR UPDATE`` locks only rows that exist: two transactions that
+    both find no row would both go on, so a row that may be missing is locked by name."""
+    if conn.dialect.name == "postgresql":
+        conn.execute(
+            sa.select(sa.func.pg_advisory_xact_lock(space, sa.func.hashtext(key)))
+        ).scalar()
+
+
 def ledger(conn: sa.Connection, service_id: str, day: str) -> sa.Row[Any] | None:
-    """A service's ledger row for ``day`` (locked on PostgreSQL until the transaction ends)."""
+    """A service's ledger row for ``day``, locked on PostgreSQL until the transaction ends
+    (the day's advisory lock first, so that the day's first reservations, which find no row
+    to lock, take turns too)."""
+    lock_key(conn, LEDGER_LOCK, f"{service_id}/{day}")
     return conn.execute(
         sa.select(credit_ledger)
         .where(credit_ledger.c.service_id == service_id, credit_ledger.c.day == day)
@@ -59,6 +79,10 @@ def ledger(conn: sa.Connection, service_id: str, day: str) -> sa.Row[Any] | None
 def add_to_ledger(
     conn: sa.Connection, service_id: str, day: str, *, spent: float = 0.0, reserved: float = 0.0
 ) -> None:
+    """Add to a service's ledger day. The day's advisory lock comes first, as in
+    :func:`ledger`, so that every transaction takes the lock before the row (no deadlock
+    between a claim's reservation and a finish's settlement)."""
+    lock_key(conn, LEDGER_LOCK, f"{service_id}/{day}")
     keys = {"service_id": service_id, "day": day}
     _upsert(conn, credit_ledger, keys, spent=spent, reserved=reserved)
 
@@ -132,8 +156,13 @@ def settle(
 _BREAKER = sa.select(backend_state).where(backend_state.c.backend == sa.bindparam("backend"))
 
 
-def breaker(conn: sa.Connection, backend: str) -> Breaker:
-    """A backend's breaker (closed when it has no row)."""
+def breaker(conn: sa.Connection, backend: str, *, lock: bool = True) -> Breaker:
+    """A backend's breaker (closed when it has no row), read to change it: held until the
+    transaction ends (PostgreSQL: the backend's advisory lock, since the row may not exist
+    yet), so that failures counted by two processes at once are both counted and the breaker
+    opens once. ``lock=False``: a read that changes nothing (admission)."""
+    if lock:
+        lock_key(conn, BREAKER_LOCK, backend)
     row = conn.execute(_BREAKER, {"backend": backend}).first()
     if row is None:
         return Breaker()

@@ -5,8 +5,9 @@ idempotency key (the job first made for it, or ``idempotency_conflict``), its de
 service's earlier job within the window), the service's queue limit (``queue_full``), the
 storm breaker (:class:`genhook.flow.Storm`), the rate window's start slot
 (:meth:`genhook.flow.RateLimit.slot`), a paused service and an open backend breaker. What the
-steps read is read once per batch where it can be: each service's row once (locked on
-PostgreSQL, so processes on other machines wait for this batch's counts), each backend's
+steps read is read once per batch where it can be: each service's row once, before its keys
+(locked on PostgreSQL, so processes on other machines wait for this batch's counts, keys and
+dedup matches), each backend's
 breaker once, the rate slots of the jobs N places back in one range read. Keys and slots of
 the batch's own earlier items are known in memory, so two triggers of one batch behave as two
 batches would. What the batch writes is a few statements for the whole batch: one
@@ -199,6 +200,9 @@ class Admitter:
     def _one(self, conn: sa.Connection, batch: _Batch, item: Submission) -> tuple[StoredJob, bool]:
         row, now = item.row, item.now
         service_id = str(row["service_id"])
+        # the service's row first (locked on PostgreSQL): a batch of another process that is
+        # admitting the same key commits before this one reads it, so both find the one job
+        turn = self._turn(conn, batch, service_id)
         first = self._replayed(conn, batch, item)
         if first is not None:
             return first, False
@@ -221,13 +225,12 @@ class Admitter:
                 duplicate = None if found is None else StoredJob.from_row(dict(found))
             if duplicate is not None:
                 return dataclasses.replace(duplicate, deduplicated=True), False
-        turn = self._turn(conn, batch, service_id)
         self._admit(conn, batch, turn, service_id, row, now)
         backend = row["backend"]
         if backend is not None:
             state = batch.breakers.get(backend)
             if state is None:
-                state = batch.breakers[backend] = breaker(conn, backend)
+                state = batch.breakers[backend] = breaker(conn, backend, lock=False)
             if state.state is BreakerState.OPEN and row["hold_reason"] is None:
                 row["hold_reason"] = HoldReason.BACKEND_UNAVAILABLE
                 row["run_after"] = max(float(row["run_after"]), state.probe_at or now)
