@@ -20,6 +20,7 @@ from genhook.health import HealthServer, Shutdown, healthz, readiness
 from genhook.store.base import Health
 from genhook.store.store import Store
 from tests.acceptance.harness import GENHOOK, Genhook, free_port, wait_for
+from tests.acceptance.test_shutdown import start
 from tests.fake_openai import FAKE_API_KEY
 
 
@@ -114,16 +115,6 @@ def test_a_store_that_does_not_answer_is_503_with_the_reason(server: HealthServe
         down.close()
 
 
-def _start(g: Genhook, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
-    log = (g.tmp / f"{name}.log").open("wb")
-    g.logfiles.append(log)
-    proc = subprocess.Popen(
-        [GENHOOK, *args], env={**g.env, **env}, stdout=log, stderr=subprocess.STDOUT
-    )
-    g.procs.append(proc)
-    return proc
-
-
 def _get(url: str) -> httpx.Response | None:
     try:
         return httpx.get(url, timeout=5)
@@ -139,8 +130,8 @@ def test_each_role_serves_the_same_routes_and_json(tmp_path: Path) -> None:
     try:
         g.serve(workers=0)
         worker_port, sender_port = free_port(), free_port()
-        worker = _start(g, "worker", "worker", "--health-port", str(worker_port))
-        sender = _start(g, "sender", "sender", GENHOOK_HEALTH_PORT=str(sender_port))
+        worker = start(g, "worker", "worker", "--health-port", str(worker_port))
+        sender = start(g, "sender", "sender", GENHOOK_HEALTH_PORT=str(sender_port))
         bodies = {}
         for role, base in (
             ("api", g.base),
@@ -180,7 +171,7 @@ def test_a_worker_with_no_ready_backend_is_not_ready(tmp_path: Path) -> None:
             if path.name != "remote-image.yaml":
                 path.unlink()
         port = free_port()
-        _start(g, "worker", "worker", "--health-port", str(port))
+        start(g, "worker", "worker", "--health-port", str(port))
         base = f"http://127.0.0.1:{port}"
         answer = wait_for(lambda: _get(f"{base}/readyz"), 60, "worker readyz")
         assert answer.status_code == 503
