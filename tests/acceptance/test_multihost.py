@@ -455,6 +455,10 @@ def _rehearse(run: Rehearsal, receiver: GatedReceiver, public: str, api_port: in
             f"jobs: {spent['span']:.1f}s first accepted to last finished, "
             f"{spent['work']:.2f}s of work each; last callback {spent['tail']:.1f}s after"
         )
+        # a store error that genhook retried (a job run again after its lease) is not a wrong
+        # result, but it is worth seeing: say how many the processes logged
+        retried = genhook.logs().count("store unavailable")
+        mark(f"store errors the hosts logged and recovered from: {retried}")
     finally:
         client.close()
         print("\n".join(timeline))
