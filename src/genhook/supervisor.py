@@ -50,6 +50,7 @@ class WorkerProcesses:
         self.env = env
         self.procs: list[subprocess.Popen[bytes]] = []
         self._stopping = threading.Event()
+        self._stopped = threading.Event()
         self._started = threading.Event()
         self._lock = threading.Lock()
         self._watcher: threading.Thread | None = None
@@ -84,6 +85,10 @@ class WorkerProcesses:
                             "worker process %s exited (%s); starting another", proc.pid, code
                         )
                         self.procs[i] = self._spawn()
+        # live on until the workers have exited: when this thread ends, Linux sends them the
+        # parent-death signal, which, coming after the SIGTERM that began their graceful stop,
+        # would be their second signal and make them exit at once
+        self._stopped.wait()
 
     def signal_all(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` to every worker still running, and start no more; returns at once.
@@ -107,12 +112,15 @@ class WorkerProcesses:
         with self._lock:
             procs = list(self.procs)
         deadline = time.monotonic() + timeout
-        for proc in procs:
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        try:
+            for proc in procs:
+                try:
+                    proc.wait(max(0.1, deadline - time.monotonic()))
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait()
+        finally:
+            self._stopped.set()
 
 
 def worker_env(public_url: str) -> dict[str, str]:
