@@ -231,9 +231,20 @@ class PgNotifyBus:
 
 
 def _libpq_url(url: str) -> str:
-    """``url`` as libpq takes it (no SQLAlchemy driver suffix)."""
+    """``url`` as libpq takes it: a conninfo string of its parts and query parameters, each
+    quoted by psycopg. (Rendered back as a URL, SQLAlchemy writes a space in the query as
+    ``+``, which libpq keeps: an ``options=-c%20...`` parameter, as docs/operations.md shows,
+    failed every wake-up connection.) A parameter given twice counts once, its last value,
+    but ``options``, whose values are joined as the store's engine joins them."""
+    from psycopg.conninfo import make_conninfo
+
     parsed = sa.make_url(url)
-    return parsed.set(drivername="postgresql").render_as_string(hide_password=False)
+    params: dict[str, Any] = parsed.translate_connect_args(username="user", database="dbname")
+    for key, value in parsed.query.items():
+        if isinstance(value, tuple):
+            value = " ".join(value) if key == "options" else value[-1]
+        params[key] = value
+    return make_conninfo(**params)
 
 
 def _address(key: str, role: str) -> bytes:

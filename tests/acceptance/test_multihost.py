@@ -48,6 +48,10 @@ LEASE = 4.0
 """GENHOOK_LEASE_SECONDS of the rehearsal: short, so a frozen worker is past it quickly."""
 HOSTS = ("api", "worker-a", "worker-b", "sender")
 PREFIX = "rehearsal"
+IDLE_IN_TRANSACTION_MS = 10_000
+"""The hosts' ``idle_in_transaction_session_timeout``: SIGSTOP may land between two statements
+of a transaction (a lease renewal's UPDATE and its COMMIT), whose row locks then hide the frozen
+worker's jobs from every claim (``SKIP LOCKED``) until the server ends that session."""
 
 
 @dataclass
@@ -306,11 +310,15 @@ def test_four_hosts_survive_kills_freezes_and_restarts(
             GENHOOK_DELIVERY_PER_SERVICE="64",
         )
         stack.callback(genhook.close)
+        # as docs/deploy.md advises: a session left idle inside a transaction (a process
+        # frozen between two statements of one) is ended by the server, so the row locks it
+        # holds do not keep its jobs from being taken over
+        idle = f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_MS}"
         envs = {
             name: {
                 **genhook.env,
                 "GENHOOK_DATABASE_URL": url.update_query_dict(
-                    {"application_name": f"genhook-{name}"}
+                    {"application_name": f"genhook-{name}", "options": idle}
                 ).render_as_string(hide_password=False),
             }
             for name in HOSTS
