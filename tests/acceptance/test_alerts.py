@@ -28,7 +28,7 @@ def alerts() -> Iterator[Receiver]:
 
 
 def database(g: Genhook) -> sa.Engine:
-    return sa.create_engine(f"sqlite:///{g.tmp / 'var' / 'genhook.db'}")
+    return g.engine()  # SQLite or PostgreSQL, as the install's db_kind
 
 
 def rows(engine: sa.Engine, sql: str) -> list[dict[str, Any]]:

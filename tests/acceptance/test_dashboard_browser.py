@@ -148,17 +148,14 @@ def fill(store: Store, shop: str, receiver: Receiver) -> dict[str, Any]:
     return {"delivery": delivery.id, "failed_job": failed_job, "held": held}
 
 
-def test_dashboard_in_chromium(browser: Any, tmp_path: Path) -> None:
+def test_dashboard_in_chromium(browser: Any, tmp_path: Path, db_kind: str) -> None:
     if ARTIFACTS.exists():
         shutil.rmtree(ARTIFACTS)
     ARTIFACTS.mkdir(parents=True)
     receiver = Receiver().start()
     closing: list[httpx.Client] = []
-    g = Genhook(tmp_path / "g", GENHOOK_ADMIN_KEY=ADMIN)
-    store = Store(
-        f"sqlite:///{tmp_path / 'g' / 'var' / 'genhook.db'}",
-        ManualClock(time.time() - HOURS * 3600.0),
-    )
+    g = Genhook(tmp_path / "g", database=db_kind, GENHOOK_ADMIN_KEY=ADMIN)
+    store = Store(g.database_url, ManualClock(time.time() - HOURS * 3600.0))
     try:
         shop = store.service_for_key(g.key)
         assert shop is not None

@@ -59,9 +59,11 @@ def _sample(workflow_id: str) -> dict[str, Any]:
 
 
 @pytest.mark.parametrize("name", ENGINES)
-def test_shipped_workflows_on_each_engine(name: str, tmp_path: Path, receiver: Receiver) -> None:
+def test_shipped_workflows_on_each_engine(
+    name: str, tmp_path: Path, receiver: Receiver, db_kind: str
+) -> None:
     with engine(name) as (env, secret):
-        genhook = Genhook(tmp_path / "g", GENHOOK_IMAGE_BACKEND=name, **env)
+        genhook = Genhook(tmp_path / "g", database=db_kind, GENHOOK_IMAGE_BACKEND=name, **env)
         try:
             genhook.serve(workers=2)
             jobs = {}

@@ -4,7 +4,6 @@ backend breaker that holds jobs instead of burning their retries."""
 
 from __future__ import annotations
 
-import sqlite3
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -41,10 +40,6 @@ outputs:
   assets:
     - ${export.assets}
 """
-
-
-def db(g: Genhook) -> sqlite3.Connection:
-    return sqlite3.connect(g.tmp / "var" / "genhook.db", timeout=30)
 
 
 def test_a_burst_over_the_rate_limit_is_accepted_and_runs_when_the_window_allows(
@@ -96,12 +91,8 @@ def test_one_services_backlog_does_not_delay_anothers_job(
     g.worker()  # the workers start with 1,000 jobs of one service waiting
 
     def claimed() -> int:
-        with db(g) as conn:
-            return int(
-                conn.execute(
-                    "SELECT count(*) FROM jobs WHERE first_claimed_at IS NOT NULL"
-                ).fetchone()[0]
-            )
+        [row] = g.rows("SELECT count(*) AS n FROM jobs WHERE first_claimed_at IS NOT NULL")
+        return int(row["n"])
 
     wait_for(lambda: claimed() >= 5, 60, "the backlog to be under way")
     lone = small.post("/v1/workflows/tiny/runs", json={"item_id": "lone"}).json()
@@ -114,15 +105,15 @@ def test_one_services_backlog_does_not_delay_anothers_job(
         "the single job to run",
     )
     started = ts(view["attempts"][0]["started_at"])
-    with db(g) as conn:
-        ahead = conn.execute(
-            "SELECT count(*) FROM jobs j JOIN services s ON s.id = j.service_id "
-            "WHERE s.name = 'backlog' AND j.first_claimed_at > ? AND j.first_claimed_at < ?",
-            (accepted, started),
-        ).fetchone()[0]
-        waiting = conn.execute(
-            "SELECT count(*) FROM jobs WHERE status IN ('queued', 'retrying')"
-        ).fetchone()[0]
+    [ahead] = g.rows(
+        "SELECT count(*) AS n FROM jobs j JOIN services s ON s.id = j.service_id "
+        "WHERE s.name = 'backlog' AND j.first_claimed_at > :accepted "
+        "AND j.first_claimed_at < :started",
+        accepted=accepted,
+        started=started,
+    )
+    [waiting] = g.rows("SELECT count(*) AS n FROM jobs WHERE status IN ('queued', 'retrying')")
+    ahead, waiting = ahead["n"], waiting["n"]
     # at most one job slot: each worker of the process may take one backlog job meanwhile
     assert ahead <= 2
     assert waiting > 500  # the backlog was still there
@@ -192,20 +183,18 @@ def test_a_failing_backend_opens_its_breaker_without_spending_retries(
         return any(g.job(i)["hold_reason"] == "backend_unavailable" for i in ids)
 
     wait_for(held, 30, "a job held while the breaker is open")
-    with db(g) as conn:
-        state = conn.execute("SELECT state FROM backend_state WHERE backend = 'openai'").fetchone()
-        events = [r[0] for r in conn.execute("SELECT event FROM operator_events")]
-    assert state == ("open",)
+    state = [r["state"] for r in g.rows("SELECT state FROM backend_state WHERE backend = 'openai'")]
+    events = [r["event"] for r in g.rows("SELECT event FROM operator_events")]
+    assert state == ["open"]
     assert "backend.unhealthy" in events
     for job_id in ids:
         g.wait_status(job_id, {"succeeded"}, timeout=60)
     # 3 failures opened the breaker; then one success each: no retry was burned meanwhile
     assert len(engine_api.generations) == 6
-    with db(g) as conn:
-        events = [r[0] for r in conn.execute("SELECT event FROM operator_events")]
-        state = conn.execute("SELECT state FROM backend_state WHERE backend = 'openai'").fetchone()
+    events = [r["event"] for r in g.rows("SELECT event FROM operator_events")]
+    state = [r["state"] for r in g.rows("SELECT state FROM backend_state WHERE backend = 'openai'")]
     assert "backend.recovered" in events
-    assert state == ("closed",)
+    assert state == ["closed"]
 
 
 def test_a_sandbox_service_runs_on_procedural_for_free(

@@ -22,9 +22,10 @@ MAX_CONNECTIONS = 6
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Genhook]:
+def server(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterator[Genhook]:
     g = Genhook(
-        tmp_path_factory.mktemp("limits"),
+        tmp_path_factory.mktemp(f"limits-{db_kind}"),
+        database=db_kind,
         GENHOOK_MAX_HEADER_BYTES="4096",
         GENHOOK_HEADER_TIMEOUT=f"{HEADER_TIMEOUT}s",
         GENHOOK_KEEPALIVE_TIMEOUT="1s",

@@ -55,7 +55,10 @@ def test_a_busy_port_is_one_line_and_exit_2_before_anything_starts(
 
 def test_two_services_in_two_folders_each_get_wake_ups(tmp_path: Path) -> None:
     """Two `serve`s with the default ./var, started in two folders, both bind their wake-up hub
-    (neither logs "wake-ups off") and both serve."""
+    (neither logs "wake-ups off") and both serve.
+
+    SQLite only, by nature: it is about the default database, the file under ./var. On
+    PostgreSQL the wake-ups go through LISTEN/NOTIFY of each database (test_pg_wakeups)."""
     env = {
         k: v
         for k, v in os.environ.items()

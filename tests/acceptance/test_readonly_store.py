@@ -12,6 +12,10 @@ Root ignores file modes, so "read-only" is made the way production meets it, wit
   ``writable: false`` and a trigger 503 ``store_unavailable`` with ``Retry-After``, never 500.
 
 Each test skips, saying why, only when this machine cannot make the namespace or the mount.
+
+The mounts are about a SQLite file, so those tests run on SQLite only (``db_kind`` pinned).
+PostgreSQL's equivalent is a server that goes read-only under a running ``genhook serve``
+(``default_transaction_read_only``, as a standby or an operator's switch does): the last test.
 """
 
 from __future__ import annotations
@@ -24,8 +28,13 @@ from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
 from tests.acceptance.harness import GENHOOK, Genhook, wait_for
+from tests.databases import PG_ADMIN
+
+SQLITE_ONLY = pytest.mark.parametrize("db_kind", ["sqlite"], scope="module")
+"""A read-only SQLite file or folder is made with mounts: these tests are about SQLite."""
 
 UNSHARE = shutil.which("unshare")
 
@@ -114,6 +123,7 @@ def assert_one_line_exit_2(result: subprocess.CompletedProcess[str], db: Path) -
     assert "GENHOOK_DATA_DIR" in line and "GENHOOK_DATABASE_URL" in line, line
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("clean", [False, True], ids=["wal-files-left", "closed-cleanly"])
 def test_serve_on_a_read_only_data_dir_exits_2_with_one_line(
     genhook_factory: Callable[..., Genhook], clean: bool
@@ -128,6 +138,7 @@ def test_serve_on_a_read_only_data_dir_exits_2_with_one_line(
     assert_one_line_exit_2(result, db)
 
 
+@SQLITE_ONLY
 @pytest.mark.parametrize("command", ["serve", "worker"])
 def test_a_read_only_database_beside_a_writable_data_dir_exits_2(
     genhook_factory: Callable[..., Genhook], tmp_path: Path, command: str
@@ -143,6 +154,22 @@ def test_a_read_only_database_beside_a_writable_data_dir_exits_2(
     assert_one_line_exit_2(result, db)
 
 
+def assert_refuses_writes(g: Genhook) -> None:
+    """/healthz 503 (answers, not writable) and triggers 503 store_unavailable, Retry-After."""
+    answers: list[httpx.Response] = []
+    for n in range(3):  # health first: it must know before any write has failed
+        answers.append(g.http.get("/healthz"))
+        answers.append(g.trigger("tiny", {"item_id": f"read-only-{n}"}))
+    for r in answers:
+        assert r.status_code == 503, (r.url, r.status_code, r.text)
+        if r.url.path == "/healthz":
+            assert r.json()["database"] is True and r.json()["writable"] is False, r.text
+        else:
+            assert r.json()["error_code"] == "store_unavailable", r.text
+            assert int(r.headers["retry-after"]) >= 1
+
+
+@SQLITE_ONLY
 def test_a_store_that_turns_read_only_under_serve_answers_503(
     genhook_factory: Callable[..., Genhook], tmp_path: Path
 ) -> None:
@@ -186,17 +213,7 @@ def test_a_store_that_turns_read_only_under_serve_answers_503(
         wait_for(lambda: (ctl / "read-only").exists() or proc.poll() is not None, 30, "read-only")
         assert proc.poll() is None, log_path.read_text(errors="replace")
 
-        answers: list[httpx.Response] = []
-        for n in range(3):  # health first: it must know before any write has failed
-            answers.append(g.http.get("/healthz"))
-            answers.append(g.trigger("tiny", {"item_id": f"read-only-{n}"}))
-        for r in answers:
-            assert r.status_code == 503, (r.url, r.status_code, r.text)
-            if r.url.path == "/healthz":
-                assert r.json()["database"] is True and r.json()["writable"] is False, r.text
-            else:
-                assert r.json()["error_code"] == "store_unavailable", r.text
-                assert int(r.headers["retry-after"]) >= 1
+        assert_refuses_writes(g)
     finally:
         (ctl / "stop").touch()
         try:
@@ -206,3 +223,44 @@ def test_a_store_that_turns_read_only_under_serve_answers_503(
             proc.wait()
     logs = log_path.read_text(errors="replace")
     assert "Traceback" not in logs and "Exception in ASGI application" not in logs, logs
+
+
+@pytest.mark.parametrize("db_kind", ["postgresql"], scope="module")
+def test_a_postgresql_that_turns_read_only_under_serve_answers_503(
+    genhook_factory: Callable[..., Genhook],
+) -> None:
+    """The PostgreSQL equivalent: the server refuses writes (``default_transaction_read_only``
+    on the database, its sessions reconnected) under a running ``genhook serve``: /healthz
+    503 ``writable: false``, a trigger 503 ``store_unavailable`` with Retry-After, never 500;
+    writable again, it accepts and runs the next trigger."""
+    g = genhook_factory()
+    g.serve(workers=1)
+    before = g.trigger("tiny", {"item_id": "before"})
+    assert before.status_code == 202, before.text
+    g.wait_status(before.json()["job_id"], {"succeeded"})
+    name = sa.make_url(g.database_url).database
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    switch = 'ALTER DATABASE "{}" {} default_transaction_read_only{}'
+    try:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(switch.format(name, "SET", " = on"))
+            conn.exec_driver_sql(  # the open sessions keep their setting: they reconnect
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        assert_refuses_writes(g)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(switch.format(name, "RESET", ""))
+            conn.exec_driver_sql(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                "WHERE datname = %s AND pid <> pg_backend_pid()",
+                (name,),
+            )
+        admin.dispose()
+    wait_for(lambda: g.http.get("/healthz").status_code == 200, 30, "health, writable again")
+    after = g.trigger("tiny", {"item_id": "after"})
+    assert after.status_code == 202, after.text
+    g.wait_status(after.json()["job_id"], {"succeeded"})
+    assert "Traceback" not in g.logs() and "Exception in ASGI application" not in g.logs()

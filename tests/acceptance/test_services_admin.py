@@ -112,7 +112,7 @@ def test_rotate_secret_stores_the_overlap(genhook_factory: Callable[..., Genhook
     before = time.time()
     rotated = services(g, "rotate-secret", "shop", "--overlap", "1h")
     assert rotated["service"] == "shop" and rotated["webhook_secret"] != g.secret
-    store = Store(f"sqlite:///{g.tmp / 'var' / 'genhook.db'}")
+    store = Store(g.database_url)
     try:
         service = store.service_by_name("shop")
     finally:

@@ -24,6 +24,10 @@ def pg_url(tmp_path: Path) -> Iterator[str]:
         yield url
 
 
+# the outage is a PostgreSQL server that stops answering; SQLite, a file, has no such outage
+# (its failures, a full disk and a read-only file system, are test_store_errors' and
+# test_readonly_store's)
+@pytest.mark.parametrize("db_kind", ["postgresql"], scope="module")
 def test_a_postgresql_outage_answers_503_and_recovers(
     pg_url: str, genhook_factory: Callable[..., Genhook]
 ) -> None:

@@ -149,14 +149,7 @@ def test_genhook_ops_resume_resumes_a_paused_service(
     ids = storm(burst, 4)  # 4 > 3 x 1
     assert summary_of(ops, "burst")["paused"] is True
     wait_for(lambda: events_of(alerts, secret, "service.paused", "burst"), 30, "service.paused")
-    out = subprocess.run(
-        [GENHOOK, "ops", "resume", "burst"],
-        env=g.env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=True,
-    )
+    out = g.cli("ops", "resume", "burst")
     result = json.loads(out.stdout)
     assert result["resumed"] is True
     assert summary_of(ops, "burst")["paused"] is False
