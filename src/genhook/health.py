@@ -145,10 +145,16 @@ class Signals:
     shutdown itself. A second signal forces the shutdown (:meth:`Shutdown.force`) and exits at
     once, from the handler. What was leased then stays leased until the lease runs out, as
     after a crash, so the store stays consistent.
+
+    ``repeat_forces=False`` (a worker of ``genhook serve``): every signal is the graceful one.
+    Such a worker can get SIGTERM twice in a row, from its ``serve`` and from a service manager
+    that signals the whole process tree (systemd's default ``KillMode``); its ``serve`` kills it
+    to force its exit.
     """
 
-    def __init__(self, shutdown: Shutdown) -> None:
+    def __init__(self, shutdown: Shutdown, *, repeat_forces: bool = True) -> None:
         self.shutdown = shutdown
+        self.repeat_forces = repeat_forces
         self.received = 0
         self._read, self._write = os.pipe()
         os.set_blocking(self._write, False)
@@ -157,7 +163,7 @@ class Signals:
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.received += 1  # handlers run in the main thread, one at a time
-        if self.received > 1:
+        if self.received > 1 and self.repeat_forces:
             self.shutdown.force()
             os._exit(FORCED_EXIT + signum)
         with contextlib.suppress(OSError):

@@ -88,7 +88,7 @@ def hub_lifespan(
         processes = WorkerProcesses(workers, worker_env(runtime.settings.public_url))
         processes.start()
         shutdown.on_begin(processes.signal_all)
-        shutdown.on_force(processes.signal_all)  # their second signal: they exit at once
+        shutdown.on_force(lambda: processes.signal_all(signal.SIGKILL))  # at once
         shutdown.on_begin(lambda: _soon(loop, stop_outbox.set))
         outbox_task = None
         sender = DeliverySender(
@@ -168,8 +168,7 @@ def serve(runtime: Runtime, sock: socket.socket, *, workers: int) -> None:
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             """The first SIGTERM or SIGINT: stop accepting, drain, stop the workers and the
             outbox (and exit 0 afterwards: uvicorn's own handler would raise the signal again).
-            The second: the workers are signalled again (they exit at once), and so does
-            this process."""
+            The second: the workers are killed, and this process exits at once."""
             if shutdown.begin():
                 self.should_exit = True
                 return
@@ -212,7 +211,7 @@ def run_worker(
     shutdown = Shutdown(runtime.settings.shutdown_seconds)
     stop = threading.Event()
     shutdown.on_begin(stop.set)
-    signals = Signals(shutdown)
+    signals = Signals(shutdown, repeat_forces=parent is None)  # serve's force is a SIGKILL
     if not adopt_parent(parent):
         return
     channel = open_channel(runtime.settings.database_url, worker_role())

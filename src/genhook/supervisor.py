@@ -93,9 +93,9 @@ class WorkerProcesses:
     def signal_all(self, sig: int = signal.SIGTERM) -> None:
         """Send ``sig`` to every worker still running, and start no more; returns at once.
 
-        The first SIGTERM begins a worker's graceful shutdown (it claims nothing more, and
-        finishes or hands back its jobs within ``GENHOOK_SHUTDOWN_SECONDS``); a second one
-        makes it exit at once."""
+        SIGTERM begins a worker's graceful shutdown (it claims nothing more, and finishes or
+        hands back its jobs within ``GENHOOK_SHUTDOWN_SECONDS``; a second SIGTERM changes
+        nothing); SIGKILL ends it at once."""
         self._stopping.set()
         with self._lock:
             procs = list(self.procs)

@@ -11,6 +11,7 @@ signal exits at once.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import threading
@@ -208,15 +209,21 @@ def test_a_second_signal_exits_at_once_and_the_lease_stays(
 def test_serve_stops_its_workers_within_the_bound(
     install: Callable[..., Genhook], engine_api: FakeOpenAI
 ) -> None:
-    """`serve --workers 1` SIGTERMed with a 1 s bound while its worker runs a long job: serve
-    exits 0 soon after, its worker handed the job back, and a worker started afterwards
-    finishes it at once."""
+    """`serve --workers 1` and its worker SIGTERMed together (as systemd's default KillMode
+    signals a unit's every process), with a 1 s bound, while the worker runs a long job: serve
+    exits 0 soon after, its worker handed the job back (serve's own SIGTERM, the worker's
+    second, does not cut that short), and a worker started afterwards finishes it at once."""
+    from tests.acceptance.test_failures import _children
+
     engine_api.script(["sleep:60", "ok"])
     g = install(GENHOOK_SHUTDOWN_SECONDS="1s")
     server = g.serve(workers=1)
     job_id = g.trigger("remote-image", ITEM).json()["job_id"]
     running_on(g, job_id, 1)
+    (worker,) = _children(server.pid)
+    os.kill(worker, signal.SIGTERM)
     took = stop_within(server, 20, g)
+    assert "handed back 1 running job" in g.logs()
     assert took < 12, f"serve took {took:.1f}s to stop with a 1 s bound"
     restarted = g.serve(workers=1)
     done = g.wait_status(job_id, {"succeeded", "failed"}, timeout=40)
