@@ -345,16 +345,28 @@ def test_the_window_of_real_starts_holds_across_claiming_processes(pg_url: str) 
 
 @CLAIM_RACE
 def test_a_backend_concurrency_cap_holds_across_claiming_processes(pg_url: str) -> None:
-    """A backend limited to 2 jobs running: 4 processes claiming 12 of its jobs at once (none
-    finishes) start exactly 2."""
+    """Backends limited to 2 jobs running: in each of 3 rounds, 4 processes claim 12 jobs of a
+    new backend at once (none finishes); each backend runs exactly 2."""
     store = migrated(pg_url)
+    caps = {f"capped{r}": 2 for r in range(3)}
     try:
-        for name in ("x", "y", "z"):
-            submit_plain(store, service(store, name), 4, backend="capped")
-        answers = run_at_once(
-            pg_url, "claim", store={"backend_concurrency": {"capped": 2}}, kwargs={"rounds": 20}
-        )
-        assert sum(len(a) for a in answers) == 2, answers
+        running: dict[str, int] = {}
+        for r, backend in enumerate(caps):
+            for name in ("x", "y", "z"):
+                submit_plain(store, service(store, f"{name}{r}"), 4, backend=backend)
+            answers = run_at_once(
+                pg_url, "claim", store={"backend_concurrency": caps}, kwargs={"rounds": 20}
+            )
+            with store._read() as conn:
+                running = dict(
+                    conn.execute(
+                        sa.select(jobs.c.backend, sa.func.count())
+                        .where(jobs.c.status == "running")
+                        .group_by(jobs.c.backend)
+                    ).all()
+                )
+            assert running.get(backend, 0) >= 2, answers
+        assert running == caps
     finally:
         store.close()
 
