@@ -1,10 +1,12 @@
 """Acceptance: a multi-host rehearsal. The API (`genhook serve --workers 0`), two workers
 (`genhook worker`) and a sender (`genhook sender`) run as separate hosts, each in a network
 namespace of its own (tests/hosts.py), sharing one PostgreSQL (through a relay on the bridge)
-and one asset storage; the callback receiver listens on the bridge. A burst of jobs, while one
+and one S3 server (moto, on the bridge); the callback receiver listens on the bridge. Two waves
+of tiny jobs (60), while one
 worker is killed outright, the other frozen past its lease and resumed, and the sender killed
 mid-delivery and restarted: every job completes exactly once, one answered callback per
-``webhook-id``, every signature verified with ``standardwebhooks``, nothing lost.
+``webhook-id``, every signature verified with ``standardwebhooks``, every asset fetched and
+decoded, nothing lost, nothing left staged in the bucket. The run prints its timeline.
 
 Where the machine makes no namespaces (not root, no ``ip``), the same hosts run as separate
 processes on loopback, and the test prints so."""
