@@ -80,9 +80,12 @@ def start(g: Genhook, name: str, *args: str, **env: str) -> subprocess.Popen[byt
     return proc
 
 
-def running_on(g: Genhook, job_id: str, attempt: int) -> Any:
-    """Wait until the job's ``attempt`` runs (and its engine request is in flight)."""
-    return wait_for(
+def running_on(
+    g: Genhook, job_id: str, attempt: int, engine: FakeOpenAI | None = None, sent: int = 0
+) -> Any:
+    """Wait until the job's ``attempt`` runs and, with ``engine``, until the engine has had
+    ``sent`` generation requests (the attempt's own is in flight: the claim comes first)."""
+    job = wait_for(
         lambda: (
             (job := g.job(job_id))["status"] == "running"
             and len(job["attempts"]) == attempt
@@ -92,6 +95,9 @@ def running_on(g: Genhook, job_id: str, attempt: int) -> Any:
         f"{job_id} running its attempt {attempt}",
         every=0.1,
     )
+    if engine is not None:
+        wait_for(lambda: len(engine.generations) >= sent, 60, f"engine request {sent}", 0.05)
+    return job
 
 
 def stop_within(proc: subprocess.Popen[bytes], seconds: float, g: Genhook) -> float:
@@ -132,7 +138,7 @@ def test_a_short_bound_hands_the_job_back_and_another_worker_finishes_it_at_once
     job_id = g.trigger("remote-image", ITEM).json()["job_id"]
     for attempt in (1, 2):
         worker = start(g, f"worker-{attempt}", "worker")
-        running_on(g, job_id, attempt)
+        running_on(g, job_id, attempt, engine_api, sent=attempt)
         took = stop_within(worker, 10, g)
         assert took < 6, f"took {took:.1f}s to stop with a 1 s bound"
         job = wait_for(
@@ -148,7 +154,7 @@ def test_a_short_bound_hands_the_job_back_and_another_worker_finishes_it_at_once
     assert time.monotonic() - handed_at < 30  # the 60 s lease was not waited out
     assert [a["outcome"] for a in done["attempts"]] == ["handed_back", "handed_back", "succeeded"]
     assert spared(g, db_url, job_id) == 2
-    assert len(engine_api.requests) == 3
+    assert len(engine_api.generations) == 3
 
 
 def test_a_long_bound_lets_the_job_finish_and_readyz_says_shutting_down(
@@ -163,7 +169,7 @@ def test_a_long_bound_lets_the_job_finish_and_readyz_says_shutting_down(
     port = free_port()
     job_id = g.trigger("remote-image", ITEM).json()["job_id"]
     worker = start(g, "worker", "worker", "--health-port", str(port))
-    running_on(g, job_id, 1)
+    running_on(g, job_id, 1, engine_api, sent=1)
     health = f"http://127.0.0.1:{port}"
     assert httpx.get(f"{health}/readyz", timeout=10).status_code == 200
     started = time.monotonic()
@@ -195,7 +201,7 @@ def test_a_second_signal_exits_at_once_and_the_lease_stays(
     g.serve(workers=0)
     job_id = g.trigger("remote-image", ITEM).json()["job_id"]
     worker = start(g, "worker", "worker")
-    running_on(g, job_id, 1)
+    running_on(g, job_id, 1, engine_api, sent=1)
     worker.send_signal(signal.SIGTERM)
     time.sleep(0.3)
     started = time.monotonic()
@@ -219,7 +225,7 @@ def test_serve_stops_its_workers_within_the_bound(
     g = install(GENHOOK_SHUTDOWN_SECONDS="1s")
     server = g.serve(workers=1)
     job_id = g.trigger("remote-image", ITEM).json()["job_id"]
-    running_on(g, job_id, 1)
+    running_on(g, job_id, 1, engine_api, sent=1)
     (worker,) = _children(server.pid)
     os.kill(worker, signal.SIGTERM)
     took = stop_within(server, 20, g)
