@@ -15,18 +15,23 @@ The receiver (both sides post to it): a bare aiohttp server in its own process o
   (``Store.reject``: a refused trigger's failure payload, outboxed to the receiver, accepted
   with private callbacks allowed since the receiver is on loopback), with the outbox stopped;
   the timed round starts the outbox (``Outbox.run``) and ends when no delivery is left pending
-  or sending (polled from this process every 5 ms, a read beside the WAL). Each attempt is
-  claimed (logged ``sending`` before its POST), signed at send time, sent through the SSRF
-  guard, and its answer recorded, exactly as in production. The service's in-flight caps
-  (``GENHOOK_DELIVERY_PER_ENDPOINT`` and ``..._PER_SERVICE``) and the outbox's concurrency are
-  set to CONCURRENCY, so both sides keep the same number of requests in flight.
+  or sending (polled from this process every 5 ms with plain sqlite3, a read beside the WAL).
+  Each attempt is claimed (logged ``sending`` before its POST), signed at send time, sent
+  through the SSRF guard, and its answer recorded, exactly as in production. The outbox's
+  concurrency is CONCURRENCY: its lanes, so at most CONCURRENCY requests in flight, as on the
+  raw side. The service's in-flight caps (``GENHOOK_DELIVERY_PER_ENDPOINT`` and
+  ``..._PER_SERVICE``) count leases, which include the deliveries the outbox leases ahead of a
+  free lane (``Outbox.lease_ahead``, CONCURRENCY by default): they are set to CONCURRENCY +
+  lease_ahead so that they do not bind before the lanes do.
 
 Both sides post the same bodies (the delivery rows' bytes, about 520 bytes of JSON). One
 warm-up round each, then ROUNDS rounds of COUNT messages, interleaved (the order alternates
 each round); medians. Also reported: each side's CPU time per delivery (its process, from
 /proc, over each round) and the machine's load. At the end every genhook delivery must be
 ``delivered`` with one ``done`` attempt, and the receiver must have counted exactly one POST
-per webhook-id on each side. Exits 1 when genhook / raw < TARGET.
+per webhook-id on each side, and at most CONCURRENCY connections per side in any round (HTTP/1.1
+without pipelining: one request per connection at a time, so no side ever had more requests in
+flight). Exits 1 when genhook / raw < TARGET or any of these fails.
 
 Run: ``.venv/bin/python bench/deliver.py [--rounds N] [--count N] [--concurrency N]``.
 """
@@ -40,6 +45,7 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -189,10 +195,12 @@ def serve_genhook(database_url: str, concurrency: int) -> None:
 
     async def main() -> None:
         store = Store(database_url)
-        # the caps count leases, so they must not bind before the outbox's concurrency does
-        store.delivery_per_endpoint = store.delivery_per_service = 2 * concurrency
         async with DeliverySender(allow_private=True) as sender:
             outbox = Outbox(store, sender, SCHEDULE, concurrency=concurrency)
+            # the caps count leases (attempts logged and not yet recorded), which include those
+            # leased ahead of a free lane: they must not bind before the outbox's lanes do
+            caps = concurrency + outbox.lease_ahead
+            store.delivery_per_endpoint = store.delivery_per_service = caps
             running: tuple[asyncio.Task[None], asyncio.Event] | None = None
             while True:
                 line = (await asyncio.to_thread(sys.stdin.readline)).strip()
@@ -294,17 +302,13 @@ def seed(store: Store, service: dict[str, str], url: str, count: int, out: Path)
     return size
 
 
-def outstanding(engine: sa.Engine) -> int:
-    """Deliveries not yet recorded done (pending or sending), each state through its index."""
-    with engine.connect() as conn:
-        return sum(
-            int(
-                conn.exec_driver_sql(
-                    f"SELECT count(*) FROM deliveries WHERE status = '{s}'"
-                ).scalar_one()
-            )
-            for s in ("pending", "sending")
-        )
+def outstanding(db: sqlite3.Connection) -> int:
+    """Deliveries not yet recorded done (pending or sending), each state through its partial
+    index, on a plain read connection (polled every 5 ms: it shares the cores with genhook)."""
+    return sum(
+        int(db.execute(f"SELECT count(*) FROM deliveries WHERE status = '{s}'").fetchone()[0])
+        for s in ("pending", "sending")
+    )
 
 
 def new_round(base: str) -> None:
@@ -376,6 +380,7 @@ def main() -> int:
             sides.append(genhook)
             sent = size = 0
             messages = root / "messages.jsonl"
+            poll = sqlite3.connect(root / "genhook.db", isolation_level=None)
 
             def one_round(count: int, timed: bool, genhook_first: bool) -> None:
                 nonlocal sent, size
@@ -390,7 +395,7 @@ def main() -> int:
                         raw.say("go", "done")
                     else:
                         genhook.say("go", "started")
-                        while outstanding(store.engine):
+                        while outstanding(poll):
                             time.sleep(0.005)
                     seconds = time.perf_counter() - start
                     cpu = cpu_seconds(side.pid) - cpu

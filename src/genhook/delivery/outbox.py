@@ -96,10 +96,20 @@ class Outbox:
     (:meth:`~genhook.store.deliveries.DeliveryStore.record_and_claim`) that records every
     answer that came back since the last turn and leases as many due deliveries as there is
     room for, so one commit serves many deliveries however many are in flight. The requests
-    go out meanwhile, one task each; an answer waits in memory for the next turn, and nothing
-    acts on it before that turn has committed: the delivery stays ``sending`` under this
-    outbox's lease until then, so a crash in between loses nothing (the lease runs out, or is
-    ended at the next start-up, and the delivery is sent again).
+    go out meanwhile from ``concurrency`` lanes (long-lived tasks, one request at a time each:
+    that bounds the requests in flight); an answer waits in memory for the next turn, and
+    nothing acts on it before that turn has committed: the delivery stays ``sending`` under
+    this outbox's lease until then, so a crash in between loses nothing (the lease runs out, or
+    is ended at the next start-up, and the delivery is sent again).
+
+    Leasing ahead: a turn leases up to ``lease_ahead`` (default: ``concurrency``) deliveries
+    more than there are free lanes; they wait in memory, leased and logged ``sending``, and each
+    goes out the moment a lane frees. So the requests keep going out while the next turn
+    commits (on SQLite its fsync is most of a turn's time), instead of the lanes idling until
+    it has. Those leases count against the in-flight caps like any other (they are attempts
+    logged and not yet recorded), are renewed like the rest, and after a crash are taken over
+    like the rest; on ``stop`` they are still sent and recorded. ``lease_ahead=0``: lease only
+    for free lanes.
     """
 
     def __init__(
