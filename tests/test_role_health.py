@@ -204,3 +204,41 @@ def test_a_busy_health_port_is_one_line_and_exit_2(tmp_path: Path) -> None:
                 assert f"127.0.0.1:{port}" in lines[0] and "address already in use" in lines[0]
     finally:
         g.close()
+
+
+def test_the_apis_readyz_says_shutting_down_once_its_shutdown_begins(tmp_path: Path) -> None:
+    """The API's routes use the same checks: ready, then 503 shutting_down (role api) from the
+    moment `serve`'s shutdown begins, while /healthz stays 200."""
+    from genhook.api.app import create_app
+    from genhook.config import Settings
+    from genhook.paths import shipped_dir
+    from genhook.runtime import Runtime
+
+    settings = Settings(data_dir=tmp_path, workflows_dir=shipped_dir("workflows")).resolved()
+    runtime = Runtime.build(settings)
+    app = create_app(runtime)
+    shutdown = Shutdown(30)
+    app.state.shutdown = shutdown
+
+    async def scenario() -> list[tuple[int, Any]]:
+        seen = []
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://genhook.test") as c:
+            for step in ("before", "after"):
+                if step == "after":
+                    shutdown.begin()
+                for route in ("/readyz", "/healthz"):
+                    answer = await c.get(route)
+                    seen.append((answer.status_code, answer.json()))
+        return seen
+
+    try:
+        import anyio
+
+        (ready, healthy, stopping, still) = anyio.run(scenario)
+    finally:
+        runtime.store.close()
+    assert ready[0] == 200 and ready[1]["role"] == "api" and ready[1]["status"] == "ready"
+    assert healthy == (200, {"status": "ok", "database": True, "writable": True})
+    assert stopping == (503, {"status": "unavailable", "reason": "shutting_down", "role": "api"})
+    assert still[0] == 200
