@@ -59,7 +59,7 @@ def namespaces_unavailable() -> str | None:
     for tool in ("ip", "unshare"):
         if shutil.which(tool) is None:
             return f"no {tool} command"
-    probe = f"ghprobe-{os.getpid()}-{secrets.token_hex(3)}"
+    probe = f"gh{os.getpid()}-{secrets.token_hex(3)}-probe"  # swept like a host if left
     made = _ip("netns", "add", probe, check=False)
     if made.returncode != 0:
         return f"ip netns add failed: {made.stderr.strip()}"
