@@ -922,8 +922,9 @@ class JobStore(StoreBase):
                     credit_cost=credit_cost,
                     made=made,
                 )
-                bump_rollup(conn, done.service_id, done.workflow_id, now, retries=1)
+                # the service row before the roll-up, in the order admission takes them
                 conn.execute(_REQUEUE, {"service_id": done.service_id})
+                bump_rollup(conn, done.service_id, done.workflow_id, now, retries=1)
                 self._event(
                     conn,
                     job_id,
@@ -1106,8 +1107,8 @@ class JobStore(StoreBase):
             if ended is not None:
                 encoded = Encoded.of(payload(StoredJob.from_row(ended)))
                 conn.execute(jobs.update().where(jobs.c.id == job_id).values(result=encoded.parsed))
+                conn.execute(_DEQUEUE, {"service_id": ended["service_id"]})  # before the roll-up
                 bump_rollup(conn, ended["service_id"], ended["workflow_id"], now, cancelled=1)
-                conn.execute(_DEQUEUE, {"service_id": ended["service_id"]})
                 self._event(conn, job_id, JobStatus.CANCELLED, encoded.parsed, now)
                 if ended["callback_url"]:
                     self._outbox(
