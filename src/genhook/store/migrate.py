@@ -27,5 +27,9 @@ def upgrade(engine: sa.Engine) -> None:
     (without it, all but one failed on the tables the first had just created)."""
     with engine.begin() as connection:
         if connection.dialect.name == "postgresql":
+            # a data migration on a big table may take longer than a request's statement
+            # timeout (GENHOOK_DB_STATEMENT_TIMEOUT); the lock wait too, while another migrates
+            connection.exec_driver_sql("SET LOCAL statement_timeout = 0")
+            connection.exec_driver_sql("SET LOCAL lock_timeout = 0")
             connection.execute(sa.select(sa.func.pg_advisory_xact_lock(MIGRATION_LOCK)))
         command.upgrade(alembic_config(connection), "head")
