@@ -60,7 +60,7 @@ schema: $(STAMP)
 ## baseline measured in the same run and exits non-zero below its target. All of them run; the
 ## target fails if any of them did.
 BENCHES := export.py "accept.py --limited" claim.py deliver.py e2e.py load_share.py memory.py \
-  video_export.py concurrency.py
+  video_export.py concurrency.py scale.py
 bench: $(STAMP)
 	@status=0; \
 	for b in $(BENCHES); do \

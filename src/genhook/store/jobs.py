@@ -27,10 +27,12 @@ from genhook.flow import (
 from genhook.ids import new_id, new_job_id
 from genhook.status import AttemptOutcome, DeliveryStatus, JobStatus
 from genhook.store.accounting import (
+    _upsert_statement,
     add_to_ledger,
     breaker,
     bump_rollup,
     check_thresholds,
+    hour_of,
     ledger,
     save_breaker,
     settle,
@@ -45,6 +47,7 @@ from genhook.store.schema import (
     claimable,
     deliveries,
     events,
+    job_rollups,
     jobs,
     services,
 )
@@ -76,6 +79,10 @@ _FIRST_IN_TURN = (
         services.c.daily_budget,
         services.c.on_budget,
         services.c.start_seq,
+        # what the limits' checks read of the candidate (no second read of the job for them)
+        jobs.c.backend,
+        jobs.c.estimate,
+        jobs.c.first_claimed_at,
     )
     .join(services, services.c.id == jobs.c.service_id)
     .where(
@@ -153,6 +160,29 @@ _NUMBER_START = (
 )
 _ATTEMPT_STARTS = attempts.insert()
 _EVENT = events.insert()
+# PostgreSQL: the rest of a claim's usual case in one statement (one round trip, not three):
+# the service's turn taken, the attempt opened and its ``running`` event, as data-modifying
+# CTEs of the services update (PostgreSQL runs each exactly once, whether or not it is read)
+_SERVED_STARTED = _SERVED.add_cte(
+    attempts.insert()
+    .values(
+        job_id=sa.bindparam("jid"),
+        number=sa.bindparam("number", type_=attempts.c.number.type),
+        worker=sa.bindparam("worker"),
+        started_at=_NOW,
+        backend=sa.bindparam("backend", type_=attempts.c.backend.type),
+    )
+    .cte("started")
+).add_cte(
+    events.insert()
+    .values(
+        job_id=sa.bindparam("jid"),
+        at=_NOW,
+        status=JobStatus.RUNNING,
+        detail=sa.bindparam("detail", type_=events.c.detail.type),
+    )
+    .cte("running")
+)
 _OUTBOX = deliveries.insert()
 _RENEW = (
     jobs.update()
@@ -190,11 +220,11 @@ _CLOSE_ATTEMPT = (
     .where(attempts.c.job_id == sa.bindparam("jid"), attempts.c.ended_at.is_(None))
     .values(
         ended_at=_NOW,
-        outcome=sa.bindparam("outcome", type_=attempts.c.outcome.type),
-        error_code=sa.bindparam("code", type_=attempts.c.error_code.type),
-        error_description=sa.bindparam("description", type_=attempts.c.error_description.type),
-        credit_cost=sa.bindparam("credits", type_=attempts.c.credit_cost.type),
-        made=sa.bindparam("made_", type_=attempts.c.made.type),
+        outcome=sa.bindparam("a_outcome", type_=attempts.c.outcome.type),
+        error_code=sa.bindparam("a_code", type_=attempts.c.error_code.type),
+        error_description=sa.bindparam("a_description", type_=attempts.c.error_description.type),
+        credit_cost=sa.bindparam("a_credits", type_=attempts.c.credit_cost.type),
+        made=sa.bindparam("a_made", type_=attempts.c.made.type),
     )
 )
 _BREAKER_HEALED = (
@@ -206,6 +236,30 @@ _BREAKER_HEALED = (
     )
     .values(failures=0, updated_at=_NOW)
 )
+# PostgreSQL: what follows a job's release in one statement (see JobStore._ended): the attempt
+# closed and the end's event as data-modifying CTEs of the roll-up's upsert
+_CLOSED = _CLOSE_ATTEMPT.cte("closed")
+_LOGGED = (
+    events.insert()
+    .values(
+        job_id=sa.bindparam("jid"),
+        at=_NOW,
+        status=sa.bindparam("e_status", type_=events.c.status.type),
+        detail=sa.bindparam("e_detail", type_=events.c.detail.type),
+    )
+    .cte("logged")
+)
+
+
+@functools.cache
+def _ending(figures: tuple[str, ...]) -> Any:
+    """The attempt closed, the end's event and the hour's roll-up (``figures`` added) of a
+    released job, in one PostgreSQL statement."""
+    keys = ("service_id", "workflow_id", "bucket")
+    upsert = _upsert_statement("postgresql", job_rollups, keys, figures)
+    return upsert.add_cte(_CLOSED).add_cte(_LOGGED)
+
+
 _UNRESERVE = (
     jobs.update().where(jobs.c.id == sa.bindparam("jid")).values(reserved=0.0, reserved_day=None)
 )
@@ -247,6 +301,26 @@ def _releasing(cancel_requested: bool, columns: tuple[str, ...], spared: bool) -
     )
 
 
+def _attempt_end(
+    job_id: str,
+    outcome: AttemptOutcome,
+    error: GenhookError | None,
+    now: float,
+    credit_cost: float,
+    made: Mapping[str, float] | None,
+) -> dict[str, Any]:
+    """The parameters of :data:`_CLOSE_ATTEMPT` (and of :data:`_CLOSED` in :func:`_ending`)."""
+    return {
+        "jid": job_id,
+        "now": now,
+        "a_outcome": outcome,
+        "a_code": error.code.value if error else None,
+        "a_description": error.description if error else None,
+        "a_credits": credit_cost,
+        "a_made": None if made is None else dict(made),
+    }
+
+
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
@@ -254,10 +328,12 @@ PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
 
 @dataclass(frozen=True)
 class _Pick:
-    """A service whose turn it is, and its job that may start."""
+    """A service whose turn it is, and its job that may start; ``candidate``: the job's
+    ``backend``, ``estimate`` and ``first_claimed_at`` when the pick read them already."""
 
     service: Any
     job_id: str
+    candidate: Any = None
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.service, name)
@@ -479,9 +555,18 @@ class JobStore(StoreBase):
         the update is conditional on the state it was chosen in, so it cannot take a job that a
         cancel ended meanwhile. The job returned carries ``claimed_at``, the attempt's start.
 
-        A read comes first: with nothing to take (an idle queue), no write transaction opens.
+        A look comes first: with nothing to take (an idle queue), nothing is locked or written.
+        On SQLite the look is a read transaction of its own, so that an idle claim leaves the
+        one write lock free; on PostgreSQL, where nothing takes a lock until a job is chosen, it
+        is the first statement of the claim's transaction (one transaction per claim).
         """
         now = self.clock.now()
+        if self.engine.dialect.name == "postgresql":
+            with self._write() as conn:
+                due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
+                if not (due or stalled):
+                    return None
+                return self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
         with self._read() as conn:
             due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
         if not (due or stalled):
@@ -508,8 +593,23 @@ class JobStore(StoreBase):
         claimed = conn.execute(take, lease).mappings().first()
         if claimed is None:
             return None  # a cancel or another worker took it first: the next poll goes on
+        first = limited and claimed["attempts"] == 1 and claimed["start_seq"] is None
+        if lost is None and not first and conn.dialect.name == "postgresql":
+            conn.execute(
+                _SERVED_STARTED,
+                {
+                    "sid": claimed["service_id"],
+                    "now": now,
+                    "first": 0,
+                    "jid": job_id,
+                    "number": claimed["attempts"],
+                    "worker": worker,
+                    "backend": claimed["backend"],
+                    "detail": {"attempt": claimed["attempts"]},
+                },
+            )
+            return Job.from_row(claimed, claimed_at=now, refusal=refusal)
         if lost is None:  # it leaves the queue: its service's turn is taken
-            first = limited and claimed["attempts"] == 1 and claimed["start_seq"] is None
             seq = conn.execute(
                 _SERVED, {"sid": claimed["service_id"], "now": now, "first": int(first)}
             ).scalar_one()
@@ -557,11 +657,14 @@ class JobStore(StoreBase):
             limit = RateLimit.parse(pick.rate_limit)
             if limit is None and pick.daily_budget is None and not self._backend_limits:
                 return job_id, None, False
-            cand = conn.execute(
-                sa.select(jobs.c.backend, jobs.c.estimate, jobs.c.first_claimed_at).where(
-                    jobs.c.id == job_id
-                )
-            ).one()
+            cand = (
+                pick.candidate
+                or conn.execute(
+                    sa.select(jobs.c.backend, jobs.c.estimate, jobs.c.first_claimed_at).where(
+                        jobs.c.id == job_id
+                    )
+                ).one()
+            )
             if (
                 cand.backend is not None
                 and cand.backend in self._backend_limits
@@ -603,7 +706,7 @@ class JobStore(StoreBase):
         if not tried and not blocked:
             first = conn.execute(_FIRST_IN_TURN, {"now": now}).first()
             if first is not None:
-                return _Pick(first, first.job_id)
+                return _Pick(first, first.job_id, first)
         round_ = conn.execute(
             sa.select(
                 services.c.id.label("service_id"),
@@ -1017,9 +1120,12 @@ class JobStore(StoreBase):
         **spent: Any,
     ) -> None:
         """What follows a job's end in its transaction: close the attempt, log, outbox, and add
-        it to its hour's roll-up."""
-        self._close_attempt(conn, job_id, AttemptOutcome(status), error, now, **spent)
-        self._event(conn, job_id, status, encoded.parsed, now)
+        it to its hour's roll-up (on PostgreSQL the first two and the roll-up in one
+        statement)."""
+        one_statement = conn.dialect.name == "postgresql"
+        if not one_statement:
+            self._close_attempt(conn, job_id, AttemptOutcome(status), error, now, **spent)
+            self._event(conn, job_id, status, encoded.parsed, now)
         ended = {
             JobStatus.SUCCEEDED: "completed",
             JobStatus.FAILED: "failed",
@@ -1035,7 +1141,29 @@ class JobStore(StoreBase):
             figures["qc_passed"] = int(encoded.parsed.get("quality_warning") is None)
             if done.backend is not None:
                 conn.execute(_BREAKER_HEALED, {"name": done.backend, "now": now})
-        bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
+        if one_statement:
+            closing = _attempt_end(
+                job_id,
+                AttemptOutcome(status),
+                error,
+                now,
+                spent.get("credit_cost", 0.0),
+                spent.get("made"),
+            )
+            conn.execute(
+                _ending(tuple(sorted(figures))),
+                {
+                    **closing,
+                    "e_status": status,
+                    "e_detail": encoded.parsed,
+                    "service_id": done.service_id,
+                    "workflow_id": done.workflow_id,
+                    "bucket": hour_of(now),
+                    **figures,
+                },
+            )
+        else:
+            bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
 
@@ -1139,18 +1267,7 @@ class JobStore(StoreBase):
         credit_cost: float = 0.0,
         made: Mapping[str, float] | None = None,
     ) -> None:
-        conn.execute(
-            _CLOSE_ATTEMPT,
-            {
-                "jid": job_id,
-                "now": now,
-                "outcome": outcome,
-                "code": error.code.value if error else None,
-                "description": error.description if error else None,
-                "credits": credit_cost,
-                "made_": None if made is None else dict(made),
-            },
-        )
+        conn.execute(_CLOSE_ATTEMPT, _attempt_end(job_id, outcome, error, now, credit_cost, made))
 
     def _event(
         self, conn: sa.Connection, job_id: str, status: JobStatus, detail: Any, now: float
