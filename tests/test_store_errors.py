@@ -310,3 +310,23 @@ def test_an_existing_world_readable_database_is_tightened(tmp_path: Path) -> Non
     path.chmod(0o644)
     Store(f"sqlite:///{path}").close()
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_turn_statement_on_a_dead_connection_is_a_mapped_error(kind: str, tmp_path: Path) -> None:
+    """The outbox's turn runs its hot statements on the driver's own cursor; a connection that
+    the server ended (or that was closed under it) fails already when the cursor is made, and
+    that must come out as SQLAlchemy's error (which the store's edge maps to
+    ``store_unavailable``), with the connection invalidated, never the driver's own raw error."""
+    from genhook.store.deliveries import _driver_call
+
+    with database_url(kind, tmp_path) as url:
+        engine = sa.create_engine(url)
+        try:
+            with engine.connect() as conn:
+                conn.execute(sa.text("SELECT 1"))
+                conn.connection.dbapi_connection.close()  # type: ignore[union-attr]
+                with pytest.raises(sa.exc.DBAPIError):
+                    _driver_call(conn, "SELECT 1", lambda cursor: cursor.execute("SELECT 1"))
+        finally:
+            engine.dispose()

@@ -27,6 +27,7 @@ event's own delivery (kind ``alert``) never does, and never counts against an en
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import operator
@@ -355,8 +356,9 @@ def _driver_call(conn: sa.Connection, sql: str, call: Callable[[Any], Any]) -> A
     driver says is broken is invalidated, as SQLAlchemy does."""
     dbapi = conn.dialect.loaded_dbapi
     raw: Any = conn.connection.dbapi_connection  # a live connection inside a transaction
-    cursor = raw.cursor()
+    cursor: Any = None
     try:
+        cursor = raw.cursor()  # raises too on a connection the server has ended
         return call(cursor)
     except dbapi.Error as exc:
         broken = conn.dialect.is_disconnect(exc, raw, cursor)
@@ -372,7 +374,9 @@ def _driver_call(conn: sa.Connection, sql: str, call: Callable[[Any], Any]) -> A
             dialect=conn.dialect,
         ) from exc
     finally:
-        cursor.close()
+        if cursor is not None:
+            with contextlib.suppress(dbapi.Error):  # closing a broken connection's cursor
+                cursor.close()
 
 
 def _run(
