@@ -132,3 +132,33 @@ def test_genhook_sender_alone_purges_too(genhook_factory: Any, receiver: Receive
     sender.send_signal(signal.SIGTERM)
     assert sender.wait(30) == 0, genhook.logs()
     assert "purge:" in Path(log.name).read_text(errors="replace")
+
+
+def test_on_s3_storage_the_purge_deletes_the_jobs_objects(
+    genhook_factory: Any, receiver: Receiver
+) -> None:
+    """Assets on a real S3-compatible server (moto, on loopback), asset URLs through genhook
+    (GENHOOK_S3_URL_MODE=redirect: 307 to a fresh presigned URL): once the job's retention is
+    over its objects are gone from the bucket, and its asset URL answers 410 asset_expired."""
+    from tests.s3server import s3_server
+
+    with s3_server() as s3:
+        genhook: Genhook = genhook_factory(
+            **FAST, **s3.env(prefix="assets"), GENHOOK_S3_URL_MODE="redirect"
+        )
+        genhook.cli("services", "update", "shop", "--retention", f"{RETENTION:g}s")
+        genhook.serve(workers=1)
+        payload = _finished(genhook, receiver)
+        job_id = payload["job_id"]
+        [output] = payload["outputs"]
+        url = output["asset_url"]
+        fetched = httpx.get(url, timeout=30, follow_redirects=True)
+        assert fetched.status_code == 200 and len(fetched.content) == output["bytes"]
+        assert fetched.history and fetched.history[0].status_code == 307
+        assert s3.keys(f"assets/{job_id}/")
+        expired = wait_for(lambda: _gone(url), 60, f"{url} to answer 410", every=0.25)
+        assert expired.json()["error_code"] == "asset_expired"
+        assert s3.keys(f"assets/{job_id}/") == []
+        assert genhook.http.get(f"/v1/jobs/{job_id}").status_code == 410
+        [stone] = genhook.rows("SELECT * FROM purged_jobs WHERE job_id = :id", id=job_id)
+        assert stone["assets_deleted_at"] is not None
