@@ -310,6 +310,13 @@ def test_transient_failures_are_retried(s3: S3Server, bucket: str, tmp_path: Pat
     assert failed.value.code is ErrorCode.STORAGE_UNAVAILABLE and failed.value.retryable
     assert "c.png" in failed.value.description
     s3.gateway.faults.clear()
+    s3.gateway.fail_next(2, "drop")  # the HEAD behind /assets/ is retried too
+    assert storage.locate("job_1", "a.png") is not None
+    s3.gateway.fail_next(storage_s3.MAX_RETRIES + 1, "503")
+    with pytest.raises(GenhookError) as unanswered:  # /assets/ answers 503
+        storage.locate("job_1", "a.png")
+    assert unanswered.value.code is ErrorCode.STORAGE_UNAVAILABLE
+    s3.gateway.faults.clear()
 
 
 def test_payload_says_when_presigned_urls_expire(
@@ -334,6 +341,33 @@ def test_payload_says_when_presigned_urls_expire(
         assert output["url_expires_at"].endswith("Z")
         body = httpx.get(output["asset_url"]).content
         assert hashlib.sha256(body).hexdigest() == output["sha256"]
+
+
+def test_video_poster_urls_expire_too(
+    s3: S3Server, bucket: str, tmp_path: Path, engine: Engine
+) -> None:
+    """A product-video run on S3 (presigned): each video output says when its asset_url and
+    its poster_url expire, and both serve their bytes (MP4, JPEG)."""
+    storage = _storage(s3, bucket, tmp_path, url_expiry=600.0)
+    wf = engine.workflow("product-video")
+    sample = next((ROOT / "workflows" / "samples" / "product-video").glob("*.json"))
+    trigger = check_trigger(wf, json.loads(sample.read_text(encoding="utf-8")))
+    attempt = storage.attempt("job_01video", 1)
+    outcome = engine.execute(wf, trigger.input, attempt, job_id="job_01video")
+    attempt.publish()
+    payload = outcome.payload.to_json()
+    Draft202012Validator(completion_schema(), format_checker=FormatChecker()).validate(payload)
+    videos = [o for o in payload["outputs"] if o["asset_type"] == "video"]
+    assert videos
+    for output in videos:
+        assert output["url_expires_at"] and output["poster_url_expires_at"]
+        poster = datetime.fromisoformat(output["poster_url_expires_at"])
+        assert poster == url_expires_at(output["poster_url"])
+        clip = httpx.get(output["asset_url"])
+        assert clip.headers["content-type"] == "video/mp4"
+        assert hashlib.sha256(clip.content).hexdigest() == output["sha256"]
+        still = httpx.get(output["poster_url"])
+        assert still.status_code == 200 and still.headers["content-type"] == "image/jpeg"
 
 
 def test_settings_and_open_storage(s3: S3Server, bucket: str, tmp_path: Path) -> None:
