@@ -70,14 +70,17 @@ def test_the_settings_read_the_pool_and_timeouts() -> None:
             "GENHOOK_DB_POOL_TIMEOUT": "2s",
             "GENHOOK_DB_STATEMENT_TIMEOUT": "1500ms",
             "GENHOOK_DB_LOCK_TIMEOUT": "0",
+            "GENHOOK_DB_IDLE_TRANSACTION_TIMEOUT": "45s",
         }
     )
     assert settings.db_pool_size == 7
     assert settings.db_pool_timeout == 2.0
     assert settings.db_statement_timeout == 1.5
     assert settings.db_lock_timeout == 0.0
+    assert settings.db_idle_transaction_timeout == 45.0
     defaults = Settings.from_env({})
     assert (defaults.db_pool_size, defaults.db_statement_timeout) == (None, 30.0)
+    assert defaults.db_idle_transaction_timeout == 120.0
     with pytest.raises(ValueError, match="GENHOOK_DB_POOL_SIZE"):
         Settings.from_env({"GENHOOK_DB_POOL_SIZE": "0"})
 
@@ -164,4 +167,36 @@ def test_the_urls_own_options_still_win(pg_url: str, plan: None) -> None:
         with store._read() as conn:
             assert conn.execute(sa.text("SHOW statement_timeout")).scalar() == "1234ms"
     finally:
+        store.close()
+
+
+def test_a_transaction_left_idle_is_ended_and_its_locks_come_free(pg_url: str, plan: None) -> None:
+    """A process that stops inside a transaction (frozen, its host gone quiet) does not hold
+    its locks for ever: past GENHOOK_DB_IDLE_TRANSACTION_TIMEOUT the server ends its session,
+    another session gets the row, and the stopped one's next statement is store_unavailable
+    naming the setting; the store writes again on a fresh connection afterwards."""
+    store = _store(pg_url, db.PoolPlan(size=4, idle_in_transaction_timeout=0.5))
+    service_id = store.create_service("idle")["service_id"]
+    other = sa.create_engine(sa.make_url(pg_url).set(drivername="postgresql+psycopg"))
+    try:
+        with pytest.raises(GenhookError) as caught, store._write() as conn:
+            assert conn.execute(sa.text("SHOW idle_in_transaction_session_timeout")).scalar() == (
+                "500ms"
+            )
+            conn.execute(
+                sa.select(services.c.id).where(services.c.id == service_id).with_for_update()
+            )
+            time.sleep(1.5)  # stopped inside the transaction, holding the row
+            with other.connect() as taker, taker.begin():
+                taker.execute(sa.text("SET LOCAL lock_timeout = '1s'"))
+                got = taker.execute(
+                    sa.select(services.c.id).where(services.c.id == service_id).with_for_update()
+                ).scalar()
+                assert got == service_id  # the lock came free with the ended session
+            conn.execute(sa.select(services.c.id))
+        assert caught.value.code is ErrorCode.STORE_UNAVAILABLE
+        assert "GENHOOK_DB_IDLE_TRANSACTION_TIMEOUT" in caught.value.description
+        assert store.create_service("after")["service_id"]  # a fresh connection writes
+    finally:
+        other.dispose()
         store.close()

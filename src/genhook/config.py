@@ -212,6 +212,7 @@ class Settings:
     db_pool_timeout: float = 10.0
     db_statement_timeout: float = 30.0
     db_lock_timeout: float = 10.0
+    db_idle_transaction_timeout: float = 120.0
 
     def resolved(self) -> Settings:
         """Fill the defaults that depend on other settings (database, storage, public URL)."""
@@ -535,6 +536,7 @@ _TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_DB_POOL_TIMEOUT": ("db_pool_timeout", _positive_seconds),
     "GENHOOK_DB_STATEMENT_TIMEOUT": ("db_statement_timeout", _seconds),
     "GENHOOK_DB_LOCK_TIMEOUT": ("db_lock_timeout", _seconds),
+    "GENHOOK_DB_IDLE_TRANSACTION_TIMEOUT": ("db_idle_transaction_timeout", _seconds),
 }
 
 _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {

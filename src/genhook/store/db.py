@@ -39,14 +39,18 @@ class PoolPlan:
 
     ``size`` is the most connections the process holds at once (``None``: the default of a
     process that names no role, 30); a caller that finds none free waits ``timeout`` seconds and
-    gets ``store_unavailable``. ``statement_timeout`` and ``lock_timeout`` (seconds, 0: none)
-    are set on every connection as it opens, through libpq's ``options``.
+    gets ``store_unavailable``. ``statement_timeout``, ``lock_timeout`` and
+    ``idle_in_transaction_session_timeout`` (seconds, 0: none) are set on every connection as it
+    opens, through libpq's ``options``. The last ends the session of a process that stops inside
+    a transaction (frozen, or its host gone quiet), so the locks it held come free: genhook never
+    waits on anything but the database while a transaction is open.
     """
 
     size: int | None = None
     timeout: float = 10.0
     statement_timeout: float = 30.0
     lock_timeout: float = 10.0
+    idle_in_transaction_timeout: float = 120.0
 
 
 _plan = PoolPlan()
@@ -81,6 +85,7 @@ def configure_role(settings: Any, role: str, concurrency: int = 1) -> PoolPlan:
         timeout=settings.db_pool_timeout,
         statement_timeout=settings.db_statement_timeout,
         lock_timeout=settings.db_lock_timeout,
+        idle_in_transaction_timeout=settings.db_idle_transaction_timeout,
     )
     configure(plan)
     return plan
@@ -98,6 +103,7 @@ def _pg_options(url: sa.URL, plan: PoolPlan) -> dict[str, Any]:
     settings = [
         f"-c statement_timeout={round(plan.statement_timeout * 1000)}",
         f"-c lock_timeout={round(plan.lock_timeout * 1000)}",
+        f"-c idle_in_transaction_session_timeout={round(plan.idle_in_transaction_timeout * 1000)}",
     ]
     given = url.query.get("options")
     if isinstance(given, tuple):
@@ -238,6 +244,12 @@ def _why(exc: BaseException, state: str) -> str:
             f"the database did not finish within {_plan.statement_timeout:g} s "
             "(GENHOOK_DB_STATEMENT_TIMEOUT) and cancelled the statement; nothing was changed, "
             "try again"
+        )
+    if state == "25P03":
+        return (
+            "this process left a transaction idle past "
+            f"{_plan.idle_in_transaction_timeout:g} s (GENHOOK_DB_IDLE_TRANSACTION_TIMEOUT) and "
+            "the database ended its session; nothing of it was changed, try again"
         )
     if state == "55P03":
         return (
