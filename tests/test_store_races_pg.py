@@ -34,15 +34,6 @@ SPAWN = multiprocessing.get_context("forkserver")
 SPAWN.set_forkserver_preload(["genhook.store.store", "tests.test_store_races_pg"])
 
 
-CLAIM_RACE = pytest.mark.xfail(
-    strict=True,
-    reason="the claim checks the window of real starts and the backend caps on rows it has not "
-    "locked (JobStore._fair_pick): concurrent claimers both see room (fix requested)",
-)
-"""A known race of the claim on PostgreSQL; strict, so the fix makes these tests fail until the
-mark goes."""
-
-
 @pytest.fixture
 def pg_url(tmp_path: Path) -> Iterator[str]:
     with database_url("postgresql", tmp_path) as url:
@@ -313,7 +304,6 @@ def test_the_daily_budget_is_reserved_once_by_many_claiming_processes(pg_url: st
         store.close()
 
 
-@CLAIM_RACE
 def test_the_window_of_real_starts_holds_across_claiming_processes(pg_url: str) -> None:
     """2/h services whose 5 jobs each (no storm: under 3 x 2) are all due (their admission
     slots passed, as after a wait): 4 processes claiming at once start exactly 2 of each (the
@@ -343,7 +333,6 @@ def test_the_window_of_real_starts_holds_across_claiming_processes(pg_url: str) 
         store.close()
 
 
-@CLAIM_RACE
 def test_a_backend_concurrency_cap_holds_across_claiming_processes(pg_url: str) -> None:
     """Backends limited to 2 jobs running: in each of 3 rounds, 4 processes claim 12 jobs of a
     new backend at once (none finishes); each backend runs exactly 2."""

@@ -321,6 +321,34 @@ def _attempt_end(
     }
 
 
+# the first key of the claim's two-key advisory locks (beside accounting's LEDGER_LOCK and
+# BREAKER_LOCK): a capped backend's count of running jobs and recent starts, and a rate-limited
+# service's window of real starts, each checked and used under its lock (see _claim_lock)
+BACKEND_LOCK = 0x67686B43  # "ghkC"
+START_LOCK = 0x67686B53  # "ghkS"
+_SERVICE_STARTS = sa.select(services.c.start_seq).where(services.c.id == sa.bindparam("sid"))
+
+
+def _claim_lock(conn: sa.Connection, space: int, key: str, held: set[tuple[int, str]]) -> bool:
+    """On PostgreSQL, hold the advisory lock ``(space, hashtext(key))`` until the claim's
+    transaction ends (True), so that claimers check a limit one after another, each seeing
+    the starts the others committed; nothing on SQLite (``BEGIN IMMEDIATE``).
+
+    ``held``: the claim's locks so far. Only a claim's first lock is waited for; a later one
+    is tried, and False (someone else holds it) tells the claim to pass that backend or
+    service over this time. A transaction that waits thus holds none of these locks, so two
+    claims never wait for each other's (no deadlock between claims that meet the same
+    backends or services in different orders)."""
+    if conn.dialect.name != "postgresql" or (space, key) in held:
+        return True
+    lock = sa.func.pg_try_advisory_xact_lock if held else sa.func.pg_advisory_xact_lock
+    got = conn.execute(sa.select(lock(space, sa.func.hashtext(key)))).scalar()
+    if held and not got:
+        return False
+    held.add((space, key))
+    return True
+
+
 _CANCELLED = GenhookError(ErrorCode.CANCELLED)
 PRIORITIES = {"low": 0, "normal": 1, "high": 2}
 PRIORITY_NAMES = {rank: name for name, rank in PRIORITIES.items()}
@@ -649,6 +677,7 @@ class JobStore(StoreBase):
         once; a rate-limited service's first starts are numbered for its window."""
         tried: set[str] = set()  # services with nothing that may start now
         blocked: set[str] = set()  # backends at their concurrency or rate limit
+        held: set[tuple[int, str]] = set()  # the claim's advisory locks (PostgreSQL)
         for _ in range(self.CLAIM_CANDIDATES):
             pick = self._next_candidate(conn, now, tried, blocked)
             if pick is None:
@@ -668,17 +697,30 @@ class JobStore(StoreBase):
             if (
                 cand.backend is not None
                 and cand.backend in self._backend_limits
-                and self._backend_busy(conn, cand.backend, now)
+                and (
+                    not _claim_lock(conn, BACKEND_LOCK, cand.backend, held)
+                    or self._backend_busy(conn, cand.backend, now)
+                )
             ):
                 blocked.add(cand.backend)  # the service's jobs of other backends may go
                 continue
             if limit is not None and cand.first_claimed_at is None:
+                if not _claim_lock(conn, START_LOCK, service_id, held):
+                    tried.add(service_id)
+                    continue
+                # PostgreSQL: the service's starts read again under the lock (the pick's read
+                # may predate another claimer's commit); SQLite's pick is in this transaction
+                seq = (
+                    pick.start_seq
+                    if conn.dialect.name != "postgresql"
+                    else conn.execute(_SERVICE_STARTS, {"sid": service_id}).scalar_one()
+                )
                 # the N-th latest first start of the service: if it is inside the window, the
                 # window is full until it leaves
                 nth = conn.execute(
                     sa.select(jobs.c.first_claimed_at).where(
                         jobs.c.service_id == service_id,
-                        jobs.c.start_seq == pick.start_seq - limit.count + 1,
+                        jobs.c.start_seq == seq - limit.count + 1,
                     )
                 ).scalar()
                 if nth is not None and nth > now - limit.period:
