@@ -51,6 +51,7 @@ def test_the_health_server_answers_the_apis_checks_on_a_real_store(
             checked["store"],
             role="sender",
             backends=False,
+            storage=False,
             shutdown=shutdown,
         )
 

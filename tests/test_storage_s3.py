@@ -319,6 +319,30 @@ def test_transient_failures_are_retried(s3: S3Server, bucket: str, tmp_path: Pat
     s3.gateway.faults.clear()
 
 
+def test_probe_asks_once_and_says_why(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    """The readiness probe: one listing request, not retried (a failing store answers within
+    the probe's time, not after a minute of retries), the reason without secrets; a bucket
+    that does not exist is not ready; local storage is ready where its folder can be made."""
+    assert s3.gateway is not None
+    storage = _storage(s3, bucket, tmp_path)
+    before = s3.gateway.requests
+    assert storage.probe(3.0) == (True, "S3 bucket answering")
+    assert s3.gateway.requests - before == 1
+    s3.gateway.fail_next(3, "503")
+    before, started = s3.gateway.requests, time.monotonic()
+    ready, why = storage.probe(3.0)
+    assert not ready and "listing the bucket" in why and SECRET_KEY not in why
+    assert s3.gateway.requests - before == 1 and time.monotonic() - started < 3.0
+    s3.gateway.faults.clear()
+    missing = _storage(s3, f"{bucket}-missing", tmp_path)
+    assert missing.probe(3.0)[0] is False
+    local = LocalStorage(tmp_path / "assets", "http://genhook.test")
+    assert local.probe(1.0) == (True, "local files, writable")
+    (tmp_path / "a-file").write_bytes(b"")
+    blocked = LocalStorage(tmp_path / "a-file" / "assets", "http://genhook.test")
+    assert blocked.probe(1.0)[0] is False
+
+
 def test_payload_says_when_presigned_urls_expire(
     s3: S3Server, bucket: str, tmp_path: Path, engine: Engine
 ) -> None:

@@ -218,23 +218,48 @@ def _backend_ready(runtime: Runtime, name: str, breakers: dict[str, Breaker]) ->
     return status
 
 
+STORAGE_PROBE_TIMEOUT = 3.0
+"""Seconds the asset storage's readiness check may take (one request, not retried)."""
+_storage_probe: dict[int, tuple[float, tuple[bool, str]]] = {}
+
+
+def _storage_ready(runtime: Runtime) -> tuple[bool, str]:
+    """Can this process write assets now (the storage's own probe, cached like a backend's)."""
+    storage = runtime.storage
+    now = time.monotonic()
+    with _probes_lock:
+        cached = _storage_probe.get(id(storage))
+    if cached is not None and now - cached[0] < READY_PROBE_TTL:
+        return cached[1]
+    found = storage.probe(STORAGE_PROBE_TIMEOUT)
+    with _probes_lock:
+        _storage_probe[id(storage)] = (now, found)
+    return found
+
+
 def readiness(
     runtime: Runtime,
     store: HealthStore,
     *,
     role: str = "api",
     backends: bool = True,
+    storage: bool = True,
     shutdown: Shutdown | None = None,
 ) -> Answer:
     """``/readyz``: whether this process can take work now, and why not: it is not shutting
-    down, the store answers and can write, and (``backends``) at least one backend that an
-    installed workflow uses is ready."""
+    down, the store answers and can write, (``storage``) the asset storage can be written,
+    and (``backends``) at least one backend that an installed workflow uses is ready."""
     if shutdown is not None and shutdown.stopping:
         return 503, {"status": "unavailable", "reason": SHUTTING_DOWN, "role": role}
     health = store.health()
     body: dict[str, Any] = {"role": role, "store": {"ok": health.ok, "reason": health.reason}}
     if not health.ok:
         return 503, {**body, "status": "unavailable", "reason": f"store: {health.reason}"}
+    if storage:
+        writable, detail = _storage_ready(runtime)
+        body["storage"] = {"ok": writable, "detail": detail}
+        if not writable:
+            return 503, {**body, "status": "unavailable", "reason": f"storage: {detail}"}
     if backends:
         breakers = store.breakers()
         used = sorted({wf.backend for wf in runtime.catalog.workflows.values()})

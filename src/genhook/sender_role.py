@@ -95,7 +95,12 @@ async def _deliver(runtime: Runtime, concurrency: int, health: HealthServer | No
         health.start(
             lambda: healthz(runtime.store),
             lambda: readiness(
-                runtime, runtime.store, role="sender", backends=False, shutdown=shutdown
+                runtime,
+                runtime.store,
+                role="sender",
+                backends=False,
+                storage=False,  # delivers payloads, writes no asset
+                shutdown=shutdown,
             ),
         )
     try:

@@ -56,6 +56,11 @@ class AssetStorage(Protocol):
         redirect to it), or None (no such asset)."""
         ...
 
+    def probe(self, timeout: float) -> tuple[bool, str]:
+        """Can assets be written now: one short check within ``timeout`` seconds (for
+        ``/readyz``), and what it found, in words that name no path or secret."""
+        ...
+
 
 def open_storage(settings: Settings) -> AssetStorage:
     """The storage ``GENHOOK_STORAGE_URL`` names: ``file://`` or ``s3://`` (the ``s3`` extra)."""
@@ -128,6 +133,17 @@ class LocalStorage:
     def locate(self, job_id: str, filename: str) -> Path | None:
         """The file ``/assets/<job_id>/<filename>`` serves (see :meth:`path`)."""
         return self.path(job_id, filename)
+
+    def probe(self, timeout: float) -> tuple[bool, str]:
+        """The asset folder exists (made if missing) and this process may write in it."""
+        del timeout  # a local check does not wait
+        try:
+            private_dir(self.root)
+        except OSError as exc:
+            return False, f"local asset folder cannot be made: {exc.strerror or exc}"
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            return False, "local asset folder is not writable"
+        return True, "local files, writable"
 
     def _job_dir(self, job_id: str) -> Path:
         private_dir(self.root)

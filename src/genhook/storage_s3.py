@@ -33,6 +33,7 @@ from __future__ import annotations
 import logging
 import re
 import shutil
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -109,24 +110,33 @@ class S3Storage:
             config["secret_access_key"] = s3.secret_access_key
             if s3.session_token:
                 config["session_token"] = s3.session_token
-        self.store = S3Store(
-            bucket,
-            config=config,  # type: ignore[arg-type]
-            client_options={
-                "allow_http": (s3.endpoint_url or "").startswith("http://"),
-                "connect_timeout": timedelta(seconds=5),
-                "timeout": timedelta(seconds=120),
-            },
-            retry_config={
-                "max_retries": MAX_RETRIES,
-                "retry_timeout": RETRY_TIMEOUT,
-                "backoff": {
-                    "init_backoff": timedelta(milliseconds=100),
-                    "max_backoff": timedelta(seconds=5),
-                    "base": 2,
+        allow_http = (s3.endpoint_url or "").startswith("http://")
+
+        def client(timeout: float, retries: int, within: timedelta) -> Any:
+            return S3Store(
+                bucket,
+                config=config,  # type: ignore[arg-type]
+                client_options={
+                    "allow_http": allow_http,
+                    "connect_timeout": timedelta(seconds=min(5.0, timeout)),
+                    "timeout": timedelta(seconds=timeout),
                 },
-            },
+                retry_config={
+                    "max_retries": retries,
+                    "retry_timeout": within,
+                    "backoff": {
+                        "init_backoff": timedelta(milliseconds=100),
+                        "max_backoff": timedelta(seconds=5),
+                        "base": 2,
+                    },
+                },
+            )
+
+        self.store = client(120.0, MAX_RETRIES, RETRY_TIMEOUT)
+        self._probe_client: Callable[[float], Any] = lambda timeout: client(
+            timeout, 0, timedelta(seconds=timeout)
         )
+        self._probes: dict[float, Any] = {}
 
     @classmethod
     def from_settings(cls, settings: Settings) -> S3Storage:
@@ -187,6 +197,21 @@ class S3Storage:
         return self.presign(key)
 
     # -- writing ---------------------------------------------------------------------------
+
+    def probe(self, timeout: float) -> tuple[bool, str]:
+        """The bucket answers a one-key listing under the prefix within ``timeout`` seconds,
+        tried once (the transfers' retries would hold ``/readyz`` for a minute)."""
+        store = self._probes.get(timeout)
+        if store is None:
+            store = self._probes[timeout] = self._probe_client(timeout)
+        try:
+            pages = self._obstore.list(
+                store, f"{self.prefix}/" if self.prefix else None, chunk_size=1
+            )
+            next(iter(pages), None)
+        except Exception as exc:
+            return False, storage_failure("listing the bucket", exc).description
+        return True, "S3 bucket answering"
 
     def put(self, job_id: str, asset: Asset) -> str:
         """Upload a published object; return its ``asset_url``."""
