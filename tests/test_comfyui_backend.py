@@ -7,6 +7,7 @@ import io
 import json
 import socket
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -273,10 +274,27 @@ def test_a_dropped_socket_falls_back_to_polling_the_history(
 def test_a_server_without_websocket_is_polled_from_the_start(
     fake: FakeComfyUI, make_backend: MakeBackend
 ) -> None:
+    """With no socket the backend polls at once: ``/history`` and, while the prompt is not
+    done, ``/queue``. The fake holds the prompt pending until the backend has read ``/queue``
+    (a prompt that ended before the first poll would need no ``/queue`` read at all)."""
     fake.refuse_sockets = True
+    fake.stalled = True
+    released = threading.Event()
+
+    def release_once_the_queue_is_read() -> None:
+        deadline = time.monotonic() + 20
+        while "/queue" not in fake.paths("GET") and time.monotonic() < deadline:
+            time.sleep(0.01)
+        released.set()
+        fake.stalled = False
+
+    threading.Thread(target=release_once_the_queue_is_read, daemon=True).start()
     result = make_backend().generate(request(), Control())
+    assert released.is_set()
     assert result.pixels.shape == (152, 200, 3)
-    assert "/queue" in fake.paths("GET")
+    gets = fake.paths("GET")
+    assert gets[0] == "/ws" and gets[1].startswith("/history/")
+    assert "/queue" in gets and fake.socket_count == 0
 
 
 def test_a_stalled_queue_is_a_timeout_and_the_prompt_is_deleted(
