@@ -17,7 +17,7 @@ from genhook.errors import ErrorCode, GenhookError
 from genhook.store import db
 from genhook.store.schema import services
 from genhook.store.store import Store
-from tests.databases import database_url
+from tests.databases import PG_ADMIN, database_url
 
 
 @pytest.fixture
@@ -56,8 +56,35 @@ def test_each_role_sizes_its_pool(
     try:
         assert db.pool_limit(store.engine) == expected
         assert store.engine.pool.size() == min(expected, db.KEPT_CONNECTIONS)
-        assert store.engine.pool._pre_ping is True  # type: ignore[attr-defined]
+        assert store.engine.pool._pre_ping is False  # type: ignore[attr-defined]
     finally:
+        store.close()
+
+
+def test_a_connection_ended_while_it_rested_is_replaced_before_use(
+    pg_url: str, plan: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pooled connection that rested past db.PING_AFTER_IDLE is pinged at its checkout: one
+    the server ended meanwhile is replaced, and the transaction runs on a new one; one used a
+    moment ago is not pinged (a busy process saves the round trip)."""
+    store = _store(pg_url, db.PoolPlan(size=2))
+    pings: list[int] = []
+    real_ping = store.engine.dialect.do_ping
+    monkeypatch.setattr(store.engine.dialect, "do_ping", lambda c: pings.append(1) or real_ping(c))
+    admin = sa.create_engine(PG_ADMIN, isolation_level="AUTOCOMMIT")
+    try:
+        for _ in range(3):
+            with store._read() as conn:
+                pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        assert pings == []  # in use a moment ago each time
+        with admin.connect() as c:
+            c.execute(sa.text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        monkeypatch.setattr(db, "PING_AFTER_IDLE", 0.0)
+        with store._read() as conn:
+            assert conn.execute(sa.text("SELECT pg_backend_pid()")).scalar() != pid
+        assert pings
+    finally:
+        admin.dispose()
         store.close()
 
 

@@ -57,6 +57,9 @@ class ErrorCode(StrEnum):
     UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     IDEMPOTENCY_CONFLICT = "idempotency_conflict"
     NOT_CANCELLABLE = "not_cancellable"
+    NOT_RETRYABLE = "not_retryable"
+    WORKFLOW_CHANGED = "workflow_changed"
+    INVALID_CURSOR = "invalid_cursor"
     DELIVERY_IN_FLIGHT = "delivery_in_flight"
     RANGE_NOT_SATISFIABLE = "range_not_satisfiable"
     TOO_MANY_STREAMS = "too_many_streams"
@@ -179,6 +182,21 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         "The Idempotency-Key was used within 24 h with a different body (HTTP 409).", False
     ),
     ErrorCode.NOT_CANCELLABLE: ErrorSpec("The job has already ended (HTTP 409).", False),
+    ErrorCode.NOT_RETRYABLE: ErrorSpec(
+        "A retry was asked of a job that has not ended yet, or of a trigger refused as invalid "
+        "input (HTTP 409).",
+        False,
+    ),
+    ErrorCode.WORKFLOW_CHANGED: ErrorSpec(
+        "A retry was asked of a job whose workflow version is no longer the installed one "
+        "(HTTP 409): send a new trigger.",
+        False,
+    ),
+    ErrorCode.INVALID_CURSOR: ErrorSpec(
+        "The listing's `cursor` is not one genhook made, or was made for other filters "
+        "(HTTP 422, field `cursor`).",
+        False,
+    ),
     ErrorCode.DELIVERY_IN_FLIGHT: ErrorSpec(
         "A replay was asked while an attempt of that delivery is in flight (HTTP 409).", False
     ),

@@ -58,9 +58,11 @@ def job_view(
     *,
     paused: bool = False,
     now: float | None = None,
+    retried_by: list[str] | None = None,
 ) -> dict[str, Any]:
     """``GET /v1/jobs/{id}``: status, while it waits ``hold_reason`` and ``eligible_at``,
-    attempts with their error reasons, and the result."""
+    attempts with their error reasons, and the result; ``retry_of`` (the job it retries) and
+    ``retried_by`` (the jobs made by retrying it)."""
     hold_reason, eligible_at = hold_of(job, paused, job.updated_at if now is None else now)
     return {
         **accepted(job, public_url),
@@ -75,6 +77,8 @@ def job_view(
         "finished_at": iso(job.finished_at),
         "next_attempt_at": iso(job.run_after) if job.status == JobStatus.RETRYING else None,
         "cancel_requested": job.cancel_requested,
+        "retry_of": job.retry_of,
+        "retried_by": retried_by or [],
         "attempts": [
             {
                 "number": a.number,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -113,18 +114,50 @@ def _pg_options(url: sa.URL, plan: PoolPlan) -> dict[str, Any]:
     return {"options": " ".join(settings)}
 
 
+PING_AFTER_IDLE = 1.0
+"""Seconds a pooled PostgreSQL connection may rest before its next checkout pings it first."""
+
+
 def _pg_engine(url: str, plan: PoolPlan) -> sa.Engine:
     size = plan.size or 30
     kept = min(size, KEPT_CONNECTIONS)
-    return sa.create_engine(
+    engine = sa.create_engine(
         url,
         pool_size=kept,
         max_overflow=size - kept,
         pool_timeout=plan.timeout,
-        pool_pre_ping=True,
         hide_parameters=True,
         connect_args=_pg_options(sa.make_url(url), plan),
     )
+    _ping_when_idle(engine)
+    return engine
+
+
+def _ping_when_idle(engine: sa.Engine) -> None:
+    """``pool_pre_ping``, only for a connection that rested :data:`PING_AFTER_IDLE` or more
+    since it was last returned: a busy process takes its connections back within milliseconds,
+    and a round trip per transaction was a large share of a short one's cost. A connection
+    the server ended while it rested (a restart, ``pg_terminate_backend``) is replaced before
+    use as with pre-ping; one that dies in the second after its last use fails its statement
+    instead, which SQLAlchemy takes as a disconnect (the pool's older connections are all
+    replaced) and the caller sees as ``store_unavailable`` once."""
+
+    @event.listens_for(engine, "checkin")
+    def _rested_from(_dbapi_connection: Any, record: Any) -> None:
+        if record is not None:
+            record.info["rested_from"] = time.monotonic()
+
+    @event.listens_for(engine, "checkout")
+    def _ping_if_rested(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        since = record.info.get("rested_from")
+        if since is None or time.monotonic() - since < PING_AFTER_IDLE:
+            return
+        try:
+            alive = engine.dialect.do_ping(dbapi_connection)
+        except Exception as exc:  # the pool drops it and checks out another
+            raise sa.exc.DisconnectionError("the pooled connection did not answer") from exc
+        if not alive:
+            raise sa.exc.DisconnectionError("the pooled connection did not answer")
 
 
 def create_engine(url: str) -> sa.Engine:
@@ -135,10 +168,10 @@ def create_engine(url: str) -> sa.Engine:
     execution option ``immediate=True`` start with ``BEGIN IMMEDIATE``, taking the write lock up
     front, so concurrent writers queue instead of failing on a lock upgrade.
 
-    PostgreSQL: a pool sized by this process's :class:`PoolPlan` (:func:`configure`), each
-    connection checked before use (``pool_pre_ping``) and opened with the plan's statement
-    and lock timeouts; a statement past them is cancelled by the server, and the caller gets
-    ``store_unavailable`` saying so rather than waiting on it.
+    PostgreSQL: a pool sized by this process's :class:`PoolPlan` (:func:`configure`), a
+    connection that rested a while checked before use (:func:`_ping_when_idle`), each opened
+    with the plan's statement and lock timeouts; a statement past them is cancelled by the
+    server, and the caller gets ``store_unavailable`` saying so rather than waiting on it.
 
     The database holds every service's webhook signing secret: the SQLite file (and so its
     ``-wal`` and ``-shm``, which SQLite creates with the database's mode) is ``0600`` in a

@@ -501,6 +501,7 @@ class JobStore(StoreBase):
             "backend": admission.backend,
             "estimate": admission.estimate,
             "sandbox": admission.sandbox,
+            "retry_of": None,  # set by the listing store's resubmission (POST .../retry)
             "hold_reason": None,
             "rate_slot": None,
             "rate_seq": None,

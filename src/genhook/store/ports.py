@@ -21,6 +21,7 @@ from genhook.store.admit import Admission, Submission
 from genhook.store.base import Health, Row
 from genhook.store.deliveries import DeliveryResult
 from genhook.store.jobs import Lease
+from genhook.store.listing import Cursor, JobFilter, Page
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import (
     Attempt,
@@ -201,6 +202,18 @@ class ApiStore(Protocol):
     ) -> list[StoredJob]: ...
 
     def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    # the listing and retries (store/listing.py): GET /v1/jobs, POST /v1/jobs/{id}/retry
+    def list_jobs(
+        self,
+        service_id: str,
+        filters: JobFilter | None = None,
+        *,
+        limit: int = ...,
+        after: Cursor | None = None,
+    ) -> Page: ...
+
+    def retried_by(self, job_id: str) -> list[str]: ...
 
     def events(self, job_id: str, after: int = 0) -> list[JobEvent]: ...
 

@@ -241,6 +241,7 @@ class StoredJob:
     priority: int
     backend: str | None
     deduplicated: bool = False
+    retry_of: str | None = None  # the ended job POST /v1/jobs/{id}/retry made this one from
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], *, deduplicated: bool = False) -> StoredJob:
@@ -273,6 +274,7 @@ class StoredJob:
             priority=int(row["priority"]),
             backend=row["backend"],
             deduplicated=deduplicated,
+            retry_of=row.get("retry_of"),
         )
 
 

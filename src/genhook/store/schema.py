@@ -108,6 +108,8 @@ jobs = sa.Table(
     sa.Column("spared_attempts", sa.Integer, nullable=False, server_default="0"),
     # a sandbox service's job: runs on procedural at 0 credits, "test": true in its payloads
     sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
+    # the ended job that POST /v1/jobs/{id}/retry made this one from (0008); None for a trigger's
+    sa.Column("retry_of", sa.String(40), nullable=True),
 )
 # The claim query reads only these rows: a partial index keeps it fast at any table size.
 sa.Index(
@@ -130,6 +132,29 @@ sa.Index(
     jobs.c.finished_at,
     sqlite_where=jobs.c.finished_at.is_not(None),
     postgresql_where=jobs.c.finished_at.is_not(None),
+)
+# the listing (GET /v1/jobs, 0008): a service's jobs newest first, all, by status, by workflow;
+# each a range read of a page from its keyset cursor (created_at, id)
+sa.Index("ix_jobs_service_created", jobs.c.service_id, jobs.c.created_at.desc(), jobs.c.id.desc())
+sa.Index(
+    "ix_jobs_service_status_created",
+    jobs.c.service_id,
+    jobs.c.status,
+    jobs.c.created_at.desc(),
+    jobs.c.id.desc(),
+)
+sa.Index(
+    "ix_jobs_service_workflow_created",
+    jobs.c.service_id,
+    jobs.c.workflow_id,
+    jobs.c.created_at.desc(),
+    jobs.c.id.desc(),
+)
+sa.Index(
+    "ix_jobs_retry_of",
+    jobs.c.retry_of,
+    sqlite_where=jobs.c.retry_of.is_not(None),
+    postgresql_where=jobs.c.retry_of.is_not(None),
 )
 # the fair claim: per service, its claimable jobs in priority order, then by eligible_at
 sa.Index(

@@ -11,6 +11,7 @@ from genhook.status import TERMINAL
 from genhook.store.base import Row
 from genhook.store.deliveries import DeliveryStore
 from genhook.store.jobs import JobStore, Lease
+from genhook.store.listing import ListingStore
 from genhook.store.ops import OpsStore
 from genhook.store.retention import RetentionStore
 from genhook.store.services import ServiceStore, key_hash
@@ -18,5 +19,5 @@ from genhook.store.services import ServiceStore, key_hash
 __all__ = ["TERMINAL", "Lease", "Row", "Store", "key_hash"]
 
 
-class Store(JobStore, DeliveryStore, ServiceStore, OpsStore, RetentionStore):
+class Store(JobStore, DeliveryStore, ServiceStore, OpsStore, RetentionStore, ListingStore):
     """Jobs, attempts, events, services and the delivery outbox, on SQLite or PostgreSQL."""
