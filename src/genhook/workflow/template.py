@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from jsonschema import Draft202012Validator, SchemaError
-from pydantic import TypeAdapter, ValidationError
+from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
 from genhook.config_values import parse_duration
 from genhook.contract.envelope import MAX_URL_LENGTH, RESERVED, SCHEMA_PROPERTIES
@@ -499,7 +499,16 @@ def _check_params(
                 _source_type(chk, where, inner, specs, field_types, registry)
         if not refs:
             try:
-                TypeAdapter(target).validate_python(value)
+                adapter: TypeAdapter[Any] = TypeAdapter(target)
+            except PydanticSchemaGenerationError:  # pixels, clips: only another node gives them
+                chk.add(
+                    where,
+                    f"{pname} takes {describe(target)} from another node "
+                    "(${node.output}), not a value written here",
+                )
+                continue
+            try:
+                adapter.validate_python(value)
             except ValidationError as exc:
                 chk.add(where, f"invalid value: {exc.errors()[0]['msg']}")
     for pname, info in fields.items():
