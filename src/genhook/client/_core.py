@@ -477,3 +477,76 @@ def deadline_of(timeout: float | None) -> float | None:
 def past(deadline: float | None) -> bool:
     """True once ``deadline`` (monotonic seconds) has come."""
     return deadline is not None and time.monotonic() >= deadline
+
+
+class Follow:
+    """One ``events()`` call's state across its reconnections: the parser (and so the last
+    event id, sent back as ``Last-Event-ID``), the deadline, and the failures in a row. The
+    sync and async loops do the I/O and ask it what comes next."""
+
+    def __init__(
+        self,
+        job_id: str,
+        last_event_id: str | None,
+        timeout: float | None,
+        policy: RetryPolicy,
+        base: httpx.Timeout,
+    ) -> None:
+        self.job_id = job_id
+        self.timeout = timeout
+        self.deadline = deadline_of(timeout)
+        self.parser = SSEParser()
+        self.parser.last_id = last_event_id
+        self.policy = policy
+        self.base = base
+        self.failures = 0
+        self.done = False
+
+    def expired(self) -> WaitTimeout:
+        return WaitTimeout(self.job_id, self.timeout or 0.0, None)
+
+    def request(self) -> dict[str, Any]:
+        """The next stream request's arguments (``WaitTimeout`` once the deadline has come)."""
+        if past(self.deadline):
+            raise self.expired()
+        return {
+            "method": "GET",
+            "url": events_path(self.job_id),
+            "headers": events_headers(self.parser.last_id),
+            "timeout": stream_timeout(self.base, remaining(self.deadline)),
+        }
+
+    def refused(self, response: httpx.Response) -> float:
+        """A stream answered with an error: the wait before trying again, or the error."""
+        wait = self.policy.delay(self.failures, True, response=response)
+        if wait is None:
+            raise api_error(response)
+        self.failures += 1
+        return wait
+
+    def line(self, line: str) -> JobEvent | None:
+        """One line of an open stream: the event it completes (``done`` after the terminal
+        one). genhook sends a keep-alive every poll interval, so the deadline is looked at
+        often even while nothing happens."""
+        self.failures = 0
+        event = self.parser.feed(line)
+        if event is not None:
+            self.done = event.terminal
+        elif past(self.deadline):
+            raise self.expired()
+        return event
+
+    def ended(self) -> float:
+        """The stream ended before the job did (a server stopping): resume after a moment."""
+        return self.policy.backoff
+
+    def lost(self, error: httpx.TransportError) -> float:
+        """The connection failed: the wait before resuming, or the error (past the deadline,
+        ``WaitTimeout``)."""
+        if past(self.deadline):
+            raise self.expired() from error
+        wait = self.policy.delay(self.failures, True, error=error)
+        if wait is None:
+            raise error
+        self.failures += 1
+        return wait

@@ -13,6 +13,7 @@ from typing import Any, TypeVar, Unpack
 import httpx
 
 from genhook.client import _core
+from genhook.client import models as m
 from genhook.client._core import (
     ApiError,
     Call,
@@ -24,19 +25,6 @@ from genhook.client._core import (
     deadline_of,
     remaining,
     settings,
-)
-from genhook.client.models import (
-    Accepted,
-    Batch,
-    CancelResult,
-    DryRun,
-    Job,
-    JobEvent,
-    JobPage,
-    Review,
-    ReviewDecision,
-    ReviewPage,
-    Workflow,
 )
 
 T = TypeVar("T")
@@ -83,12 +71,12 @@ class AsyncClient:
         *,
         idempotency_key: str | None = None,
         **envelope: Unpack[Envelope],
-    ) -> Accepted:
+    ) -> m.Accepted:
         return await self._run(_core.trigger(workflow_id, input, idempotency_key, envelope))
 
     async def dry_run(
         self, workflow_id: str, input: Mapping[str, Any] | None = None, **envelope: Unpack[Envelope]
-    ) -> DryRun:
+    ) -> m.DryRun:
         return await self._run(_core.dry_run(workflow_id, input, envelope))
 
     async def batch(
@@ -98,21 +86,21 @@ class AsyncClient:
         *,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Batch:
+    ) -> m.Batch:
         return await self._run(_core.batch(workflow_id, items, callback_url, idempotency_key))
 
-    async def get_batch(self, batch_id: str) -> Batch:
+    async def get_batch(self, batch_id: str) -> m.Batch:
         return await self._run(_core.get_batch(batch_id))
 
-    async def get(self, job_id: str) -> Job:
+    async def get(self, job_id: str) -> m.Job:
         return await self._run(_core.get_job(job_id))
 
     async def list_page(
         self, *, cursor: str | None = None, **filters: Unpack[JobFilters]
-    ) -> JobPage:
+    ) -> m.JobPage:
         return await self._run(_core.list_jobs(filters, cursor))
 
-    async def list(self, **filters: Unpack[JobFilters]) -> AsyncIterator[Job]:
+    async def list(self, **filters: Unpack[JobFilters]) -> AsyncIterator[m.Job]:
         cursor: str | None = None
         while True:
             page = await self.list_page(cursor=cursor, **filters)
@@ -122,7 +110,7 @@ class AsyncClient:
                 return
             cursor = page.next_cursor
 
-    async def cancel(self, job_id: str) -> CancelResult:
+    async def cancel(self, job_id: str) -> m.CancelResult:
         try:
             return await self._run(_core.cancel(job_id))
         except ApiError as exc:
@@ -130,22 +118,22 @@ class AsyncClient:
                 exc.error_code == "not_cancellable"
                 and (await self.get(job_id)).status == "cancelled"
             ):
-                return CancelResult(job_id=job_id, status="cancelled")
+                return m.CancelResult(job_id=job_id, status="cancelled")
             raise
 
-    async def retry(self, job_id: str, *, idempotency_key: str | None = None) -> Accepted:
+    async def retry(self, job_id: str, *, idempotency_key: str | None = None) -> m.Accepted:
         return await self._run(_core.retry(job_id, idempotency_key))
 
-    async def workflows(self) -> builtins.list[Workflow]:
+    async def workflows(self) -> builtins.list[m.Workflow]:
         return await self._run(_core.workflows())
 
-    async def workflow(self, workflow_id: str) -> Workflow:
+    async def workflow(self, workflow_id: str) -> m.Workflow:
         return await self._run(_core.workflow(workflow_id))
 
-    async def reviews(self) -> AsyncIterator[Review]:
+    async def reviews(self) -> AsyncIterator[m.Review]:
         cursor: str | None = None
         while True:
-            page: ReviewPage = await self._run(_core.reviews(cursor))
+            page: m.ReviewPage = await self._run(_core.reviews(cursor))
             for review in page.reviews:
                 yield review
             if not page.next_cursor:
@@ -160,51 +148,29 @@ class AsyncClient:
         note: str | None = None,
         alt_text: str | None = None,
         caption: str | None = None,
-    ) -> ReviewDecision:
+    ) -> m.ReviewDecision:
         return await self._run(_core.review(job_id, decision, note, alt_text, caption))
 
     async def events(
         self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
-    ) -> AsyncIterator[JobEvent]:
-        deadline = deadline_of(timeout)
-        parser = _core.SSEParser()
-        parser.last_id = last_event_id
-        failures = 0
+    ) -> AsyncIterator[m.JobEvent]:
+        follow = _core.Follow(job_id, last_event_id, timeout, self.retry_policy, self._http.timeout)
         while True:
-            if _core.past(deadline):
-                raise WaitTimeout(job_id, timeout or 0.0, None)
-            wait: float | None
             try:
-                async with self._http.stream(
-                    "GET",
-                    _core.events_path(job_id),
-                    headers=_core.events_headers(parser.last_id),
-                    timeout=_core.stream_timeout(self._http.timeout, remaining(deadline)),
-                ) as response:
+                async with self._http.stream(**follow.request()) as response:
                     if not response.is_success:
                         await response.aread()
-                        wait = self.retry_policy.delay(failures, True, response=response)
-                        if wait is None:
-                            raise _core.api_error(response)
-                        failures += 1
+                        wait = follow.refused(response)
                     else:
-                        failures = 0
                         async for line in response.aiter_lines():
-                            event = parser.feed(line)
+                            event = follow.line(line)
                             if event is not None:
                                 yield event
-                                if event.terminal:
+                                if follow.done:
                                     return
-                            if _core.past(deadline):
-                                raise WaitTimeout(job_id, timeout or 0.0, None)
-                        wait = self.retry_policy.backoff
+                        wait = follow.ended()
             except httpx.TransportError as exc:
-                if _core.past(deadline):
-                    raise WaitTimeout(job_id, timeout or 0.0, None) from exc
-                wait = self.retry_policy.delay(failures, True, error=exc)
-                if wait is None:
-                    raise
-                failures += 1
+                wait = follow.lost(exc)
             await self._sleep(wait)
 
     async def wait(
@@ -214,7 +180,7 @@ class AsyncClient:
         *,
         stream: bool = True,
         poll_interval: float = 1.0,
-    ) -> Job:
+    ) -> m.Job:
         deadline = deadline_of(timeout)
         if stream:
             try:

@@ -316,11 +316,13 @@ class JobStatusEvent(Model):
     """A ``job.started`` or ``job.progress`` callback (sent when the trigger asked for it in
     ``callback_events``)."""
 
+    schema_version: str = "1"
     event: str
     job_id: str
     workflow_id: str | None = None
     status: str | None = None
     external_id: str | None = None
+    attempt: int | None = None
     progress: dict[str, Any] | None = None
     client_metadata: dict[str, Any] | None = None
     timestamp: datetime | None = None

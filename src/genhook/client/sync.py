@@ -12,6 +12,7 @@ from typing import Any, TypeVar, Unpack
 import httpx
 
 from genhook.client import _core
+from genhook.client import models as m
 from genhook.client._core import (
     ApiError,
     Call,
@@ -23,19 +24,6 @@ from genhook.client._core import (
     deadline_of,
     remaining,
     settings,
-)
-from genhook.client.models import (
-    Accepted,
-    Batch,
-    CancelResult,
-    DryRun,
-    Job,
-    JobEvent,
-    JobPage,
-    Review,
-    ReviewDecision,
-    ReviewPage,
-    Workflow,
 )
 
 T = TypeVar("T")
@@ -89,7 +77,7 @@ class Client:
         *,
         idempotency_key: str | None = None,
         **envelope: Unpack[Envelope],
-    ) -> Accepted:
+    ) -> m.Accepted:
         """Trigger ``workflow_id`` with ``input`` and the envelope's fields (``callback_url``,
         ``callback_events``, ``client_metadata``, ``priority``, ``deadline``). The
         Idempotency-Key is a fresh UUID4 unless given, and the same on every retry: a trigger
@@ -98,7 +86,7 @@ class Client:
 
     def dry_run(
         self, workflow_id: str, input: Mapping[str, Any] | None = None, **envelope: Unpack[Envelope]
-    ) -> DryRun:
+    ) -> m.DryRun:
         """What the trigger would do (prompt, style, outputs, credit estimate), generating
         nothing."""
         return self._run(_core.dry_run(workflow_id, input, envelope))
@@ -110,24 +98,24 @@ class Client:
         *,
         callback_url: str | None = None,
         idempotency_key: str | None = None,
-    ) -> Batch:
+    ) -> m.Batch:
         """Up to 1,000 triggers in one request: one item per trigger, in order, each a job id
         or its own error."""
         return self._run(_core.batch(workflow_id, items, callback_url, idempotency_key))
 
-    def get_batch(self, batch_id: str) -> Batch:
+    def get_batch(self, batch_id: str) -> m.Batch:
         """A batch: its status, counts by status, and items."""
         return self._run(_core.get_batch(batch_id))
 
-    def get(self, job_id: str) -> Job:
+    def get(self, job_id: str) -> m.Job:
         """The job (404 ``not_found``, 410 ``job_expired`` as :class:`ApiError`)."""
         return self._run(_core.get_job(job_id))
 
-    def list_page(self, *, cursor: str | None = None, **filters: Unpack[JobFilters]) -> JobPage:
+    def list_page(self, *, cursor: str | None = None, **filters: Unpack[JobFilters]) -> m.JobPage:
         """One page of the service's jobs, newest first."""
         return self._run(_core.list_jobs(filters, cursor))
 
-    def list(self, **filters: Unpack[JobFilters]) -> Iterator[Job]:
+    def list(self, **filters: Unpack[JobFilters]) -> Iterator[m.Job]:
         """Every job that matches, newest first, page after page (``next_cursor``)."""
         cursor: str | None = None
         while True:
@@ -137,7 +125,7 @@ class Client:
                 return
             cursor = page.next_cursor
 
-    def cancel(self, job_id: str) -> CancelResult:
+    def cancel(self, job_id: str) -> m.CancelResult:
         """Cancel a waiting or running job. Idempotent: a job already cancelled (a retry after
         a lost connection, or a second call) answers its cancelled state; one that ended
         otherwise raises 409 ``not_cancellable``."""
@@ -145,28 +133,28 @@ class Client:
             return self._run(_core.cancel(job_id))
         except ApiError as exc:
             if exc.error_code == "not_cancellable" and self.get(job_id).status == "cancelled":
-                return CancelResult(job_id=job_id, status="cancelled")
+                return m.CancelResult(job_id=job_id, status="cancelled")
             raise
 
-    def retry(self, job_id: str, *, idempotency_key: str | None = None) -> Accepted:
+    def retry(self, job_id: str, *, idempotency_key: str | None = None) -> m.Accepted:
         """A new job with the same input and workflow version as an ended one (its
         ``retry_of``); the Idempotency-Key (a fresh UUID4 unless given) makes a retry sent again
         after a lost connection answer the same new job."""
         return self._run(_core.retry(job_id, idempotency_key))
 
-    def workflows(self) -> builtins.list[Workflow]:
+    def workflows(self) -> builtins.list[m.Workflow]:
         """The templates this genhook serves."""
         return self._run(_core.workflows())
 
-    def workflow(self, workflow_id: str) -> Workflow:
+    def workflow(self, workflow_id: str) -> m.Workflow:
         """One template: its input schema (valid styles, platforms) and error codes."""
         return self._run(_core.workflow(workflow_id))
 
-    def reviews(self) -> Iterator[Review]:
+    def reviews(self) -> Iterator[m.Review]:
         """The service's jobs held for a person's review, page after page."""
         cursor: str | None = None
         while True:
-            page: ReviewPage = self._run(_core.reviews(cursor))
+            page: m.ReviewPage = self._run(_core.reviews(cursor))
             yield from page.reviews
             if not page.next_cursor:
                 return
@@ -180,7 +168,7 @@ class Client:
         note: str | None = None,
         alt_text: str | None = None,
         caption: str | None = None,
-    ) -> ReviewDecision:
+    ) -> m.ReviewDecision:
         """``approve`` (delivers, with any edited ``alt_text``/``caption``) or ``reject``
         (generates again with ``note`` folded into the prompt) a held job."""
         return self._run(_core.review(job_id, decision, note, alt_text, caption))
@@ -189,50 +177,28 @@ class Client:
 
     def events(
         self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
-    ) -> Iterator[JobEvent]:
+    ) -> Iterator[m.JobEvent]:
         """The job's state changes as they happen (Server-Sent Events), from the first (or
         after ``last_event_id``), ending with its terminal event, which carries the completion
         payload. A dropped stream is resumed where it stopped (``Last-Event-ID``). Past
         ``timeout`` seconds, :class:`WaitTimeout`."""
-        deadline = deadline_of(timeout)
-        parser = _core.SSEParser()
-        parser.last_id = last_event_id
-        failures = 0
+        follow = _core.Follow(job_id, last_event_id, timeout, self.retry_policy, self._http.timeout)
         while True:
-            if _core.past(deadline):
-                raise WaitTimeout(job_id, timeout or 0.0, None)
-            wait: float | None
             try:
-                with self._http.stream(
-                    "GET",
-                    _core.events_path(job_id),
-                    headers=_core.events_headers(parser.last_id),
-                    timeout=_core.stream_timeout(self._http.timeout, remaining(deadline)),
-                ) as response:
+                with self._http.stream(**follow.request()) as response:
                     if not response.is_success:
                         response.read()
-                        wait = self.retry_policy.delay(failures, True, response=response)
-                        if wait is None:
-                            raise _core.api_error(response)
-                        failures += 1
+                        wait = follow.refused(response)
                     else:
-                        failures = 0
                         for line in response.iter_lines():
-                            event = parser.feed(line)
+                            event = follow.line(line)
                             if event is not None:
                                 yield event
-                                if event.terminal:
+                                if follow.done:
                                     return
-                            if _core.past(deadline):  # a keep-alive line at least every poll
-                                raise WaitTimeout(job_id, timeout or 0.0, None)
-                        wait = self.retry_policy.backoff  # ended early (a server stopping): resume
+                        wait = follow.ended()
             except httpx.TransportError as exc:
-                if _core.past(deadline):
-                    raise WaitTimeout(job_id, timeout or 0.0, None) from exc
-                wait = self.retry_policy.delay(failures, True, error=exc)
-                if wait is None:
-                    raise
-                failures += 1
+                wait = follow.lost(exc)
             self._sleep(wait)
 
     def wait(
@@ -242,7 +208,7 @@ class Client:
         *,
         stream: bool = True,
         poll_interval: float = 1.0,
-    ) -> Job:
+    ) -> m.Job:
         """The job once it has ended (its ``result`` is the completion payload).
 
         Follows the job's event stream and reads the job once its terminal event came: the end
