@@ -80,6 +80,7 @@ def hub_lifespan(
         from genhook.delivery.outbox import Outbox
         from genhook.delivery.sender import DeliverySender
         from genhook.retention import background_purge
+        from genhook.scheduling.scheduler import running as scheduler_running
         from genhook.sender_role import finish_outbox
 
         loop = asyncio.get_running_loop()
@@ -109,8 +110,10 @@ def hub_lifespan(
             )
             outbox_task = asyncio.create_task(outbox.run(stop_outbox))
         try:
-            async with background_purge(runtime):  # retention (GENHOOK_PURGE_INTERVAL)
-                yield
+            # retention (GENHOOK_PURGE_INTERVAL), and the template schedules' loop
+            async with background_purge(runtime):
+                with scheduler_running(runtime):
+                    yield
         finally:
             shutdown.begin()
             stop_outbox.set()
@@ -232,6 +235,11 @@ def run_worker(
     thread = threading.Thread(target=worker.run, args=(stop,), name="genhook-worker")
     thread.daemon = True
     thread.start()
+    schedules = contextlib.ExitStack()
+    if parent is None:  # a standalone worker runs the schedules too; serve's workers do not
+        from genhook.scheduling.scheduler import running as scheduler_running
+
+        schedules.enter_context(scheduler_running(runtime))
     if health is not None:
         health.start(
             lambda: healthz(runtime.store),
@@ -250,6 +258,7 @@ def run_worker(
             shutdown.begin()
             break
         channel.to_hub(b"hello")  # (re)register with the API process, also after it restarts
+    schedules.close()
     runtime.jobs_signal.notify()
     thread.join(shutdown.remaining())
     if thread.is_alive():

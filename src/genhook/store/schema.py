@@ -405,6 +405,49 @@ sa.Index(
 )
 
 
+# ---- schedules (issue 11, 0012) ---------------------------------------------------------------
+
+# one row per template schedule (key WORKFLOW:ID) that a scheduler has seen: when it is due next
+# (computed from its cron; spec_hash: the cron and time zone it was computed from), whether an
+# operator or its service paused it, and what its last due time came to
+schedules = sa.Table(
+    "schedules",
+    metadata,
+    sa.Column("key", sa.String(140), primary_key=True),
+    sa.Column("workflow_id", sa.String(64), nullable=False),
+    sa.Column("schedule_id", sa.String(64), nullable=False),
+    sa.Column("spec_hash", sa.String(16), nullable=False),
+    sa.Column("next_due_at", Time, nullable=True),
+    sa.Column("paused_at", Time, nullable=True),
+    sa.Column("paused_by", sa.String(100), nullable=True),
+    sa.Column("last_due_at", Time, nullable=True),  # the due time last fired, skipped or failed
+    sa.Column("last_fired_at", Time, nullable=True),  # when that was done
+    sa.Column("last_outcome", sa.String(16), nullable=True),  # fired | skipped | failed
+    sa.Column("last_error", sa.Text, nullable=True),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("updated_at", Time, nullable=False),
+)
+sa.Index("ix_schedules_next_due", schedules.c.next_due_at)
+# one row per due time dealt with: the primary key is what makes each due time fire exactly
+# once, whatever the number of schedulers (inserted in the transaction that admits its jobs)
+schedule_fires = sa.Table(
+    "schedule_fires",
+    metadata,
+    sa.Column("schedule_key", sa.String(140), primary_key=True),
+    sa.Column("due_at", Time, primary_key=True),
+    sa.Column("fired_at", Time, nullable=False),
+    sa.Column("outcome", sa.String(16), nullable=False),  # fired | skipped | failed
+    sa.Column("service_id", sa.String(40), nullable=True),
+    sa.Column("created", sa.Integer, nullable=False, server_default="0"),  # jobs it made
+    sa.Column("replayed", sa.Integer, nullable=False, server_default="0"),  # idempotent matches
+    sa.Column("refused", sa.Integer, nullable=False, server_default="0"),  # items refused
+    sa.Column("missed", sa.Integer, nullable=False, server_default="0"),  # due times passed over
+    sa.Column("job_ids", sa.JSON, nullable=True),
+    sa.Column("errors", sa.JSON, nullable=True),  # [{"index", "error"}], the first 100
+    sa.Column("error", sa.Text, nullable=True),  # why a failed fire made no job
+)
+
+
 def claimable(column: sa.ColumnElement[str] = jobs.c.status) -> sa.ColumnElement[bool]:
     """``status IN ('queued', 'retrying')`` with the values inline, in the partial indexes'
     order, so that SQLite uses them (with bound parameters it scans every job ever made)."""

@@ -25,6 +25,7 @@ from genhook.config_values import parse_duration
 from genhook.contract.envelope import MAX_URL_LENGTH, RESERVED, SCHEMA_PROPERTIES
 from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
 from genhook.presets import Presets
+from genhook.scheduling.spec import ScheduleSpec, check_fixed_inputs, check_schedules
 from genhook.workflow.refs import Ref, find_refs, whole_ref
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.types import compatible, describe, json_type
@@ -40,6 +41,7 @@ TOP_KEYS = {
     "input",
     "additional_fields",
     "dedup",
+    "schedules",
     "nodes",
     "outputs",
 }
@@ -101,6 +103,8 @@ class Workflow:
     window returns that job instead of generating again."""
     media_inputs: dict[str, str] = field(default_factory=dict)
     """The input fields declared ``x-media`` (a URL of media genhook fetches), with their kind."""
+    schedules: tuple[ScheduleSpec, ...] = ()
+    """Its ``schedules`` (:mod:`genhook.scheduling`): cron times that fire it as a service."""
 
     @property
     def backend(self) -> str:
@@ -244,9 +248,10 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
     _check_media_wiring(chk, nodes, schema)
     order = _order(chk, nodes)
     outputs = _check_outputs(chk, data.get("outputs"), field_types, nodes, registry)
+    schedules = check_schedules(chk.add, data.get("schedules"), str(wf_id), Path(source).parent)
     if chk.problems:
         raise TemplateError(source, chk.problems)
-    return Workflow(
+    workflow = Workflow(
         id=str(wf_id),
         version=int(version),
         description=str(description).strip(),
@@ -264,7 +269,12 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
             for name, prop in schema.get("properties", {}).items()
             if isinstance(prop, dict) and MEDIA_KEY in prop
         },
+        schedules=schedules,
     )
+    check_fixed_inputs(chk.add, workflow)  # each fixed input is a valid trigger of it
+    if chk.problems:
+        raise TemplateError(source, chk.problems)
+    return workflow
 
 
 def _check_dedup(chk: _Checker, raw: Any, field_types: dict[str, Any]) -> Dedup | None:
