@@ -158,6 +158,7 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         workdir: Path | None = None,
         recent_hashes: Sequence[RecentHash] = (),
+        review_notes: Sequence[str] = (),
     ) -> RunContext:
         """A fresh run context on these backends (local ones under the CPU gate), priced by the
         catalog's pricing (seed stable for workflow, version, trigger); ``on_progress`` hears
@@ -175,6 +176,7 @@ class Engine:
             ctx.on_progress = on_progress
         ctx.workdir = workdir
         ctx.recent_hashes = recent_hashes
+        ctx.review_notes = review_notes
         return ctx
 
     def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
@@ -196,6 +198,7 @@ class Engine:
         on_progress: Callable[[Progress], None] | None = None,
         workdir: Path | None = None,
         recent_hashes: Sequence[RecentHash] = (),
+        review_notes: Sequence[str] = (),
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
 
@@ -212,6 +215,8 @@ class Engine:
         staging area, removed with it; None: a temporary folder per generation).
         ``recent_hashes``: the perceptual hashes of the recent outputs of the same service,
         workflow and external id, for the near_duplicate check (the worker reads them).
+        ``review_notes``: the reviewers' notes of a rejected job's earlier outputs, folded into
+        the generate nodes' prompts (the worker reads them).
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -228,6 +233,7 @@ class Engine:
                 on_progress=on_progress,
                 workdir=workdir,
                 recent_hashes=recent_hashes,
+                review_notes=review_notes,
             )
             with metrics.job_scope(workflow.id):
                 result = run_workflow(workflow, self._gated_nodes, ctx)

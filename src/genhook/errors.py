@@ -76,6 +76,9 @@ class ErrorCode(StrEnum):
     # retention
     JOB_EXPIRED = "job_expired"
     ASSET_EXPIRED = "asset_expired"
+    # review (on_fail: review)
+    NOT_AWAITING_REVIEW = "not_awaiting_review"
+    INVALID_REVIEW = "invalid_review"
 
 
 @dataclass(frozen=True)
@@ -244,6 +247,17 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.ASSET_EXPIRED: ErrorSpec(
         "The asset's job was purged by retention; its files are deleted (HTTP 410).", False
+    ),
+    ErrorCode.NOT_AWAITING_REVIEW: ErrorSpec(
+        "A review was sent for a job that is not awaiting review (never held, or already "
+        "approved, rejected or cancelled) (HTTP 409).",
+        False,
+    ),
+    ErrorCode.INVALID_REVIEW: ErrorSpec(
+        "A review body is not {decision: approve or reject, note, alt_text, caption}: a bad "
+        "decision, a reject without a note, an empty or too long text (`field` names it).",
+        False,
+        True,
     ),
 }
 

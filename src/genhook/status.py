@@ -3,7 +3,8 @@
 One vocabulary for the store, the worker, the outbox and the API, so that a misspelled state
 is a mypy error rather than a query that silently matches nothing. Each is a ``StrEnum``: a
 member equals its string, so what is stored in the database and written in JSON is unchanged.
-Flow control will add states here (the contract's ``awaiting_review`` and ``expired``).
+Flow control adds states here (the review queue's ``awaiting_review``; the contract's
+``expired``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ class JobStatus(StrEnum):
     QUEUED = "queued"
     RUNNING = "running"
     RETRYING = "retrying"
+    AWAITING_REVIEW = "awaiting_review"  # a QC policy of on_fail: review holds it for a person
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -43,6 +45,7 @@ class AttemptOutcome(StrEnum):
     CANCELLED = "cancelled"
     RETRYING = "retrying"
     LOST = "lost"  # its worker stopped renewing the lease
+    AWAITING_REVIEW = "awaiting_review"  # it made outputs that QC failed: held for review
     HANDED_BACK = "handed_back"  # its worker shut down and gave the job back (not counted)
 
 

@@ -39,6 +39,7 @@ from genhook.ids import new_id
 from genhook.media import similarity
 from genhook.media.similarity import RecentHash
 from genhook.retry import decide, job_policy
+from genhook.review import needs_review, quality_reports, wants_review
 from genhook.signals import Signal
 from genhook.status import JobStatus
 from genhook.storage import AssetStorage, Staging
@@ -454,6 +455,23 @@ class Worker:
             if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
             return
+        result = outcome.result
+        if error is None and result is not None and needs_review(result):
+            # a QC policy of on_fail: review: held for a person, not delivered (genhook.review)
+            held = self.store.hold_for_review(
+                job.id,
+                self.name,
+                payload=outcome.payload.to_json(),
+                quality=quality_reports(result),
+                credit_cost=outcome.credit_cost,
+                work_seconds=work,
+                cancelled=cancelled,
+                publish=assets.publish,
+                made=made,
+            )
+            if held is JobStatus.CANCELLED:
+                self.deliveries_signal.notify()
+            return
         if error is None:
             status = JobStatus.SUCCEEDED
         elif error.code is ErrorCode.CANCELLED:
@@ -507,6 +525,10 @@ class Worker:
 
         try:
             recent = self._recent_hashes(job, workflow)
+            # a job a reviewer rejected: its notes go into the prompts (read only for a
+            # workflow that holds for review, on an attempt after the first)
+            wanted = job.attempts > 1 and wants_review(workflow)
+            notes = self.store.review_notes(job.id) if wanted else []
         except GenhookError as exc:  # the store unavailable: retried like any transient failure
             return self._refuse(job, worked, exc)
 
@@ -533,6 +555,7 @@ class Worker:
             on_progress=lambda progress: self.leases.progress(state, progress),
             workdir=assets.folder / WORKDIR,
             recent_hashes=recent,
+            review_notes=notes,
         )
 
     def _recent_hashes(self, job: Job, workflow: Workflow) -> list[RecentHash]:

@@ -15,7 +15,17 @@ from typing import Any
 from fastapi import FastAPI
 
 from genhook import __version__
-from genhook.api import dashboard, deliveries, errors, jobs, meta, ops, ops_endpoints, triggers
+from genhook.api import (
+    dashboard,
+    deliveries,
+    errors,
+    jobs,
+    meta,
+    ops,
+    ops_endpoints,
+    reviews,
+    triggers,
+)
 from genhook.api import metrics as metrics_routes
 from genhook.api.limits import BodyLimit
 from genhook.runtime import Runtime
@@ -47,6 +57,9 @@ def create_app(
     app.state.runtime = runtime
     for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
         app.include_router(module.router)
+    app.include_router(reviews.router)  # the review queue: the service's and the operator's
+    app.include_router(reviews.ops_router)
+    app.include_router(reviews.dashboard_router)
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
     if trigger_lane:  # innermost: the body limit and the catch-all still apply
         app.add_middleware(triggers.TriggerLane)

@@ -32,6 +32,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INVALID_CURSOR: 422,
     ErrorCode.DELIVERY_IN_FLIGHT: 409,
     ErrorCode.ENDPOINT_DISABLED: 409,
+    ErrorCode.NOT_AWAITING_REVIEW: 409,
     ErrorCode.PAYLOAD_TOO_LARGE: 413,
     ErrorCode.UNSUPPORTED_MEDIA_TYPE: 415,
     ErrorCode.RANGE_NOT_SATISFIABLE: 416,

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 from genhook import metrics
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES, ErrorBody, error_response
+from genhook.api.reviews import cancel_held
 from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, sse_event, stream_slots
 from genhook.api.triggers import _admission, _check_target_async, _idempotency_key
 from genhook.api.views import accepted, job_view
@@ -181,6 +182,10 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     job = owned(api_store(runtime).job(job_id), service)
     if job.status in TERMINAL:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job.status}")
+    if job.status is JobStatus.AWAITING_REVIEW and cancel_held(runtime, job_id):
+        return JSONResponse(
+            {"job_id": job_id, "status": JobStatus.CANCELLED, "cancel_requested": True}, 202
+        )
     status = api_store(runtime).cancel(
         job_id, lambda row: job_failure_payload(row, GenhookError(ErrorCode.CANCELLED)).to_json()
     )

@@ -166,6 +166,22 @@ def failed_deliveries(
     )
 
 
+def reviews(
+    window: str,
+    rows: Sequence[Any],
+    *,
+    csrf: str | None,
+    notice: str | None = None,
+    error: str | None = None,
+) -> str:
+    """``/dashboard/reviews``: the jobs held for review, each with its images, QC figures and
+    text, and the approve (with alt text and caption) and reject (with a note) forms."""
+    return render(
+        "reviews.html",
+        **_chrome("reviews", window, csrf, rows=list(rows), notice=notice, error=error),
+    )
+
+
 def login(*, error: str | None = None) -> str:
     """``/dashboard/login``: the operator key, once, for a session cookie."""
     return render("login.html", **_chrome("login", "24h", None, error=error))

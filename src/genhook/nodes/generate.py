@@ -21,7 +21,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 import weakref
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -206,7 +206,7 @@ class Generate(BaseNode):
             extra = ", ".join(style.negative)
             negative = f"{negative}, {extra}" if negative else extra
         request = GenerationRequest(
-            prompt=params.prompt,
+            prompt=fold_notes(params.prompt, ctx.review_notes),
             negative_prompt=negative,
             width=params.width,
             height=params.height,
@@ -221,6 +221,13 @@ class Generate(BaseNode):
             fps=params.fps if params.kind == "video" else 0.0,
         )
         return ctx.defaults.request(request)
+
+
+def fold_notes(prompt: str, notes: Sequence[str]) -> str:
+    """``prompt`` with the reviewers' notes of a rejected job's earlier outputs folded in, each
+    once, in order (``prompt, note 1, note 2``), as a quality-check retry amends it."""
+    kept = [n for n in dict.fromkeys(n.strip() for n in notes) if n]
+    return ", ".join([prompt, *kept]) if kept else prompt
 
 
 def _classes(frames: list[PlannedFrame], costs: list[float]) -> list[dict[str, Any]]:

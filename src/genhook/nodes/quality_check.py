@@ -4,8 +4,10 @@ Policy: while the output fails a check and retries remain, generate again with t
 for the failed checks and a new seed (unless only checks that no new generation can change failed,
 such as ``missing_glyphs``). When none passed, ``on_fail: deliver_with_warning`` delivers
 the best candidate and records a ``quality_warning`` (which checks failed, by how much);
-``on_fail: fail`` ends the job with ``quality_check_failed``. A failing output is never passed on
-as if it had passed.
+``on_fail: fail`` ends the job with ``quality_check_failed``; ``on_fail: review`` goes on like
+``deliver_with_warning``, and the worker then holds the job for a person (``awaiting_review``,
+see :mod:`genhook.review`) instead of delivering it. A failing output is never passed on as if
+it had passed.
 
 Given a generate node's ``renders`` (one image per aspect class), the policy applies to each
 image on its own (a retry regenerates only the frame that failed); the reports are named
@@ -97,7 +99,7 @@ class QualityCheck(BaseNode):
         max_frozen_seconds: float = Field(default=1.0, ge=0)
         audio: AudioPolicy = "forbid_silent"
         max_retries: int = Field(default=2, ge=0, le=5)
-        on_fail: Literal["deliver_with_warning", "fail"] = "deliver_with_warning"
+        on_fail: Literal["deliver_with_warning", "fail", "review"] = "deliver_with_warning"
         near_duplicate: NearDuplicateParams | None = None  # off by default
         nsfw: NsfwParams | None = None  # off by default; needs genhook[nsfw]
 
@@ -172,7 +174,8 @@ class QualityCheck(BaseNode):
             candidate = generate_once(ctx, request)
         _, chosen, failed = best
         checks = [f.to_dict() for f in failed]
-        ctx.quality.append(QualityReport(label, not failed, attempts, checks))
+        review = params.on_fail == "review"
+        ctx.quality.append(QualityReport(label, not failed, attempts, checks, review=review))
         if failed and params.on_fail == "fail":
             summary = "; ".join(f.describe() for f in failed)
             raise GenhookError(

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from genhook.clock import Clock
 from genhook.errors import GenhookError
 from genhook.flow import Breaker
+from genhook.review import ReviewBody
 from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.admit import Admission, Submission
 from genhook.store.base import Health, Row
@@ -33,6 +34,7 @@ from genhook.store.records import (
     StoredJob,
 )
 from genhook.store.retention import PurgedJob
+from genhook.store.reviews import Decided, HeldReview
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
 
@@ -77,6 +79,22 @@ class WorkerStore(Protocol):
         made: Mapping[str, float] | None = None,
         spared: bool = False,
     ) -> JobStatus | None: ...
+
+    def hold_for_review(
+        self,
+        job_id: str,
+        worker: str,
+        *,
+        payload: Mapping[str, Any],
+        quality: Sequence[Mapping[str, Any]],
+        credit_cost: float,
+        work_seconds: float,
+        cancelled: Mapping[str, Any],
+        publish: Callable[[], None] | None = None,
+        made: Mapping[str, float] | None = None,
+    ) -> JobStatus | None: ...
+
+    def review_notes(self, job_id: str) -> list[str]: ...
 
     def backend_failed(self, backend: str, error: GenhookError) -> Breaker: ...
 
@@ -241,6 +259,15 @@ class ApiStore(Protocol):
     def failed_deliveries(self, limit: int = 50) -> list[FailedDelivery]: ...
 
     def resume_service(self, service: str) -> Resumed | None: ...
+
+    # the review queue (store/reviews.py): /v1/reviews, /v1/ops/reviews and the dashboard
+    def held_reviews(self, service_id: str | None = None, limit: int = 100) -> list[HeldReview]: ...
+
+    def decide_review(self, job_id: str, review: ReviewBody, *, by: str) -> Decided: ...
+
+    def cancel_held(
+        self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]
+    ) -> JobStatus | None: ...
 
     def health(self) -> Health: ...
 

@@ -34,6 +34,7 @@ from genhook.store.schema import (
     deliveries,
     delivery_attempts,
     events,
+    job_reviews,
     jobs,
     purged_jobs,
     services,
@@ -160,6 +161,9 @@ class RetentionStore(StoreBase):
             counts["job_events"] = conn.execute(
                 events.delete().where(events.c.job_id.in_(ids))
             ).rowcount
+            # their review rounds (the review queue's, 0010): a held job is never purged (it has
+            # not ended), an ended one's reviews go with it
+            conn.execute(job_reviews.delete().where(job_reviews.c.job_id.in_(ids)))
             counts["jobs"] = conn.execute(jobs.delete().where(jobs.c.id.in_(ids))).rowcount
             conn.execute(
                 purged_jobs.insert(),

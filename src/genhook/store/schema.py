@@ -447,6 +447,37 @@ schedule_fires = sa.Table(
     sa.Column("error", sa.Text, nullable=True),  # why a failed fire made no job
 )
 
+# ---- review (issue 11, 0010) ------------------------------------------------------------------
+
+# one row per time a job was held for a person's review (a QC policy of on_fail: review): the
+# candidate payload it would deliver and its quality reports; then the decision (approve, reject,
+# cancelled), the note, the edited alt text and caption, who and when. Pending: decided_at None
+job_reviews = sa.Table(
+    "job_reviews",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("job_id", sa.String(40), sa.ForeignKey("jobs.id"), nullable=False),
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("round", sa.Integer, nullable=False),  # 1, 2, ...: a rejected job is held again
+    sa.Column("held_at", Time, nullable=False),
+    sa.Column("payload", sa.JSON, nullable=False),
+    sa.Column("quality", sa.JSON, nullable=True),
+    sa.Column("decision", sa.String(16), nullable=True),
+    sa.Column("note", sa.Text, nullable=True),
+    sa.Column("alt_text", sa.Text, nullable=True),
+    sa.Column("caption", sa.Text, nullable=True),
+    sa.Column("decided_by", sa.String(100), nullable=True),
+    sa.Column("decided_at", Time, nullable=True),
+)
+sa.Index("ux_job_reviews_round", job_reviews.c.job_id, job_reviews.c.round, unique=True)
+sa.Index(
+    "ix_job_reviews_pending",
+    job_reviews.c.service_id,
+    job_reviews.c.held_at,
+    sqlite_where=job_reviews.c.decided_at.is_(None),
+    postgresql_where=job_reviews.c.decided_at.is_(None),
+)
+
 
 def claimable(column: sa.ColumnElement[str] = jobs.c.status) -> sa.ColumnElement[bool]:
     """``status IN ('queued', 'retrying')`` with the values inline, in the partial indexes'

@@ -14,6 +14,7 @@ from genhook.store.jobs import JobStore, Lease
 from genhook.store.listing import ListingStore
 from genhook.store.ops import OpsStore
 from genhook.store.retention import RetentionStore
+from genhook.store.reviews import ReviewStore
 from genhook.store.schedules import ScheduleStore
 from genhook.store.services import ServiceStore, key_hash
 
@@ -21,6 +22,13 @@ __all__ = ["TERMINAL", "Lease", "Row", "Store", "key_hash"]
 
 
 class Store(
-    JobStore, DeliveryStore, ServiceStore, OpsStore, RetentionStore, ListingStore, ScheduleStore
+    ReviewStore,
+    JobStore,
+    DeliveryStore,
+    ServiceStore,
+    OpsStore,
+    RetentionStore,
+    ListingStore,
+    ScheduleStore,
 ):
     """Jobs, attempts, events, services and the delivery outbox, on SQLite or PostgreSQL."""

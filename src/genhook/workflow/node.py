@@ -37,6 +37,8 @@ class QualityReport:
     passed: bool
     attempts: int
     failed_checks: list[dict[str, Any]]
+    review: bool = False
+    """Its policy is ``on_fail: review``: a failing output holds the job for a person."""
 
 
 @dataclass
@@ -71,6 +73,9 @@ class RunContext:
     recent_hashes: Sequence[RecentHash] = ()
     """Perceptual hashes of the recent outputs of the same service, workflow and external id
     (newest first), for the near_duplicate check; empty in dry runs and ``genhook run``."""
+    review_notes: Sequence[str] = ()
+    """The notes of the reviewers who rejected this job's earlier outputs (oldest first): the
+    generate nodes fold them into their prompts."""
 
     def reserve_filename(self, stem: str, extension: str, limit: int = FILENAME_LIMIT) -> str:
         """A filename unique within the job: ``stem.ext``, else ``stem-2.ext``, ``stem-3.ext``...;
