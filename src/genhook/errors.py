@@ -29,6 +29,8 @@ class ErrorCode(StrEnum):
     UNKNOWN_FIELD = "unknown_field"
     INPUT_NOT_FOUND = "input_not_found"
     UNKNOWN_WORKFLOW = "unknown_workflow"
+    INVALID_BATCH = "invalid_batch"
+    BATCH_TOO_LARGE = "batch_too_large"
     # generation: transient ones are retried on the retry schedule
     BACKEND_UNAVAILABLE = "backend_unavailable"
     BACKEND_TIMEOUT = "backend_timeout"
@@ -121,6 +123,16 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.UNKNOWN_WORKFLOW: ErrorSpec(
         "No workflow template has this id (HTTP 404; `genhook run` exits 2).", False
+    ),
+    ErrorCode.INVALID_BATCH: ErrorSpec(
+        "A batch's body is not an object with a non-empty `items` array (and an optional "
+        "`callback_url`), or an item's `idempotency_key` is not a string of 1 to 255 "
+        "characters (HTTP 422; `field` names the part).",
+        False,
+        True,
+    ),
+    ErrorCode.BATCH_TOO_LARGE: ErrorSpec(
+        "A batch has more than 1,000 items (HTTP 422, `field` `items`): split it.", False, True
     ),
     ErrorCode.BACKEND_UNAVAILABLE: ErrorSpec("The generation backend could not be reached.", True),
     ErrorCode.BACKEND_TIMEOUT: ErrorSpec("The generation backend did not answer in time.", True),

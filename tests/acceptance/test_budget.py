@@ -59,6 +59,21 @@ def alerts() -> Iterator[Receiver]:
     r.stop()
 
 
+def one_credit_per_image(g: Genhook) -> None:
+    """Give ``g`` the one-image workflow, and the shipped prices (a paid engine is never run
+    unpriced) with procedural at one credit per image."""
+    (g.tmp / "flows" / "one-image.yaml").write_text(ONE_IMAGE_FLOW, encoding="utf-8")
+    pricing = g.tmp / "pricing.yaml"
+    shipped = (ROOT / "presets" / "pricing.yaml").read_text(encoding="utf-8")
+    procedural = '  "*": {per_image: 0, per_video_second: 0}'
+    priced = shipped.replace(
+        f"procedural:\n{procedural}", 'procedural:\n  "*": {per_image: 1.0, per_video_second: 0}', 1
+    )
+    assert priced != shipped
+    pricing.write_text(priced, encoding="utf-8")
+    g.env["GENHOOK_PRICING_FILE"] = str(pricing)
+
+
 def budgeted(
     factory: Callable[..., Genhook], alerts: Receiver, on_budget: str
 ) -> tuple[Genhook, httpx.Client, str]:
@@ -70,17 +85,7 @@ def budgeted(
         GENHOOK_ALERT_SECRET=secret,
         GENHOOK_ADMIN_KEY=ADMIN_KEY,
     )
-    (g.tmp / "flows" / "one-image.yaml").write_text(ONE_IMAGE_FLOW, encoding="utf-8")
-    pricing = g.tmp / "pricing.yaml"
-    shipped = (ROOT / "presets" / "pricing.yaml").read_text(encoding="utf-8")
-    procedural = '  "*": {per_image: 0, per_video_second: 0}'
-    # the shipped prices (a paid engine is never run unpriced), procedural at one credit
-    priced = shipped.replace(
-        f"procedural:\n{procedural}", 'procedural:\n  "*": {per_image: 1.0, per_video_second: 0}', 1
-    )
-    assert priced != shipped
-    pricing.write_text(priced, encoding="utf-8")
-    g.env["GENHOOK_PRICING_FILE"] = str(pricing)
+    one_credit_per_image(g)
     client = g.new_service("spender", "--daily-budget", str(BUDGET), "--on-budget", on_budget)
     g.serve(workers=4)
     # the dry run prices a job at exactly one credit, worst case included

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 
 from genhook import __version__
 from genhook.api import (
+    batches,
     dashboard,
     deliveries,
     errors,
@@ -55,7 +56,7 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.runtime = runtime
-    for module in (triggers, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
+    for module in (triggers, batches, jobs, deliveries, meta, ops, ops_endpoints, dashboard):
         app.include_router(module.router)
     app.include_router(reviews.router)  # the review queue: the service's and the operator's
     app.include_router(reviews.ops_router)
@@ -63,6 +64,11 @@ def create_app(
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
     if trigger_lane:  # innermost: the body limit and the catch-all still apply
         app.add_middleware(triggers.TriggerLane)
-    app.add_middleware(BodyLimit, limit=runtime.settings.max_body_bytes)
+    app.add_middleware(
+        BodyLimit,
+        limit=runtime.settings.max_body_bytes,
+        # a batch (up to 1,000 triggers) has a limit of its own
+        larger={"/batches": max(batches.MAX_BATCH_BYTES, runtime.settings.max_body_bytes)},
+    )
     errors.install(app)  # last: its catch-all middleware wraps every other one
     return app

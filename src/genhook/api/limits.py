@@ -17,22 +17,27 @@ class BodyTooLarge(Exception):
 class BodyLimit:
     """Refuse bodies over ``limit`` bytes: by Content-Length up front, or while streaming."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, larger: dict[str, int] | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.larger = larger or {}  # path suffix -> its own limit
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
+        limit = self.limit
+        for suffix, own in self.larger.items():
+            if scope["path"].endswith(suffix):
+                limit = own
         for name, value in scope.get("headers", []):
             if name == b"content-length":
                 try:
-                    too_big = int(value) > self.limit
+                    too_big = int(value) > limit
                 except ValueError:
                     too_big = False
                 if too_big:
-                    await self._refuse(send)
+                    await self._refuse(send, limit)
                     return
         seen = 0
         started = False
@@ -42,7 +47,7 @@ class BodyLimit:
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
-                if seen > self.limit:
+                if seen > limit:
                     raise BodyTooLarge
             return message
 
@@ -56,11 +61,11 @@ class BodyLimit:
             await self.app(scope, guarded_receive, tracking_send)
         except BodyTooLarge:
             if not started:
-                await self._refuse(send)
+                await self._refuse(send, limit)
 
-    async def _refuse(self, send: Send) -> None:
+    async def _refuse(self, send: Send, limit: int) -> None:
         error = GenhookError(
-            ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is larger than {self.limit} bytes"
+            ErrorCode.PAYLOAD_TOO_LARGE, f"the request body is larger than {limit} bytes"
         )
         body = json.dumps(error.to_dict()).encode()
         headers: list[Any] = [

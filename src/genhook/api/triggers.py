@@ -41,7 +41,7 @@ from genhook.delivery.ssrf import check_callback_target
 from genhook.errors import ERROR_SPECS, ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_job_id
 from genhook.runtime import Runtime
-from genhook.store.admit import Admission
+from genhook.store.admit import Admission, Submission
 from genhook.store.jobs import PRIORITIES
 from genhook.store.records import Service, StoredJob
 from genhook.workflow.inputs import MAX_EXTERNAL_ID, check_media_targets, media_needs_lookup
@@ -219,6 +219,36 @@ def _admission(
     )
 
 
+async def checked_submission(
+    runtime: Runtime,
+    service: Service,
+    wf: Workflow,
+    body: Any,
+    key: str | None,
+    digest: str | None,
+) -> Submission:
+    """The job row of a trigger of ``service`` once its input, envelope, callback target and
+    media URLs are checked (``InvalidInput`` if not): what the group commit (or a batch)
+    admits. Also used by :mod:`genhook.api.batches` for each item."""
+    checked = runtime.catalog.validate(wf, body)
+    await _check_target_async(checked.envelope.callback_url, runtime)
+    await _check_media_async(wf, checked.input, runtime)
+    return api_store(runtime).submission(
+        service_id=service.id,
+        workflow_id=wf.id,
+        workflow_version=wf.version,
+        trigger=checked.input,
+        external_id=external_id(wf, checked.input),
+        callback_url=checked.envelope.callback_url,
+        envelope=checked.envelope.stored(),
+        idempotency_key=key,
+        request_hash=digest,
+        callback_private=runtime.settings.allow_private_callbacks,
+        job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
+        admission=_admission(runtime, service, wf, checked.input, checked.envelope.priority),
+    )
+
+
 async def accept_trigger(
     runtime: Runtime, service: Service, workflow_id: str, raw: bytes, key: str | None
 ) -> Response:
@@ -235,26 +265,10 @@ async def accept_trigger(
         return error_response(exc, job_id=None)
     digest = _request_hash(wf.id, body) if key else None
     try:
-        checked = runtime.catalog.validate(wf, body)
-        await _check_target_async(checked.envelope.callback_url, runtime)
-        await _check_media_async(wf, checked.input, runtime)
+        item = await checked_submission(runtime, service, wf, body, key, digest)
     except InvalidInput as exc:
         return await run_in_threadpool(_reject, runtime, service, wf, body, exc, key, digest)
     store = api_store(runtime)
-    item = store.submission(
-        service_id=service.id,
-        workflow_id=wf.id,
-        workflow_version=wf.version,
-        trigger=checked.input,
-        external_id=external_id(wf, checked.input),
-        callback_url=checked.envelope.callback_url,
-        envelope=checked.envelope.stored(),
-        idempotency_key=key,
-        request_hash=digest,
-        callback_private=runtime.settings.allow_private_callbacks,
-        job_id=new_job_id(),  # minted here; an idempotent replay answers the first job's id
-        admission=_admission(runtime, service, wf, checked.input, checked.envelope.priority),
-    )
     try:
         job, created = await store.submit_async(item)
     except GenhookError as exc:

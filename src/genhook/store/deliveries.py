@@ -54,6 +54,7 @@ from genhook.store.ops_events import ALERT, OperatorEvent, endpoint_of, iso, rec
 from genhook.store.records import Delivery, DeliveryAttemptRecord, DeliveryRecord
 from genhook.store.schema import (
     Time,
+    batches,
     deliveries,
     delivery_attempts,
     endpoints,
@@ -289,12 +290,16 @@ def _pick_statement(dialect: str) -> sa.Select[Any]:
             services.c.webhook_secret,
             services.c.previous_secret,
             services.c.previous_secret_until,
-            jobs.c.callback_private,
+            # a batch callback (no job): the batch's policy, taken when it was accepted
+            sa.func.coalesce(jobs.c.callback_private, batches.c.callback_private).label(
+                "callback_private"
+            ),
         )
         .select_from(
             chosen.join(deliveries, deliveries.c.id == chosen.c.id)
             .outerjoin(services, services.c.id == deliveries.c.service_id)
             .outerjoin(jobs, jobs.c.id == deliveries.c.job_id)
+            .outerjoin(batches, batches.c.id == deliveries.c.batch_id)
         )
         .order_by(chosen.c.turn, chosen.c.due_at, chosen.c.id)
     )

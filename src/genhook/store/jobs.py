@@ -38,6 +38,7 @@ from genhook.store.accounting import (
     settle,
 )
 from genhook.store.admit import FRESH, Admission, Admitter, Submission, replayed
+from genhook.store.batches import batch_job_ended
 from genhook.store.base import Row, StoreBase
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job, JobEvent, StoredJob
@@ -297,6 +298,7 @@ def _releasing(cancel_requested: bool, columns: tuple[str, ...], spared: bool) -
             jobs.c.credit_cost,
             jobs.c.reserved,
             jobs.c.reserved_day,
+            jobs.c.batch_id,
         )
     )
 
@@ -1209,6 +1211,8 @@ class JobStore(StoreBase):
             bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
+        if done.batch_id is not None:  # the batch's last job outboxes the batch callback
+            batch_job_ended(conn, done.batch_id, now)
 
     def _release(
         self,
@@ -1285,6 +1289,8 @@ class JobStore(StoreBase):
                     self._outbox(
                         conn, job_id, ended["service_id"], ended["callback_url"], encoded, now
                     )
+                if ended["batch_id"] is not None:
+                    batch_job_ended(conn, ended["batch_id"], now)
                 return JobStatus.CANCELLED
             flagged = conn.execute(
                 jobs.update()

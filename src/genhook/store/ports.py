@@ -20,6 +20,7 @@ from genhook.review import ReviewBody
 from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.admit import Admission, Submission
 from genhook.store.base import Health, Row
+from genhook.store.batches import StoredBatch
 from genhook.store.deliveries import DeliveryResult
 from genhook.store.jobs import Lease
 from genhook.store.listing import Cursor, JobFilter, Page
@@ -220,6 +221,20 @@ class ApiStore(Protocol):
     ) -> list[StoredJob]: ...
 
     def attempts(self, job_id: str) -> list[Attempt]: ...
+
+    # batches (store/batches.py): POST /v1/workflows/{id}/batches, GET /v1/batches/{id}
+    def submit_batch(
+        self,
+        *,
+        batch_id: str,
+        service_id: str,
+        workflow_id: str,
+        items: Sequence[Submission | GenhookError],
+        callback_url: str | None,
+        callback_private: bool = False,
+    ) -> list[dict[str, Any]]: ...
+
+    def batch(self, batch_id: str) -> StoredBatch | None: ...
 
     # the listing and retries (store/listing.py): GET /v1/jobs, POST /v1/jobs/{id}/retry
     def list_jobs(

@@ -110,6 +110,8 @@ jobs = sa.Table(
     sa.Column("sandbox", sa.Boolean, nullable=False, server_default=sa.false()),
     # the ended job that POST /v1/jobs/{id}/retry made this one from (0008); None for a trigger's
     sa.Column("retry_of", sa.String(40), nullable=True),
+    # the batch that created it (0009), None for a single trigger
+    sa.Column("batch_id", sa.String(40), nullable=True),
 )
 # The claim query reads only these rows: a partial index keeps it fast at any table size.
 sa.Index(
@@ -252,6 +254,8 @@ deliveries = sa.Table(
     sa.Column("delivered_at", Time, nullable=True),
     sa.Column("last_status_code", sa.Integer, nullable=True),
     sa.Column("last_error", sa.Text, nullable=True),
+    # a batch callback's batch (0009): job_id is None then, kind "batch"
+    sa.Column("batch_id", sa.String(40), nullable=True),
 )
 sa.Index(
     "ix_deliveries_due",
@@ -476,6 +480,31 @@ sa.Index(
     job_reviews.c.held_at,
     sqlite_where=job_reviews.c.decided_at.is_(None),
     postgresql_where=job_reviews.c.decided_at.is_(None),
+)
+
+# a batch of triggers (0009): its items' answers, and how many of its jobs have not ended yet
+batches = sa.Table(
+    "batches",
+    metadata,
+    sa.Column("id", sa.String(40), primary_key=True),
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("workflow_id", sa.String(64), nullable=False),
+    sa.Column("created_at", Time, nullable=False),
+    sa.Column("total", sa.Integer, nullable=False),  # its items
+    sa.Column("created", sa.Integer, nullable=False),  # the jobs it created
+    sa.Column("open", sa.Integer, nullable=False),  # of those, not ended yet
+    # per item, in order: {"index", "job_id"} or {"index", "error"}
+    sa.Column("items", sa.JSON, nullable=False),
+    sa.Column("callback_url", sa.Text, nullable=True),
+    sa.Column("callback_private", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("ended_at", Time, nullable=True),  # when its last job ended
+)
+sa.Index("ix_batches_service_created", batches.c.service_id, batches.c.created_at)
+sa.Index(
+    "ix_jobs_batch",
+    jobs.c.batch_id,
+    sqlite_where=jobs.c.batch_id.is_not(None),
+    postgresql_where=jobs.c.batch_id.is_not(None),
 )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from genhook.status import TERMINAL
 from genhook.store.base import Row
+from genhook.store.batches import BatchStore
 from genhook.store.deliveries import DeliveryStore
 from genhook.store.jobs import JobStore, Lease
 from genhook.store.listing import ListingStore
@@ -30,5 +31,6 @@ class Store(
     RetentionStore,
     ListingStore,
     ScheduleStore,
+    BatchStore,
 ):
     """Jobs, attempts, events, services and the delivery outbox, on SQLite or PostgreSQL."""
