@@ -40,6 +40,22 @@ LoadImage. Running a prompt "samples" its KSampler for ``steps`` steps (``step_s
 saves real PNGs (Pillow): the size of the latent (width and height floored to multiples of 8),
 ``batch_size`` of them, content from the positive prompt and the seed.
 
+For video (the nodes of ComfyUI's Wan 2.1 text-to-video example, ``comfy_extras/nodes_video.py``,
+``nodes_hunyuan.py``, ``nodes_images.py``): UNETLoader, CLIPLoader, VAELoader, ModelSamplingSD3,
+EmptyHunyuanLatentVideo (``width``/``height`` 16.., ``length`` 1..: a latent of ``((length - 1)
+// 4) + 1`` frames, which VAEDecode turns into ``((length - 1) // 4) * 4 + 1`` frames), CreateVideo
+(``images``, ``fps`` 1..120; its optional ``audio`` left out) and SaveVideo (``video``,
+``filename_prefix``, ``format`` auto|mp4, ``codec`` auto|h264: a real H.264 MP4 written with
+PyAV, as ``VideoFromComponents.save_to`` does), SaveWEBM (``images``, ``filename_prefix``,
+``codec`` vp9|av1, ``fps``, ``crf``: a real VP9 WebM) and SaveAnimatedWEBP (``images``,
+``filename_prefix``, ``fps``, ``lossless``, ``quality``, ``method``: a real animated WebP, with
+Pillow). All three report their file as ``comfy_api``'s ``ui.PreviewVideo`` (and the animated
+WebP helper) do: ``{"images": [{"filename", "subfolder", "type": "output"}], "animated":
+[true]}``, which is also what ``/history`` holds under the node's id in ``outputs``; a
+``filename_prefix`` with a folder (``video/genhook``) saves into that subfolder, as
+``folder_paths.get_save_image_path`` does. ``/view`` answers each file with its content type by
+extension. ``corrupt_outputs`` makes them write bytes that are no video.
+
 Failure switches (attributes, set any time):
 
 - ``prompt_failures``: a list of HTTP statuses the next ``POST /prompt`` calls answer (5xx
@@ -74,7 +90,7 @@ import threading
 import time
 import traceback
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from types import FrameType, TracebackType
 from typing import Any
@@ -85,7 +101,32 @@ from PIL import Image
 from tests.fake_openai import render_png
 
 CHECKPOINTS = ("sd_xl_base_1.0.safetensors", "v1-5-pruned-emaonly.safetensors")
-SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde")
+SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "uni_pc")
+UNETS = ("wan2.1_t2v_1.3B_fp16.safetensors", "wan2.1_t2v_14B_fp8_e4m3fn.safetensors")
+TEXT_ENCODERS = ("umt5_xxl_fp8_e4m3fn_scaled.safetensors",)
+VAES = ("wan_2.1_vae.safetensors",)
+CLIP_TYPES = (
+    "stable_diffusion",
+    "stable_cascade",
+    "sd3",
+    "stable_audio",
+    "mochi",
+    "ltxv",
+    "pixart",
+    "cosmos",
+    "lumina2",
+    "wan",
+    "hidream",
+    "chroma",
+    "ace",
+    "omnigen2",
+)
+CONTENT_TYPES = {
+    ".png": "image/png",
+    ".webp": "image/webp",
+    ".mp4": "video/mp4",
+    ".webm": "video/webm",
+}
 SCHEDULERS = ("normal", "karras", "exponential", "simple")
 MAX_RESOLUTION = 16384
 PREVIEW_EVENT, PREVIEW_JPEG = 1, 1
@@ -143,6 +184,64 @@ NODE_CLASSES: dict[str, NodeClass] = {
     ),
     "PreviewImage": NodeClass({"images": ("IMAGE",)}, output_node=True),
     "LoadImage": NodeClass({"image": ("INPUT_FILES",)}, ("IMAGE", "MASK")),
+    "UNETLoader": NodeClass(
+        {
+            "unet_name": (list(UNETS),),
+            "weight_dtype": (["default", "fp8_e4m3fn", "fp8_e4m3fn_fast", "fp8_e5m2"],),
+        },
+        ("MODEL",),
+    ),
+    "CLIPLoader": NodeClass(
+        {"clip_name": (list(TEXT_ENCODERS),), "type": (list(CLIP_TYPES),)}, ("CLIP",)
+    ),
+    "VAELoader": NodeClass({"vae_name": (list(VAES),)}, ("VAE",)),
+    "ModelSamplingSD3": NodeClass(
+        {"model": ("MODEL",), "shift": ("FLOAT", {"default": 3.0, "min": 0.0, "max": 100.0})},
+        ("MODEL",),
+    ),
+    "EmptyHunyuanLatentVideo": NodeClass(
+        {
+            "width": _int(848, 16, MAX_RESOLUTION, 16),
+            "height": _int(480, 16, MAX_RESOLUTION, 16),
+            "length": _int(25, 1, MAX_RESOLUTION, 4),
+            "batch_size": _int(1, 1, 4096),
+        },
+        ("LATENT",),
+    ),
+    "CreateVideo": NodeClass(
+        {"images": ("IMAGE",), "fps": ("FLOAT", {"default": 30.0, "min": 1.0, "max": 120.0})},
+        ("VIDEO",),
+    ),
+    "SaveVideo": NodeClass(
+        {
+            "video": ("VIDEO",),
+            "filename_prefix": ("STRING", {"default": "video/ComfyUI"}),
+            "format": (["auto", "mp4"],),
+            "codec": (["auto", "h264"],),
+        },
+        output_node=True,
+    ),
+    "SaveAnimatedWEBP": NodeClass(
+        {
+            "images": ("IMAGE",),
+            "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+            "fps": ("FLOAT", {"default": 6.0, "min": 0.01, "max": 1000.0}),
+            "lossless": ("BOOLEAN", {"default": True}),
+            "quality": _int(80, 0, 100),
+            "method": (["default", "fastest", "slowest"],),
+        },
+        output_node=True,
+    ),
+    "SaveWEBM": NodeClass(
+        {
+            "images": ("IMAGE",),
+            "filename_prefix": ("STRING", {"default": "ComfyUI"}),
+            "codec": (["vp9", "av1"],),
+            "fps": ("FLOAT", {"default": 24.0, "min": 0.01, "max": 1000.0}),
+            "crf": ("FLOAT", {"default": 32.0, "min": 0.0, "max": 63.0}),
+        },
+        output_node=True,
+    ),
 }
 """``LoadImage``'s ``image`` is a list of the files in the input folder (the uploads)."""
 
@@ -182,11 +281,99 @@ class _Latent:
     batch: int
     seed: int = 0
     text: str = ""
+    frames: int = 0
+    """A video latent's frame count once decoded (0: an image latent)."""
 
 
 @dataclass
 class _Images:
     pngs: list[bytes] = field(default_factory=list)
+    video: _Frames | None = None
+
+
+@dataclass(frozen=True)
+class _Frames:
+    """Decoded video frames (an IMAGE batch), described: rendered when a node saves them."""
+
+    width: int
+    height: int
+    count: int
+    seed: int
+    text: str
+
+
+@dataclass(frozen=True)
+class _Video:
+    """CreateVideo's VIDEO: frames and their rate."""
+
+    frames: _Frames
+    fps: float
+
+
+def frame_pixels(frames: _Frames) -> Iterator[Any]:
+    """The RGB frames (numpy, ``h x w x 3``) of ``frames``: a gradient and a square that move
+    every frame, tinted by the seed and the prompt."""
+    import zlib
+
+    import numpy as np
+
+    tint = zlib.crc32(f"{frames.text}|{frames.seed}".encode()) & 0xFFFFFF
+    base = np.array([(tint >> 16) & 255, (tint >> 8) & 255, tint & 255], dtype=np.int32)
+    w, h = frames.width, frames.height
+    x = np.arange(w, dtype=np.int32)[None, :]
+    y = np.arange(h, dtype=np.int32)[:, None]
+    side = max(4, min(w, h) // 4)
+    for i in range(frames.count):
+        rgb = np.empty((h, w, 3), dtype=np.uint8)
+        for c in range(3):
+            rgb[..., c] = ((x * (c + 1) + y * 2 + i * 9 + base[c]) % 256).astype(np.uint8)
+        left = (i * 5) % max(1, w - side)
+        rgb[h // 3 : h // 3 + side, left : left + side] = 255
+        yield rgb
+
+
+def render_video(frames: _Frames, fps: float, container: str) -> bytes:
+    """A real clip of ``frames`` at ``fps``: H.264 MP4 (``mp4``) or VP9 WebM (``webm``),
+    written with PyAV as ``comfy_api``'s ``VideoFromComponents.save_to`` and ``SaveWEBM`` do."""
+    from fractions import Fraction
+
+    import av
+
+    out = io.BytesIO()
+    codec = "libx264" if container == "mp4" else "libvpx-vp9"
+    with av.open(out, "w", format=container) as video:
+        stream = video.add_stream(codec, rate=Fraction(round(fps * 1000), 1000))
+        stream.width, stream.height, stream.pix_fmt = frames.width, frames.height, "yuv420p"
+        for rgb in frame_pixels(frames):
+            for packet in stream.encode(av.VideoFrame.from_ndarray(rgb, format="rgb24")):
+                video.mux(packet)
+        for packet in stream.encode():
+            video.mux(packet)
+    return out.getvalue()
+
+
+def render_animated_webp(frames: _Frames, fps: float, lossless: bool, quality: int) -> bytes:
+    """An animated WebP of ``frames``, written with Pillow as ``SaveAnimatedWEBP`` does
+    (``save_all``, ``duration`` of ``1000 / fps`` ms)."""
+    images = [Image.fromarray(rgb) for rgb in frame_pixels(frames)]
+    out = io.BytesIO()
+    images[0].save(
+        out,
+        "WEBP",
+        save_all=True,
+        append_images=images[1:],
+        duration=int(1000.0 / fps),
+        lossless=lossless,
+        quality=quality,
+    )
+    return out.getvalue()
+
+
+def save_path(prefix: str, counter: int, extension: str) -> tuple[str, str]:
+    """(subfolder, filename) of a saved file, as ``folder_paths.get_save_image_path`` splits a
+    ``filename_prefix`` (``video/genhook`` -> ``video``, ``genhook_00001_.mp4``)."""
+    folder, _, name = prefix.rpartition("/")
+    return folder, f"{name}_{counter:05}_{extension}"
 
 
 class FakeComfyUI:
@@ -434,9 +621,10 @@ class FakeComfyUI:
         data = self.files.get(key)
         if data is None:
             return web.Response(status=404)
+        extension = name[name.rfind(".") :].lower() if "." in name else ""
         return web.Response(
             body=data,
-            content_type="image/png",
+            content_type=CONTENT_TYPES.get(extension, "application/octet-stream"),
             headers={"Content-Disposition": f'filename="{name}"'},
         )
 
@@ -629,6 +817,63 @@ class FakeComfyUI:
 
         if kind == "CheckpointLoaderSimple":
             return inputs["ckpt_name"]
+        if kind in ("UNETLoader", "CLIPLoader", "VAELoader"):
+            return next(iter(inputs.values()))
+        if kind == "ModelSamplingSD3":
+            return linked("model")
+        if kind == "EmptyHunyuanLatentVideo":
+            length = int(inputs["length"])
+            return _Latent(
+                int(inputs["width"]) // 8 * 8,
+                int(inputs["height"]) // 8 * 8,
+                int(inputs["batch_size"]),
+                frames=((length - 1) // 4) * 4 + 1,
+            )
+        if kind == "CreateVideo":
+            images = linked("images")
+            if images.video is None:
+                raise ValueError("the fake's CreateVideo takes decoded video frames")
+            return _Video(images.video, float(inputs["fps"]))
+        if kind in ("SaveVideo", "SaveWEBM", "SaveAnimatedWEBP"):
+            loop = asyncio.get_running_loop()
+            if kind == "SaveVideo":
+                video: _Video = linked("video")
+                container = "mp4"
+            else:
+                frames_in = linked("images").video
+                if frames_in is None:
+                    raise ValueError(f"the fake's {kind} takes decoded video frames")
+                video = _Video(frames_in, float(inputs["fps"]))
+                container = "webm" if kind == "SaveWEBM" else "webp"
+            if container == "webp":
+                data = await loop.run_in_executor(
+                    None,
+                    render_animated_webp,
+                    video.frames,
+                    video.fps,
+                    bool(inputs["lossless"]),
+                    int(inputs["quality"]),
+                )
+            else:
+                data = await loop.run_in_executor(
+                    None, render_video, video.frames, video.fps, container
+                )
+            self._counter += 1
+            sub, name = save_path(str(inputs["filename_prefix"]), self._counter, f".{container}")
+            self.files[("output", sub, name)] = b"\x00not-a-video" if self.corrupt_outputs else data
+            saved = [{"filename": name, "subfolder": sub, "type": "output"}]
+            outputs[node_id] = {"images": saved, "animated": [True]}
+            await self._send(
+                "executed",
+                {
+                    "node": node_id,
+                    "display_node": node_id,
+                    "output": outputs[node_id],
+                    "prompt_id": task.prompt_id,
+                },
+                task.client_id,
+            )
+            return None
         if kind == "CLIPTextEncode":
             return str(inputs["text"])
         if kind == "EmptyLatentImage":
@@ -664,10 +909,20 @@ class FakeComfyUI:
                     if ws is not None:
                         await ws.close()
             return _Latent(
-                latent.width, latent.height, latent.batch, int(inputs["seed"]), linked("positive")
+                latent.width,
+                latent.height,
+                latent.batch,
+                int(inputs["seed"]),
+                linked("positive"),
+                latent.frames,
             )
         if kind == "VAEDecode":
             latent = linked("samples")
+            if latent.frames:
+                frames = _Frames(
+                    latent.width, latent.height, latent.frames, latent.seed, latent.text
+                )
+                return _Images(video=frames)
             loop = asyncio.get_running_loop()
             pngs = [
                 await loop.run_in_executor(

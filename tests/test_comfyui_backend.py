@@ -23,14 +23,29 @@ from genhook.backends.base import (
     InputMedia,
     Progress,
 )
-from genhook.backends.comfyui import SHIPPED_GRAPH, ComfyUIBackend, latent_side
+from genhook.backends.comfyui import (
+    SHIPPED_GRAPH,
+    SHIPPED_VIDEO_GRAPH,
+    ComfyUIBackend,
+    first_video,
+    latent_side,
+    output_images,
+    output_videos,
+    video_length,
+)
 from genhook.config import ComfyUISettings, Settings
+from genhook.config_values import ConfigError
 from genhook.errors import ErrorCode, GenhookError
 from genhook.media.qc import measure
 from tests.conftest import SAMPLES, CliResult
 from tests.fake_comfyui import FakeComfyUI
 
-ENV_VARS = ("GENHOOK_COMFYUI_URL", "GENHOOK_COMFYUI_WORKFLOW", "GENHOOK_COMFYUI_TIMEOUT")
+ENV_VARS = (
+    "GENHOOK_COMFYUI_URL",
+    "GENHOOK_COMFYUI_WORKFLOW",
+    "GENHOOK_COMFYUI_VIDEO_WORKFLOW",
+    "GENHOOK_COMFYUI_TIMEOUT",
+)
 MakeBackend = Callable[..., ComfyUIBackend]
 
 
@@ -160,7 +175,7 @@ def test_registry_builds_it_from_the_entry_point(fake: FakeComfyUI) -> None:
     settings = Settings.from_env({"GENHOOK_COMFYUI_URL": fake.url})
     backend = BackendRegistry.from_entry_points(settings).get("comfyui")
     assert isinstance(backend, ComfyUIBackend) and backend.base_url == fake.url
-    assert backend.kinds == frozenset({"image"})
+    assert backend.kinds == frozenset({"image", "video"})
 
 
 # -- refusals and failures -------------------------------------------------------------------
@@ -609,7 +624,7 @@ def test_backends_list_probes_comfyui(
     assert result.code == 0, result.stderr
     row = next(r for r in result.json if r["backend"] == "comfyui")
     assert row["ready"] is True and "answering" in row["detail"]
-    assert row["kinds"] == ["image"]
+    assert row["kinds"] == ["image", "video"]
     assert "/system_stats" in fake.paths()
 
 
@@ -645,3 +660,362 @@ def test_the_service_runs_and_cancels_on_comfyui(tmp_path: Path, fake: FakeComfy
     finally:
         g.close()
         receiver.stop()
+
+
+# -- video -----------------------------------------------------------------------------------
+
+
+def video_request(**changes: Any) -> GenerationRequest:
+    return request(kind="video", width=120, height=214, duration_seconds=1.0, fps=12.0, **changes)
+
+
+@pytest.fixture
+def video_backend(fake: FakeComfyUI) -> Iterator[Callable[..., ComfyUIBackend]]:
+    """Backends on the fake with a video graph of the test's (None: the shipped one)."""
+    made: list[ComfyUIBackend] = []
+
+    def make(
+        _fake: FakeComfyUI, video_workflow: Path | None = None, pricing: Any = None
+    ) -> ComfyUIBackend:
+        config = ComfyUISettings(url=_fake.url, video_workflow=video_workflow, timeout=30.0)
+        made.append(ComfyUIBackend(config, pricing))
+        return made[-1]
+
+    yield make
+    for backend in made:
+        backend.close()
+
+
+def shipped_video() -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(SHIPPED_VIDEO_GRAPH.read_text(encoding="utf-8"))
+    return data
+
+
+def test_the_shipped_video_graph_uses_only_comfyui_core_nodes() -> None:
+    """Every node of the shipped Wan 2.1 graph is one the fake knows as ComfyUI core declares
+    it, every value input in range, and it validates as ComfyUI's validate_prompt would."""
+    from tests.fake_comfyui import NODE_CLASSES, validate_prompt
+
+    graph = shipped_video()["graph"]
+    assert {n["class_type"] for n in graph.values()} <= set(NODE_CLASSES)
+    assert {n["class_type"] for n in graph.values()} >= {
+        "UNETLoader",
+        "CLIPLoader",
+        "VAELoader",
+        "EmptyHunyuanLatentVideo",
+        "KSampler",
+        "VAEDecode",
+        "CreateVideo",
+        "SaveVideo",
+    }
+    graph["6"]["inputs"]["text"] = "a mug"
+    valid, error, outputs, node_errors = validate_prompt(graph, ["example.png"])
+    assert valid, (error, node_errors)
+    assert outputs == ["50"]
+
+
+def test_generates_a_video_on_the_shipped_video_graph(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    """kind: video fills the video graph (prompt, seed, sides rounded to 16, length 4k + 1
+    holding the frames asked, fps), follows the sampler's progress, fetches the MP4 SaveVideo
+    reported under images/animated from /view (in its subfolder) into the attempt's folder, and
+    returns it probed: size, rate, frames, length, a poster frame of its size; priced by the
+    pricing file per video second."""
+    from genhook.media.video_qc import measure_video
+    from genhook.pricing import load_pricing
+
+    prices = tmp_path / "pricing.yaml"
+    prices.write_text('comfyui:\n  "*": {per_image: 0, per_video_second: 2.0}\n', "utf-8")
+    backend = video_backend(fake, pricing=load_pricing(prices))
+    seen: list[Progress] = []
+    workdir = tmp_path / "attempt"
+    result = backend.generate(video_request(), Control(on_progress=seen.append, workdir=workdir))
+    (graph,) = submitted(fake)
+    latent = graph["40"]["inputs"]
+    assert (latent["width"], latent["height"], latent["length"]) == (128, 208, 13)
+    assert graph["49"]["inputs"]["fps"] == 12.0
+    assert graph["6"]["inputs"]["text"] == video_request().prompt
+    assert graph["7"]["inputs"]["text"] == "blurry, watermark"
+    assert graph["3"]["inputs"]["seed"] == 7 and graph["3"]["inputs"]["steps"] == 4
+    assert [(p.step, p.total) for p in seen][-4:] == [(1, 4), (2, 4), (3, 4), (4, 4)]
+    views = [r.query for r in fake.requests if r.path == "/view"]
+    assert views == [{"filename": "genhook_00001_.mp4", "subfolder": "video", "type": "output"}]
+    clip = result.video
+    assert clip is not None and clip.path.parent == workdir and clip.path.suffix == ".mp4"
+    assert (clip.width, clip.height, clip.fps, clip.frames) == (128, 208, 12.0, 13)
+    assert clip.duration_seconds == pytest.approx(13 / 12, abs=0.01) and not clip.has_audio
+    assert result.pixels.shape == (208, 128, 3) and result.pixels.std() > 10
+    assert result.model_id == "comfyui/wan2.1_t2v_1.3B_fp16.safetensors"
+    assert result.credit_cost == pytest.approx(2.0 * clip.duration_seconds)
+    assert backend.estimate_cost(video_request()) == pytest.approx(2.0)
+    m = measure_video(clip.path)
+    assert (m.codec, m.width, m.height, m.frames) == ("h264", 128, 208, 13)
+    assert m.frozen_seconds == 0.0 and m.black_share == 0.0
+
+
+@pytest.mark.parametrize(
+    ("frames", "length"), [(1, 1), (2, 5), (12, 13), (24, 25), (25, 25), (81, 81), (96, 97)]
+)
+def test_the_video_length_is_the_least_4k_plus_1_holding_the_frames(
+    frames: int, length: int
+) -> None:
+    assert video_length(frames) == length
+    assert ((length - 1) // 4) * 4 + 1 == length >= frames  # what Wan's VAE decodes to
+
+
+def test_a_model_name_sets_the_video_graphs_model(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    backend = video_backend(fake)
+    model = "wan2.1_t2v_14B_fp8_e4m3fn.safetensors"
+    result = backend.generate(video_request(model=model), Control(workdir=tmp_path))
+    assert submitted(fake)[0]["37"]["inputs"]["unet_name"] == model
+    assert result.model_id == f"comfyui/{model}"
+
+
+@pytest.mark.parametrize(
+    ("changes", "words"),
+    [
+        ({"model": "wan2.2_t2v_5B.safetensors"}, ["node 37 (UNETLoader) input 'unet_name'"]),
+        ({"fps": 240.0}, ["node 49 (CreateVideo) input 'fps'", "bigger than max of 120"]),
+    ],
+)
+def test_video_node_errors_are_permanent_and_name_the_node_and_input(
+    fake: FakeComfyUI,
+    tmp_path: Path,
+    video_backend: Callable[..., ComfyUIBackend],
+    changes: dict[str, Any],
+    words: list[str],
+) -> None:
+    """ComfyUI refuses the filled video graph with HTTP 400 and ``node_errors`` (a model its
+    ``models/diffusion_models`` folder lacks, a rate past CreateVideo's max): a permanent
+    ``backend_rejected`` naming the node, its class and the input; nothing is queued."""
+    base = {"kind": "video", "width": 120, "height": 214, "duration_seconds": 1.0, "fps": 12.0}
+    with pytest.raises(GenhookError) as caught:
+        video_backend(fake).generate(request(**{**base, **changes}), Control(workdir=tmp_path))
+    error = caught.value
+    assert error.code is ErrorCode.BACKEND_REJECTED and not error.retryable
+    for word in words:
+        assert word in error.description
+    assert fake.history == {} and fake.pending == []
+
+
+def webm_graph() -> dict[str, Any]:
+    """An operator's own video graph, markers in place: SaveWEBM (VP9) straight from the
+    decoded frames, and the exact frame count where no 4k + 1 rounding is wanted."""
+    graph = shipped_video()["graph"]
+    graph["6"]["inputs"]["text"] = "{{prompt}}"
+    graph["3"]["inputs"]["seed"] = "{{seed}}"
+    graph["40"]["inputs"].update(width="{{width}}", height="{{height}}", length="{{length}}")
+    del graph["49"], graph["50"]
+    graph["60"] = {
+        "class_type": "SaveWEBM",
+        "inputs": {
+            "images": ["8", 0],
+            "filename_prefix": "mine",
+            "codec": "vp9",
+            "fps": "{{fps}}",
+            "crf": 32.0,
+        },
+    }
+    return graph
+
+
+def test_an_operators_video_graph_saving_webm(fake: FakeComfyUI, tmp_path: Path) -> None:
+    """GENHOOK_COMFYUI_VIDEO_WORKFLOW: an operator's marker graph ending in SaveWEBM; its VP9
+    WebM is found under images/animated, fetched and probed like any clip."""
+    path = write_graph(tmp_path, webm_graph(), "video.json")
+    settings = Settings.from_env(
+        {"GENHOOK_COMFYUI_URL": fake.url, "GENHOOK_COMFYUI_VIDEO_WORKFLOW": str(path)}
+    )
+    assert settings.comfyui.video_workflow == path
+    backend = BackendRegistry.from_entry_points(settings).get("comfyui")
+    assert isinstance(backend, ComfyUIBackend)
+    status = backend.status()
+    assert status.ready and str(path) in status.detail
+    result = backend.generate(video_request(seed=11), Control(workdir=tmp_path / "a"))
+    (graph,) = submitted(fake)
+    assert graph["60"]["inputs"]["fps"] == 12.0 and graph["3"]["inputs"]["seed"] == 11
+    clip = result.video
+    assert clip is not None and clip.path.suffix == ".webm"
+    assert (clip.width, clip.height, clip.fps, clip.frames) == (128, 208, 12.0, 13)
+    import av
+
+    with av.open(str(clip.path)) as container:
+        assert container.streams.video[0].codec_context.name == "vp9"
+    backend.close()
+
+
+def test_a_video_graph_ending_in_an_animated_webp_is_refused_naming_savevideo(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    """ComfyUI's first Wan example saved with SaveAnimatedWEBP: ComfyUI reports the file as a
+    video (images/animated), but FFmpeg decodes no animated WebP: a permanent refusal that
+    says what to use instead, not a retry that would fail the same way."""
+    graph = webm_graph()
+    graph["60"] = {
+        "class_type": "SaveAnimatedWEBP",
+        "inputs": {
+            "images": ["8", 0],
+            "filename_prefix": "ComfyUI",
+            "fps": "{{fps}}",
+            "lossless": False,
+            "quality": 80,
+            "method": "default",
+        },
+    }
+    path = write_graph(tmp_path, graph, "webp.json")
+    with pytest.raises(GenhookError) as caught:
+        video_backend(fake, path).generate(video_request(), Control(workdir=tmp_path / "a"))
+    assert caught.value.code is ErrorCode.BACKEND_REJECTED and not caught.value.retryable
+    assert "SaveVideo" in caught.value.description
+    (entry,) = fake.history.values()
+    (saved,) = entry["outputs"]["60"]["images"]
+    assert entry["outputs"]["60"]["animated"] == [True] and saved["filename"].endswith(".webp")
+    with Image.open(io.BytesIO(fake.files[("output", "", saved["filename"])])) as webp:
+        assert webp.format == "WEBP" and webp.n_frames == 13
+
+
+def test_a_video_graph_saving_only_stills_is_a_transient_error(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    """A "video" graph that saves PNGs (the image graph given as the video one): no video in
+    the history, so no clip, said so."""
+    path = write_graph(tmp_path, shipped(), "stills.json")
+    with pytest.raises(GenhookError) as caught:
+        video_backend(fake, path).generate(video_request(), Control(workdir=tmp_path))
+    assert caught.value.code is ErrorCode.BACKEND_ERROR
+    assert "without saving a video" in caught.value.description
+    assert "1 still image" in caught.value.description
+
+
+def test_a_video_that_does_not_decode_is_a_transient_error(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    fake.corrupt_outputs = True
+    with pytest.raises(GenhookError) as caught:
+        video_backend(fake).generate(video_request(), Control(workdir=tmp_path))
+    assert caught.value.code is ErrorCode.BACKEND_ERROR
+    assert "undecodable video" in caught.value.description
+
+
+def test_a_bad_video_graph_file_makes_the_backend_not_ready(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    path = write_graph(tmp_path, {"graph": {"1": {"class_type": "SaveVideo", "inputs": {}}}})
+    backend = video_backend(fake, path)
+    status = backend.status()
+    assert not status.ready
+    assert status.detail.startswith(f"GENHOOK_COMFYUI_VIDEO_WORKFLOW: {path}")
+    assert "no placeholder 'prompt'" in status.detail
+    with pytest.raises(GenhookError) as caught:
+        backend.generate(video_request(), Control(workdir=tmp_path))
+    assert caught.value.code is ErrorCode.BACKEND_NOT_CONFIGURED
+
+
+def test_a_missing_video_graph_file_is_refused_by_the_settings(tmp_path: Path) -> None:
+    missing = {"GENHOOK_COMFYUI_VIDEO_WORKFLOW": str(tmp_path / "none.json")}
+    with pytest.raises(ConfigError, match=r"GENHOOK_COMFYUI_VIDEO_WORKFLOW: .* is not a file"):
+        Settings.from_env(missing)
+
+
+def test_videos_are_read_where_comfyui_reports_them() -> None:
+    """``images`` with ``animated: [true]`` (SaveVideo, SaveWEBM, SaveAnimatedWEBP), ``gifs``
+    (VideoHelperSuite's VHS_VideoCombine) and ``videos``; previews (temp) left out, each file
+    once; still images are not videos and videos not still images."""
+    entry = {
+        "outputs": {
+            "9": {"images": [{"filename": "still.png", "subfolder": "", "type": "output"}]},
+            "50": {
+                "images": [{"filename": "a.mp4", "subfolder": "video", "type": "output"}],
+                "animated": [True],
+            },
+            "51": {
+                "images": [{"filename": "p.webp", "subfolder": "", "type": "temp"}],
+                "animated": [True],
+            },
+            "52": {
+                "gifs": [
+                    {
+                        "filename": "AnimateDiff_00001.mp4",
+                        "subfolder": "",
+                        "type": "output",
+                        "format": "video/h264-mp4",
+                        "frame_rate": 8.0,
+                    },
+                    {"filename": "AnimateDiff_00001.png", "subfolder": "", "type": "temp"},
+                ]
+            },
+            "53": {"videos": [{"filename": "a.mp4", "subfolder": "video", "type": "output"}]},
+            "54": {"images": [{"filename": "one.webp", "subfolder": "", "type": "output"}],
+                   "animated": [False]},
+        }
+    }  # fmt: skip
+    assert [v["filename"] for v in output_videos(entry)] == ["a.mp4", "AnimateDiff_00001.mp4"]
+    assert [i["filename"] for i in output_images(entry)] == ["still.png", "one.webp"]
+    assert first_video(entry, "p")["subfolder"] == "video"
+
+
+def test_cancel_mid_video_interrupts_our_prompt(
+    fake: FakeComfyUI, tmp_path: Path, video_backend: Callable[..., ComfyUIBackend]
+) -> None:
+    fake.step_seconds = 0.1
+    cancelled = threading.Event()
+    seen: list[Progress] = []
+
+    def on_progress(progress: Progress) -> None:
+        seen.append(progress)
+        if progress.step >= 1 and progress.total == 4:
+            cancelled.set()
+
+    control = Control(on_progress=on_progress, is_cancelled=cancelled.is_set, workdir=tmp_path)
+    with pytest.raises(GenhookError) as caught:
+        video_backend(fake).generate(video_request(), control)
+    assert caught.value.code is ErrorCode.CANCELLED
+    assert fake.interrupts and fake.interrupts[0].get("prompt_id")
+    assert not any(r.path == "/view" for r in fake.requests)
+
+
+def test_product_video_runs_end_to_end_on_comfyui(
+    tmp_path: Path,
+    fake: FakeComfyUI,
+    genhook: Callable[..., CliResult],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`genhook run product-video` with GENHOOK_VIDEO_BACKEND=comfyui (the shipped workflow,
+    made small): one clip at 24 fps on the Wan graph, its 25 frames (4k + 1) within the length
+    tolerance, so every quality check passes; each preset an H.264 MP4 at 24 fps with its
+    poster; 0 credits (the shipped price of comfyui)."""
+    import av
+
+    from tests.test_video_pipeline import SMALL, TRIGGER, path_of, small_install
+
+    for name in ENV_VARS:
+        monkeypatch.delenv(name, raising=False)
+    env = small_install(tmp_path)
+    env |= {"GENHOOK_VIDEO_BACKEND": "comfyui", "GENHOOK_COMFYUI_URL": fake.url}
+    out = tmp_path / "out"
+    trigger = json.dumps({**TRIGGER, "target_platform": "short_video_pack"})
+    result = genhook("run", "product-video", "--input", trigger, "--out", str(out), env=env)
+    assert result.code == 0, result.stderr + result.stdout
+    payload = result.json
+    assert payload["status"] == "success" and payload["quality_warning"] is None, payload
+    assert payload["metadata"]["model_id"] == "comfyui/wan2.1_t2v_1.3B_fp16.safetensors"
+    assert payload["metadata"]["credit_cost"] == 0.0
+    (graph,) = submitted(fake)  # one tall clip for both 9:16 presets
+    assert graph["40"]["inputs"]["length"] == 25 and graph["49"]["inputs"]["fps"] == 24.0
+    assert "Ceramic Pour-Over Mug" in graph["6"]["inputs"]["text"]
+    assert [o["platform_code"] for o in payload["outputs"]] == ["tiktok_video", "instagram_reel"]
+    for output in payload["outputs"]:
+        with av.open(str(path_of(output["asset_url"]))) as container:
+            stream = container.streams.video[0]
+            assert stream.codec_context.name == "h264"
+            size = (stream.codec_context.width, stream.codec_context.height)
+            assert size == SMALL[output["platform_code"]]
+            assert float(stream.average_rate) == 24.0
+        assert output["fps"] == 24.0
+        assert output["duration_seconds"] == pytest.approx(25 / 24, abs=0.01)
+        with Image.open(path_of(output["poster_url"])) as poster:
+            poster.load()
+            assert poster.size == SMALL[output["platform_code"]]

@@ -68,6 +68,8 @@ class ComfyUISettings:
 
     url: str = "http://127.0.0.1:8188"
     workflow: Path | None = None
+    video_workflow: Path | None = None
+    """An API-format graph for ``kind: video`` (None: the shipped Wan 2.1 text-to-video one)."""
     timeout: float = 600.0
     stall_timeout: float = 300.0
     """How long our prompt may wait while no prompt ahead of it finishes; then
@@ -409,11 +411,12 @@ def _check_engines(settings: Settings) -> None:
             raise ConfigError(
                 f"{var}: has characters an HTTP header cannot carry; accepts printable ASCII"
             )
-    graph = settings.comfyui.workflow
-    if graph is not None and not graph.is_file():
-        raise ConfigError(
-            f"GENHOOK_COMFYUI_WORKFLOW: {graph} is not a file; accepts an API-format graph (JSON)"
-        )
+    for var, graph in (
+        ("GENHOOK_COMFYUI_WORKFLOW", settings.comfyui.workflow),
+        ("GENHOOK_COMFYUI_VIDEO_WORKFLOW", settings.comfyui.video_workflow),
+    ):
+        if graph is not None and not graph.is_file():
+            raise ConfigError(f"{var}: {graph} is not a file; accepts an API-format graph (JSON)")
     folder = settings.diffusers.model_dir
     if folder is not None and not folder.is_dir():
         raise ConfigError(
@@ -548,6 +551,7 @@ _OPENAI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
 _COMFYUI_TABLE: dict[str, tuple[str, Callable[[str], Any]]] = {
     "GENHOOK_COMFYUI_URL": ("url", lambda text: text.strip().rstrip("/")),
     "GENHOOK_COMFYUI_WORKFLOW": ("workflow", Path),
+    "GENHOOK_COMFYUI_VIDEO_WORKFLOW": ("video_workflow", Path),
     "GENHOOK_COMFYUI_TIMEOUT": ("timeout", _positive_seconds),
     "GENHOOK_COMFYUI_STALL_TIMEOUT": ("stall_timeout", _positive_seconds),
 }

@@ -1,11 +1,12 @@
-"""Acceptance: product-video through a real `genhook serve` on a hosted video model, chosen by
-GENHOOK_VIDEO_BACKEND alone (replicate, then fal), against that engine's faithful fake (each
-engine's video protocol end to end: Replicate's prediction with one video URL as its output,
-fal's queue with ``{"video": {"url"}}`` as its result). A signed callback verified with the
-independent standardwebhooks library; every MP4 and poster fetched over HTTP from the URLs the
-payload gives and decoded with PyAV and Pillow; duration, fps and poster right; the job charged
-the pricing file's per_video_second for the seconds the engine made; the key nowhere in a
-payload, a job or a log.
+"""Acceptance: product-video through a real `genhook serve` on a video engine, chosen by
+GENHOOK_VIDEO_BACKEND alone (replicate, fal, then comfyui), against that engine's faithful fake
+(each engine's video protocol end to end: Replicate's prediction with one video URL as its
+output, fal's queue with ``{"video": {"url"}}`` as its result, ComfyUI's Wan graph on
+``/prompt`` with SaveVideo's MP4 in ``/history`` and fetched from ``/view``). A signed
+callback verified with the independent standardwebhooks library; every MP4 and poster fetched
+over HTTP from the URLs the payload gives and decoded with PyAV and Pillow; duration, fps and
+poster right; the job charged the pricing file's per_video_second for the seconds the engine
+made; the key nowhere in a payload, a job or a log.
 
 The fakes make 64x48 clips at 12 fps lasting 1 s whatever was asked (for speed, as Wan makes
 its own sizes): each preset is scaled from the clip, and the 12 fps where 24 were asked is
@@ -19,6 +20,7 @@ import json
 from collections.abc import Iterator
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import av
@@ -81,6 +83,40 @@ def decoded_video(data: bytes, path: Path) -> tuple[str, str, tuple[int, int], f
         )
 
 
+def check_delivered(
+    payload: dict[str, Any], tmp_path: Path, *, fps: float, frames: int, seconds: float
+) -> None:
+    """Every output's MP4 and poster fetched from the payload's URLs and decoded: H.264
+    yuv420p at the preset's size, ``+faststart``, ``fps``, ``frames`` frames lasting
+    ``seconds``; the poster a JPEG frame of the clip at the same size."""
+    for index, output in enumerate(payload["outputs"]):
+        size = SMALL[output["platform_code"]]
+        got = httpx.get(output["asset_url"], timeout=30)
+        assert got.status_code == 200, output["asset_url"]
+        assert got.headers["content-type"] == "video/mp4"
+        assert len(got.content) == output["bytes"]
+        boxes = top_level_boxes(got.content)
+        assert boxes.index("moov") < boxes.index("mdat")  # +faststart
+        codec, pix_fmt, frame_size, rate, length, count = decoded_video(
+            got.content, tmp_path / f"{index}.mp4"
+        )
+        assert (codec, pix_fmt, frame_size) == ("h264", "yuv420p", size)
+        assert (output["width"], output["height"]) == size
+        assert output["asset_type"] == "video" and output["format"] == "mp4"
+        assert rate == pytest.approx(output["fps"]) and output["fps"] == fps
+        assert count == frames
+        assert length == pytest.approx(seconds, abs=0.01)
+        assert output["duration_seconds"] == pytest.approx(seconds, abs=0.01)
+        poster = httpx.get(output["poster_url"], timeout=30)
+        assert poster.status_code == 200
+        assert poster.headers["content-type"] == "image/jpeg"
+        with Image.open(BytesIO(poster.content)) as image:
+            image.load()
+            assert image.format == "JPEG" and image.size == size
+            low, high = image.convert("L").getextrema()
+            assert high - low > 40, "the poster is a frame of the clip, not a flat one"
+
+
 @pytest.mark.parametrize("name", ["replicate", "fal"])
 def test_product_video_through_serve_on_a_hosted_video_model(
     name: str, tmp_path: Path, receiver: Receiver, db_kind: str
@@ -131,36 +167,74 @@ def test_product_video_through_serve_on_a_hosted_video_model(
                 "tiktok_video",
                 "instagram_reel",
             ]
-            for index, output in enumerate(payload["outputs"]):
-                size = SMALL[output["platform_code"]]
-                got = httpx.get(output["asset_url"], timeout=30)
-                assert got.status_code == 200, output["asset_url"]
-                assert got.headers["content-type"] == "video/mp4"
-                assert len(got.content) == output["bytes"]
-                boxes = top_level_boxes(got.content)
-                assert boxes.index("moov") < boxes.index("mdat")  # +faststart
-                codec, pix_fmt, frame_size, rate, seconds, frames = decoded_video(
-                    got.content, tmp_path / f"{index}.mp4"
-                )
-                assert (codec, pix_fmt, frame_size) == ("h264", "yuv420p", size)
-                assert (output["width"], output["height"]) == size
-                assert output["asset_type"] == "video" and output["format"] == "mp4"
-                # the engine's 12 fps clip is encoded at its own rate, 1 s long
-                assert rate == pytest.approx(output["fps"]) and output["fps"] == 12.0
-                assert frames == 12
-                assert seconds == pytest.approx(CLIP_SECONDS, abs=0.01)
-                assert output["duration_seconds"] == pytest.approx(CLIP_SECONDS, abs=0.01)
-                poster = httpx.get(output["poster_url"], timeout=30)
-                assert poster.status_code == 200
-                assert poster.headers["content-type"] == "image/jpeg"
-                with Image.open(BytesIO(poster.content)) as image:
-                    image.load()
-                    assert image.format == "JPEG" and image.size == size
-                    low, high = image.convert("L").getextrema()
-                    assert high - low > 40, "the poster is a frame of the clip, not a flat one"
+            # the engine's 12 fps clip is encoded at its own rate, 1 s long
+            check_delivered(payload, tmp_path, fps=12.0, frames=12, seconds=CLIP_SECONDS)
             job = genhook.job(job_id)
             assert job["status"] == "succeeded" and job["result"] == payload
             assert secret not in json.dumps(job)
             assert secret not in genhook.logs()
+        finally:
+            genhook.close()
+
+
+COMFYUI_PRICE = 1.5
+"""Credits per video second of comfyui in the test's pricing file (the shipped file says 0)."""
+
+
+def test_product_video_through_serve_on_comfyui(
+    tmp_path: Path, receiver: Receiver, db_kind: str
+) -> None:
+    """GENHOOK_VIDEO_BACKEND=comfyui against the faithful fake ComfyUI: the shipped Wan 2.1
+    text-to-video graph filled (1 s at 24 fps asked: ``length`` 25, the least 4k + 1 frames
+    that hold 24), followed on the websocket, its SaveVideo MP4 fetched from ``/view``; every
+    preset's MP4 and poster fetched over HTTP and decoded; 25 frames at 24 fps pass video QC
+    (no warning); charged the pricing file's per_video_second for the 25/24 s made."""
+    from tests.fake_comfyui import FakeComfyUI
+
+    with FakeComfyUI() as fake:
+        genhook = Genhook(
+            tmp_path / "g",
+            database=db_kind,
+            GENHOOK_VIDEO_BACKEND="comfyui",
+            GENHOOK_COMFYUI_URL=fake.url,
+        )
+        try:
+            shrink(genhook.tmp / "flows", genhook.tmp / "presets")
+            pricing = genhook.tmp / "presets" / "pricing.yaml"
+            text = pricing.read_text(encoding="utf-8")
+            line = 'comfyui:\n  "*": {per_image: 0, per_video_second: 0}\n'
+            assert line in text, "the shipped pricing file changed: update this test"
+            ours = f'comfyui:\n  "*": {{per_image: 0, per_video_second: {COMFYUI_PRICE}}}\n'
+            pricing.write_text(text.replace(line, ours), encoding="utf-8")
+            genhook.serve(workers=1)
+            body = {**TRIGGER, "target_platform": "short_video_pack", "callback_url": receiver.url}
+            answer = genhook.trigger("product-video", body)
+            assert answer.status_code == 202, answer.text
+            job_id = answer.json()["job_id"]
+            (call,) = receiver.wait_job(job_id, timeout=180)
+            payload = verify(genhook.secret, call)
+            SCHEMA.validate(payload)
+            assert payload["status"] == "success", payload["error"]
+            assert payload["quality_warning"] is None, payload["quality_warning"]
+            metadata = payload["metadata"]
+            assert metadata["model_id"] == "comfyui/wan2.1_t2v_1.3B_fp16.safetensors"
+            assert metadata["generations"] == 1
+            assert metadata["credit_cost"] == pytest.approx(25 / 24 * COMFYUI_PRICE, abs=0.01)
+            (prompt,) = [r for r in fake.requests if r.method == "POST" and r.path == "/prompt"]
+            graph = prompt.json["prompt"]
+            assert graph["40"]["class_type"] == "EmptyHunyuanLatentVideo"
+            assert graph["40"]["inputs"]["length"] == 25 and graph["49"]["inputs"]["fps"] == 24.0
+            assert "Ceramic Pour-Over Mug" in graph["6"]["inputs"]["text"]
+            socket = next(r for r in fake.requests if r.path == "/ws")
+            assert prompt.json["client_id"] == socket.query["clientId"]
+            (view,) = [r.query for r in fake.requests if r.path == "/view"]
+            assert view["subfolder"] == "video" and view["filename"].endswith(".mp4")
+            assert [o["platform_code"] for o in payload["outputs"]] == [
+                "tiktok_video",
+                "instagram_reel",
+            ]
+            check_delivered(payload, tmp_path, fps=24.0, frames=25, seconds=25 / 24)
+            job = genhook.job(job_id)
+            assert job["status"] == "succeeded" and job["result"] == payload
         finally:
             genhook.close()

@@ -23,6 +23,25 @@ One generation:
    from ``/view?filename=&subfolder=&type=`` (up to 3 tries: the file exists on the server, so
    a failed download is not worth a new generation) and decoded to RGB pixels.
 
+Video (``kind: video``) runs the same way on the video graph (``GENHOOK_COMFYUI_VIDEO_WORKFLOW``,
+default: the shipped Wan 2.1 text-to-video graph ``graphs/comfyui_wan_t2v.json``: ``UNETLoader``,
+``CLIPLoader`` of type ``wan``, ``VAELoader``, ``ModelSamplingSD3``, two ``CLIPTextEncode``,
+``EmptyHunyuanLatentVideo``, ``KSampler``, ``VAEDecode``, ``CreateVideo``, ``SaveVideo`` as MP4
+H.264). Besides the image placeholders it fills ``fps`` (the rate asked for), ``frames`` (the
+clip's length in frames, ``duration x fps``) and ``length`` (the same rounded up to ``4k + 1``,
+as ``EmptyHunyuanLatentVideo`` and Wan's VAE make ``((length - 1) // 4) * 4 + 1`` frames);
+``width`` and ``height`` are rounded to multiples of 16 (Wan's latents are 1/8 with 2x2
+patches). The video is found in the ``/history`` entry where ComfyUI reports one: ``SaveVideo``
+and ``SaveWEBM`` answer ``{"images": [{filename, subfolder, type}], "animated": [true]}``
+(``comfy_api``'s ``ui.PreviewVideo``), ``SaveAnimatedWEBP``/``SaveAnimatedPNG`` the same, and
+VideoHelperSuite's ``VHS_VideoCombine`` ``{"gifs": [{filename, subfolder, type, format,
+frame_rate}]}`` (also read under ``videos``); ``type: output`` only, once each, the first used.
+It is fetched from ``/view`` into the attempt's folder and probed with PyAV
+(:func:`genhook.backends.hosted.video_clip`): its size, rate, length and a poster frame, as the
+hosted video backends return it (MP4, WebM, GIF and APNG decode; FFmpeg decodes no animated
+WebP, so a graph ending in ``SaveAnimatedWEBP`` is refused, permanently, naming SaveVideo).
+Its price is the pricing file's ``per_video_second`` of ``comfyui`` for the seconds it lasts.
+
 The graph (``GENHOOK_COMFYUI_WORKFLOW``, default: the shipped text-to-image graph
 ``graphs/comfyui_txt2img.json``) is an API-format graph ("Export (API)" in ComfyUI) in either of
 two forms, checked when the backend is built (a bad one makes the backend not ready, with one
@@ -78,8 +97,16 @@ from genhook.backends.base import (
     GenerationRequest,
     GenerationResult,
     InputMedia,
+    VideoClip,
 )
-from genhook.backends.hosted import clip, decode, origin_text, reason, transport_error
+from genhook.backends.hosted import (
+    clip,
+    decode,
+    origin_text,
+    reason,
+    transport_error,
+    video_clip,
+)
 from genhook.config import ComfyUISettings, Settings
 from genhook.config_values import ConfigError
 from genhook.errors import ErrorCode, GenhookError
@@ -89,6 +116,12 @@ from genhook.pricing import Pricing, load_pricing, shipped_pricing
 log = logging.getLogger("genhook.backends.comfyui")
 
 SHIPPED_GRAPH = Path(__file__).resolve().parent / "graphs" / "comfyui_txt2img.json"
+SHIPPED_VIDEO_GRAPH = Path(__file__).resolve().parent / "graphs" / "comfyui_wan_t2v.json"
+SHIPPED_NAMES = {
+    str(SHIPPED_GRAPH): "(shipped txt2img)",
+    str(SHIPPED_VIDEO_GRAPH): "(shipped Wan 2.1 text-to-video)",
+}
+IMAGE_VARIABLE, VIDEO_VARIABLE = "GENHOOK_COMFYUI_WORKFLOW", "GENHOOK_COMFYUI_VIDEO_WORKFLOW"
 GRAPH_MODEL = "graph"
 """The model name that keeps the graph's own checkpoint."""
 REQUIRED_PLACEHOLDERS = ("prompt",)
@@ -100,7 +133,13 @@ NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 SEED_MASK = 0xFFFF_FFFF_FFFF_FFFF
 """KSampler's seed is 0..2**64-1."""
 LATENT_STEP = 8
+VIDEO_STEP = 16
+"""Wan's latents are 1/8 of the frame, sampled in 2x2 patches: sides are multiples of 16."""
+TEMPORAL_STEP = 4
+"""Wan's (and HunyuanVideo's) VAE packs 4 frames into one latent frame, after the first."""
 MIN_SIDE = 16
+VIDEO_KEYS = ("gifs", "videos")
+"""``/history`` output keys that hold videos only (VideoHelperSuite's VHS_VideoCombine)."""
 OUTPUT_TYPE = "output"
 """The ``type`` of files that ``SaveImage`` writes (previews are ``temp``)."""
 WAIT_TICK = 0.25
@@ -110,6 +149,8 @@ POLL_FIRST, POLL_MAX = 0.25, 2.0
 STALL_SECONDS = 300.0
 """How long our prompt may wait while the queue ahead of it does not move."""
 VIEW_ATTEMPTS = 3
+DEFAULT_FPS, DEFAULT_SECONDS = 16.0, 5.0
+"""A clip's rate and length when the request names none (Wan 2.1's own)."""
 STOP_TIMEOUT = 5.0
 """Seconds each interrupt or queue-delete request may take."""
 VANISHED_POLLS = 5
@@ -179,10 +220,10 @@ class Graph:
         return graph
 
 
-def load_graph(path: Path) -> Graph:
+def load_graph(path: Path, variable: str = IMAGE_VARIABLE) -> Graph:
     """The graph file at ``path`` (see the module docstring); :class:`ConfigError` with one
-    line naming the file and what is wrong."""
-    where = f"GENHOOK_COMFYUI_WORKFLOW: {path}"
+    line naming the variable, the file and what is wrong."""
+    where = f"{variable}: {path}"
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -258,7 +299,7 @@ def parse_graph(data: Any, source: str, where: str) -> Graph:
     return Graph(
         nodes=nodes,
         placeholders={name: tuple(dict.fromkeys(t)) for name, t in placeholders.items()},
-        source=source if source != str(SHIPPED_GRAPH) else "(shipped txt2img)",
+        source=SHIPPED_NAMES.get(source, source),
         markers=frozenset(markers),
     )
 
@@ -292,10 +333,11 @@ def _targets(spec: Any, name: str, where: str) -> list[Target]:
 
 
 class ComfyUIBackend:
-    """Generates images on a ComfyUI server by filling and submitting an API-format graph."""
+    """Generates images (and videos) on a ComfyUI server by filling and submitting an
+    API-format graph."""
 
     name = "comfyui"
-    kinds: frozenset[AssetKind] = frozenset({"image"})
+    kinds: frozenset[AssetKind] = frozenset({"image", "video"})
     cpu_bound = False  # waits on a remote engine, outside the CPU gate
 
     def __init__(
@@ -314,9 +356,13 @@ class ComfyUIBackend:
         self.poll_max = max(POLL_FIRST, poll_max)
         self.pricing = pricing or shipped_pricing()
         self.graph: Graph | None = None
+        self.video_graph: Graph | None = None
         self._problem: str | None = None
         try:
             self.graph = load_graph(config.workflow or SHIPPED_GRAPH)
+            self.video_graph = load_graph(
+                config.video_workflow or SHIPPED_VIDEO_GRAPH, VIDEO_VARIABLE
+            )
         except ConfigError as exc:
             self._problem = str(exc)
         self._client: httpx.Client | None = None
@@ -336,9 +382,10 @@ class ComfyUIBackend:
 
     def status(self) -> BackendStatus:
         """Ready when the graph loaded (the URL always has a value); no network call."""
-        if self._problem or self.graph is None:
+        if self._problem or self.graph is None or self.video_graph is None:
             return BackendStatus(False, self._problem or "no graph")
-        return BackendStatus(True, f"{self._where()}, graph {self.graph.source}{self._price()}")
+        graphs = f"graph {self.graph.source}, video graph {self.video_graph.source}"
+        return BackendStatus(True, f"{self._where()}, {graphs}{self._price()}")
 
     def probe(self, timeout: float) -> BackendStatus:
         """Configured and answering: ``GET /system_stats`` within ``timeout`` seconds."""
@@ -360,39 +407,63 @@ class ComfyUIBackend:
         return BackendStatus(True, f"{where} answering{_engine_text(response)}{self._price()}")
 
     def estimate_cost(self, request: GenerationRequest) -> float:
-        """The pricing file's credits for one image of ``request.model``."""
+        """The pricing file's credits for one image of ``request.model``, or for the seconds of
+        video asked for."""
+        if request.kind == "video":
+            seconds = request.duration_seconds or DEFAULT_SECONDS
+            return self.pricing.price(self.name, request.model, "video_seconds", seconds)
         return self.pricing.price(self.name, request.model, "image", 1)
 
     def generate(
         self, request: GenerationRequest, control: Control | None = None
     ) -> GenerationResult:
-        """One image for ``request``, or a GenhookError whose code says if a retry may help."""
-        if self._problem or self.graph is None:
+        """One image (or clip) for ``request``, or a GenhookError whose code says if a retry
+        may help."""
+        graph = self.video_graph if request.kind == "video" else self.graph
+        if self._problem or graph is None:
             raise GenhookError(ErrorCode.BACKEND_NOT_CONFIGURED, f"comfyui: {self._problem}")
         control = control or Control()
         started = time.perf_counter()
-        run = _Run(self, self.graph, request, control)
+        run = _Run(self, graph, request, control)
+        model_id = f"comfyui/{self.checkpoint_of(request)}"
+        if request.kind == "video":
+            clip_, poster = run.execute_video()
+            return GenerationResult(
+                pixels=poster,
+                request=request,
+                model_id=model_id,
+                credit_cost=self.pricing.price(
+                    self.name, request.model, "video_seconds", clip_.duration_seconds
+                ),
+                seconds=time.perf_counter() - started,
+                video=clip_,
+            )
         pixels = run.execute()
         return GenerationResult(
             pixels=pixels,
             request=request,
-            model_id=f"comfyui/{self.checkpoint_of(request)}",
+            model_id=model_id,
             credit_cost=self.estimate_cost(request),
             seconds=time.perf_counter() - started,
         )
 
     # -- the pieces --------------------------------------------------------------------------
 
+    def graph_for(self, request: GenerationRequest) -> Graph | None:
+        """The graph a generation of ``request`` fills: the video graph for a clip."""
+        return self.video_graph if request.kind == "video" else self.graph
+
     def checkpoint_of(self, request: GenerationRequest) -> str:
         """The checkpoint a generation of ``request`` uses: the model, or the graph's own."""
-        if request.model not in (GRAPH_MODEL, "default") or self.graph is None:
+        graph = self.graph_for(request)
+        if request.model not in (GRAPH_MODEL, "default") or graph is None:
             return request.model
-        own = self.graph.value(CHECKPOINT)
+        own = graph.value(CHECKPOINT)
         return str(own) if isinstance(own, str) and own else GRAPH_MODEL
 
     def values(self, request: GenerationRequest) -> dict[str, Any]:
         """What the placeholders are filled with for ``request`` (uploads aside)."""
-        graph = self.graph
+        graph = self.graph_for(request)
         assert graph is not None
         values: dict[str, Any] = {
             "prompt": request.prompt,
@@ -401,6 +472,16 @@ class ComfyUIBackend:
             "width": latent_side(request.width),
             "height": latent_side(request.height),
         }
+        if request.kind == "video":
+            fps = request.fps or DEFAULT_FPS
+            frames = max(1, round((request.duration_seconds or DEFAULT_SECONDS) * fps))
+            values.update(
+                width=latent_side(request.width, VIDEO_STEP),
+                height=latent_side(request.height, VIDEO_STEP),
+                fps=float(fps),
+                frames=frames,
+                length=video_length(frames),
+            )
         for key, value in request.options.items():
             if key in graph.placeholders and key not in values and key != CHECKPOINT:
                 values[key] = value
@@ -446,13 +527,21 @@ class ComfyUIBackend:
 
     def _price(self) -> str:
         price = self.pricing.unit_price(self.name, "*", "image")
-        return "" if price is None else f", {price:g} credits per image"
+        second = self.pricing.unit_price(self.name, "*", "video_seconds")
+        text = "" if price is None else f", {price:g} credits per image"
+        return text + ("" if second is None else f", {second:g} per video second")
 
 
-def latent_side(side: int) -> int:
-    """``side`` rounded to the nearest multiple of 8 (ComfyUI's latents are 1/8 of the image),
-    at least 16."""
-    return max(MIN_SIDE, round(side / LATENT_STEP) * LATENT_STEP)
+def latent_side(side: int, step: int = LATENT_STEP) -> int:
+    """``side`` rounded to the nearest multiple of ``step`` (8: ComfyUI's latents are 1/8 of
+    the image; 16 for Wan's video latents), at least 16."""
+    return max(MIN_SIDE, round(side / step) * step)
+
+
+def video_length(frames: int) -> int:
+    """The least ``4k + 1`` frames that hold ``frames``: the ``length`` a video latent of Wan
+    or HunyuanVideo decodes to in full."""
+    return TEMPORAL_STEP * -(-(max(1, frames) - 1) // TEMPORAL_STEP) + 1
 
 
 def _engine_text(response: httpx.Response) -> str:
@@ -504,6 +593,32 @@ class _Run:
     # -- the whole run -----------------------------------------------------------------------
 
     def execute(self) -> Pixels:
+        """The one image asked for, decoded."""
+        entry = self.run()
+        item = first_output(entry, self.prompt_id or "")
+        return self.decode(self.view(item), item)
+
+    def execute_video(self) -> tuple[VideoClip, Pixels]:
+        """The one clip asked for, written into the attempt's folder and probed."""
+        entry = self.run()
+        item = first_video(entry, self.prompt_id or "")
+        data = self.view(item)
+        name = Path(item["filename"]).name
+        path = self.control.scratch() / f"comfyui-{self.request.seed}-{name}"
+        path.write_bytes(data)
+        try:
+            return video_clip(path, f"ComfyUI's output {item['filename']!r}")
+        except GenhookError as exc:
+            if path.suffix.lower() != ".webp":
+                raise
+            raise GenhookError(
+                ErrorCode.BACKEND_REJECTED,
+                f"{exc.description}: an animated WebP (SaveAnimatedWEBP) is no clip FFmpeg "
+                "decodes; end the video graph in SaveVideo (MP4, H.264) or SaveWEBM",
+            ) from exc
+
+    def run(self) -> dict[str, Any] | None:
+        """Fill, submit and follow the graph to its end; its ``/history`` entry."""
         values = self.backend.values(self.request)
         values.update(self.upload_inputs())
         graph = self.graph.fill(values)
@@ -515,9 +630,7 @@ class _Run:
             if ws is not None:
                 with contextlib.suppress(Exception):
                     ws.close()
-        entry = self.history_entry(wait=True)
-        item = first_output(entry, self.prompt_id or "")
-        return self.decode(self.view(item), item)
+        return self.history_entry(wait=True)
 
     # -- HTTP --------------------------------------------------------------------------------
 
@@ -838,21 +951,44 @@ def _prompt_ids(items: Any) -> set[str]:
 
 
 def output_images(entry: Mapping[str, Any]) -> list[dict[str, str]]:
-    """Every saved image of a ``/history`` entry (``type: output``), each once, in order."""
+    """Every saved still image of a ``/history`` entry (``type: output``), each once, in
+    order; an animated output (a video) is not one."""
+    return _saved(entry, video=False)
+
+
+def output_videos(entry: Mapping[str, Any]) -> list[dict[str, str]]:
+    """Every saved video of a ``/history`` entry (``type: output``), each once, in order: the
+    ``images`` of a node whose output says ``animated: [true]`` (SaveVideo, SaveWEBM,
+    SaveAnimatedWEBP), and any ``gifs`` or ``videos`` (VideoHelperSuite)."""
+    return _saved(entry, video=True)
+
+
+def _saved(entry: Mapping[str, Any], *, video: bool) -> list[dict[str, str]]:
     seen: set[tuple[str, str, str]] = set()
     found: list[dict[str, str]] = []
     outputs = entry.get("outputs")
     for node_output in outputs.values() if isinstance(outputs, dict) else ():
-        images = node_output.get("images") if isinstance(node_output, dict) else None
-        for image in images if isinstance(images, list) else ():
-            if not isinstance(image, dict) or image.get("type") != OUTPUT_TYPE:
+        if not isinstance(node_output, dict):
+            continue
+        animated = node_output.get("animated")
+        is_video = isinstance(animated, list) and bool(animated) and animated[0] is True
+        items: list[Any] = []
+        if is_video == video:
+            images = node_output.get("images")
+            items += images if isinstance(images, list) else []
+        if video:
+            for key in VIDEO_KEYS:
+                more = node_output.get(key)
+                items += more if isinstance(more, list) else []
+        for item in items:
+            if not isinstance(item, dict) or item.get("type") != OUTPUT_TYPE:
                 continue
-            name, sub = image.get("filename"), image.get("subfolder") or ""
+            name, sub = item.get("filename"), item.get("subfolder") or ""
             if not isinstance(name, str) or not name or not isinstance(sub, str):
                 continue
-            key = (name, sub, OUTPUT_TYPE)
-            if key not in seen:
-                seen.add(key)
+            saved_key = (name, sub, OUTPUT_TYPE)
+            if saved_key not in seen:
+                seen.add(saved_key)
                 found.append({"filename": name, "subfolder": sub, "type": OUTPUT_TYPE})
     return found
 
@@ -869,6 +1005,22 @@ def first_output(entry: Mapping[str, Any] | None, prompt_id: str) -> dict[str, s
     if len(images) > 1:
         log.info("comfyui: prompt %s saved %d images; using the first", prompt_id, len(images))
     return images[0]
+
+
+def first_video(entry: Mapping[str, Any] | None, prompt_id: str) -> dict[str, str]:
+    """The one clip asked for: the first saved video; none is a transient ``backend_error``."""
+    videos = output_videos(entry or {})
+    if not videos:
+        stills = len(output_images(entry or {}))
+        also = f"; it saved {stills} still image(s)" if stills else ""
+        raise GenhookError(
+            ErrorCode.BACKEND_ERROR,
+            f"ComfyUI finished prompt {prompt_id} without saving a video (1 asked for{also}; "
+            "save it with SaveVideo, SaveWEBM or VHS_VideoCombine, not as previews)",
+        )
+    if len(videos) > 1:
+        log.info("comfyui: prompt %s saved %d videos; using the first", prompt_id, len(videos))
+    return videos[0]
 
 
 # -- ComfyUI's errors ------------------------------------------------------------------------

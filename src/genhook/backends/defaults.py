@@ -25,6 +25,7 @@ SHIPPED_MODELS: Mapping[tuple[str, str], str] = {
     ("procedural", "image"): "procedural-v1",
     ("procedural", "video"): "procedural-v1",
     ("comfyui", "image"): "graph",  # the graph's own checkpoint
+    ("comfyui", "video"): "graph",  # the video graph's own model
     ("diffusers", "image"): "local",  # the pipeline in GENHOOK_DIFFUSERS_MODEL_DIR
 }
 """Default models that no setting changes (the configurable ones come from the settings)."""
