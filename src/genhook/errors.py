@@ -73,6 +73,7 @@ class ErrorCode(StrEnum):
     QUEUE_FULL = "queue_full"
     BUDGET_EXCEEDED = "budget_exceeded"
     SERVICE_NOT_FOUND = "service_not_found"
+    SCHEDULE_NOT_FOUND = "schedule_not_found"
     ENDPOINT_DISABLED = "endpoint_disabled"
     DELIVERY_EXHAUSTED = "delivery_exhausted"
     # retention
@@ -244,6 +245,10 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         False,
     ),
     ErrorCode.SERVICE_NOT_FOUND: ErrorSpec("No service has this name (HTTP 404).", False),
+    ErrorCode.SCHEDULE_NOT_FOUND: ErrorSpec(
+        "No template schedule has this id, `WORKFLOW:ID` (HTTP 404; `genhook schedules` exits 2).",
+        False,
+    ),
     ErrorCode.ENDPOINT_DISABLED: ErrorSpec(
         "The callback endpoint failed every attempt for hours and is disabled; its deliveries "
         "wait until an operator enables it.",

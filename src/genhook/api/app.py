@@ -28,6 +28,7 @@ from genhook.api import (
     triggers,
 )
 from genhook.api import metrics as metrics_routes
+from genhook.api import schedules as schedule_routes
 from genhook.api.limits import BodyLimit
 from genhook.runtime import Runtime
 
@@ -62,6 +63,7 @@ def create_app(
     app.include_router(reviews.ops_router)
     app.include_router(reviews.dashboard_router)
     app.include_router(metrics_routes.router)  # GET /metrics, open (see its module)
+    app.include_router(schedule_routes.router)  # a service's key or the operator key
     if trigger_lane:  # innermost: the body limit and the catch-all still apply
         app.add_middleware(triggers.TriggerLane)
     app.add_middleware(

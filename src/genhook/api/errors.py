@@ -39,6 +39,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.TOO_MANY_STREAMS: 429,
     ErrorCode.QUEUE_FULL: 429,
     ErrorCode.SERVICE_NOT_FOUND: 404,
+    ErrorCode.SCHEDULE_NOT_FOUND: 404,
     ErrorCode.JOB_EXPIRED: 410,
     ErrorCode.ASSET_EXPIRED: 410,
     ErrorCode.MALFORMED_REQUEST: 400,

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from genhook.cli import engine_cmds, ops_cmds, purge_cmds, sender_cmds, service_cmds
+from genhook.cli import (
+    engine_cmds,
+    ops_cmds,
+    purge_cmds,
+    schedule_cmds,
+    sender_cmds,
+    service_cmds,
+)
 from genhook.cli.base import cli
 
 __all__ = [
@@ -11,6 +18,7 @@ __all__ = [
     "main",
     "ops_cmds",
     "purge_cmds",
+    "schedule_cmds",
     "sender_cmds",
     "service_cmds",
 ]
