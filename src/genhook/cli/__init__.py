@@ -9,6 +9,7 @@ from genhook.cli import (
     schedule_cmds,
     sender_cmds,
     service_cmds,
+    submit_cmds,
 )
 from genhook.cli.base import cli
 
@@ -21,6 +22,7 @@ __all__ = [
     "schedule_cmds",
     "sender_cmds",
     "service_cmds",
+    "submit_cmds",
 ]
 
 
