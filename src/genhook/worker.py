@@ -76,6 +76,12 @@ CANCEL_POLL_SECONDS = 0.25
 """How often the lease keeper asks which of its jobs were cancelled (one read for all)."""
 
 
+GATHER_SECONDS = 0.005
+"""After a claim that filled every free slot (more jobs are likely waiting), how long the
+claiming loop waits for half its slots to be free before it claims again, so that one
+transaction claims several jobs rather than one whenever a job ends."""
+
+
 LeaseStore = WorkerStore
 """The worker's port (its batched lease, cancel and progress calls are on it)."""
 
@@ -273,25 +279,35 @@ class Worker:
         for the jobs in flight to end."""
         gate = self.engine.gate
         poll = self.settings.poll_seconds
+        half = self.concurrency // 2
+        full = False  # the last claim filled every free slot: more jobs are likely waiting
         while not stop.is_set():
             with self._room:
-                if len(self._running) >= self.concurrency:
+                free = self.concurrency - len(self._running)
+                if free <= 0:
                     self._room.wait(poll)
                     continue
+                if full and free < half:  # gather slots for a batch, briefly
+                    self._room.wait_for(
+                        lambda: self.concurrency - len(self._running) >= half, GATHER_SECONDS
+                    )
+                    free = self.concurrency - len(self._running)
             if not gate.wait_room(poll):  # CPU-bound steps queue: claim nothing more now
                 continue
             seen = self.jobs_signal.generation
-            try:
-                job = self.store.claim(self.name, self.settings.lease_seconds)
+            try:  # as many jobs as it has free slots, in one transaction
+                claimed = self.store.claim_many(self.name, self.settings.lease_seconds, free)
             except Exception as exc:  # keep the loop alive
                 _log_failure(f"worker {self.name}", exc)
                 stop.wait(poll)
                 continue
-            if job is None:
+            full = len(claimed) == free
+            if not claimed:
                 self._probe_backends()
                 self.jobs_signal.wait(poll, seen=seen)
                 continue
-            self._start(job)
+            for job in claimed:
+                self._start(job)
         with self._room:
             running = list(self._running)
         for thread in running:

@@ -40,6 +40,7 @@ from genhook.store.accounting import (
 from genhook.store.admit import FRESH, Admission, Admitter, Submission, replayed
 from genhook.store.batches import batch_job_ended
 from genhook.store.base import Row, StoreBase
+from genhook.store.db import unavailable
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job, JobEvent, StoredJob
 from genhook.store.schema import (
@@ -605,10 +606,67 @@ class JobStore(StoreBase):
         with self._write() as conn:
             return self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
 
+    def claim_many(self, worker: str, lease_seconds: float, most: int) -> list[Job]:
+        """Up to ``most`` jobs in one transaction, each taken as :meth:`claim` takes one and in
+        the order that as many claims one after another would take them: leases that ran out
+        first, then the fair order (each job taken moves its service's turn on before the next
+        is picked). A worker with ``most`` free slots fills them with one look and one commit.
+        A later job of the batch that its service's daily budget would have to reserve ends the
+        batch there instead (the next claim starts with it), so that a transaction holds one
+        service's ledger lock at most, as a finish does. An empty list: none may start now."""
+        now = self.clock.now()
+        if self.engine.dialect.name == "postgresql":
+            with self._write() as conn:
+                due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
+                if not (due or stalled):
+                    return []
+                return self._claim_some(conn, worker, lease_seconds, now, most, due, stalled)
+        with self._read() as conn:
+            due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
+        if not (due or stalled):
+            return []
+        with self._write() as conn:
+            return self._claim_some(conn, worker, lease_seconds, now, most, due, stalled)
+
+    def _claim_some(
+        self,
+        conn: sa.Connection,
+        worker: str,
+        lease_seconds: float,
+        now: float,
+        most: int,
+        due: bool,
+        stalled: bool,
+    ) -> list[Job]:
+        """:meth:`claim_many`'s claims in ``conn``'s transaction, one job each until ``most``
+        or none (``due``, ``stalled``: what the look found)."""
+        taken: list[Job] = []
+        held: set[tuple[int, str]] = set()  # the batch's advisory locks (see _claim_lock)
+        while len(taken) < most:
+            more = bool(taken)  # a lease that ran out is looked for first, once, as by claim
+            job = self._claim(
+                conn, worker, lease_seconds, now, stalled=stalled and not more, held=held, more=more
+            )
+            if job is None:
+                break
+            taken.append(job)
+            if not due:
+                break
+        return taken
+
     def _claim(
-        self, conn: sa.Connection, worker: str, lease_seconds: float, now: float, *, stalled: bool
+        self,
+        conn: sa.Connection,
+        worker: str,
+        lease_seconds: float,
+        now: float,
+        *,
+        stalled: bool,
+        held: set[tuple[int, str]] | None = None,
+        more: bool = False,
     ) -> Job | None:
-        """The claim's write transaction; ``stalled``: look for a lease that ran out first."""
+        """One claim in ``conn``'s write transaction; ``stalled``: look for a lease that ran
+        out first; ``held`` and ``more``: see :meth:`_fair_pick`."""
         lost = conn.execute(_STALLED, {"now": now}).scalar() if stalled else None
         refusal: ErrorCode | None = None
         limited = False
@@ -616,7 +674,9 @@ class JobStore(StoreBase):
             self._close_lost_attempt(conn, lost, lease_seconds, now)
             job_id, take = lost, _TAKE_STALLED
         else:
-            job_id, refusal, limited = self._fair_pick(conn, now)
+            job_id, refusal, limited = self._fair_pick(
+                conn, now, set() if held is None else held, more=more
+            )
             take = _TAKE_QUEUED
         if job_id is None:
             return None
@@ -664,7 +724,7 @@ class JobStore(StoreBase):
     CLAIM_CANDIDATES = 16
 
     def _fair_pick(
-        self, conn: sa.Connection, now: float
+        self, conn: sa.Connection, now: float, held: set[tuple[int, str]], *, more: bool = False
     ) -> tuple[str | None, ErrorCode | None, bool]:
         """The next job to start: fair across services, then by priority and eligible_at.
 
@@ -677,10 +737,13 @@ class JobStore(StoreBase):
         that its service's rate window, its backend's limits or the daily budget stops is held
         (reason and eligible_at written) or skipped, and the next is tried. ``(job id,
         refusal, rate-limited)``: a refusal (``budget_exceeded``) is claimed to be ended at
-        once; a rate-limited service's first starts are numbered for its window."""
+        once; a rate-limited service's first starts are numbered for its window.
+
+        ``held``: the advisory locks its transaction holds so far (see :func:`_claim_lock`);
+        ``more``: a later claim of a batch, which stops (None) at a job whose service has a
+        daily budget rather than take a second ledger lock."""
         tried: set[str] = set()  # services with nothing that may start now
         blocked: set[str] = set()  # backends at their concurrency or rate limit
-        held: set[tuple[int, str]] = set()  # the claim's advisory locks (PostgreSQL)
         for _ in range(self.CLAIM_CANDIDATES):
             pick = self._next_candidate(conn, now, tried, blocked)
             if pick is None:
@@ -729,6 +792,8 @@ class JobStore(StoreBase):
                 if nth is not None and nth > now - limit.period:
                     self._hold(conn, job_id, HoldReason.RATE_LIMIT, nth + limit.period, now)
                     continue  # the service's next job may be a retry, which the window allows
+            if more and pick.daily_budget is not None:
+                return None, None, False  # the batch ends here; the next claim starts with it
             refusal = self._reserve(conn, service_id, job_id, cand.estimate, pick, now)
             if not isinstance(refusal, ErrorCode | None):
                 continue  # held for the budget
@@ -968,9 +1033,21 @@ class JobStore(StoreBase):
         return len(rows)
 
     def cancel_requested(self, job_id: str) -> bool:
-        """Has cancellation been asked for this job?"""
-        with self._read() as conn:
-            return bool(conn.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
+        """Has cancellation been asked for this job? (A worker asks once for each job before
+        its first step: on PostgreSQL one statement outside a transaction, one round trip
+        instead of BEGIN, the read and COMMIT.)"""
+        if self.engine.dialect.name != "postgresql":
+            with self._read() as conn:
+                return bool(conn.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
+        try:
+            with self.engine.connect() as conn:
+                alone = conn.execution_options(isolation_level="AUTOCOMMIT")
+                return bool(alone.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
+        except sa.exc.SQLAlchemyError as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def finish(
         self,
