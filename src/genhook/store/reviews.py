@@ -137,7 +137,10 @@ class ReviewStore(JobStore):
                     quality=[dict(q) for q in quality],
                 )
             )
-            detail = {"review_round": round_, "quality_warning": encoded.parsed["quality_warning"]}
+            detail = {
+                "review_round": round_,
+                "quality_warning": encoded.parsed.get("quality_warning"),
+            }
             self._event(conn, job_id, JobStatus.AWAITING_REVIEW, detail, now)
         return JobStatus.AWAITING_REVIEW
 
