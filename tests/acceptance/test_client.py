@@ -285,6 +285,30 @@ def test_queue_full_is_retried_after_retry_after(idle: Genhook) -> None:
     other.close()
 
 
+def test_async_client_retries_after_retry_after_and_cancels(idle: Genhook) -> None:
+    """AsyncClient: the same 429 wait (awaited), then cancel() and list() awaited."""
+    other = client(idle)
+    first = other.trigger("tiny", {"item_id": "async-queued-1"})
+    slept: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        slept.append(seconds)
+        if len(slept) == 1:
+            other.cancel(first.job_id)
+        await asyncio.sleep(seconds)
+
+    async def scenario() -> tuple[str, str, list[str]]:
+        async with AsyncClient(idle.base, idle.key, sleep=sleep) as genhook:
+            second = await genhook.trigger("tiny", {"item_id": "async-queued-2"})
+            cancelled = await genhook.cancel(second.job_id)
+            found = [j.job_id async for j in genhook.list(external_id="async-queued-2")]
+            return second.job_id, cancelled.status, found
+
+    job_id, status, found = asyncio.run(scenario())
+    other.close()
+    assert slept == [1.0] and status == "cancelled" and found == [job_id]
+
+
 def test_cancel_and_wait_on_a_cancelled_job(idle: Genhook) -> None:
     """cancel() ends a waiting job; a second cancel answers the same (idempotent); wait() and
     events() end with the cancellation."""
