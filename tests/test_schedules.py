@@ -3,6 +3,9 @@ the scheduler on an injected clock over both stores (on time, skip, catch_up, pa
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
+import functools
 import itertools
 import json
 from collections.abc import Iterator
@@ -439,3 +442,132 @@ def test_items_make_one_job_each_and_bad_items_are_refused_alone(kind: str, tmp_
         assert failed.outcome == "failed" and "no service named 'nobody'" in str(failed.error)
         state = env.runtime.store.schedule_state("tiny:feed")
         assert state is not None and state.last_error == failed.error
+
+
+# -- items by URL, through the guarded fetcher ---------------------------------------------------
+
+URL_ITEMS = """\
+schedules:
+  - id: feed
+    cron: "*/15 * * * *"
+    timezone: UTC
+    service: shop
+    items: {url: "http://127.0.0.1:PORT/moved", format: jsonl}  # a redirect to the feed
+    missed: catch_up
+"""
+
+
+class _Feed:
+    """A loopback HTTP server answering the feed (JSONL), and a redirect to it."""
+
+    def __init__(self) -> None:
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        body = b'{"item_id": "U1"}\n{"item_id": "U2"}\n'
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                if self.path == "/moved":
+                    self.send_response(302)
+                    self.send_header("Location", "/feed.jsonl")
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                self.send_response(200)
+                self.send_header("Content-Type", "application/x-ndjson")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args: Any) -> None:
+                return
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.server.server_address[1]
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.mark.parametrize("allow_private", [True, False])
+def test_items_by_url_are_fetched_under_the_callback_policy(
+    allow_private: bool, tmp_path: Path
+) -> None:
+    """A loopback feed is fetched when private addresses are allowed (the tests' setting) and
+    refused under the default policy: the fire then fails with the refusal, no job made."""
+    feed = _Feed()
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 900 + 60
+    try:
+        for env in _runtime("sqlite", tmp_path, URL_ITEMS.replace("PORT", str(feed.port)), start):
+            env.runtime.settings = dataclasses.replace(
+                env.runtime.settings, allow_private_callbacks=allow_private
+            )
+            env.scheduler = Scheduler(env.runtime)
+            env.scheduler.tick()
+            env.clock.advance(900 - 60 + 61 + 1)  # past the grace: decided at once
+            (fire,) = env.scheduler.tick()
+            if allow_private:
+                assert (fire.outcome, fire.created) == ("fired", 2)
+                assert sorted(j["input"]["item_id"] for j in env.jobs()) == ["U1", "U2"]
+            else:
+                assert fire.outcome == "failed" and fire.created == 0
+                assert "non-public address" in str(fire.error)
+                assert env.jobs() == []
+    finally:
+        feed.close()
+
+
+# -- the store: two transactions racing for one due time -------------------------------------
+
+
+def _race(barrier: Any, fire: Any, items: Any, results: list[Any], n: int) -> None:
+    barrier.wait()
+    results[n] = fire(items=items)
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_two_transactions_for_one_due_time_make_one_fire(kind: str, tmp_path: Path) -> None:
+    """Both racers have checked that the due time is not done and prepared their jobs; they
+    commit at once: one fire row, one set of jobs, the other gets None."""
+    import threading
+
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 900 + 60
+    for env in _runtime(kind, tmp_path, ITEMS.split("  - id: feed")[0], start):
+        (env.flows / "items.csv").write_text("item_id\nA1\nA2\nA3\n", encoding="utf-8")
+        env.scheduler.tick()
+        env.clock.advance(900 - 60 + 1)
+        spec = env.scheduler.specs[0]
+        due = start - 60 + 900
+        service = env.runtime.store.service_by_name("shop")
+        assert service is not None
+        workflow = env.runtime.catalog.workflows["tiny"]
+        bodies = env.scheduler.read_items(spec)
+        prepared = [
+            asyncio.run(env.scheduler._prepare(spec, service, workflow, bodies, due))
+            for _ in range(2)
+        ]
+        results: list[Any] = [None, None]
+        barrier = threading.Barrier(2)
+        fire = functools.partial(
+            env.runtime.store.record_fire,
+            key=spec.key,
+            due_at=due,
+            next_due_at=spec.next_due(env.clock.now()),
+            outcome="fired",
+            service_id=service.id,
+        )
+        threads = [
+            threading.Thread(target=_race, args=(barrier, fire, prepared[n], results, n))
+            for n in range(2)
+        ]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        won = [r for r in results if r is not None]
+        assert len(won) == 1 and won[0].created == 3
+        assert len(env.jobs()) == 3
+        assert [f.due_at for f in env.runtime.store.schedule_fires(spec.key)] == [due]

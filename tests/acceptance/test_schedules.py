@@ -17,23 +17,27 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def test_a_schedule_fires_one_job_per_csv_item_through_serve(
-    genhook_factory: Callable[..., Genhook], receiver: Receiver
-) -> None:
-    g = genhook_factory()
-    flows = g.tmp / "flows"
+def _template(g: Genhook, what: str) -> None:
+    """``scheduled.yaml``: the tiny flow, fired every minute as ``shop`` with ``what``."""
     flow = TINY_FLOW.replace("id: tiny\n", "id: scheduled\n", 1)
-    (flows / "scheduled.yaml").write_text(
+    (g.tmp / "flows" / "scheduled.yaml").write_text(
         flow
         + "schedules:\n"
         + "  - id: minutely\n"
         + '    cron: "* * * * *"\n'
         + "    timezone: Europe/Berlin\n"
         + "    service: shop\n"
-        + "    items: {file: items.csv}\n"
-        + f"    callback_url: {receiver.url}\n",
+        + what,
         encoding="utf-8",
     )
+
+
+def test_a_schedule_fires_one_job_per_csv_item_through_serve(
+    genhook_factory: Callable[..., Genhook], receiver: Receiver
+) -> None:
+    g = genhook_factory()
+    flows = g.tmp / "flows"
+    _template(g, f"    items: {{file: items.csv}}\n    callback_url: {receiver.url}\n")
     (flows / "items.csv").write_text("item_id\n" + "\n".join(ITEMS) + "\n", encoding="utf-8")
     g.serve(workers=1)
     listed = g.http.get("/v1/schedules")
@@ -73,3 +77,27 @@ def test_a_schedule_fires_one_job_per_csv_item_through_serve(
     detail = g.http.get("/v1/schedules/scheduled:minutely").json()
     assert any(f["outcome"] == "fired" and f["jobs_created"] == 3 for f in detail["fires"])
     assert detail["last_outcome"] == "fired"
+
+
+def test_a_standalone_worker_runs_the_schedules(genhook_factory: Callable[..., Genhook]) -> None:
+    """No serve at all: `genhook worker` alone fires the schedule and runs its job."""
+    g = genhook_factory()
+    _template(g, "    input: {item_id: from-worker}\n")
+    g.worker()
+    fires = wait_for(
+        lambda: g.rows("SELECT * FROM schedule_fires WHERE outcome = 'fired'"),
+        100,
+        "the worker's scheduler to fire",
+        every=0.5,
+    )
+    (job_id,) = _json(fires[0]["job_ids"])
+    wait_for(
+        lambda: (
+            g.rows("SELECT status FROM jobs WHERE id = :j", j=job_id)[0]["status"] == "succeeded"
+        ),
+        90,
+        "the scheduled job to succeed",
+        every=0.5,
+    )
+    (job,) = g.rows("SELECT input, external_id FROM jobs WHERE id = :j", j=job_id)
+    assert job["external_id"] == "from-worker"

@@ -38,6 +38,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from genhook import metrics
 from genhook.errors import GenhookError
 from genhook.scheduling.items import FETCH_TIMEOUT, MAX_BYTES, ItemsFetcher, ItemsUnreadable
 from genhook.scheduling.items import read_items as _read_items
@@ -187,6 +188,10 @@ class Scheduler:
                 fire.created,
                 fire.refused,
             )
+            for _ in range(fire.created):  # counted as the API counts its triggers
+                metrics.trigger_accepted(service.id, workflow.id)
+            for entry in fire.errors or []:
+                metrics.trigger_refused(service.id, workflow.id, entry["error"]["error_code"])
             if fire.created:
                 self.runtime.jobs_signal.notify()
         return fire
