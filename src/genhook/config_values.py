@@ -25,6 +25,14 @@ def parse_duration(text: str) -> float:
     return float(match.group(1)) * _UNITS[match.group(2)]
 
 
+def duration_value(raw: object) -> float:
+    """Seconds in a YAML value: a number of seconds, or a duration string (:func:`parse_duration`);
+    ``ValueError`` for anything else (a boolean is not a number of seconds)."""
+    if isinstance(raw, bool):
+        raise ValueError(f"not a duration: {raw!r} (use e.g. 30s, 2m, 8h, 250ms)")
+    return float(raw) if isinstance(raw, int | float) else parse_duration(str(raw))
+
+
 def parse_schedule(text: str) -> tuple[float, ...]:
     """A comma-separated list of durations: ``30s,2m,8m`` is ``(30.0, 120.0, 480.0)``."""
     if not text.strip():

@@ -27,7 +27,7 @@ from genhook.backends.base import (
 from genhook.catalog import Catalog, external_id
 from genhook.contract.completion import CompletionPayload, failure_payload, success_payload
 from genhook.cpu import CpuGate, process_gate
-from genhook.errors import GenhookError
+from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_job_id
 from genhook.media.similarity import RecentHash
 from genhook.presets import Presets
@@ -35,7 +35,7 @@ from genhook.pricing import Pricing, made
 from genhook.workflow.node import Node, RunContext
 from genhook.workflow.registry import NodeRegistry
 from genhook.workflow.result import Asset, RunResult
-from genhook.workflow.runner import run_workflow
+from genhook.workflow.runner import check_run_timeout, run_workflow
 from genhook.workflow.template import Workflow
 
 __all__ = ["AssetSink", "Engine", "Outcome", "external_id"]
@@ -199,6 +199,7 @@ class Engine:
         workdir: Path | None = None,
         recent_hashes: Sequence[RecentHash] = (),
         review_notes: Sequence[str] = (),
+        client_metadata: dict[str, Any] | None = None,
     ) -> Outcome:
         """Run, store and build the completion payload; never raises GenhookError.
 
@@ -217,6 +218,11 @@ class Engine:
         workflow and external id, for the near_duplicate check (the worker reads them).
         ``review_notes``: the reviewers' notes of a rejected job's earlier outputs, folded into
         the generate nodes' prompts (the worker reads them).
+        ``client_metadata``: the trigger's, echoed in the payload.
+
+        The workflow's run timeout (``timeout`` in the template) bounds this call: backends
+        stop at it (``control.deadline``), the runner checks it before each node, and a run
+        that reached it fails ``timed_out``.
         """
         job_id = job_id or new_job_id()
         started = time.perf_counter()
@@ -235,10 +241,14 @@ class Engine:
                 recent_hashes=recent_hashes,
                 review_notes=review_notes,
             )
+            if workflow.timeout is not None:  # the run timeout: from this attempt's start
+                ctx.deadline = time.monotonic() + workflow.timeout
             with metrics.job_scope(workflow.id):
                 result = run_workflow(workflow, self._gated_nodes, ctx)
+            check_run_timeout(ctx)  # the last node ended past it: the attempt still fails
             urls = [sink.put(job_id, asset) for asset in result.assets]
-        except GenhookError as exc:
+        except GenhookError as raised:
+            exc = timed_out(raised, workflow, ctx)
             spent = ctx.generations if ctx else []
             cost = round(sum(g.credit_cost for g in spent), 6)
             payload = failure_payload(
@@ -253,6 +263,8 @@ class Engine:
             )
             if sandbox:
                 payload = payload.model_copy(update={"test": True})
+            if client_metadata is not None:
+                payload = payload.model_copy(update={"client_metadata": client_metadata})
             return Outcome(payload, None, exc, cost, made(spent))
         finally:
             for generation in ctx.generations if ctx else ():
@@ -271,7 +283,32 @@ class Engine:
         )
         if sandbox:
             payload = payload.model_copy(update={"test": True})
+        if client_metadata is not None:
+            payload = payload.model_copy(update={"client_metadata": client_metadata})
         return Outcome(payload, result, None, result.credit_cost, made(result.generations))
+
+
+def timed_out(error: GenhookError, workflow: Workflow, ctx: RunContext | None) -> GenhookError:
+    """``error`` as the run timeout's own ``timed_out`` where the run reached its workflow's
+    timeout: the runner's check between nodes, or a backend stopped at ``control.deadline``
+    (which says ``backend_timeout``, otherwise its own bound's error: transient, retried).
+    ``timed_out`` is not retried."""
+    deadline = None if ctx is None else ctx.deadline
+    if workflow.timeout is None or deadline is None:
+        return error
+    if error.code is ErrorCode.TIMED_OUT or (
+        error.code is ErrorCode.BACKEND_TIMEOUT and time.monotonic() >= deadline - DEADLINE_SLACK
+    ):
+        return GenhookError(
+            ErrorCode.TIMED_OUT,
+            f"the attempt ran past workflow {workflow.id!r}'s run timeout of "
+            f"{workflow.timeout:g} s",
+        )
+    return error
+
+
+DEADLINE_SLACK = 0.05
+"""Seconds before ``ctx.deadline`` at which a backend's own timeout counts as the run's."""
 
 
 class _GatedBackend:

@@ -42,11 +42,13 @@ class ErrorCode(StrEnum):
     EXPORT_FAILED = "export_failed"
     INPUT_FETCH_FAILED = "input_fetch_failed"
     INVALID_INPUT_MEDIA = "invalid_input_media"
+    TIMED_OUT = "timed_out"
     # templates
     INVALID_TEMPLATE = "invalid_template"
     # job lifecycle
     WORKER_LOST = "worker_lost"
     CANCELLED = "cancelled"
+    DEADLINE_EXPIRED = "deadline_expired"
     INTERNAL_ERROR = "internal_error"
     STORE_UNAVAILABLE = "store_unavailable"
     STORAGE_UNAVAILABLE = "storage_unavailable"
@@ -163,12 +165,22 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
         "(`field` names the input).",
         False,
     ),
+    ErrorCode.TIMED_OUT: ErrorSpec(
+        "The attempt ran longer than its workflow's run timeout (`timeout` in the template); "
+        "the job fails at once, not retried.",
+        False,
+    ),
     ErrorCode.INVALID_TEMPLATE: ErrorSpec("A workflow template is invalid.", False),
     ErrorCode.WORKER_LOST: ErrorSpec(
         "The worker running the job stopped heartbeating (crashed or stalled); another took over.",
         True,
     ),
     ErrorCode.CANCELLED: ErrorSpec("The job was cancelled.", False),
+    ErrorCode.DEADLINE_EXPIRED: ErrorSpec(
+        "The job had not started by its trigger's `deadline`: it ended `expired` without "
+        "running, no credits reserved or spent.",
+        False,
+    ),
     ErrorCode.INTERNAL_ERROR: ErrorSpec("An unexpected error inside genhook.", False),
     ErrorCode.STORE_UNAVAILABLE: ErrorSpec(
         "The database does not answer or cannot write now (down, full, read-only); nothing "

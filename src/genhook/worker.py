@@ -572,6 +572,7 @@ class Worker:
             workdir=assets.folder / WORKDIR,
             recent_hashes=recent,
             review_notes=notes,
+            client_metadata=job.client_metadata,
         )
 
     def _recent_hashes(self, job: Job, workflow: Workflow) -> list[RecentHash]:

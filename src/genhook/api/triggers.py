@@ -34,7 +34,7 @@ from genhook.api.errors import RESPONSES, error_response
 from genhook.api.views import accepted
 from genhook.catalog import external_id
 from genhook.contract.completion import failure_payload
-from genhook.contract.envelope import check_callback_url, split_trigger
+from genhook.contract.envelope import check_callback_url, split_trigger, usable_metadata
 from genhook.contract.jsonbody import parse_json
 from genhook.delivery.addresses import literal_address
 from genhook.delivery.ssrf import check_callback_target
@@ -159,9 +159,17 @@ def _reject(
     callback = None if error.field == "callback_url" else _usable_callback(envelope, runtime)
     ext = _stored_external_id(wf, given, error)
     job_id = new_job_id()  # minted here and passed down; nothing reads it back out of a payload
+    metadata = usable_metadata(envelope)  # echoed in the failed payload, and kept with the job
     payload = failure_payload(
-        job_id=job_id, workflow_id=wf.id, external_id=ext, error=error, attempts=0
+        job_id=job_id,
+        workflow_id=wf.id,
+        external_id=ext,
+        error=error,
+        attempts=0,
+        client_metadata=metadata,
     ).to_json()
+    if service.sandbox:  # a sandbox service's payloads all say so, a refusal's too
+        payload["test"] = True
     job, created = api_store(runtime).reject(
         job_id=job_id,
         service_id=service.id,

@@ -73,6 +73,7 @@ def job_view(
         "workflow_version": job.workflow_version,
         "external_id": job.external_id,
         "callback_url": job.callback_url,
+        "client_metadata": job.client_metadata,
         "updated_at": iso(job.updated_at),
         "finished_at": iso(job.finished_at),
         "next_attempt_at": iso(job.run_after) if job.status == JobStatus.RETRYING else None,

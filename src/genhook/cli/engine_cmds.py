@@ -73,7 +73,13 @@ def run_cmd(workflow: str, input_: str, out: Path) -> None:
         checked = check_trigger(wf, _read_input(input_))
     except InvalidInput as exc:
         _refuse(job_id, wf.id, exc)
-    outcome = engine.execute(wf, checked.input, DirectorySink(out), job_id=job_id)
+    outcome = engine.execute(
+        wf,
+        checked.input,
+        DirectorySink(out),
+        job_id=job_id,
+        client_metadata=checked.envelope.client_metadata,
+    )
     print_json(outcome.payload.to_json())
     if outcome.error is None:
         sys.exit(EXIT_OK)

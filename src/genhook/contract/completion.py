@@ -239,6 +239,10 @@ class CompletionPayload(_Model):
         description="True for a sandbox (--test) service's job: made on the procedural backend "
         "at 0 credits, whatever the workflow names.",
     )
+    client_metadata: dict[str, Any] | None = Field(
+        default=None,
+        description="The trigger's client_metadata, echoed unchanged; null when it sent none.",
+    )
 
     model_config = ConfigDict(json_schema_extra=_published_rules)
 
@@ -284,6 +288,7 @@ def failure_payload(
     credit_cost: float = 0.0,
     generations: int = 0,
     timestamp: datetime | None = None,
+    client_metadata: dict[str, Any] | None = None,
 ) -> CompletionPayload:
     """The ``job.failed`` payload: no outputs, the error with its code and field."""
     return CompletionPayload(
@@ -308,6 +313,7 @@ def failure_payload(
             error_code=error.code.value, error_description=error.description, field=error.field
         ),
         timestamp=timestamp or now(),
+        client_metadata=client_metadata,
     )
 
 
@@ -329,9 +335,11 @@ class JobTotals(Protocol):
 
 
 def job_failure_payload(job: JobTotals, error: GenhookError) -> CompletionPayload:
-    """The failed payload of a stored job that ends without running (cancelled, refused):
-    its attempts, working time and credits so far carried over from the job."""
+    """The failed payload of a stored job that ends without running (cancelled, refused,
+    expired): its attempts, working time and credits so far carried over from the job, and its
+    trigger's ``client_metadata`` (where the job record carries one)."""
     return failure_payload(
+        client_metadata=getattr(job, "client_metadata", None),
         job_id=job.id,
         workflow_id=job.workflow_id,
         external_id=job.external_id,

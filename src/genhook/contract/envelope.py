@@ -6,9 +6,17 @@ and stored beside the input, never inside it. So a workflow never sees an envelo
 template cannot declare one (:data:`RESERVED`), and nothing in the envelope changes the seed or
 what is generated.
 
-Checked and stored now: all five fields. Acted on now: ``callback_url`` only. ``callback_events``,
-``client_metadata``, ``priority`` and ``deadline`` are validated and kept with the job, and their
-behaviour (extra events, the echo in payloads, ordering, expiry) comes with flow control.
+All five fields are checked, stored and acted on:
+
+- ``callback_url``: where every callback of the job goes (:mod:`genhook.delivery`).
+- ``callback_events``: ``job.started`` and ``job.progress`` (at most one every 2 s) are outboxed
+  when asked (:mod:`genhook.store.callbacks`, bodies in :mod:`genhook.contract.events`); the
+  terminal ``job.completed`` / ``job.failed`` always are.
+- ``client_metadata``: echoed unchanged as ``client_metadata`` in every payload (completion,
+  failure, refusal, the non-terminal events) and in ``GET /v1/jobs/{job_id}``.
+- ``priority``: the order within the service's own share of the claim (``jobs.priority``).
+- ``deadline``: a job not started by then ends ``expired`` (``deadline_expired``), never
+  started late (:mod:`genhook.store.expiry`; ``jobs.deadline``).
 
 The SSRF check of the callback's target (what it resolves to) is not here: it needs the resolver
 and the deployment's policy, and lives in :mod:`genhook.delivery.ssrf`, called by the API.
@@ -46,24 +54,26 @@ SCHEMA_PROPERTIES: dict[str, Any] = {
         "type": "array",
         "items": {"enum": list(EVENTS)},
         "uniqueItems": True,
-        "description": "Which events to POST to callback_url; the terminal ones are always "
-        "sent. Stored; events other than the terminal ones are not sent yet.",
+        "description": "Which events to POST to callback_url: job.started (the first attempt "
+        "starts), job.progress (at most one every 2 s while a backend reports progress); the "
+        "terminal job.completed and job.failed are always sent.",
     },
     "client_metadata": {
         "type": "object",
         "description": f"Any JSON object of at most {MAX_METADATA_BYTES} bytes, stored with "
-        "the job.",
+        "the job and echoed unchanged as client_metadata in every payload.",
     },
     "priority": {
         "enum": list(PRIORITIES),
         "default": "normal",
-        "description": "Order within the calling service's own share. Stored; not acted on yet.",
+        "description": "Order within the calling service's own share, never ahead of another "
+        "service's jobs.",
     },
     "deadline": {
         "type": "string",
         "format": "date-time",
-        "description": "ISO 8601 time (with offset) by which the job must have started. "
-        "Stored; not acted on yet.",
+        "description": "ISO 8601 time (with offset) by which the job must have started; a job "
+        "still waiting past it ends expired (error_code deadline_expired).",
     },
 }
 """The envelope as JSON Schema properties, for the published ``input_schema``."""
@@ -106,6 +116,15 @@ def parse_envelope(raw: Mapping[str, Any]) -> Envelope:
         priority=_priority(raw.get("priority")),
         deadline=_deadline(raw.get("deadline")),
     )
+
+
+def usable_metadata(raw: Mapping[str, Any]) -> dict[str, Any] | None:
+    """For a refused trigger: its ``client_metadata`` if that field alone is valid, else None
+    (the failed payload echoes what it can)."""
+    try:
+        return _metadata(raw.get("client_metadata"))
+    except InvalidInput:
+        return None
 
 
 def check_callback_url(url: object) -> str:

@@ -90,6 +90,13 @@ class Job:
     spared_attempts: int = 0  # attempts that do not count against the retry schedule
     refusal: ErrorCode | None = None  # claimed only to be ended at once (budget_exceeded)
     sandbox: bool = False  # procedural at 0 credits, "test": true in its payloads
+    envelope: dict[str, Any] | None = None  # the trigger envelope but callback_url
+    callback_url: str | None = None
+
+    @property
+    def client_metadata(self) -> dict[str, Any] | None:
+        """The trigger's ``client_metadata``, echoed in every payload (None: none sent)."""
+        return envelope_metadata(self.envelope)
 
     @property
     def counted_attempts(self) -> int:
@@ -121,6 +128,8 @@ class Job:
             spared_attempts=int(row["spared_attempts"] or 0),
             refusal=refusal,
             sandbox=bool(row["sandbox"]),
+            envelope=None if row.get("envelope") is None else dict(row["envelope"]),
+            callback_url=row.get("callback_url"),
         )
 
 
@@ -242,6 +251,11 @@ class StoredJob:
     backend: str | None
     deduplicated: bool = False
     retry_of: str | None = None  # the ended job POST /v1/jobs/{id}/retry made this one from
+
+    @property
+    def client_metadata(self) -> dict[str, Any] | None:
+        """The trigger's ``client_metadata``, echoed in every payload (None: none sent)."""
+        return envelope_metadata(self.envelope)
 
     @classmethod
     def from_row(cls, row: Mapping[Any, Any], *, deduplicated: bool = False) -> StoredJob:
@@ -372,3 +386,9 @@ class DeliveryRecord:
             last_error=row["last_error"],
             attempt_log=attempt_log,
         )
+
+
+def envelope_metadata(envelope: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The ``client_metadata`` of a stored envelope (the ``jobs.envelope`` column), or None."""
+    found = None if envelope is None else envelope.get("client_metadata")
+    return dict(found) if isinstance(found, Mapping) else None

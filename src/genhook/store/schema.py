@@ -113,6 +113,9 @@ jobs = sa.Table(
     # the batch that created it (0009), None for a single trigger
     sa.Column("batch_id", sa.String(40), nullable=True),
 )
+# the trigger envelope's deadline, epoch seconds (0011): the claim never starts a job past it,
+# and the expiry sweep ends the waiting ones past it (ix_jobs_deadline)
+jobs.append_column(sa.Column("deadline", Time, nullable=True))
 # The claim query reads only these rows: a partial index keeps it fast at any table size.
 sa.Index(
     "ix_jobs_claimable",
@@ -157,6 +160,13 @@ sa.Index(
     jobs.c.retry_of,
     sqlite_where=jobs.c.retry_of.is_not(None),
     postgresql_where=jobs.c.retry_of.is_not(None),
+)
+# the expiry sweep: waiting jobs by deadline (0011)
+sa.Index(
+    "ix_jobs_deadline",
+    jobs.c.deadline,
+    sqlite_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
+    postgresql_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
 )
 # the fair claim: per service, its claimable jobs in priority order, then by eligible_at
 sa.Index(
@@ -380,6 +390,8 @@ job_rollups = sa.Table(
     sa.Column("completed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("failed", sa.Integer, nullable=False, server_default="0"),
     sa.Column("cancelled", sa.Integer, nullable=False, server_default="0"),
+    # jobs whose trigger's deadline passed before they started (0011)
+    sa.Column("expired", sa.Integer, nullable=False, server_default="0"),
     sa.Column("retries", sa.Integer, nullable=False, server_default="0"),
     sa.Column("generation_seconds", sa.Float, nullable=False, server_default="0"),
     sa.Column("qc_checked", sa.Integer, nullable=False, server_default="0"),

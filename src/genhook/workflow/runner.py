@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -21,6 +22,7 @@ def run_workflow(workflow: Workflow, nodes: NodeRegistry, ctx: RunContext) -> Ru
     for name in workflow.order:
         if ctx.is_cancelled():
             raise GenhookError(ErrorCode.CANCELLED)
+        check_run_timeout(ctx)
         spec = workflow.nodes[name]
         node = nodes.get(spec.kind)
         if node is None:
@@ -48,6 +50,12 @@ def run_workflow(workflow: Workflow, nodes: NodeRegistry, ctx: RunContext) -> Ru
         delivered=ctx.delivered,
         quality=ctx.quality,
     )
+
+
+def check_run_timeout(ctx: RunContext) -> None:
+    """Raise ``timed_out`` once the run is past its workflow's run timeout (``ctx.deadline``)."""
+    if ctx.deadline is not None and time.monotonic() >= ctx.deadline:
+        raise GenhookError(ErrorCode.TIMED_OUT, "the run went past its workflow's run timeout")
 
 
 def _input_field(spec: NodeSpec, param: str | None) -> str | None:

@@ -21,7 +21,7 @@ from typing import Any
 from jsonschema import Draft202012Validator, SchemaError
 from pydantic import PydanticSchemaGenerationError, TypeAdapter, ValidationError
 
-from genhook.config_values import parse_duration
+from genhook.config_values import duration_value, parse_duration
 from genhook.contract.envelope import MAX_URL_LENGTH, RESERVED, SCHEMA_PROPERTIES
 from genhook.errors import ERROR_SPECS, ErrorCode, TemplateError, TemplateProblem
 from genhook.presets import Presets
@@ -41,6 +41,7 @@ TOP_KEYS = {
     "input",
     "additional_fields",
     "dedup",
+    "timeout",
     "schedules",
     "nodes",
     "outputs",
@@ -103,6 +104,9 @@ class Workflow:
     window returns that job instead of generating again."""
     media_inputs: dict[str, str] = field(default_factory=dict)
     """The input fields declared ``x-media`` (a URL of media genhook fetches), with their kind."""
+    timeout: float | None = None
+    """The run timeout (``timeout: 10m``), seconds: an attempt that runs longer fails
+    ``timed_out``; None: no bound but the backends' own."""
     schedules: tuple[ScheduleSpec, ...] = ()
     """Its ``schedules`` (:mod:`genhook.scheduling`): cron times that fire it as a service."""
 
@@ -149,7 +153,9 @@ class Workflow:
             codes.append(ErrorCode.QUALITY_CHECK_FAILED)
         if "export" in kinds:
             codes.append(ErrorCode.EXPORT_FAILED)
-        codes += [ErrorCode.CANCELLED, ErrorCode.INTERNAL_ERROR]
+        if self.timeout is not None:
+            codes.append(ErrorCode.TIMED_OUT)
+        codes += [ErrorCode.CANCELLED, ErrorCode.DEADLINE_EXPIRED, ErrorCode.INTERNAL_ERROR]
         return [
             {
                 "error_code": c.value,
@@ -182,6 +188,7 @@ class Workflow:
             "dedup": None
             if self.dedup is None
             else {"key": list(self.dedup.key), "window_seconds": self.dedup.window},
+            "timeout_seconds": self.timeout,
             "error_codes": self.error_codes(),
             "nodes": [{"name": n, "kind": self.nodes[n].kind} for n in self.order],
         }
@@ -244,6 +251,7 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
             f"additional_fields must be one of {', '.join(ADDITIONAL_FIELDS)} (default refuse)",
         )
     dedup = _check_dedup(chk, data.get("dedup"), field_types)
+    timeout = _check_timeout(chk, data.get("timeout"))
     nodes = _check_nodes(chk, data.get("nodes"), field_types, registry, presets)
     _check_media_wiring(chk, nodes, schema)
     order = _order(chk, nodes)
@@ -264,6 +272,7 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
         enum_codes=enum_codes,
         additional_fields=str(additional),
         dedup=dedup,
+        timeout=timeout,
         media_inputs={
             name: str(prop[MEDIA_KEY])
             for name, prop in schema.get("properties", {}).items()
@@ -275,6 +284,25 @@ def parse_workflow(text: str, source: str, presets: Presets, registry: NodeRegis
     if chk.problems:
         raise TemplateError(source, chk.problems)
     return workflow
+
+
+MAX_TIMEOUT = 86400.0
+"""The longest run timeout a template may set (a day)."""
+
+
+def _check_timeout(chk: _Checker, raw: Any) -> float | None:
+    """``timeout: DURATION`` (``90s``, ``10m``, or seconds): more than 0, at most a day."""
+    if raw is None:
+        return None
+    try:
+        seconds = duration_value(raw)
+    except ValueError as exc:
+        chk.add(("timeout",), str(exc))
+        return None
+    if not 0 < seconds <= MAX_TIMEOUT:
+        chk.add(("timeout",), "timeout must be more than 0 and at most 24h")
+        return None
+    return seconds
 
 
 def _check_dedup(chk: _Checker, raw: Any, field_types: dict[str, Any]) -> Dedup | None:
