@@ -96,6 +96,7 @@ def test_spring_forward_a_time_that_does_not_exist_fires_once_at_the_first_real_
     first = spec.next_due(_at(2026, 3, 28, 12, 0))
     assert _local(first) == "2026-03-29T03:00:00+02:00"
     assert _local(spec.next_due(first)) == "2026-03-30T02:30:00+02:00"
+    assert spec.latest_due(first + 30, since=first - 3600) == first
 
 
 def test_fall_back_a_time_that_happens_twice_fires_once() -> None:
@@ -128,6 +129,9 @@ def test_an_interval_schedule_follows_real_time_across_dst() -> None:
         times.append(t)
         t = spring.next_due(t)
     assert [b - a for a, b in itertools.pairwise(times)] == [1800.0] * 4
+    # the latest due time from inside the repeated hour is its second 02:00 (CET), 10 min ago
+    inside = _at(2026, 10, 25, 2, 10, fold=1)
+    assert spring.latest_due(inside, since=inside - 7200) == inside - 600
 
 
 def test_latest_due_finds_the_latest_time_that_has_come() -> None:

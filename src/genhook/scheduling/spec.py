@@ -128,14 +128,25 @@ class ScheduleSpec:
         raise ValueError(f"{self.cron!r} has no due time after {start.isoformat()}")
 
     def latest_due(self, at: float, since: float) -> float | None:
-        """The latest due time ``d`` with ``since <= d <= at``, None if there is none."""
+        """The latest due time ``d`` with ``since <= d <= at``, None if there is none.
+
+        Found backwards (cronsim's reverse walk), then checked forwards from there: the reverse
+        walk of an interval schedule can land an hour early in a fall-back's repeated hour, and
+        the forward walk (:meth:`next_due`) is the reference."""
         start = datetime.fromtimestamp(at, self.zone) + timedelta(seconds=1)
-        for found in CronSim(self.cron, start, reverse=True):
-            t = found.timestamp()
-            if t > at:
-                continue
-            return t if t >= since else None
-        return None
+        found: float | None = None
+        for candidate in CronSim(self.cron, start, reverse=True):
+            t = candidate.timestamp()
+            if t <= at:
+                found = t
+                break
+        if found is None or found < since:
+            found = self.next_due(since - 0.001)  # the first due time at or after since
+            if found > at:
+                return None
+        while (later := self.next_due(found)) <= at:
+            found = later
+        return found
 
     def describe(self) -> dict[str, Any]:
         """What ``schedules list`` and ``GET /v1/schedules`` show of the template's side."""
