@@ -39,7 +39,7 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from genhook import metrics
-from genhook.errors import GenhookError
+from genhook.errors import ErrorCode, GenhookError
 from genhook.scheduling.items import FETCH_TIMEOUT, MAX_BYTES, ItemsFetcher, ItemsUnreadable
 from genhook.scheduling.items import read_items as _read_items
 from genhook.scheduling.spec import ScheduleSpec, iso
@@ -118,7 +118,16 @@ class Scheduler:
                 continue
             if state.next_due_at > now:
                 continue
-            fire = self._deal_with(spec, state, now)
+            try:
+                fire = self._deal_with(spec, state, now)
+            except GenhookError as exc:
+                if exc.code is ErrorCode.STORE_UNAVAILABLE:
+                    raise  # the whole pass waits for the store
+                log.warning("schedule %s: not fired now: %s", spec.key, exc)
+                continue
+            except Exception:  # one schedule's fault never stops the others
+                log.exception("schedule %s: not fired now", spec.key)
+                continue
             if fire is not None:
                 fires.append(fire)
         return fires
@@ -276,4 +285,4 @@ def running(runtime: Runtime) -> Iterator[Scheduler | None]:
         yield scheduler
     finally:
         stop.set()
-        thread.join(10)
+        thread.join(2)  # a pass in progress (a slow items URL) is not waited for longer
