@@ -244,8 +244,13 @@ def test_each_trigger_gets_its_own_key_unless_given(service: Genhook) -> None:
 @pytest.fixture(scope="module")
 def idle(tmp_path_factory: pytest.TempPathFactory, db_kind: str) -> Iterator[Genhook]:
     """A genhook with no workers (jobs wait), its service's queue limit 1 and a rate of one
-    job a second (so a queue_full answer says Retry-After: 1)."""
-    g = Genhook(tmp_path_factory.mktemp(f"client-idle-{db_kind}"), database=db_kind)
+    job a second (so a queue_full answer says Retry-After: 1), and one event stream per
+    service."""
+    g = Genhook(
+        tmp_path_factory.mktemp(f"client-idle-{db_kind}"),
+        database=db_kind,
+        GENHOOK_MAX_STREAMS_PER_SERVICE="1",
+    )
     g.cli("services", "update", "shop", "--queue-limit", "1", "--rate-limit", "3600/h")
     g.serve(workers=0)
     yield g
@@ -323,6 +328,30 @@ def test_cancel_and_wait_on_a_cancelled_job(idle: Genhook) -> None:
         assert job.result.error is not None and job.result.error.error_code == "cancelled"
         events = list(genhook.events(accepted.job_id, timeout=10))
         assert events[-1].status == "cancelled"
+
+
+def test_wait_polls_when_the_service_has_its_most_streams_open(idle: Genhook) -> None:
+    """Another stream holds the service's only slot: wait()'s stream is refused (429
+    too_many_streams) and it polls at once instead of waiting the 429's Retry-After; events()
+    itself raises the 429 once its retries are spent."""
+    slept: list[float] = []
+    with client(idle, sleep=slept.append, retry=RetryPolicy(attempts=1)) as genhook:
+        accepted = genhook.trigger("tiny", {"item_id": "stream-cap"})
+        held = idle.http.stream("GET", f"/v1/jobs/{accepted.job_id}/events")
+        opened = held.__enter__()
+        try:
+            assert opened.status_code == 200
+            with pytest.raises(ApiError) as refused:
+                list(genhook.events(accepted.job_id, timeout=10))
+            assert refused.value.error_code == "too_many_streams" and refused.value.status == 429
+            timer = threading.Timer(1.0, lambda: genhook.cancel(accepted.job_id))
+            timer.start()
+            started = time.monotonic()
+            job = genhook.wait(accepted.job_id, timeout=20, poll_interval=0.2)
+            assert job.status == "cancelled" and time.monotonic() - started < 4.5
+            assert slept and set(slept) == {0.2}, "polled, never slept the Retry-After"
+        finally:
+            held.__exit__(None, None, None)
 
 
 def test_wait_times_out_on_a_job_that_does_not_end(idle: Genhook) -> None:

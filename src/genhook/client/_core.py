@@ -491,8 +491,11 @@ class Follow:
         timeout: float | None,
         policy: RetryPolicy,
         base: httpx.Timeout,
+        *,
+        polls_instead: bool = False,
     ) -> None:
         self.job_id = job_id
+        self.polls_instead = polls_instead  # wait(): a refused stream (429) is not waited for
         self.timeout = timeout
         self.deadline = deadline_of(timeout)
         self.parser = SSEParser()
@@ -519,7 +522,7 @@ class Follow:
     def refused(self, response: httpx.Response) -> float:
         """A stream answered with an error: the wait before trying again, or the error."""
         wait = self.policy.delay(self.failures, True, response=response)
-        if wait is None:
+        if wait is None or (self.polls_instead and response.status_code == 429):
             raise api_error(response)
         self.failures += 1
         return wait

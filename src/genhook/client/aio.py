@@ -151,10 +151,13 @@ class AsyncClient:
     ) -> m.ReviewDecision:
         return await self._run(_core.review(job_id, decision, note, alt_text, caption))
 
-    async def events(
+    def events(
         self, job_id: str, *, last_event_id: str | None = None, timeout: float | None = None
     ) -> AsyncIterator[m.JobEvent]:
         follow = _core.Follow(job_id, last_event_id, timeout, self.retry_policy, self._http.timeout)
+        return self._follow(follow)
+
+    async def _follow(self, follow: _core.Follow) -> AsyncIterator[m.JobEvent]:
         while True:
             try:
                 async with self._http.stream(**follow.request()) as response:
@@ -184,7 +187,10 @@ class AsyncClient:
         deadline = deadline_of(timeout)
         if stream:
             try:
-                async for event in self.events(job_id, timeout=timeout):
+                follow = _core.Follow(
+                    job_id, None, timeout, self.retry_policy, self._http.timeout, polls_instead=True
+                )
+                async for event in self._follow(follow):
                     if event.terminal:
                         return await self.get(job_id)
             except WaitTimeout:

@@ -183,6 +183,9 @@ class Client:
         payload. A dropped stream is resumed where it stopped (``Last-Event-ID``). Past
         ``timeout`` seconds, :class:`WaitTimeout`."""
         follow = _core.Follow(job_id, last_event_id, timeout, self.retry_policy, self._http.timeout)
+        return self._follow(follow)
+
+    def _follow(self, follow: _core.Follow) -> Iterator[m.JobEvent]:
         while True:
             try:
                 with self._http.stream(**follow.request()) as response:
@@ -219,7 +222,10 @@ class Client:
         deadline = deadline_of(timeout)
         if stream:
             try:
-                for event in self.events(job_id, timeout=timeout):
+                follow = _core.Follow(
+                    job_id, None, timeout, self.retry_policy, self._http.timeout, polls_instead=True
+                )
+                for event in self._follow(follow):
                     if event.terminal:
                         return self.get(job_id)
             except WaitTimeout:
