@@ -164,6 +164,8 @@ def test_the_last_job_to_end_outboxes_one_signed_batch_callback(flow: Store) -> 
     }
     batch = flow.batch("bat_1")
     assert batch is not None and batch.open == 0 and batch.ended_at is not None
+    assert batch.callback is not None
+    assert (batch.callback["delivery_id"], batch.callback["status"]) == (sent[0]["id"], "pending")
     # the outbox's claim signs it with the service's secret, under the batch's callback policy
     leased = flow.claim_deliveries(10, 30, "o1")
     assert [(d.id, d.callback_private, d.is_alert) for d in leased] == [

@@ -94,6 +94,17 @@ def test_a_batch_of_1000_with_invalid_items_scattered(service: Genhook, receiver
     assert payload["counts"]["succeeded"] == 1000 - len(BROKEN)
     assert payload["counts"]["refused"] == len(BROKEN)
     assert payload["counts"]["items"] == 1000
+    callback = wait_for(
+        lambda: (
+            (c := g.http.get(f"/v1/batches/{batch_id}").json()["callback"])
+            and c["status"] == "delivered"
+            and c
+        ),
+        30,
+        "the batch callback's delivery to be recorded",
+    )
+    assert callback["delivery_id"] == calls[0].headers["webhook-id"]
+    assert callback["attempts"] == 1 and callback["last_status_code"] == 200
     # no item's callback_url was called for the refused items (they are no jobs)
     assert [c for c in receiver.calls() if c.json.get("event") != "batch.completed"] == []
     # another service may not read the batch

@@ -214,8 +214,10 @@ async def create_batch(
 @router.get("/v1/batches/{batch_id}", summary="Get a batch")
 def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
     """The batch: ``counts`` by outcome (``refused``, and each job status), ``status`` (``open``
-    until every job it created has ended, then ``ended``), and its items in order, each with
-    its ``job_id`` and the job's ``status``, or its ``error``."""
+    until every job it created has ended, then ``ended``), its items in order, each with its
+    ``job_id`` and the job's ``status``, or its ``error``; and ``callback``, the batch callback's
+    delivery once it is queued (``delivery_id``, ``status``, ``attempts``, ``last_status_code``,
+    ``delivered_at``)."""
     service = service_of(request)
     batch = owned(api_store(runtime_of(request)).batch(batch_id), service, "batch")
     return {
@@ -225,6 +227,10 @@ def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
         "created_at": iso(batch.created_at),
         "ended_at": iso(batch.ended_at),
         "callback_url": batch.callback_url,
+        # the batch callback's delivery once queued (replay: POST /v1/deliveries/{id}/replay)
+        "callback": None
+        if batch.callback is None
+        else {**batch.callback, "delivered_at": iso(batch.callback["delivered_at"])},
         "counts": batch.counts(),
         "items": batch.items,
     }

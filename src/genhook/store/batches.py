@@ -29,7 +29,6 @@ from sqlalchemy.exc import IntegrityError
 
 from genhook.contract.wire import encode_payload
 from genhook.errors import ErrorCode, GenhookError
-from genhook.ids import new_id
 from genhook.status import TERMINAL, DeliveryStatus, JobStatus
 from genhook.store.accounting import bump_rollup
 from genhook.store.admit import Admitter, Submission
@@ -60,6 +59,11 @@ _STATUS_COUNTS = (
 )
 
 
+def callback_id(batch_id: str) -> str:
+    """The delivery id (the ``webhook-id``) of a batch's callback: one per batch, found by it."""
+    return f"msg_{batch_id}"
+
+
 def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -78,6 +82,7 @@ class StoredBatch:
     items: list[dict[str, Any]]  # per index: job_id (and status) or error
     callback_url: str | None
     ended_at: float | None
+    callback: dict[str, Any] | None = None  # its delivery, once queued
 
     def counts(self) -> dict[str, int]:
         """Items by outcome: ``refused`` (an error), else the status of their job."""
@@ -125,7 +130,7 @@ def _end(conn: sa.Connection, batch_id: str, now: float) -> None:
     conn.execute(
         deliveries.insert(),
         {
-            "id": new_id("msg"),
+            "id": callback_id(batch_id),
             "job_id": None,
             "batch_id": batch_id,
             "service_id": batch.service_id,
@@ -242,6 +247,15 @@ class BatchStore(StoreBase):
                 return None
             ids = [item["job_id"] for item in row.items if "job_id" in item]
             statuses: dict[str, str] = {}
+            sent = conn.execute(
+                sa.select(
+                    deliveries.c.id,
+                    deliveries.c.status,
+                    deliveries.c.attempts,
+                    deliveries.c.last_status_code,
+                    deliveries.c.delivered_at,
+                ).where(deliveries.c.id == callback_id(batch_id))
+            ).first()
             for start in range(0, len(ids), 500):
                 chunk = ids[start : start + 500]
                 statuses.update(
@@ -265,6 +279,15 @@ class BatchStore(StoreBase):
             items=items,
             callback_url=row.callback_url,
             ended_at=None if row.ended_at is None else float(row.ended_at),
+            callback=None
+            if sent is None
+            else {
+                "delivery_id": sent.id,
+                "status": str(sent.status),
+                "attempts": int(sent.attempts),
+                "last_status_code": sent.last_status_code,
+                "delivered_at": sent.delivered_at,
+            },
         )
 
     def batch_jobs(self, batch_id: str) -> list[StoredJob]:
