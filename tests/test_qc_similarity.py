@@ -8,6 +8,7 @@ from pathlib import Path
 from textwrap import dedent
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from genhook.backends.base import BackendRegistry, GenerationRequest, GenerationResult
@@ -154,3 +155,258 @@ def test_glyph_and_crop_checks_apply_to_a_non_procedural_backend(
     failed = {c["check"]: c for c in payload["quality_warning"]["failed_checks"]}
     assert failed["missing_glyphs"]["characters"] == ["\u2603"]
     assert {"salient_region.x_post", "salient_region.facebook_link"} <= set(failed)
+
+
+# -- clips: a perceptual hash per clip, compared like an image's -------------------------------
+
+
+def procedural_clip(
+    folder: Path, subject: str, seed: int, seconds: float = 2.0, size: tuple[int, int] = (180, 320)
+) -> Path:
+    """A real clip (PyAV, H.264) of the procedural backend: ``subject``'s scene for ``seed``
+    under its camera move, at 24 fps."""
+    from genhook.backends.base import Control
+    from genhook.backends.procedural import ProceduralBackend
+
+    request = GenerationRequest(
+        prompt=f"product video of a {subject}",
+        negative_prompt="",
+        width=size[0],
+        height=size[1],
+        seed=seed,
+        model="procedural-v1",
+        subject=subject,
+        kind="video",
+        duration_seconds=seconds,
+        fps=24.0,
+    )
+    made = ProceduralBackend().generate(
+        request, Control(workdir=folder / f"{subject}-{seed}-{seconds}")
+    )
+    assert made.video is not None
+    return made.video.path
+
+
+def rgb_frames(path: Path) -> list[Pixels]:
+    import av
+
+    with av.open(str(path)) as container:
+        return [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+
+
+def write_clip(
+    path: Path, frames: list[Pixels], size: tuple[int, int] | None = None, crf: int = 18
+) -> Path:
+    """``frames`` as an H.264 MP4 at 24 fps (scaled to ``size``, at ``crf``), with PyAV."""
+    import av
+
+    height, width = frames[0].shape[:2]
+    w, h = size or (width, height)
+    with av.open(str(path), "w") as out:
+        stream = out.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        stream.options = {"crf": str(crf)}
+        for pixels in frames:
+            frame = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(width=w, height=h)
+            for packet in stream.encode(frame):
+                out.mux(packet)
+        for packet in stream.encode():
+            out.mux(packet)
+    return path
+
+
+@pytest.fixture(scope="module")
+def clips(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Renders of one scene (the mug, seed 1: again, 3 s long, re-encoded smaller at CRF 32,
+    faded in from black), and of others (another composition of the mug, other products, and a
+    clip that starts as the mug's and cuts to the lamp's at 40 %)."""
+    folder = tmp_path_factory.mktemp("clips")
+    made = {
+        "mug": procedural_clip(folder, "Ceramic Mug", 1),
+        "mug again": procedural_clip(folder / "again", "Ceramic Mug", 1),
+        "mug 3 s": procedural_clip(folder, "Ceramic Mug", 1, seconds=3.0),
+        "mug seed 3": procedural_clip(folder, "Ceramic Mug", 3),
+        "shirt": procedural_clip(folder, "Linen Shirt", 1),
+        "lamp": procedural_clip(folder, "Brass Desk Lamp", 1),
+    }
+    mug, lamp = rgb_frames(made["mug"]), rgb_frames(made["lamp"])
+    cut = int(len(mug) * 0.4)
+    made["mug re-encoded"] = write_clip(folder / "small.mp4", mug, (144, 256), crf=32)
+    made["mug cut to lamp"] = write_clip(folder / "cut.mp4", mug[:cut] + lamp[cut:])
+    fade = len(mug) * 15 // 100
+    made["mug faded in"] = write_clip(
+        folder / "fade.mp4",
+        [(p * (i / fade)).astype(np.uint8) if i < fade else p for i, p in enumerate(mug)],
+    )
+    return made
+
+
+def test_a_clips_hash_is_the_same_from_video_qc_the_export_and_a_plain_decode(
+    clips: dict[str, Path], tmp_path: Path
+) -> None:
+    """The payload's hash (the export's, fed by its one decode) is the one video QC measures
+    and the one a plain decode gives: a clip delivered once is found again by the check."""
+    from genhook.media.similarity import video_phash
+    from genhook.media.video_export import VideoTarget, export_video
+    from genhook.media.video_qc import measure_video
+
+    source = clips["mug"]
+    value = video_phash(source)
+    assert value is not None and valid(value)
+    assert measure_video(source).phash == value
+    targets = [
+        VideoTarget("tall", 180, 320, "crop", 23, "#ffffff"),
+        VideoTarget("square", 120, 120, "pad", 23, "#ffffff"),
+    ]
+    made = export_video(source, targets, tmp_path, stem_for=lambda t: t.code)
+    assert [m.phash for m in made] == [value, value]
+    # the exported square (padded, smaller) is still the same scene to the hash
+    assert distance(value, video_phash(made[1].path) or "") <= 12
+
+
+def test_renders_of_the_same_scene_are_near_and_other_scenes_far(
+    clips: dict[str, Path],
+) -> None:
+    """Measured here: the same render again 0 bits, a 3 s render of the same shot and the
+    render re-encoded smaller at CRF 32 0-3 bits, a fade-in 2; another composition of the same
+    product, other products and a clip that cuts to another scene at 40 % 14-30 bits."""
+    from genhook.media.similarity import video_phash
+
+    hashes = {name: video_phash(path) or "" for name, path in clips.items()}
+    mug = hashes["mug"]
+    assert hashes["mug again"] == mug
+    for same in ("mug 3 s", "mug re-encoded", "mug faded in"):
+        assert distance(mug, hashes[same]) <= 4, same
+    for other in ("mug seed 3", "shirt", "lamp", "mug cut to lamp"):
+        assert distance(mug, hashes[other]) > 12, other
+    # one frame alone would have called the cut a duplicate: its first third is the mug's
+    mug_frames, cut_frames = rgb_frames(clips["mug"]), rgb_frames(clips["mug cut to lamp"])
+    third = len(mug_frames) // 3
+    assert distance(phash(cut_frames[third]), phash(mug_frames[third])) <= 4
+
+
+def test_near_duplicate_on_a_clip_compares_the_clips_hash(clips: dict[str, Path]) -> None:
+    """The check given a clip's hash fails on a recent output of the same scene, naming its
+    job, and passes against other scenes (the poster frame's own hash is not what it uses)."""
+    from genhook.media.similarity import video_phash
+
+    clip_hash = video_phash(clips["mug"])
+    poster = rgb_frames(clips["mug"])[0]
+    checks = ContentChecks(near_duplicate_max_distance=6)
+    before = [
+        RecentHash("job_lamp", video_phash(clips["lamp"]) or ""),
+        RecentHash("job_mug", video_phash(clips["mug re-encoded"]) or ""),
+    ]
+    (failed,) = content_checks(poster, checks, before, clip_hash)
+    assert failed.check == "near_duplicate" and failed.resembles == "job_mug"
+    assert failed.measured <= 4
+    others = [RecentHash("job_shirt", video_phash(clips["shirt"]) or ""), before[0]]
+    assert content_checks(poster, checks, others, clip_hash) == []
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite", "postgresql"])
+def test_product_video_again_for_the_same_product_is_a_near_duplicate(
+    tmp_path: Path, db_kind: str
+) -> None:
+    """product-video (procedural, small) with ``near_duplicate`` on, through the real worker
+    and store: each video output carries the clip's phash; the same trigger again (the same
+    seed, so the same clip) fails near_duplicate naming the first job and is delivered with
+    the warning; another product under the same id passes, and so does the first clip again
+    for another product id."""
+    from jsonschema import Draft202012Validator
+
+    from genhook.backends.procedural import ProceduralBackend
+    from genhook.clock import ManualClock
+    from genhook.config import Settings
+    from genhook.contract.schema import completion_schema
+    from genhook.presets import load_presets
+    from genhook.pricing import load_pricing
+    from genhook.storage import LocalStorage
+    from genhook.store.store import Store
+    from genhook.worker import Worker
+    from tests.databases import database_url
+    from tests.test_video_pipeline import TRIGGER, small_install
+
+    env = small_install(tmp_path)
+    flow = Path(env["GENHOOK_WORKFLOWS_DIR"]) / "product-video.yaml"
+    text = flow.read_text(encoding="utf-8")
+    qc = "      max_retries: 1\n      on_fail: deliver_with_warning\n"
+    assert qc in text, "the shipped product-video QC changed: update this test"
+    ours = "      max_retries: 0\n      on_fail: deliver_with_warning\n"
+    flow.write_text(
+        text.replace(qc, ours + "      near_duplicate: {max_distance: 6}\n"), encoding="utf-8"
+    )
+    presets_dir = Path(env["GENHOOK_PRESETS_DIR"])
+    backends = BackendRegistry()
+    backends.register(ProceduralBackend())
+    engine = Engine.load(
+        flow.parent,
+        presets=load_presets(presets_dir),
+        backends=backends,
+        pricing=load_pricing(presets_dir / "pricing.yaml"),
+    )
+    schema = Draft202012Validator(completion_schema())
+    with database_url(db_kind, tmp_path) as url:
+        store = Store(url, ManualClock())
+        try:
+            store.migrate()
+            worker = Worker(
+                store,
+                engine,
+                LocalStorage(tmp_path / "assets", "http://genhook.test"),
+                Settings(data_dir=tmp_path).resolved(),
+                name="w1",
+            )
+            service = store.create_service("shop")
+
+            def run(**changes: object) -> dict[str, object]:
+                asked = {**TRIGGER, "target_platform": "short_video_pack", **changes}
+                trigger = check_trigger(engine.workflow("product-video"), asked).input
+                job, _ = store.submit(
+                    service_id=service["service_id"],
+                    workflow_id="product-video",
+                    workflow_version=1,
+                    trigger=trigger,
+                    external_id=str(trigger["product_id"]),
+                    callback_url=None,
+                )
+                assert worker.run_once()
+                stored = store.job(str(job.id))
+                assert stored is not None and stored.status == "succeeded", (
+                    stored.error_code,
+                    (stored.result or {}).get("error"),
+                )
+                schema.validate(stored.result)
+                result: dict[str, object] = stored.result
+                return result
+
+            def hashes(payload: dict[str, object]) -> set[str]:
+                outputs = payload["outputs"]
+                assert isinstance(outputs, list) and len(outputs) == 2  # tiktok, reel
+                assert all(o["asset_type"] == "video" for o in outputs)
+                return {o["phash"] for o in outputs}
+
+            def near(payload: dict[str, object]) -> list[dict[str, object]]:
+                warning = payload["quality_warning"] or {"failed_checks": []}
+                assert isinstance(warning, dict)
+                return [c for c in warning["failed_checks"] if c["check"] == "near_duplicate"]
+
+            first = run()
+            assert first["quality_warning"] is None
+            (made,) = hashes(first)  # one tall clip for both presets: one hash
+            assert valid(made)
+
+            again = run()
+            (check,) = near(again)
+            assert check["resembles"] == first["job_id"] and check["measured"] == 0.0
+            assert hashes(again) == {made}
+
+            other = run(product_name="Brass Desk Lamp")  # the same id, another scene
+            assert near(other) == []
+            (lamp,) = hashes(other)
+            assert distance(made, lamp) > 12
+
+            elsewhere = run(product_id="SKU-999")  # the mug's scene, but another product id
+            assert near(elsewhere) == []
+        finally:
+            store.close()

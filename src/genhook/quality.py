@@ -157,13 +157,14 @@ def content_problem(checks: ContentChecks) -> str | None:
 
 
 def near_duplicate(
-    pixels: Pixels, recent: Sequence[RecentHash], max_distance: int
+    pixels: Pixels, recent: Sequence[RecentHash], max_distance: int, value: str | None = None
 ) -> FailedCheck | None:
     """Fails when a recent output's perceptual hash is at most ``max_distance`` bits from this
-    one's; ``measured`` is the distance (it needs ``>= max_distance + 1``)."""
+    one's (``value``, a clip's hash; else that of ``pixels``); ``measured`` is the distance (it
+    needs ``>= max_distance + 1``)."""
     from genhook.media.similarity import nearest, phash
 
-    found = nearest(phash(pixels), recent)
+    found = nearest(value or phash(pixels), recent)
     if found is None or found[0] > max_distance:
         return None
     bits, earlier = found
@@ -192,12 +193,17 @@ def nsfw(pixels: Pixels, max_score: float) -> FailedCheck | None:
 
 
 def content_checks(
-    pixels: Pixels, checks: ContentChecks, recent: Sequence[RecentHash] = ()
+    pixels: Pixels,
+    checks: ContentChecks,
+    recent: Sequence[RecentHash] = (),
+    value: str | None = None,
 ) -> list[FailedCheck]:
-    """Every content check that ``checks`` turned on and ``pixels`` fails."""
+    """Every content check that ``checks`` turned on and ``pixels`` fails (``value``: a clip's
+    perceptual hash, which near_duplicate compares instead of the hash of ``pixels``)."""
     found: list[FailedCheck | None] = []
     if checks.near_duplicate_max_distance is not None:
-        found.append(near_duplicate(pixels, recent, checks.near_duplicate_max_distance))
+        limit = checks.near_duplicate_max_distance
+        found.append(near_duplicate(pixels, recent, limit, value))
     if checks.nsfw_max_score is not None:
         found.append(nsfw(pixels, checks.nsfw_max_score))
     return [f for f in found if f is not None]

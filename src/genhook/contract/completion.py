@@ -90,9 +90,9 @@ class OutputAsset(_Model):
         None,
         pattern=r"^[0-9a-f]{16}$",
         exclude_if=_absent,
-        description="Images only: the 64-bit perceptual hash (16 hex digits) of the image this "
-        "output was cut from (every output of one image carries the same); the near_duplicate "
-        "check compares it.",
+        description="The 64-bit perceptual hash (16 hex digits) of the image this output was "
+        "cut from (every output of one image carries the same), or of the clip a video output "
+        "was cut from; the near_duplicate check compares it.",
     )
 
     url_expires_at: datetime | None = Field(

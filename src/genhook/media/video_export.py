@@ -13,7 +13,10 @@ are held at any time, whatever the clip's length. Each target gets, in its own t
   before the whole file has arrived);
 * the audio, if the source has any: AAC packets copied as they are, any other codec decoded
   once and encoded to AAC per target;
-* a poster: the frame at :data:`POSTER_SECONDS` (or the middle of a shorter clip), as JPEG.
+* a poster: the frame at :data:`POSTER_SECONDS` (or the middle of a shorter clip), as JPEG;
+* the source's perceptual hash (:class:`~genhook.media.similarity.ClipHasher`, fed by this same
+  decode: 32 ms of CPU for a 4 s 1080x1920 clip, where decoding it a second time would cost
+  0.4 s), the same on every target of one source, and the same as video QC's of that clip.
 
 Each file is written under a temporary name beside its final one and renamed when complete; on any
 failure every file this call made is removed and :class:`~genhook.errors.GenhookError` with
@@ -36,7 +39,7 @@ import os
 import queue
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Literal
@@ -53,6 +56,7 @@ from av.video.stream import VideoStream
 from PIL import Image
 
 from genhook.errors import ErrorCode, GenhookError
+from genhook.media.similarity import ClipHasher
 
 __all__ = [
     "DEFAULT_X264_PRESET",
@@ -110,6 +114,8 @@ class EncodedVideo:
     duration_seconds: float
     frames: int
     bytes: int
+    phash: str | None = None
+    """The source clip's perceptual hash (every target of one source carries the same)."""
 
 
 @dataclass(frozen=True)
@@ -425,8 +431,9 @@ def _cores() -> int:
     return os.cpu_count() or 1
 
 
-def _feed(src: _Source, encoders: list[_TargetEncoder]) -> None:
-    """Demux and decode the source once, handing every frame (or audio packet) to each encoder."""
+def _feed(src: _Source, encoders: list[_TargetEncoder], hasher: ClipHasher) -> None:
+    """Demux and decode the source once, handing every frame (or audio packet) to each encoder
+    and every video frame to ``hasher``."""
     streams: list[av.stream.Stream] = [src.video]
     if src.audio is not None:
         streams.append(src.audio)
@@ -435,6 +442,8 @@ def _feed(src: _Source, encoders: list[_TargetEncoder]) -> None:
             return
         if packet.stream is src.video:
             for frame in packet.decode():
+                if isinstance(frame, VideoFrame):
+                    hasher.add(frame)
                 for encoder in encoders:
                     encoder.put(frame)
         elif packet.dts is not None:  # audio; a flush packet has no dts
@@ -474,15 +483,17 @@ def export_video(
             encoders.append(_TargetEncoder(src, target, mp4, jpg, x264_preset, threads))
         for encoder in encoders:
             encoder.thread.start()
+        hasher = ClipHasher(float(src.fps))
         try:
-            _feed(src, encoders)
+            _feed(src, encoders, hasher)
         finally:
             for encoder in encoders:
                 if encoder.thread.is_alive():
                     encoder.put(_END)
             for encoder in encoders:
                 encoder.thread.join()
-        return [encoder.finish() for encoder in encoders]
+        made = hasher.value()
+        return [replace(encoder.finish(), phash=made) for encoder in encoders]
     except BaseException as exc:
         for encoder in encoders:
             encoder.remove_files()

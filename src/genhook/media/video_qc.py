@@ -9,7 +9,9 @@ closely only at a sample of them: about :data:`SAMPLE_FPS` frames a second, each
 - the longest *frozen* span: consecutive samples whose mean absolute difference is under
   :data:`FROZEN_DIFF` grey levels (identical or near-identical pictures), in seconds from the
   first of them to the last;
-- for a clip with an audio track, its peak level in dBFS (a track that is there but silent).
+- for a clip with an audio track, its peak level in dBFS (a track that is there but silent);
+- its perceptual hash (:class:`~genhook.media.similarity.ClipHasher`, from the same decode),
+  which the ``near_duplicate`` check compares with recent outputs' hashes.
 
 :func:`evaluate_video` turns the measurements into failed checks like the image checks do
 (:class:`~genhook.quality.FailedCheck`: measured, limit, comparison, shortfall): checks
@@ -27,6 +29,7 @@ from typing import Literal
 
 import numpy as np
 
+from genhook.media.similarity import ClipHasher
 from genhook.quality import FailedCheck, _above, _below
 
 SAMPLE_FPS = 6.0
@@ -59,6 +62,8 @@ class VideoMeasurements:
     has_audio: bool
     audio_peak_dbfs: float | None
     """The audio track's peak level (None: no audio track; -inf: digital silence)."""
+    phash: str | None = None
+    """The clip's perceptual hash (:func:`genhook.media.similarity.video_phash`'s)."""
 
 
 @dataclass(frozen=True)
@@ -101,7 +106,9 @@ def measure_video(path: Path, sample_fps: float = SAMPLE_FPS) -> VideoMeasuremen
         times: list[float] = []
         previous: np.ndarray | None = None
         diffs: list[float] = []
+        hasher = ClipHasher(fps)
         for frame in container.decode(stream):
+            hasher.add(frame)
             t = float(frame.time) if frame.time is not None else frames / (fps or 1.0)
             first = t if first is None else min(first, t)
             last = t if last is None else max(last, t)
@@ -135,6 +142,7 @@ def measure_video(path: Path, sample_fps: float = SAMPLE_FPS) -> VideoMeasuremen
         frozen_seconds=round(_longest_frozen(times, diffs), 4),
         has_audio=has_audio,
         audio_peak_dbfs=audio_peak(path) if has_audio else None,
+        phash=hasher.value(),
     )
 
 

@@ -250,6 +250,7 @@ class Export(BaseNode):
             duration_seconds=round(one.duration_seconds, 3),
             fps=round(one.fps, 3),
             poster=poster,
+            phash=one.phash,
             **shared,
         )
         return clip, poster

@@ -22,9 +22,11 @@ to its presets), ``black_frames``, ``frozen_seconds``, and the audio rules);
 the same policy then retries, delivers with a warning, or fails.
 
 Two content checks are off unless the params turn them on: ``near_duplicate: {max_distance}``
-(the output's perceptual hash against ``ctx.recent_hashes``, which the worker fills from the
-recent outputs of the same service, workflow and external id) and ``nsfw: {max_score}`` (the
-``nsfw`` extra; a template asking for it without the extra is refused at load).
+(the output's perceptual hash, for a clip the clip's own from
+:func:`~genhook.media.video_qc.measure_video`, against ``ctx.recent_hashes``, which the worker
+fills from the recent outputs of the same service, workflow and external id) and ``nsfw:
+{max_score}`` (the ``nsfw`` extra; a template asking for it without the extra is refused at
+load).
 """
 
 from __future__ import annotations
@@ -204,9 +206,8 @@ def _failures(
     image = replace(thresholds, min_width=0, min_height=0) if clip is not None else thresholds
     measured = measure(candidate.pixels, detect_faces=thresholds.faces != "ignore")
     failed = evaluate(measured, image, candidate.missing_glyphs)
-    failed += content_checks(candidate.pixels, _content(params), recent)
     if clip is None:
-        return failed
+        return failed + content_checks(candidate.pixels, _content(params), recent)
     try:
         video = measure_video(clip.path)
     except ValueError as exc:
@@ -227,6 +228,8 @@ def _failures(
         max_frozen_seconds=params.max_frozen_seconds,
         audio=params.audio,
     )
+    # a clip's near_duplicate compares the clip's hash (what its payload outputs carry)
+    failed += content_checks(candidate.pixels, _content(params), recent, video.phash)
     return [*evaluate_video(video, limits), *failed]
 
 
