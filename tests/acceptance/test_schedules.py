@@ -5,12 +5,25 @@ seen through ``/v1/schedules`` with the service's key. On SQLite and PostgreSQL.
 from __future__ import annotations
 
 import json
+import signal
+import socket
+import time
 from collections.abc import Callable
 from typing import Any
 
 from tests.acceptance.harness import TINY_FLOW, Genhook, Receiver, verify, wait_for
 
 ITEMS = ["sku-1", "sku-2", "sku-3"]
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def _json(value: Any) -> Any:
@@ -101,3 +114,60 @@ def test_a_standalone_worker_runs_the_schedules(genhook_factory: Callable[..., G
     )
     (job,) = g.rows("SELECT input, external_id FROM jobs WHERE id = :j", j=job_id)
     assert job["external_id"] == "from-worker"
+
+
+def test_due_times_missed_while_down_follow_the_policy(
+    genhook_factory: Callable[..., Genhook],
+) -> None:
+    """serve stopped over a due time and started again: the `skip` schedule records it skipped
+    and makes no job; the `catch_up` one fires it once, late."""
+    g = genhook_factory()
+    flow = TINY_FLOW.replace("id: tiny\n", "id: scheduled\n", 1)
+    (g.tmp / "flows" / "scheduled.yaml").write_text(
+        flow
+        + "schedules:\n"
+        + '  - {id: skipper, cron: "* * * * *", service: shop, input: {item_id: s1},'
+        + " grace: 1s}\n"
+        + '  - {id: catcher, cron: "* * * * *", service: shop, input: {item_id: c1},'
+        + " grace: 1s, missed: catch_up}\n",
+        encoding="utf-8",
+    )
+    serve = g.serve(workers=1)
+    rows = wait_for(
+        lambda: len(found := g.rows("SELECT key, next_due_at FROM schedules")) == 2 and found,
+        30,
+        "the scheduler to see both schedules",
+    )
+    due = {r["key"]: float(r["next_due_at"]) for r in rows}
+    assert due["scheduled:skipper"] == due["scheduled:catcher"]
+    down_over = due["scheduled:skipper"]
+    serve.send_signal(signal.SIGTERM)
+    assert serve.wait(30) == 0
+    assert time.time() < down_over, "serve took too long to stop: the due time has passed"
+    time.sleep(max(0.0, down_over + 3 - time.time()))  # down over the due time, and past grace
+    wait_for(lambda: _port_free(g.port), 30, "the stopped serve's workers to let the port go")
+    g.serve(workers=1)
+
+    def fire_of(key: str) -> list[dict[str, Any]]:
+        return g.rows(
+            "SELECT * FROM schedule_fires WHERE schedule_key = :k AND due_at = :d",
+            k=key,
+            d=down_over,
+        )
+
+    (skipped,) = wait_for(lambda: fire_of("scheduled:skipper"), 30, "the skip decision")
+    (caught,) = wait_for(lambda: fire_of("scheduled:catcher"), 30, "the catch-up fire")
+    assert (skipped["outcome"], skipped["created"]) == ("skipped", 0)
+    assert (caught["outcome"], caught["created"]) == ("fired", 1)
+    assert float(caught["fired_at"]) > down_over + 3
+    (job_id,) = _json(caught["job_ids"])
+    g.wait_status(job_id, {"succeeded"}, timeout=90)
+    made = g.rows("SELECT external_id FROM jobs WHERE idempotency_key LIKE 'schedule:%'")
+    # the skipped due time made nothing; later minutes may have fired on time meanwhile
+    assert "c1" in {r["external_id"] for r in made}
+    assert sum(1 for r in made if r["external_id"] == "c1") == len(
+        g.rows(
+            "SELECT due_at FROM schedule_fires WHERE schedule_key = 'scheduled:catcher' "
+            "AND outcome = 'fired'"
+        )
+    )

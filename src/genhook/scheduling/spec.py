@@ -285,8 +285,8 @@ def _grace(bad: Callable[[str, str], None], raw: Any) -> float:
     except ValueError as exc:
         bad("grace", str(exc))
         return DEFAULT_GRACE
-    if not 0 <= seconds <= MAX_GRACE:
-        bad("grace", "grace must be at least 0 and at most 24h")
+    if not 1 <= seconds <= MAX_GRACE:
+        bad("grace", "grace must be at least 1s (a pass is never exactly on time) and at most 24h")
     return seconds
 
 
