@@ -307,3 +307,21 @@ def test_parse_event_by_kind() -> None:
         parse_event({"event": "job.completed", "job_id": "job_1"})
     with pytest.raises(WebhookPayloadError):
         parse_event([1, 2])
+
+
+def test_a_connection_never_made_is_retried_then_raised() -> None:
+    """Nothing listens on the port: every call (even a non-idempotent one) is tried
+    ``attempts`` times, waiting the backoff between, then httpx's ConnectError is raised."""
+    import socket
+
+    from genhook import Client
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    slept: list[float] = []
+    policy = RetryPolicy(attempts=3, backoff=0.01, max_backoff=0.02)
+    genhook = Client(f"http://127.0.0.1:{port}", "key", retry=policy, sleep=slept.append)
+    with genhook, pytest.raises(httpx.ConnectError):
+        genhook.review("job_1", "reject", note="darker")
+    assert len(slept) == 2 and all(0 <= s <= 0.02 for s in slept)

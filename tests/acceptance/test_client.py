@@ -228,7 +228,7 @@ def test_trigger_retried_after_a_dropped_connection_makes_one_job(
 
 def test_each_trigger_gets_its_own_key_unless_given(service: Genhook) -> None:
     """Two calls with the same input are two jobs (a fresh key each); an explicit key twice
-    is one job."""
+    is one job, and with another input a 409 (not retried)."""
     with client(service) as genhook:
         a = genhook.trigger("tiny", {"item_id": "client-keys"})
         b = genhook.trigger("tiny", {"item_id": "client-keys"})
@@ -236,6 +236,10 @@ def test_each_trigger_gets_its_own_key_unless_given(service: Genhook) -> None:
         c = genhook.trigger("tiny", {"item_id": "client-keys"}, idempotency_key="order-77")
         d = genhook.trigger("tiny", {"item_id": "client-keys"}, idempotency_key="order-77")
         assert c.job_id == d.job_id and d.replayed and not c.replayed
+        with pytest.raises(ApiError) as conflict:
+            genhook.trigger("tiny", {"item_id": "client-other"}, idempotency_key="order-77")
+        assert conflict.value.status == 409
+        assert conflict.value.error_code == "idempotency_conflict"
 
 
 # -- a service with a small queue, and no workers ----------------------------------------------
