@@ -30,18 +30,16 @@ def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
 
 
-def _template(g: Genhook, what: str) -> None:
-    """``scheduled.yaml``: the tiny flow, fired every minute as ``shop`` with ``what``."""
+MINUTELY = (
+    '  - id: minutely\n    cron: "* * * * *"\n    timezone: Europe/Berlin\n    service: shop\n'
+)
+
+
+def _template(g: Genhook, schedules: str) -> None:
+    """``scheduled.yaml``: the tiny flow with these ``schedules`` (YAML list entries)."""
     flow = TINY_FLOW.replace("id: tiny\n", "id: scheduled\n", 1)
     (g.tmp / "flows" / "scheduled.yaml").write_text(
-        flow
-        + "schedules:\n"
-        + "  - id: minutely\n"
-        + '    cron: "* * * * *"\n'
-        + "    timezone: Europe/Berlin\n"
-        + "    service: shop\n"
-        + what,
-        encoding="utf-8",
+        flow + "schedules:\n" + schedules, encoding="utf-8"
     )
 
 
@@ -50,7 +48,7 @@ def test_a_schedule_fires_one_job_per_csv_item_through_serve(
 ) -> None:
     g = genhook_factory()
     flows = g.tmp / "flows"
-    _template(g, f"    items: {{file: items.csv}}\n    callback_url: {receiver.url}\n")
+    _template(g, MINUTELY + f"    items: {{file: items.csv}}\n    callback_url: {receiver.url}\n")
     (flows / "items.csv").write_text("item_id\n" + "\n".join(ITEMS) + "\n", encoding="utf-8")
     g.serve(workers=1)
     listed = g.http.get("/v1/schedules")
@@ -95,7 +93,7 @@ def test_a_schedule_fires_one_job_per_csv_item_through_serve(
 def test_a_standalone_worker_runs_the_schedules(genhook_factory: Callable[..., Genhook]) -> None:
     """No serve at all: `genhook worker` alone fires the schedule and runs its job."""
     g = genhook_factory()
-    _template(g, "    input: {item_id: from-worker}\n")
+    _template(g, MINUTELY + "    input: {item_id: from-worker}\n")
     g.worker()
     fires = wait_for(
         lambda: g.rows("SELECT * FROM schedule_fires WHERE outcome = 'fired'"),
@@ -122,15 +120,11 @@ def test_due_times_missed_while_down_follow_the_policy(
     """serve stopped over a due time and started again: the `skip` schedule records it skipped
     and makes no job; the `catch_up` one fires it once, late."""
     g = genhook_factory()
-    flow = TINY_FLOW.replace("id: tiny\n", "id: scheduled\n", 1)
-    (g.tmp / "flows" / "scheduled.yaml").write_text(
-        flow
-        + "schedules:\n"
-        + '  - {id: skipper, cron: "* * * * *", service: shop, input: {item_id: s1},'
-        + " grace: 1s}\n"
-        + '  - {id: catcher, cron: "* * * * *", service: shop, input: {item_id: c1},'
-        + " grace: 1s, missed: catch_up}\n",
-        encoding="utf-8",
+    _template(
+        g,
+        '  - {id: skipper, cron: "* * * * *", service: shop, input: {item_id: s1}, grace: 1s}\n'
+        '  - {id: catcher, cron: "* * * * *", service: shop, input: {item_id: c1}, grace: 1s,'
+        " missed: catch_up}\n",
     )
     serve = g.serve(workers=1)
     rows = wait_for(
