@@ -144,12 +144,17 @@ class Catalog:
             defaults=self.defaults,
         )
 
-    def plan(self, workflow: Workflow, trigger: Mapping[str, Any]) -> dict[str, Any]:
+    def plan(
+        self, workflow: Workflow, trigger: Mapping[str, Any], *, sandbox: bool = False
+    ) -> dict[str, Any]:
         """Dry run of a validated trigger: prompts, style, outputs and a credit estimate.
 
         Credits come from the catalog's pricing (no backend is built): ``expected`` is each
-        generation once (what a run whose outputs pass QC costs), ``max`` every QC retry spent."""
-        ctx = self.context(workflow, trigger, job_id="job_dry_run", backends=BackendRegistry())
+        generation once (what a run whose outputs pass QC costs), ``max`` every QC retry spent.
+        ``sandbox``: as a sandbox service's job runs (procedural, 0 credits)."""
+        ctx = self.context(
+            workflow, trigger, job_id="job_dry_run", backends=BackendRegistry(), sandbox=sandbox
+        )
         planned = plan_workflow(workflow, self.nodes, ctx)
         steps = planned["steps"]
         return {

@@ -393,12 +393,13 @@ async def trigger(
 )
 async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     """Validate and map the trigger without generating: prompt, style, outputs, credits."""
-    service_of(request)
+    service = service_of(request)
     _check_media_type(request.headers.get("content-type"))
     runtime = runtime_of(request)
     wf = runtime.catalog.workflow(workflow_id)
     checked = runtime.catalog.validate(wf, parse_json(await request.body()))
     _check_target(checked.envelope.callback_url, runtime)
     await _check_media_async(wf, checked.input, runtime)
-    plan = await run_in_threadpool(runtime.catalog.plan, wf, checked.input)
+    # a sandbox service's jobs run on procedural at 0 credits: so does its dry run
+    plan = await run_in_threadpool(runtime.catalog.plan, wf, checked.input, sandbox=service.sandbox)
     return JSONResponse(plan)

@@ -288,6 +288,7 @@ def failure_payload(
     credit_cost: float = 0.0,
     generations: int = 0,
     timestamp: datetime | None = None,
+    test: bool = False,
     client_metadata: dict[str, Any] | None = None,
 ) -> CompletionPayload:
     """The ``job.failed`` payload: no outputs, the error with its code and field."""
@@ -313,6 +314,7 @@ def failure_payload(
             error_code=error.code.value, error_description=error.description, field=error.field
         ),
         timestamp=timestamp or now(),
+        test=test,
         client_metadata=client_metadata,
     )
 
@@ -347,6 +349,7 @@ def job_failure_payload(job: JobTotals, error: GenhookError) -> CompletionPayloa
         attempts=job.attempts,
         processing_time_seconds=job.processing_seconds,
         credit_cost=job.credit_cost,
+        test=bool(getattr(job, "sandbox", False)),  # a sandbox service's job
     )
 
 

@@ -122,6 +122,8 @@ class Generate(BaseNode):
         params = self.Params.model_validate(raw)
         frames = self.frames(params, ctx)
         requests = self.requests(name, params, ctx, frames)
+        if ctx.sandbox:  # a sandbox service's job: what generate_once will run, free
+            requests = [replace(r, backend=SANDBOX_BACKEND, model=SANDBOX_MODEL) for r in requests]
         costs = [request_cost(ctx.prices, r) for r in requests]  # priced, no backend built
         primary = requests[0]
         report = {

@@ -251,6 +251,7 @@ class StoredJob:
     backend: str | None
     deduplicated: bool = False
     retry_of: str | None = None  # the ended job POST /v1/jobs/{id}/retry made this one from
+    sandbox: bool = False  # a sandbox service's job: "test": true in every payload
 
     @property
     def client_metadata(self) -> dict[str, Any] | None:
@@ -289,6 +290,7 @@ class StoredJob:
             backend=row["backend"],
             deduplicated=deduplicated,
             retry_of=row.get("retry_of"),
+            sandbox=bool(row.get("sandbox") or False),
         )
 
 
