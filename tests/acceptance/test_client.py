@@ -481,6 +481,8 @@ def test_documented_flask_receiver(service: Genhook, monkeypatch: pytest.MonkeyP
 
 
 def _round_trip(service: Genhook, url: str, completed: list[Any], name: str) -> None:
+    """A real job's callback reaches the example, which records it once; replayed from the
+    delivery log (same webhook-id), it is answered 200 and not recorded again."""
     with client(service) as genhook:
         accepted = genhook.trigger("tiny", {"item_id": f"example-{name}"}, callback_url=url)
         genhook.wait(accepted.job_id, timeout=60)
@@ -488,13 +490,17 @@ def _round_trip(service: Genhook, url: str, completed: list[Any], name: str) -> 
         lambda: [p for p in completed if p.job_id == accepted.job_id], 30, "the example's record"
     )
     assert isinstance(got[0], CompletionPayload) and got[0].succeeded
+
+    def delivery() -> Any:
+        found = service.http.get("/v1/deliveries", params={"job_id": accepted.job_id}).json()
+        return found["deliveries"][0]
+
+    first = wait_for(lambda: (d := delivery())["status"] == "delivered" and d, 30, "delivered")
+    replay = service.http.post(f"/v1/deliveries/{first['delivery_id']}/replay")
+    assert replay.status_code == 202, replay.text
     wait_for(
-        lambda: (
-            service.http.get("/v1/deliveries", params={"job_id": accepted.job_id}).json()[
-                "deliveries"
-            ][0]["status"]
-            == "delivered"
-        ),
+        lambda: (d := delivery())["status"] == "delivered" and len(d["attempt_log"]) == 2,
         30,
-        "the example's 200 to be recorded as delivered",
+        "the replay delivered",
     )
+    assert len([p for p in completed if p.job_id == accepted.job_id]) == 1
