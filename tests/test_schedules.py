@@ -23,7 +23,7 @@ from genhook.errors import TemplateError
 from genhook.presets import Presets
 from genhook.runtime import Runtime
 from genhook.scheduling.items import parse_csv, parse_jsonl
-from genhook.scheduling.scheduler import Scheduler, idempotency_key
+from genhook.scheduling.scheduler import RETRY_SECONDS, Scheduler, idempotency_key
 from genhook.scheduling.spec import ScheduleSpec
 from genhook.store.schema import jobs
 from genhook.workflow.registry import NodeRegistry
@@ -439,8 +439,10 @@ def test_items_make_one_job_each_and_bad_items_are_refused_alone(kind: str, tmp_
         assert {j["callback_url"] for j in made} == {"http://127.0.0.1:9/hook"}
         due = start - 60 + 900
         assert made[0]["idempotency_key"] == idempotency_key(env.scheduler.specs[0], due, 0)
-        # no such service: tried again while on time, then recorded failed
+        # no such service: tried again while on time (not in a busy loop), then recorded failed
         assert "tiny:feed" not in fires
+        env.scheduler.poll_seconds = 60.0
+        assert env.scheduler.next_wake() == RETRY_SECONDS
         env.clock.advance(120)
         failed = {f.schedule_key: f for f in env.scheduler.tick()}["tiny:feed"]
         assert failed.outcome == "failed" and "no service named 'nobody'" in str(failed.error)

@@ -25,7 +25,8 @@ fires for the past):
 * when the items cannot be read or the service does not exist, the due time is tried again on
   the next passes while it is on time, then recorded ``failed`` with the reason.
 
-Passes run every :data:`POLL_SECONDS` at most, and at the next due time if sooner. Time is
+Passes run every :data:`POLL_SECONDS` at most, and at the next due time if sooner (a due time
+whose items could not be read: again :data:`RETRY_SECONDS` later). Time is
 the runtime's clock (:mod:`genhook.clock`), so tests move it by hand.
 """
 
@@ -55,6 +56,9 @@ log = logging.getLogger("genhook.scheduler")
 
 POLL_SECONDS = 5.0
 """The longest a scheduler waits between passes (a pause or resume elsewhere is seen by then)."""
+RETRY_SECONDS = 5.0
+"""How soon a due time whose items could not be read (or whose service is missing) is tried
+again while it is on time."""
 MISSED_COUNT_LIMIT = 10_000
 """Missed due times are counted up to this many (a fire row's ``missed``)."""
 
@@ -80,6 +84,7 @@ class Scheduler:
         self.poll_seconds = poll_seconds
         self.specs = all_specs(runtime)
         self._fetcher: ItemsFetcher | None = None
+        self._deferred: set[str] = set()  # due, but tried again later (items unreadable)
 
     @property
     def fetcher(self) -> ItemsFetcher:
@@ -103,6 +108,7 @@ class Scheduler:
         process dealt with first are not among them)."""
         states = self.store.schedule_states()
         fires: list[Fire] = []
+        self._deferred.clear()
         for spec in self.specs:
             now = self.clock.now()
             state = states.get(spec.key)
@@ -138,7 +144,10 @@ class Scheduler:
         soonest = now + self.poll_seconds
         for state in self.store.schedule_states().values():
             if state.paused_at is None and state.next_due_at is not None:
-                soonest = min(soonest, state.next_due_at)
+                due = state.next_due_at
+                if state.key in self._deferred and due <= now:
+                    due = now + RETRY_SECONDS  # not a busy loop over an unreadable file
+                soonest = min(soonest, due)
         return max(0.05, soonest - now)
 
     def _deal_with(self, spec: ScheduleSpec, state: ScheduleState, now: float) -> Fire | None:
@@ -167,7 +176,8 @@ class Scheduler:
         except ItemsUnreadable as exc:
             if not late:
                 log.warning("schedule %s: %s not fired yet: %s", spec.key, iso(due), exc)
-                return None  # tried again on the next pass while on time
+                self._deferred.add(spec.key)
+                return None  # tried again RETRY_SECONDS later while on time
             log.warning("schedule %s: %s failed: %s", spec.key, iso(due), exc)
             return self.store.record_fire(
                 key=spec.key,
