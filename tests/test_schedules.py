@@ -577,3 +577,36 @@ def test_two_transactions_for_one_due_time_make_one_fire(kind: str, tmp_path: Pa
         assert len(won) == 1 and won[0].created == 3
         assert len(env.jobs()) == 3
         assert [f.due_at for f in env.runtime.store.schedule_fires(spec.key)] == [due]
+
+
+LIMITED = """\
+schedules:
+  - id: limited
+    cron: "*/15 * * * *"
+    timezone: UTC
+    service: small
+    items: {file: items.csv}
+"""
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "postgresql"])
+def test_a_fire_is_held_to_its_services_limits_item_by_item(kind: str, tmp_path: Path) -> None:
+    """The service's queue limit refuses the item past it (queue_full, the others are jobs);
+    its rate limit holds the second job (rate_limit), as for triggers of that service."""
+    start = 1_800_000_000.0 - 1_800_000_000.0 % 900 + 60
+    for env in _runtime(kind, tmp_path, LIMITED, start):
+        env.runtime.store.create_service("small", queue_limit=2, rate_limit="1/h")
+        (env.flows / "items.csv").write_text("item_id\nL1\nL2\nL3\n", encoding="utf-8")
+        env.scheduler = Scheduler(env.runtime)
+        env.scheduler.tick()
+        env.clock.advance(900 - 60 + 1)
+        (fire,) = env.scheduler.tick()
+        assert (fire.outcome, fire.created, fire.refused) == ("fired", 2, 1)
+        assert fire.errors is not None
+        assert fire.errors[0]["index"] == 2
+        assert fire.errors[0]["error"]["error_code"] == "queue_full"
+        made = env.jobs()
+        assert [j["hold_reason"] for j in sorted(made, key=lambda j: j["rate_seq"])] == [
+            None,
+            "rate_limit",
+        ]
