@@ -60,7 +60,7 @@ schema: $(STAMP)
 ## baseline measured in the same run and exits non-zero below its target. All of them run; the
 ## target fails if any of them did.
 BENCHES := export.py "accept.py --limited" claim.py deliver.py e2e.py load_share.py memory.py \
-  video_export.py concurrency.py scale.py storage_upload.py batch.py
+  video_export.py concurrency.py scale.py storage_upload.py batch.py listing.py
 ## (the test install: storage_upload.py measures the S3 clients against the tests' moto server)
 bench: $(TEST_STAMP)
 	@status=0; \
