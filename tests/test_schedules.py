@@ -22,6 +22,7 @@ from genhook.config import Settings
 from genhook.errors import TemplateError
 from genhook.presets import Presets
 from genhook.runtime import Runtime
+from genhook.scheduling.control import list_views
 from genhook.scheduling.items import parse_csv, parse_jsonl
 from genhook.scheduling.scheduler import RETRY_SECONDS, Scheduler, idempotency_key
 from genhook.scheduling.spec import ScheduleSpec
@@ -448,6 +449,10 @@ def test_items_make_one_job_each_and_bad_items_are_refused_alone(kind: str, tmp_
         assert failed.outcome == "failed" and "no service named 'nobody'" in str(failed.error)
         state = env.runtime.store.schedule_state("tiny:feed")
         assert state is not None and state.last_error == failed.error
+        views = {v["schedule_id"]: v for v in list_views(env.runtime)}
+        assert views["tiny:feed"]["service_found"] is False
+        assert views["tiny:feed"]["last_outcome"] == "failed"
+        assert views["tiny:catalogue"]["service_found"] is True
 
 
 # -- items by URL, through the guarded fetcher ---------------------------------------------------

@@ -90,6 +90,7 @@ async def test_a_service_sees_its_schedules_and_the_operator_all(api: Api) -> No
     assert weekly["next_due_local"] == "2026-12-07T09:00:00+01:00"
     assert weekly["cron"] == "0 9 * * MON" and weekly["timezone"] == "Europe/Berlin"
     assert weekly["paused"] is False and weekly["last_outcome"] is None
+    assert weekly["service_found"] is True
     no_key = await api.client.get("/v1/schedules")
     assert no_key.status_code == 401
 

@@ -65,7 +65,7 @@ def _table(views: list[dict[str, Any]]) -> None:
             escape(v["schedule_id"]),
             escape(v["cron"]),
             escape(v["timezone"]),
-            escape(v["service"]),
+            escape(v["service"]) + ("" if v["service_found"] else " (no such service)"),
             v["missed"],
             "paused" if v["paused"] else str(v["next_due_local"]),
             escape(last),

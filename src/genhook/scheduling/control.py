@@ -46,13 +46,17 @@ def fire_view(fire: Fire) -> dict[str, Any]:
     }
 
 
-def schedule_view(spec: ScheduleSpec, state: ScheduleState | None, now: float) -> dict[str, Any]:
-    """The schedule as ``schedules list`` and ``GET /v1/schedules`` show it."""
+def schedule_view(
+    spec: ScheduleSpec, state: ScheduleState | None, now: float, service_found: bool = True
+) -> dict[str, Any]:
+    """The schedule as ``schedules list`` and ``GET /v1/schedules`` show it; ``service_found``
+    False: no service has its ``service`` name now (its fires fail until one does)."""
     stored = None if state is None else state.next_due_at
     next_due = spec.next_due(now) if stored is None else stored
     paused = state is not None and state.paused_at is not None
     return {
         **spec.describe(),
+        "service_found": service_found,
         "paused": paused,
         "paused_at": None if state is None else iso(state.paused_at),
         "paused_by": None if state is None else state.paused_by,
@@ -74,9 +78,10 @@ def _local(spec: ScheduleSpec, t: float) -> str:
 def list_views(runtime: Runtime, service: str | None = None) -> list[dict[str, Any]]:
     """Every schedule (``service``: only those that fire as that service), by key."""
     states = runtime.store.schedule_states()
+    names = {s.name for s in runtime.store.list_services()}
     now = runtime.clock.now()
     return [
-        schedule_view(spec, states.get(spec.key), now)
+        schedule_view(spec, states.get(spec.key), now, spec.service in names)
         for spec in all_specs(runtime)
         if service is None or spec.service == service
     ]
@@ -84,7 +89,8 @@ def list_views(runtime: Runtime, service: str | None = None) -> list[dict[str, A
 
 def detail_view(runtime: Runtime, spec: ScheduleSpec, fires: int = 20) -> dict[str, Any]:
     """The schedule with its latest fires."""
-    view = schedule_view(spec, runtime.store.schedule_state(spec.key), runtime.clock.now())
+    found = runtime.store.service_by_name(spec.service) is not None
+    view = schedule_view(spec, runtime.store.schedule_state(spec.key), runtime.clock.now(), found)
     view["fires"] = [fire_view(f) for f in runtime.store.schedule_fires(spec.key, fires)]
     return view
 
