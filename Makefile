@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: install serve demo test lint typecheck unit bench clean schema
+.PHONY: install serve demo test lint typecheck unit bench clean schema reliability
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -41,6 +41,19 @@ test: $(TEST_STAMP)
 	$(BIN)/ruff format --check src tests bench scripts
 	$(BIN)/mypy
 	$(BIN)/pytest -n 2 --cov --cov-report=term:skip-covered
+
+## The long proofs of docs/reliability.md at full size (an hour or more on 2 cores): the property
+## tests and the lifecycle model with many more examples, the kills, the database outage, hostile
+## receivers and requests, the secrets search, the SSRF guard, and the 10,000-job soak on both
+## stores (its figures in var/soak-*.json). `make test` runs all of them reduced.
+RELIABILITY := tests/test_properties.py tests/test_lifecycle_model.py tests/test_ssrf.py \
+  tests/acceptance/test_kills.py tests/acceptance/test_database_down.py \
+  tests/acceptance/test_hostile_receivers.py tests/acceptance/test_hostile_requests.py \
+  tests/acceptance/test_secrets.py tests/acceptance/test_soak.py
+reliability: $(TEST_STAMP)
+	mkdir -p var
+	GENHOOK_PROPERTY_EXAMPLES=5000 GENHOOK_MODEL_EXAMPLES=400 GENHOOK_SOAK_JOBS=10000 \
+	  GENHOOK_SOAK_REPORT=var/soak.json $(BIN)/pytest -n 2 -s $(RELIABILITY)
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench scripts

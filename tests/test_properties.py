@@ -11,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import math
+import os
 import socket
 from pathlib import Path
 from typing import Any
@@ -33,7 +34,10 @@ from tests.conftest import SAMPLES
 
 ROOT = Path(__file__).resolve().parent.parent
 FAST = settings(
-    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+    max_examples=int(os.environ.get("GENHOOK_PROPERTY_EXAMPLES", "300")),  # reliability: more
+    derandomize="GENHOOK_PROPERTY_EXAMPLES" not in os.environ,  # make test: the same cases
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture],
 )
 CODES = {code.value for code in ErrorCode}
 
