@@ -483,8 +483,40 @@ lists every claim of the job by a worker with its `outcome` (`succeeded`, `faile
 `result` is null until the job ends, then the completion payload exactly as delivered to
 `callback_url` (see [payload.md](payload.md)).
 
-`GET /v1/jobs?external_id=SKU-123` answers `{"jobs": [...]}`, each in this shape, newest first,
-at most 100.
+`GET /v1/jobs?external_id=SKU-123` answers `{"jobs": [...], "next_cursor"}`, each in this
+shape, newest first, 100 a page. The job also shows `retry_of` (the job it is a retry of, or
+null) and `retried_by` (the jobs made by retrying it, oldest first).
+
+### Listing: `GET /v1/jobs`
+
+```sh
+curl -sG http://127.0.0.1:8080/v1/jobs -H "Authorization: Bearer $GENHOOK_KEY" \\
+  -d status=failed,cancelled -d created_after=2026-11-28T00:00:00Z -d limit=100
+```
+
+`{"jobs": [...], "next_cursor": "c1.WzE3..."}`: the calling service's jobs, newest first (by
+creation, then id), each in the shape above. Send `next_cursor` back as `cursor`, with the same
+filters, until it is `null`. The cursor is a position, not an offset: jobs accepted meanwhile
+are newer than it and never shift a page, so a walk lists every job that existed when it began
+once; a page costs the same at any depth (see [benchmarks](benchmarks.md)). Filters, combined
+with AND: `status` (one, or several separated by commas), `workflow_id`, `external_id`,
+`created_after` and `created_before` (ISO 8601 with an offset; `created_after <= created_at <
+created_before`); `limit` 1 to 500 (default 50). A bad filter is `422 invalid_value` with
+`field` naming it; a cursor that does not decode, or that was made for other filters, `422
+invalid_cursor` (field `cursor`): start again without one.
+
+### Retry: `POST /v1/jobs/{job_id}/retry`
+
+`202` with the trigger's answer and `retry_of`: `{"job_id", "status": "queued", "workflow_id",
+"status_url", "created_at", "retry_of"}`. The new job has the ended job's input, workflow
+version, external id, callback URL and envelope (`callback_events`, `client_metadata`,
+`priority`; not `deadline`, which was about the first job), and goes through the service's flow
+control like a trigger: it may wait (`hold_reason`), be refused at the queue limit (`429
+queue_full`), and its budget and backend breakers apply when it starts; a deduplication key does
+not return the old job. `Idempotency-Key` works as for a trigger (the same key again: `200`, the
+same retry). `409 not_retryable` while the job has not ended (or for a trigger refused as
+invalid input, which would be refused again), `409 workflow_changed` when the installed
+workflow's version is no longer the job's; another service's job `403`, an unknown one `404`.
 
 ### Cancel: `POST /v1/jobs/{job_id}/cancel`
 
