@@ -70,7 +70,7 @@ def test_statuses_are_stored_and_serialised_as_their_strings(store: Store) -> No
         stored = conn.execute(sa.select(jobs.c.status).where(jobs.c.id == job_id)).scalar()
     assert type(stored) is str and stored == "queued" == JobStatus.QUEUED
     assert json.dumps({"status": JobStatus.QUEUED}) == '{"status": "queued"}'
-    assert {str(s) for s in TERMINAL} == {"succeeded", "failed", "cancelled"}
+    assert {str(s) for s in TERMINAL} == {"succeeded", "failed", "cancelled", "expired"}
 
 
 def test_a_claim_gives_a_frozen_job_with_its_attempt_counted_and_its_start(store: Store) -> None:

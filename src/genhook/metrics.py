@@ -109,7 +109,12 @@ DELIVERY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 15,
 
 LIVE_STATUSES: tuple[JobStatus, ...] = tuple(s for s in JobStatus if s not in TERMINAL)
 """Statuses counted from the jobs table itself (what the queue holds now)."""
-ENDED = {"succeeded": "completed", "failed": "failed", "cancelled": "cancelled"}
+ENDED = {
+    "succeeded": "completed",
+    "failed": "failed",
+    "cancelled": "cancelled",
+    "expired": "expired",
+}
 """Ended statuses and the roll-up column that counts them."""
 
 
@@ -443,7 +448,7 @@ class Snapshot:
 
     services: Sequence[Any]  # id, name, created_at, paused_at, daily_budget
     live: Sequence[Any]  # service_id, workflow_id, status, hold_reason, count, oldest created_at
-    ended: Sequence[Any]  # service_id, workflow_id, completed, failed, cancelled, credits
+    ended: Sequence[Any]  # service_id, workflow_id, completed, failed, cancelled, expired, credits
     ledger: Sequence[Any]  # service_id, spent, reserved (today)
     backends: Sequence[Any]  # backend, state, failures
     endpoints: Sequence[Any]  # service_id, state, count
@@ -498,6 +503,7 @@ def read_store(engine: sa.Engine, now: float) -> Snapshot:
                     sa.func.sum(rollup.completed),
                     sa.func.sum(rollup.failed),
                     sa.func.sum(rollup.cancelled),
+                    sa.func.sum(rollup.expired),
                     sa.func.sum(rollup.credits),
                 ).group_by(rollup.service_id, rollup.workflow_id)
             ).all(),
@@ -652,11 +658,11 @@ def store_families(snapshot: Snapshot, labels: Labels, now: float) -> list[Metri
                 f["held"].add((name, str(reason)), count)
     for service_id, workflow_id, *sums in snapshot.ended:
         pair = (svc(service_id), wf(workflow_id))
-        for status, n in zip(ENDED, sums[:3], strict=True):
+        for status, n in zip(ENDED, sums[: len(ENDED)], strict=True):
             f["ended"].add((*pair, status), n or 0)
         for status in LIVE_STATUSES:  # a workflow's live series stay, at 0, once it has run
             f["jobs"].add((*pair, str(status)), 0)
-        f["credits"].add(pair, sums[3] or 0)
+        f["credits"].add(pair, sums[len(ENDED)] or 0)
     for service_id, spent, reserved in snapshot.ledger:
         f["today"].add((svc(service_id),), spent or 0)
         f["reserved"].add((svc(service_id),), reserved or 0)

@@ -22,10 +22,11 @@ class JobStatus(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    EXPIRED = "expired"  # its trigger's deadline passed before it started
 
 
 TERMINAL: frozenset[JobStatus] = frozenset(
-    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+    {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.EXPIRED}
 )
 """A job in one of these has ended: nothing moves it again."""
 
@@ -56,6 +57,7 @@ class DeliveryStatus(StrEnum):
     SENDING = "sending"
     DELIVERED = "delivered"
     FAILED = "failed"
+    DROPPED = "dropped"  # a non-terminal event (job.started, job.progress) its job outlived
 
 
 class DeliveryOutcome(StrEnum):

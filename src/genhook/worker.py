@@ -32,6 +32,7 @@ from genhook import metrics
 from genhook.backends.base import BackendStatus, Progress, probe
 from genhook.config import Settings
 from genhook.contract.completion import CompletionPayload, job_failure_payload
+from genhook.contract.events import PROGRESS
 from genhook.engine import Engine, Outcome, backend_limits
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import BreakerState
@@ -43,7 +44,9 @@ from genhook.review import needs_review, quality_reports, wants_review
 from genhook.signals import Signal
 from genhook.status import JobStatus
 from genhook.storage import AssetStorage, Staging
+from genhook.store.callbacks import announces_start, asked
 from genhook.store.db import describe
+from genhook.store.expiry import SWEEP_SECONDS
 from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
 from genhook.workflow.template import Workflow
@@ -97,6 +100,7 @@ class _Running:
     pending: dict[str, Any] | None = None  # progress not written yet
     written: dict[str, Any] | None = None  # the last progress written
     written_at: float = float("-inf")  # time.monotonic() of that write
+    calls_back: bool = False  # its trigger asked for job.progress callbacks
 
 
 def progress_detail(progress: Progress) -> dict[str, Any]:
@@ -130,6 +134,7 @@ class LeaseKeeper:
         self._held: dict[str, _Running] = {}
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
+        self.deliveries_signal: Signal | None = None  # woken when progress is called back
         self.turns = 0  # renewals so far (tests and the bench read it)
 
     def add(self, state: _Running) -> None:
@@ -194,6 +199,8 @@ class LeaseKeeper:
             for state, detail in items:
                 state.written, state.written_at = detail, now
         self.events_signal.notify()
+        if self.deliveries_signal is not None and any(s.calls_back for s, _ in items):
+            self.deliveries_signal.notify()  # a job.progress callback may be in the outbox
 
     def _run(self) -> None:
         beat = self.settings.heartbeat_seconds
@@ -271,6 +278,8 @@ class Worker:
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{new_id('w')[-8:]}"
         self.concurrency = max(1, concurrency)
         self.leases = LeaseKeeper(store, self.name, settings, self.events_signal)
+        self.leases.deliveries_signal = self.deliveries_signal
+        self._swept_at = float("-inf")  # time.monotonic() of the last deadline sweep
         self._running: set[threading.Thread] = set()
         self._room = threading.Condition()
 
@@ -282,6 +291,7 @@ class Worker:
         half = self.concurrency // 2
         full = False  # the last claim filled every free slot: more jobs are likely waiting
         while not stop.is_set():
+            self._sweep_deadlines()
             with self._room:
                 free = self.concurrency - len(self._running)
                 if free <= 0:
@@ -306,6 +316,8 @@ class Worker:
                 self._probe_backends()
                 self.jobs_signal.wait(poll, seen=seen)
                 continue
+            if any(announces_start(job) for job in claimed):
+                self.deliveries_signal.notify()  # its job.started is in the outbox
             for job in claimed:
                 self._start(job)
         with self._room:
@@ -357,6 +369,21 @@ class Worker:
         with self._room:
             return len(self._running)
 
+    def _sweep_deadlines(self) -> None:
+        """Every :data:`~genhook.store.expiry.SWEEP_SECONDS`, end the waiting jobs past their
+        trigger's deadline (``expired``; see :mod:`genhook.store.expiry`), and wake the outbox
+        for their callbacks."""
+        now = time.monotonic()
+        if now - self._swept_at < SWEEP_SECONDS:
+            return
+        self._swept_at = now
+        try:
+            if self.store.sweep_deadlines():
+                self.deliveries_signal.notify()
+                self.events_signal.notify()
+        except Exception as exc:  # the next sweep tries again
+            _log_failure(f"deadline sweep by {self.name}", exc)
+
     def _probe_backends(self) -> None:
         """Probe a backend whose breaker is open when its probe is due (one worker of all
         processes takes each probe); a ready answer closes it and frees its held jobs."""
@@ -378,6 +405,8 @@ class Worker:
         job = self.store.claim(self.name, self.settings.lease_seconds)
         if job is None:
             return False
+        if announces_start(job):
+            self.deliveries_signal.notify()
         self.events_signal.notify()
         try:
             self.process(job)
@@ -393,7 +422,9 @@ class Worker:
         the finishing transaction, so a worker that lost its lease never touches what the
         lease holder delivered.
         """
-        state = _Running(job.id)
+        state = _Running(
+            job.id, calls_back=job.callback_url is not None and asked(job.envelope, PROGRESS)
+        )
         clock = self.store.clock
         claimed_at = job.claimed_at
 

@@ -38,9 +38,11 @@ from genhook.store.accounting import (
     settle,
 )
 from genhook.store.admit import FRESH, Admission, Admitter, Submission, replayed
-from genhook.store.batches import batch_job_ended
 from genhook.store.base import Row, StoreBase
+from genhook.store.batches import batch_job_ended
+from genhook.store.callbacks import announce_start, asks_any, drop_pending_events, outbox_progress
 from genhook.store.db import unavailable
+from genhook.store.expiry import startable
 from genhook.store.ops_events import OperatorEvent, endpoint_of, record_event
 from genhook.store.records import Attempt, Job, JobEvent, StoredJob
 from genhook.store.schema import (
@@ -91,6 +93,7 @@ _FIRST_IN_TURN = (
         jobs.c.service_id == _TURN,
         claimable(),
         jobs.c.run_after <= sa.bindparam("now"),
+        startable(sa.bindparam("now")),  # not past its trigger's deadline (genhook.store.expiry)
         sa.or_(
             jobs.c.backend.is_(None),
             jobs.c.backend.not_in(
@@ -299,6 +302,7 @@ def _releasing(cancel_requested: bool, columns: tuple[str, ...], spared: bool) -
             jobs.c.credit_cost,
             jobs.c.reserved,
             jobs.c.reserved_day,
+            jobs.c.envelope,
             jobs.c.batch_id,
         )
     )
@@ -508,6 +512,8 @@ class JobStore(StoreBase):
             "hold_reason": None,
             "rate_slot": None,
             "rate_seq": None,
+            # the envelope's deadline as a column, for the claim and the sweep (0011)
+            "deadline": None if envelope is None else envelope.get("deadline"),
         }
         return Submission(row, admission.dedup_window)
 
@@ -598,13 +604,15 @@ class JobStore(StoreBase):
                 due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
                 if not (due or stalled):
                     return None
-                return self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
+                job = self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
+                return announce_start(conn, job, now)  # job.started, when the trigger asked
         with self._read() as conn:
             due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
         if not (due or stalled):
             return None
         with self._write() as conn:
-            return self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
+            job = self._claim(conn, worker, lease_seconds, now, stalled=bool(stalled))
+            return announce_start(conn, job, now)  # job.started, when the trigger asked
 
     def claim_many(self, worker: str, lease_seconds: float, most: int) -> list[Job]:
         """Up to ``most`` jobs in one transaction, each taken as :meth:`claim` takes one and in
@@ -649,6 +657,7 @@ class JobStore(StoreBase):
             )
             if job is None:
                 break
+            announce_start(conn, job, now)  # job.started, when the trigger asked
             taken.append(job)
             if not due:
                 break
@@ -846,6 +855,7 @@ class JobStore(StoreBase):
                     jobs.c.service_id == svc.service_id,
                     claimable(),
                     jobs.c.run_after <= now,
+                    startable(now),  # not past its trigger's deadline
                     # not a backend whose breaker is open, nor one at its limit (this claim)
                     sa.or_(jobs.c.backend.is_(None), jobs.c.backend.not_in(excluded)),
                 )
@@ -1030,6 +1040,8 @@ class JobStore(StoreBase):
             ]
             if rows:
                 conn.execute(_EVENT, rows)
+                # job.progress callbacks, where triggers asked (at most one every 2 s a job)
+                outbox_progress(conn, [(jid, d) for jid, d in progress if jid in owned], now)
         return len(rows)
 
     def cancel_requested(self, job_id: str) -> bool:
@@ -1286,6 +1298,8 @@ class JobStore(StoreBase):
             )
         else:
             bump_rollup(conn, done.service_id, done.workflow_id, now, **figures)
+        if done.callback_url and asks_any(done.envelope):
+            drop_pending_events(conn, job_id)  # no job.started/progress after the end
         if done.callback_url:
             self._outbox(conn, job_id, done.service_id, done.callback_url, encoded, now)
         if done.batch_id is not None:  # the batch's last job outboxes the batch callback
@@ -1362,6 +1376,8 @@ class JobStore(StoreBase):
                 conn.execute(_DEQUEUE, {"service_id": ended["service_id"]})  # before the roll-up
                 bump_rollup(conn, ended["service_id"], ended["workflow_id"], now, cancelled=1)
                 self._event(conn, job_id, JobStatus.CANCELLED, encoded.parsed, now)
+                if ended["callback_url"] and asks_any(ended["envelope"]):
+                    drop_pending_events(conn, job_id)  # a retrying job's progress left
                 if ended["callback_url"]:
                     self._outbox(
                         conn, job_id, ended["service_id"], ended["callback_url"], encoded, now

@@ -11,6 +11,7 @@ from genhook.status import TERMINAL
 from genhook.store.base import Row
 from genhook.store.batches import BatchStore
 from genhook.store.deliveries import DeliveryStore
+from genhook.store.expiry import ExpiryStore
 from genhook.store.jobs import JobStore, Lease
 from genhook.store.listing import ListingStore
 from genhook.store.ops import OpsStore
@@ -30,6 +31,7 @@ class Store(
     OpsStore,
     RetentionStore,
     ListingStore,
+    ExpiryStore,
     ScheduleStore,
     BatchStore,
 ):
