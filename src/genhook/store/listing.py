@@ -195,15 +195,24 @@ def as_retry(item: Submission, retry_of: str) -> Submission:
     return Submission({**item.row, "retry_of": retry_of}, item.dedup_window)
 
 
+# built once (building a statement per page cost more than running it)
+_ATTEMPTS = (
+    sa.select(attempts)
+    .where(attempts.c.job_id.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(attempts.c.job_id, attempts.c.number)
+)
+_RETRIED_BY = (
+    sa.select(jobs.c.retry_of, jobs.c.id)
+    .where(jobs.c.retry_of.in_(sa.bindparam("ids", expanding=True)))
+    .order_by(jobs.c.created_at, jobs.c.id)
+)
+
+
 def _attempts_of(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, list[Attempt]]:
     """Each job's attempts, first first, in one statement."""
     found: dict[str, list[Attempt]] = defaultdict(list)
     if job_ids:
-        rows = conn.execute(
-            sa.select(attempts)
-            .where(attempts.c.job_id.in_(list(job_ids)))
-            .order_by(attempts.c.job_id, attempts.c.number)
-        ).mappings()
+        rows = conn.execute(_ATTEMPTS, {"ids": list(job_ids)}).mappings()
         for row in rows:
             found[row["job_id"]].append(Attempt.from_row(row))
     return dict(found)
@@ -213,11 +222,7 @@ def _retried_by(conn: sa.Connection, job_ids: Sequence[str]) -> dict[str, list[s
     """Each job's retries (job ids, oldest first), in one statement on ``ix_jobs_retry_of``."""
     found: dict[str, list[str]] = defaultdict(list)
     if job_ids:
-        rows = conn.execute(
-            sa.select(jobs.c.retry_of, jobs.c.id)
-            .where(jobs.c.retry_of.in_(list(job_ids)))
-            .order_by(jobs.c.created_at, jobs.c.id)
-        )
+        rows = conn.execute(_RETRIED_BY, {"ids": list(job_ids)})
         for retry_of, job_id in rows:
             found[retry_of].append(job_id)
     return dict(found)
