@@ -497,6 +497,10 @@ NETNS_ADDRESSES = [
     "100.100.100.200/32",
     "168.63.129.16/32",
     "10.9.8.7/32",
+    "172.16.0.1/32",
+    "192.168.1.1/32",
+    "100.64.0.1/32",
+    "198.18.0.1/32",
     "fd00:ec2::254/128",
     "fd12::7/128",
 ]
@@ -507,7 +511,11 @@ def test_private_callbacks_never_reach_metadata_for_real() -> None:
     addresses) really answer, genhook with private callbacks allowed refuses them at trigger time
     and at connect time, in every spelling and behind names; loopback and private addresses it
     does reach. The receiver, not genhook, says what got through."""
-    report = run_isolated("tests.ssrf_probe", NETNS_ADDRESSES)
+    report = {
+        url: r
+        for url, r in run_isolated("tests.ssrf_probe", NETNS_ADDRESSES).items()
+        if not url.startswith("production ")
+    }
     reached = {url for url, r in report.items() if r["reached"]}
     accepted = {url for url, r in report.items() if r["accepted"]}
     private = {
@@ -522,3 +530,23 @@ def test_private_callbacks_never_reach_metadata_for_real() -> None:
         if url not in private:
             assert result["outcome"] == "blocked", (url, result)
             assert str(result["error"]).startswith("blocked: "), (url, result)
+
+
+def test_the_production_policy_refuses_every_forbidden_form_for_real() -> None:
+    """The SSRF matrix: with private callbacks not allowed (production), over 40 forbidden
+    forms (loopback in decimal, octal, hex, short and full-width forms, IPv6 loopback, mapped
+    and compatible, the unspecified address, every private, CGNAT, link-local, metadata,
+    benchmark, multicast, reserved and broadcast range, names resolving inside or half inside,
+    a rebinding name, non-http schemes, credentials) are refused at trigger time and not sent
+    by the sender, inside a loopback-only namespace where those addresses really answer: the
+    receiver listening on all of them (the canary) gets no request."""
+    report = {
+        url.removeprefix("production "): r
+        for url, r in run_isolated("tests.ssrf_probe", NETNS_ADDRESSES).items()
+        if url.startswith("production ")
+    }
+    assert len(report) >= 40
+    for url, result in report.items():
+        assert result["accepted"] is False, url
+        assert result["reached"] is False, url
+        assert result["outcome"] != "delivered", (url, result)
