@@ -449,6 +449,13 @@ def test_items_make_one_job_each_and_bad_items_are_refused_alone(kind: str, tmp_
         assert failed.outcome == "failed" and "no service named 'nobody'" in str(failed.error)
         state = env.runtime.store.schedule_state("tiny:feed")
         assert state is not None and state.last_error == failed.error
+        with env.runtime.store.engine.connect() as conn:
+            (event,) = conn.execute(
+                sa.text("SELECT event, service, details FROM operator_events")
+            ).all()
+        assert (event.event, event.service) == ("schedule.failed", "nobody")
+        details = json.loads(event.details) if isinstance(event.details, str) else event.details
+        assert details["schedule_id"] == "tiny:feed" and details["error"] == failed.error
         views = {v["schedule_id"]: v for v in list_views(env.runtime)}
         assert views["tiny:feed"]["service_found"] is False
         assert views["tiny:feed"]["last_outcome"] == "failed"

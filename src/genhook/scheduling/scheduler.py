@@ -179,7 +179,7 @@ class Scheduler:
                 self._deferred.add(spec.key)
                 return None  # tried again RETRY_SECONDS later while on time
             log.warning("schedule %s: %s failed: %s", spec.key, iso(due), exc)
-            return self.store.record_fire(
+            failed = self.store.record_fire(
                 key=spec.key,
                 due_at=due,
                 next_due_at=next_due,
@@ -187,7 +187,11 @@ class Scheduler:
                 service_id=None if service is None else service.id,
                 missed=passed_over,
                 error=str(exc),
+                service_name=spec.service,
             )
+            if failed is not None:
+                self.runtime.deliveries_signal.notify()  # its operator event is due
+            return failed
         items = asyncio.run(self._prepare(spec, service, workflow, bodies, due))
         fire = self.store.record_fire(
             key=spec.key,

@@ -36,6 +36,7 @@ class OperatorEvent(StrEnum):
     BACKEND_RECOVERED = "backend.recovered"
     DELIVERY_EXHAUSTED = "delivery.exhausted"
     ENDPOINT_DISABLED = "endpoint.disabled"
+    SCHEDULE_FAILED = "schedule.failed"
 
 
 ALERT = "alert"

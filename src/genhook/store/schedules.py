@@ -24,6 +24,8 @@ from sqlalchemy.exc import IntegrityError
 from genhook.errors import ErrorCode, GenhookError
 from genhook.store.admit import Admitter, Submission
 from genhook.store.base import StoreBase
+from genhook.store.ops_events import OperatorEvent, record_event
+from genhook.store.ops_events import iso as _iso
 from genhook.store.schema import schedule_fires, schedules
 
 MAX_ERRORS = 100
@@ -158,15 +160,25 @@ class ScheduleStore(StoreBase):
         items: Sequence[Submission | GenhookError] = (),
         missed: int = 0,
         error: str | None = None,
+        service_name: str | None = None,
     ) -> Fire | None:
         """Deal with due time ``due_at`` of schedule ``key`` once: insert its fire row and
         admit the :class:`Submission` items as jobs, in one transaction; ``None`` when the due
         time was dealt with already (another scheduler won) or the schedule is paused. The
-        schedule's next due time moves on to ``next_due_at`` (never back)."""
+        schedule's next due time moves on to ``next_due_at`` (never back). A ``failed`` fire
+        is also the operator event ``schedule.failed`` (``service_name``: the schedule's)."""
         for _ in range(3):
             try:
                 return self._record_fire(
-                    key, due_at, next_due_at, outcome, service_id, items, missed, error
+                    key,
+                    due_at,
+                    next_due_at,
+                    outcome,
+                    service_id,
+                    items,
+                    missed,
+                    error,
+                    service_name,
                 )
             except IntegrityError:
                 continue  # another process won an item's idempotency key: read it again
@@ -182,6 +194,7 @@ class ScheduleStore(StoreBase):
         items: Sequence[Submission | GenhookError],
         missed: int,
         error: str | None,
+        service_name: str | None,
     ) -> Fire | None:
         now = self.clock.now()
         # fresh rows each try: admission sets a row's hold and slot columns
@@ -212,6 +225,15 @@ class ScheduleStore(StoreBase):
             ).first()
             if inserted is None:
                 return None
+            if outcome == FireOutcome.FAILED:
+                record_event(
+                    conn,
+                    event=OperatorEvent.SCHEDULE_FAILED,
+                    service=service_name,
+                    details={"schedule_id": key, "due_at": _iso(due_at), "error": error},
+                    now=now,
+                    alert_url=self.alert_url,
+                )
             created = replayed = refused = 0
             job_ids: list[str] = []
             errors: list[dict[str, Any]] = []
