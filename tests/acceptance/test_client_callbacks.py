@@ -1,8 +1,12 @@
-"""Acceptance: the receiver helper on the trigger envelope's extra callbacks (``job.started``)
-and the ``client_metadata`` echo, from a real ``genhook serve`` on each store."""
+"""Acceptance: the client and receiver on the trigger envelope (``job.started`` callbacks, the
+``client_metadata`` echo, a ``deadline``), against a real ``genhook serve`` on each store."""
 
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime, timedelta
+
+from genhook import Client
 from genhook.client import CompletionPayload, JobStatusEvent, Receiver
 from tests.acceptance.harness import Genhook
 from tests.acceptance.harness import Receiver as Hooks
@@ -31,3 +35,17 @@ def test_receiver_parses_job_started_and_the_echoed_metadata(
     assert started[0].job_id == accepted.job_id and started[0].attempt == 1
     assert started[0].client_metadata == {"order": 7}
     assert completed[0].client_metadata == {"order": 7} and completed[0].succeeded
+
+
+def test_a_deadline_sent_as_a_datetime_expires_a_waiting_job(service: Genhook) -> None:
+    """deadline=datetime: sent as RFC 3339; a job held past it (its service's rate spent)
+    ends expired, and wait() returns it with the deadline_expired payload."""
+    created = json.loads(service.cli("services", "create", "slow", "--rate-limit", "1/h").stdout)
+    with Client(service.base, created["api_key"]) as genhook:
+        genhook.trigger("tiny", {"item_id": "slow-1"})
+        deadline = datetime.now(UTC) + timedelta(seconds=2)
+        held = genhook.trigger("tiny", {"item_id": "slow-2"}, deadline=deadline)
+        job = genhook.wait(held.job_id, timeout=60)
+    assert job.status == "expired" and job.ended
+    assert job.result is not None and not job.result.succeeded
+    assert job.result.error is not None and job.result.error.error_code == "deadline_expired"
