@@ -285,7 +285,7 @@ def test_the_collector_reads_live_jobs_through_the_partial_indexes(tmp_path: Pat
         store.close()
     assert len(plans) == 2, plans
     assert "USING INDEX ix_jobs_service_claimable" in plans[0], plans
-    assert "USING INDEX ix_jobs_leased" in plans[1], plans
+    assert "USING INDEX ix_jobs_running_or_held" in plans[1], plans
 
 
 def test_a_store_that_does_not_answer_reads_as_store_up_0(tmp_path: Path) -> None:

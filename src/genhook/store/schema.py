@@ -168,6 +168,15 @@ sa.Index(
     sqlite_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
     postgresql_where=jobs.c.status.in_(list(CLAIMABLE_ORDER)),
 )
+# the metrics' live jobs that are not claimable: running, and held for review (0013)
+RUNNING_OR_HELD = [JobStatus.RUNNING, JobStatus.AWAITING_REVIEW]
+sa.Index(
+    "ix_jobs_running_or_held",
+    jobs.c.service_id,
+    jobs.c.workflow_id,
+    sqlite_where=jobs.c.status.in_(RUNNING_OR_HELD),
+    postgresql_where=jobs.c.status.in_(RUNNING_OR_HELD),
+)
 # the fair claim: per service, its claimable jobs in priority order, then by eligible_at
 sa.Index(
     "ix_jobs_service_claimable",
