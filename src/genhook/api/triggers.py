@@ -180,6 +180,7 @@ def _reject(
         callback_url=callback,
         error=error,
         payload=payload,
+        envelope=None if metadata is None else {"client_metadata": metadata},
         idempotency_key=key,
         request_hash=digest,
         callback_private=runtime.settings.allow_private_callbacks,
