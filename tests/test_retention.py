@@ -485,8 +485,9 @@ def test_a_delivery_locked_elsewhere_keeps_its_job_for_the_next_pass(
 
 
 def test_a_purged_job_and_its_assets_answer_410(store: Store, tmp_path: Path) -> None:
-    """GET /v1/jobs/{id}: 410 job_expired (another service: 403; never made: 404);
-    GET /assets/{id}/{file}: 410 asset_expired (never made: 404)."""
+    """GET /v1/jobs/{id} (and its cancel, retry, events and deliveries): 410 job_expired
+    (another service: 403; never made: 404); GET /assets/{id}/{file}: 410 asset_expired (never
+    made: 404)."""
     settings = Settings(
         data_dir=tmp_path, database_url=store.url, workflows_dir=shipped_dir("workflows")
     ).resolved()
@@ -514,6 +515,15 @@ def test_a_purged_job_and_its_assets_answer_410(store: Store, tmp_path: Path) ->
         assert theirs.status_code == 403
         never = client.get("/v1/jobs/job_00000000000000000000000000", headers=auth)
         assert never.status_code == 404
+        for method, path in (  # every route about the job answers alike
+            ("POST", f"/v1/jobs/{job_id}/cancel"),
+            ("POST", f"/v1/jobs/{job_id}/retry"),
+            ("GET", f"/v1/jobs/{job_id}/events"),
+            ("GET", f"/v1/deliveries?job_id={job_id}"),
+        ):
+            answer = client.request(method, path, headers=auth)
+            assert answer.status_code == 410, (path, answer.text)
+            assert answer.json()["error_code"] == ErrorCode.JOB_EXPIRED, path
         expired = client.get(f"/assets/{job_id}/{name}")
         assert expired.status_code == 410, expired.text
         assert expired.json()["error_code"] == ErrorCode.ASSET_EXPIRED

@@ -9,6 +9,7 @@ from fastapi.responses import JSONResponse
 
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.errors import RESPONSES
+from genhook.api.jobs import owned_job
 from genhook.api.views import delivery_view
 from genhook.errors import ErrorCode, GenhookError
 from genhook.status import DeliveryStatus
@@ -21,7 +22,7 @@ def list_deliveries(request: Request, job_id: str = Query(min_length=1)) -> dict
     """Every delivery of the job's completion payload, with every attempt."""
     service = service_of(request)
     runtime = runtime_of(request)
-    owned(api_store(runtime).job(job_id), service)
+    owned_job(api_store(runtime), job_id, service)  # 410 job_expired once purged
     return {"deliveries": [delivery_view(d) for d in api_store(runtime).deliveries(job_id)]}
 
 

@@ -26,7 +26,8 @@ from genhook.ids import new_job_id
 from genhook.retention import expired_job
 from genhook.status import TERMINAL, JobStatus
 from genhook.store.listing import DEFAULT_LIMIT, MAX_LIMIT, Cursor, JobFilter, as_retry
-from genhook.store.records import StoredJob
+from genhook.store.ports import ApiStore
+from genhook.store.records import Service, StoredJob
 
 EXTERNAL_ID_LIMIT = 100
 """The default page of ``?external_id=`` (what that search returned before the listing)."""
@@ -38,16 +39,22 @@ RetryKey = Annotated[
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 
 
+def owned_job(store: ApiStore, job_id: str, service: Service) -> StoredJob:
+    """The caller's job ``job_id``: 404 when there is none, 403 when it is another service's,
+    410 ``job_expired`` when retention purged it (every route about one job answers alike)."""
+    found = store.job(job_id)
+    if found is None:
+        expired_job(store, job_id, lambda tombstone: owned(tombstone, service))
+    return owned(found, service)
+
+
 @router.get("/v1/jobs/{job_id}", summary="Get a job")
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Status, every attempt with its error reason, and the completion payload once ended."""
     service = service_of(request)
     runtime = runtime_of(request)
     store = api_store(runtime)
-    found = store.job(job_id)
-    if found is None:  # 410 job_expired when retention purged it
-        expired_job(store, job_id, lambda tombstone: owned(tombstone, service))
-    job = owned(found, service)
+    job = owned_job(store, job_id, service)
     return job_view(
         job,
         store.attempts(job_id),
@@ -179,7 +186,7 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     job)."""
     service = service_of(request)
     runtime = runtime_of(request)
-    job = owned(api_store(runtime).job(job_id), service)
+    job = owned_job(api_store(runtime), job_id, service)
     if job.status in TERMINAL:
         raise GenhookError(ErrorCode.NOT_CANCELLABLE, f"the job has already {job.status}")
     if job.status is JobStatus.AWAITING_REVIEW and cancel_held(runtime, job_id):
@@ -317,7 +324,7 @@ async def job_events(job_id: str, request: Request) -> Response:
     ends. ``Last-Event-ID`` resumes."""
     service = await run_in_threadpool(service_of, request)
     runtime = runtime_of(request)
-    owned(await run_in_threadpool(api_store(runtime).job, job_id), service)
+    await run_in_threadpool(owned_job, api_store(runtime), job_id, service)
     try:
         after = int(request.headers.get("last-event-id", "0"))
     except ValueError:
