@@ -485,7 +485,8 @@ lists every claim of the job by a worker with its `outcome` (`succeeded`, `faile
 
 `GET /v1/jobs?external_id=SKU-123` answers `{"jobs": [...], "next_cursor"}`, each in this
 shape, newest first, 100 a page. The job also shows `retry_of` (the job it is a retry of, or
-null) and `retried_by` (the jobs made by retrying it, oldest first).
+null), `retried_by` (the jobs made by retrying it, oldest first) and `batch_id` (the batch
+that made it, or null).
 
 ### Listing: `GET /v1/jobs`
 

@@ -77,6 +77,7 @@ def test_entries_in_order_refused_items_named_and_jobs_tagged(flow: Store) -> No
     made = [e["job_id"] for e in entries if "job_id" in e]
     assert len(made) == 4
     assert {j.id for j in flow.batch_jobs("bat_1")} == set(made)
+    assert {flow.job(j).batch_id for j in made} == {"bat_1"}  # type: ignore[union-attr]
     with flow._read() as conn:
         refused = conn.execute(
             sa.select(sa.func.sum(job_rollups.c.refused)).where(job_rollups.c.service_id == svc)

@@ -61,8 +61,8 @@ def job_view(
     retried_by: list[str] | None = None,
 ) -> dict[str, Any]:
     """``GET /v1/jobs/{id}``: status, while it waits ``hold_reason`` and ``eligible_at``,
-    attempts with their error reasons, and the result; ``retry_of`` (the job it retries) and
-    ``retried_by`` (the jobs made by retrying it)."""
+    attempts with their error reasons, and the result; ``retry_of`` (the job it retries),
+    ``retried_by`` (the jobs made by retrying it) and ``batch_id`` (the batch that made it)."""
     hold_reason, eligible_at = hold_of(job, paused, job.updated_at if now is None else now)
     return {
         **accepted(job, public_url),
@@ -79,6 +79,7 @@ def job_view(
         "next_attempt_at": iso(job.run_after) if job.status == JobStatus.RETRYING else None,
         "cancel_requested": job.cancel_requested,
         "retry_of": job.retry_of,
+        "batch_id": job.batch_id,
         "retried_by": retried_by or [],
         "attempts": [
             {

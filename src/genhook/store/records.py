@@ -251,6 +251,7 @@ class StoredJob:
     backend: str | None
     deduplicated: bool = False
     retry_of: str | None = None  # the ended job POST /v1/jobs/{id}/retry made this one from
+    batch_id: str | None = None  # the batch that created it (POST .../batches)
     sandbox: bool = False  # a sandbox service's job: "test": true in every payload
 
     @property
@@ -290,6 +291,7 @@ class StoredJob:
             backend=row["backend"],
             deduplicated=deduplicated,
             retry_of=row.get("retry_of"),
+            batch_id=row.get("batch_id"),
             sandbox=bool(row.get("sandbox") or False),
         )
 
