@@ -182,6 +182,12 @@ class Lifecycle(RuleBasedStateMachine):
         if worker is not None and job_id not in self.ended:
             self.store.heartbeat(job_id, worker, LEASE)
 
+    @precondition(_any_held)
+    @rule()
+    def lease_runs_out(self) -> None:
+        """Time passes beyond the leases of the running jobs (their workers went quiet)."""
+        self.clock.advance(LEASE + 1.0)
+
     @rule(seconds=st.sampled_from([1.0, 1.0, 5.0, 10.0, 20.0, LEASE + 1.0, 300.0]))
     def advance(self, seconds: float) -> None:
         self.clock.advance(seconds)

@@ -1170,23 +1170,41 @@ class JobStore(StoreBase):
                     now,
                 )
                 return JobStatus.RETRYING
-            encoded = Encoded.of(cancelled)
-            done = self._release(
-                conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(encoded, now)
+            return self._end_cancelled(
+                conn, job_id, worker, credit_cost, work_seconds, cancelled, now, made
             )
-            if done is None:
-                return None
-            self._ended(
-                conn,
-                job_id,
-                done,
-                JobStatus.CANCELLED,
-                encoded,
-                _CANCELLED,
-                now,
-                credit_cost=credit_cost,
-                made=made,
-            )
+
+    def _end_cancelled(
+        self,
+        conn: sa.Connection,
+        job_id: str,
+        worker: str,
+        credit_cost: float,
+        work_seconds: float,
+        cancelled: Mapping[str, Any],
+        now: float,
+        made: Mapping[str, float] | None,
+    ) -> JobStatus | None:
+        """End a job whose cancel was asked while ``worker`` ran it: ``cancelled``, outboxing
+        the ``cancelled`` payload, this attempt's credits and time counted. None when the
+        worker no longer holds it (nothing changed)."""
+        encoded = Encoded.of(cancelled)
+        done = self._release(
+            conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(encoded, now)
+        )
+        if done is None:
+            return None
+        self._ended(
+            conn,
+            job_id,
+            done,
+            JobStatus.CANCELLED,
+            encoded,
+            _CANCELLED,
+            now,
+            credit_cost=credit_cost,
+            made=made,
+        )
         return JobStatus.CANCELLED
 
     def hand_back(self, worker: str, job_ids: Sequence[str]) -> list[str]:

@@ -93,24 +93,9 @@ class ReviewStore(JobStore):
                 updated_at=now,
             )
             if done is None:
-                ended = Encoded.of(cancelled)
-                done = self._release(
-                    conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(ended, now)
+                return self._end_cancelled(
+                    conn, job_id, worker, credit_cost, work_seconds, cancelled, now, made
                 )
-                if done is None:
-                    return None
-                self._ended(
-                    conn,
-                    job_id,
-                    done,
-                    JobStatus.CANCELLED,
-                    ended,
-                    _CANCELLED,
-                    now,
-                    credit_cost=credit_cost,
-                    made=made,
-                )
-                return JobStatus.CANCELLED
             if publish is not None:
                 publish()  # inside the transaction: the files go live only if this commits
             self._close_attempt(
