@@ -129,20 +129,29 @@ class StoreBase:
         a read-only server or a full disk). A write of the store's that failed for want of the
         database within the last ``WRITE_FAILURE_MEMORY`` seconds also counts as not writable.
         """
-        try:
-            with self._read() as conn:
-                conn.execute(sa.text("SELECT 1"))
-        except Exception as exc:
-            return Health(False, False, describe(exc.__cause__ or exc))
-        try:
-            with self._write_lock, self.engine.connect() as conn, _spilling(conn):
-                probe = conn.execution_options(immediate=True).begin()
-                try:
-                    conn.execute(store_probe.insert().values(data=os.urandom(PROBE_BYTES)))
-                finally:
-                    probe.rollback()
-        except sa.exc.SQLAlchemyError as exc:
-            return Health(True, False, describe(exc))
+        for tries in (1, 2):
+            try:
+                with self._read() as conn:
+                    conn.execute(sa.text("SELECT 1"))
+                break
+            except Exception as exc:
+                cause = exc.__cause__ or exc
+                if tries == 1 and _ended_by_the_server(cause):
+                    continue  # a pooled connection the server had ended: asked again on a new one
+                return Health(False, False, describe(cause))
+        for tries in (1, 2):
+            try:
+                with self._write_lock, self.engine.connect() as conn, _spilling(conn):
+                    probe = conn.execution_options(immediate=True).begin()
+                    try:
+                        conn.execute(store_probe.insert().values(data=os.urandom(PROBE_BYTES)))
+                    finally:
+                        probe.rollback()
+                break
+            except sa.exc.SQLAlchemyError as exc:
+                if tries == 1 and _ended_by_the_server(exc):
+                    continue
+                return Health(True, False, describe(exc))
         failure = self._write_failure
         if failure is not None and self.clock.now() - failure[0] < WRITE_FAILURE_MEMORY:
             return Health(
@@ -151,6 +160,13 @@ class StoreBase:
                 f"a write failed {self.clock.now() - failure[0]:.0f} s ago: {failure[1]}",
             )
         return Health(True, True)
+
+
+def _ended_by_the_server(exc: BaseException) -> bool:
+    """A pooled connection that the server (or a proxy) had closed while it rested: SQLAlchemy
+    has discarded it and the pool's older ones, so the same question on a new one is fair.
+    (Connections are pinged only after a rest, :mod:`genhook.store.db`.)"""
+    return isinstance(exc, sa.exc.DBAPIError) and exc.connection_invalidated
 
 
 @contextmanager
