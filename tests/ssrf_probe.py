@@ -134,40 +134,29 @@ async def main() -> None:
     resolver = TableResolver()
     report: dict[str, dict[str, object]] = {}
     secret = signing.new_secret()
-    async with DeliverySender(allow_private=True, resolver=resolver, timeout=3.0) as sender:
-        for template in TARGETS:
-            url = template.format(port=PORT)
-            try:
-                check_callback_target(url, allow_private=True, resolver=resolver)
-                accepted = True
-            except InvalidInput:
-                accepted = False
-            before = len(seen)
-            due = DueDelivery("msg_probe", url, b"{}", secret, 1, allow_private=True)
-            result = await sender.send(due)
-            report[url] = {
-                "accepted": accepted,
-                "outcome": result.outcome,
-                "error": result.error,
-                "reached": len(seen) > before,
-            }
-    async with DeliverySender(allow_private=False, resolver=resolver, timeout=3.0) as sender:
-        for template in PRODUCTION_TARGETS:
-            url = template.format(port=PORT)
-            try:
-                check_callback_target(url, allow_private=False, resolver=resolver)
-                accepted = True
-            except InvalidInput:
-                accepted = False
-            before = len(seen)
-            due = DueDelivery("msg_probe", url, b"{}", secret, 1, allow_private=False)
-            result = await sender.send(due)
-            report[f"production {url}"] = {
-                "accepted": accepted,
-                "outcome": result.outcome,
-                "error": result.error,
-                "reached": len(seen) > before,
-            }
+    for allow_private, targets, prefix in (
+        (True, TARGETS, ""),
+        (False, PRODUCTION_TARGETS, "production "),
+    ):
+        async with DeliverySender(
+            allow_private=allow_private, resolver=resolver, timeout=3.0
+        ) as sender:
+            for template in targets:
+                url = template.format(port=PORT)
+                try:
+                    check_callback_target(url, allow_private=allow_private, resolver=resolver)
+                    accepted = True
+                except InvalidInput:
+                    accepted = False
+                before = len(seen)
+                due = DueDelivery("msg_probe", url, b"{}", secret, 1, allow_private=allow_private)
+                result = await sender.send(due)
+                report[f"{prefix}{url}"] = {
+                    "accepted": accepted,
+                    "outcome": result.outcome,
+                    "error": result.error,
+                    "reached": len(seen) > before,
+                }
     await runner.cleanup()
     print(json.dumps(report))
 
