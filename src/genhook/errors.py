@@ -81,6 +81,7 @@ class ErrorCode(StrEnum):
     # retention
     JOB_EXPIRED = "job_expired"
     ASSET_EXPIRED = "asset_expired"
+    BATCH_EXPIRED = "batch_expired"
     # review (on_fail: review)
     NOT_AWAITING_REVIEW = "not_awaiting_review"
     INVALID_REVIEW = "invalid_review"
@@ -276,6 +277,11 @@ ERROR_SPECS: dict[ErrorCode, ErrorSpec] = {
     ),
     ErrorCode.ASSET_EXPIRED: ErrorSpec(
         "The asset's job was purged by retention; its files are deleted (HTTP 410).", False
+    ),
+    ErrorCode.BATCH_EXPIRED: ErrorSpec(
+        "The batch ended longer ago than its service's retention and was purged after its "
+        "jobs (HTTP 410).",
+        False,
     ),
     ErrorCode.NOT_AWAITING_REVIEW: ErrorSpec(
         "A review was sent for a job that is not awaiting review (never held, or already "

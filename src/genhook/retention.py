@@ -13,6 +13,11 @@ to do (the process died in between, or the storage refused) is retried at the st
 pass. Tombstones are kept :data:`TOMBSTONE_SECONDS` (a year): meanwhile ``GET /v1/jobs/{id}``
 answers ``410 job_expired`` and the job's asset URLs ``410 asset_expired``; after it, 404.
 
+After a service's jobs, its batches: a batch that ended longer ago than the retention, whose
+jobs are all purged and whose batch callback is not owed, goes in bounded transactions too (with
+its callback's delivery log), a tombstone in its place (``GET /v1/batches/{id}``: ``410
+batch_expired`` for a year).
+
 The API process (``genhook serve``) and ``genhook sender`` run a pass every
 ``GENHOOK_PURGE_INTERVAL`` (10 minutes), the first shortly after they start; ``genhook purge``
 runs one now.
@@ -29,7 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from genhook.errors import ErrorCode, GenhookError
-from genhook.store.retention import PURGED_TABLES, PurgedJob
+from genhook.store.retention import PURGED_TABLES, PurgedBatch, PurgedJob
 
 log = logging.getLogger("genhook.retention")
 
@@ -52,6 +57,8 @@ class TombstoneStore(Protocol):
 
     def purged_job(self, job_id: str) -> PurgedJob | None: ...
 
+    def purged_batch(self, batch_id: str) -> PurgedBatch | None: ...
+
 
 @dataclass
 class PurgeReport:
@@ -59,7 +66,8 @@ class PurgeReport:
 
     dry_run: bool = False
     removed: dict[str, int] = field(default_factory=lambda: dict.fromkeys(PURGED_TABLES, 0))
-    batches: int = 0
+    batches: int = 0  # transactions
+    batches_removed: int = 0  # batch rows (removed["batches"])
     assets_deleted: int = 0
     assets_failed: int = 0
     tombstones_forgotten: int = 0
@@ -73,7 +81,7 @@ class PurgeReport:
         return {
             "dry_run": self.dry_run,
             "jobs": self.removed["jobs"],
-            "removed": dict(self.removed),
+            "removed": {**self.removed, "batches": self.batches_removed},
             "batches": self.batches,
             "assets_deleted": self.assets_deleted,
             "assets_failed": self.assets_failed,
@@ -131,6 +139,9 @@ class Purger:
                 report.add(counts)
                 if counts["jobs"]:
                     report.services[policy.service] = counts["jobs"]
+                gone = self.store.count_expired_batches(policy.service_id, now - policy.seconds)
+                report.add(gone)
+                report.batches_removed += gone["batches"]
             return report
         self._delete_leftover_assets(report)
         for policy in policies:
@@ -148,11 +159,27 @@ class Purger:
                     break
                 if self.pause > 0:
                     self._sleep(self.pause)
+            self._purge_batches(policy.service_id, cutoff, report)
         if not self._stop.is_set():
             report.tombstones_forgotten = self._forget(now - self.tombstone_seconds)
         if report.removed["jobs"] or report.assets_failed:
             log.info("purge: %s", report.as_dict())
         return report
+
+    def _purge_batches(self, service_id: str, cutoff: float, report: PurgeReport) -> None:
+        """The service's batches whose jobs are all gone (after its jobs, in the same pass)."""
+        while not self._stop.is_set():
+            counts = self.store.purge_batches(service_id, cutoff, self.batch)
+            ids: list[str] = counts["batch_ids"]
+            if not ids:
+                return
+            report.batches += 1
+            report.batches_removed += int(counts["batches"])
+            report.add(counts)  # their callbacks' deliveries and attempt log
+            if len(ids) < self.batch:
+                return
+            if self.pause > 0:
+                self._sleep(self.pause)
 
     def _delete_assets(self, job_ids: list[str], report: PurgeReport) -> None:
         done = []
@@ -182,14 +209,17 @@ class Purger:
             self._delete_assets(ids, report)
 
     def _forget(self, before: float) -> int:
+        """Tombstones of jobs, then of batches, purged before ``before``: how many jobs'."""
         total = 0
-        while not self._stop.is_set():
-            n = int(self.store.forget_purged(before, self.batch))
-            total += n
-            if n < self.batch:
-                break
-            if self.pause > 0:
-                self._sleep(self.pause)
+        for forget in (self.store.forget_purged, self.store.forget_purged_batches):
+            while not self._stop.is_set():
+                n = int(forget(before, self.batch))
+                if forget == self.store.forget_purged:
+                    total += n
+                if n < self.batch:
+                    break
+                if self.pause > 0:
+                    self._sleep(self.pause)
         return total
 
 
@@ -228,18 +258,37 @@ async def background_purge(runtime: Any) -> AsyncIterator[Purger]:
         await task
 
 
+def _gone(tombstone: Any, owner: Callable[[Any], Any], code: ErrorCode, why: str) -> None:
+    """Raise ``410 code`` for a tombstone the caller owns (``owner`` raises 403 otherwise);
+    return for none (the caller answers 404)."""
+    if tombstone is None:
+        return
+    owner(tombstone)
+    raise GenhookError(code, why)
+
+
 def expired_job(store: TombstoneStore, job_id: str, owner: Callable[[PurgedJob], Any]) -> None:
     """For a job id the store does not have: raise ``410 job_expired`` if retention purged it
     (``owner`` first checks the tombstone's service is the caller's: 403 otherwise); return
     when it never existed (the caller answers 404)."""
-    tombstone = store.purged_job(job_id)
-    if tombstone is None:
-        return
-    owner(tombstone)
-    raise GenhookError(
+    _gone(
+        store.purged_job(job_id),
+        owner,
         ErrorCode.JOB_EXPIRED,
         "this job ended longer ago than its service's retention; it was purged with its "
         "payload and assets",
+    )
+
+
+def expired_batch(
+    store: TombstoneStore, batch_id: str, owner: Callable[[PurgedBatch], Any]
+) -> None:
+    """The same for a batch id: ``410 batch_expired`` if retention purged the batch."""
+    _gone(
+        store.purged_batch(batch_id),
+        owner,
+        ErrorCode.BATCH_EXPIRED,
+        "this batch ended longer ago than its service's retention; it was purged after its jobs",
     )
 
 

@@ -42,6 +42,7 @@ from genhook.contract.envelope import check_callback_url
 from genhook.contract.jsonbody import parse_json
 from genhook.errors import ErrorCode, GenhookError, InvalidInput
 from genhook.ids import new_id
+from genhook.retention import expired_batch
 from genhook.store.admit import Submission
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
@@ -219,7 +220,11 @@ def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
     delivery once it is queued (``delivery_id``, ``status``, ``attempts``, ``last_status_code``,
     ``delivered_at``)."""
     service = service_of(request)
-    batch = owned(api_store(runtime_of(request)).batch(batch_id), service, "batch")
+    store = api_store(runtime_of(request))
+    found = store.batch(batch_id)
+    if found is None:  # 410 batch_expired when retention purged it
+        expired_batch(store, batch_id, lambda tombstone: owned(tombstone, service, "batch"))
+    batch = owned(found, service, "batch")
     return {
         "batch_id": batch.id,
         "workflow_id": batch.workflow_id,

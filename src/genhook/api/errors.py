@@ -42,6 +42,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.SCHEDULE_NOT_FOUND: 404,
     ErrorCode.JOB_EXPIRED: 410,
     ErrorCode.ASSET_EXPIRED: 410,
+    ErrorCode.BATCH_EXPIRED: 410,
     ErrorCode.MALFORMED_REQUEST: 400,
     ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.HEADERS_TOO_LARGE: 431,

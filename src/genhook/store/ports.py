@@ -34,7 +34,7 @@ from genhook.store.records import (
     Service,
     StoredJob,
 )
-from genhook.store.retention import PurgedJob
+from genhook.store.retention import PurgedBatch, PurgedJob
 from genhook.store.reviews import Decided, HeldReview
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
@@ -217,6 +217,8 @@ class ApiStore(Protocol):
     def job(self, job_id: str) -> StoredJob | None: ...
 
     def purged_job(self, job_id: str) -> PurgedJob | None: ...
+
+    def purged_batch(self, batch_id: str) -> PurgedBatch | None: ...
 
     def paused(self, service_id: str) -> bool: ...
 

@@ -16,6 +16,11 @@ which are columns of the row); a ``purged_jobs`` row takes its place. Its asset 
 deleted after the commit (see :mod:`genhook.retention`); ``assets_deleted_at`` records that,
 so a process that died in between leaves a to-do, not an orphan. The hourly roll-ups, the
 credit ledger and the operator event log hold no job's data and stay.
+
+A batch (``batches``) goes in a purge transaction of its own once it ended longer ago than its
+service's retention and none of its jobs is left (they went first, in the same pass) and its
+batch callback is not owed: with it go its callback's delivery and attempt log, and a
+``purged_batches`` row takes its place (``GET /v1/batches/{id}`` then answers 410).
 """
 
 from __future__ import annotations
@@ -31,11 +36,13 @@ from genhook.status import TERMINAL, DeliveryStatus
 from genhook.store.base import StoreBase
 from genhook.store.schema import (
     attempts,
+    batches,
     deliveries,
     delivery_attempts,
     events,
     job_reviews,
     jobs,
+    purged_batches,
     purged_jobs,
     services,
 )
@@ -61,6 +68,16 @@ class PurgedJob:
 
 
 @dataclass(frozen=True, slots=True)
+class PurgedBatch:
+    """The tombstone of a batch that retention removed."""
+
+    batch_id: str
+    service_id: str
+    ended_at: float | None
+    purged_at: float
+
+
+@dataclass(frozen=True, slots=True)
 class Policy:
     """One service's retention: its ended jobs older than ``seconds`` go."""
 
@@ -83,6 +100,33 @@ def _ended_before(service_id: str, cutoff: float) -> sa.ColumnElement[bool]:
         jobs.c.finished_at < cutoff,
         jobs.c.status.in_(sorted(str(s) for s in TERMINAL)),
         ~unsent,
+    )
+
+
+def _batch_callback() -> sa.ColumnElement[bool]:
+    """The delivery of the batch's callback (its id is ``msg_<batch_id>``: found by key)."""
+    return deliveries.c.id == sa.literal("msg_", sa.String) + batches.c.id
+
+
+def _batch_ended_before(
+    service_id: str, cutoff: float, kept_job: sa.ColumnElement[bool] | None = None
+) -> sa.ColumnElement[bool]:
+    """The service's batches that ended before ``cutoff``, whose callback is not owed, and of
+    which no job is left (``kept_job``: none is left that is not, itself, to be purged)."""
+    its_jobs = sa.select(jobs.c.id).where(jobs.c.batch_id == batches.c.id)
+    if kept_job is not None:
+        its_jobs = its_jobs.where(kept_job)
+    owed = (
+        sa.select(deliveries.c.id)
+        .where(_batch_callback(), deliveries.c.status.in_(list(UNSENT)))
+        .exists()
+    )
+    return sa.and_(
+        batches.c.service_id == service_id,
+        batches.c.ended_at.is_not(None),
+        batches.c.ended_at < cutoff,
+        ~its_jobs.exists(),
+        ~owed,
     )
 
 
@@ -180,6 +224,92 @@ class RetentionStore(StoreBase):
             )
         return {"job_ids": ids, **counts}
 
+    def purge_batches(self, service_id: str, cutoff: float, limit: int) -> dict[str, Any]:
+        """Purge at most ``limit`` of the service's batches that ended before ``cutoff``, have
+        no job left and owe no batch callback, oldest first, in one transaction: each with its
+        callback's delivery and attempt log, a tombstone in its place. Returns the purged ids
+        (``batch_ids``) and the rows removed (``batches``, ``deliveries``,
+        ``delivery_attempts``)."""
+        now = self.clock.now()
+        nothing: dict[str, Any] = {
+            "batch_ids": [],
+            "batches": 0,
+            "deliveries": 0,
+            "delivery_attempts": 0,
+        }
+        with self._write() as conn:
+            chosen = conn.execute(
+                sa.select(batches.c.id, batches.c.ended_at)
+                .where(_batch_ended_before(service_id, cutoff))
+                .order_by(batches.c.ended_at, batches.c.id)
+                .limit(limit)
+                .with_for_update(of=batches, skip_locked=True)
+            ).all()
+            if not chosen:
+                return nothing
+            callbacks = {f"msg_{r.id}": r.id for r in chosen}
+            # their callbacks, read again under their locks: one a replay made pending (or
+            # that another transaction holds now) keeps its batch for the next pass
+            locked = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.status)
+                .where(deliveries.c.id.in_(list(callbacks)))
+                .with_for_update(skip_locked=True)
+            ).all()
+            present = conn.execute(
+                sa.select(deliveries.c.id).where(deliveries.c.id.in_(list(callbacks)))
+            ).scalars()
+            seen = {r.id for r in locked}
+            keep = {callbacks[i] for i in present if i not in seen}
+            keep |= {callbacks[r.id] for r in locked if r.status in UNSENT}
+            gone = [r for r in chosen if r.id not in keep]
+            if not gone:
+                return nothing
+            ids = [r.id for r in gone]
+            sent = [f"msg_{i}" for i in ids]
+            counts = dict(nothing, batch_ids=ids)
+            counts["delivery_attempts"] = conn.execute(
+                delivery_attempts.delete().where(delivery_attempts.c.delivery_id.in_(sent))
+            ).rowcount
+            counts["deliveries"] = conn.execute(
+                deliveries.delete().where(deliveries.c.id.in_(sent))
+            ).rowcount
+            counts["batches"] = conn.execute(batches.delete().where(batches.c.id.in_(ids))).rowcount
+            conn.execute(
+                purged_batches.insert(),
+                [
+                    {
+                        "batch_id": r.id,
+                        "service_id": service_id,
+                        "ended_at": r.ended_at,
+                        "purged_at": now,
+                    }
+                    for r in gone
+                ],
+            )
+        return counts
+
+    def count_expired_batches(self, service_id: str, cutoff: float) -> dict[str, int]:
+        """What a pass would remove of the service's batches now (``batches``, their callbacks'
+        ``deliveries`` and ``delivery_attempts``), counting the jobs the same pass would purge
+        first as gone (``genhook purge --dry-run``); nothing is changed."""
+        kept = ~_ended_before(service_id, cutoff)
+        chosen = (
+            sa.select(batches.c.id)
+            .where(_batch_ended_before(service_id, cutoff, kept_job=kept))
+            .subquery()
+        )
+        sent = sa.select(sa.literal("msg_", sa.String) + chosen.c.id)
+        with self._read() as conn:
+            return {
+                "batches": conn.execute(
+                    sa.select(sa.func.count()).select_from(chosen)
+                ).scalar_one(),
+                "deliveries": _count(conn, deliveries, deliveries.c.id.in_(sent)),
+                "delivery_attempts": _count(
+                    conn, delivery_attempts, delivery_attempts.c.delivery_id.in_(sent)
+                ),
+            }
+
     def count_expired(self, service_id: str, cutoff: float) -> dict[str, int]:
         """What :meth:`purge_batch` would remove of the service now, over every batch, per
         table (``genhook purge --dry-run``); nothing is changed."""
@@ -233,23 +363,43 @@ class RetentionStore(StoreBase):
     def forget_purged(self, before: float, limit: int) -> int:
         """Remove up to ``limit`` tombstones of jobs purged before ``before`` whose assets are
         gone (their URLs then answer 404 instead of 410); how many."""
+        return self._forget(
+            purged_jobs.c.job_id,
+            [purged_jobs.c.purged_at < before, purged_jobs.c.assets_deleted_at.is_not(None)],
+            limit,
+        )
+
+    def forget_purged_batches(self, before: float, limit: int) -> int:
+        """Remove up to ``limit`` tombstones of batches purged before ``before`` (their URL
+        then answers 404 instead of 410); how many."""
+        return self._forget(purged_batches.c.batch_id, [purged_batches.c.purged_at < before], limit)
+
+    def _forget(self, key: sa.Column[Any], where: list[Any], limit: int) -> int:
+        """Remove up to ``limit`` tombstones (of ``key``'s table) matching ``where``, oldest
+        purged first, skipping those another purger holds."""
+        table = key.table
         with self._write() as conn:
             old = (
-                sa.select(purged_jobs.c.job_id)
-                .where(
-                    purged_jobs.c.purged_at < before,
-                    purged_jobs.c.assets_deleted_at.is_not(None),
-                )
-                .order_by(purged_jobs.c.purged_at)
+                sa.select(key)
+                .where(*where)
+                .order_by(table.c.purged_at)
                 .limit(limit)
                 .with_for_update(skip_locked=True)
             )
             ids = list(conn.execute(old).scalars())
             if not ids:
                 return 0
-            return int(
-                conn.execute(purged_jobs.delete().where(purged_jobs.c.job_id.in_(ids))).rowcount
-            )
+            return int(conn.execute(table.delete().where(key.in_(ids))).rowcount)
+
+    def purged_batch(self, batch_id: str) -> PurgedBatch | None:
+        """The tombstone of ``batch_id`` if retention purged it (and it is not forgotten)."""
+        with self._read() as conn:
+            row = conn.execute(
+                sa.select(purged_batches).where(purged_batches.c.batch_id == batch_id)
+            ).first()
+        if row is None:
+            return None
+        return PurgedBatch(row.batch_id, row.service_id, row.ended_at, row.purged_at)
 
     def purged_job(self, job_id: str) -> PurgedJob | None:
         """The tombstone of ``job_id`` if retention purged it (and it is not forgotten yet)."""

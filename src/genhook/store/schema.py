@@ -521,6 +521,24 @@ batches = sa.Table(
     sa.Column("ended_at", Time, nullable=True),  # when its last job ended
 )
 sa.Index("ix_batches_service_created", batches.c.service_id, batches.c.created_at)
+# the purge's candidates: a service's ended batches, oldest first (0014)
+sa.Index(
+    "ix_batches_service_ended",
+    batches.c.service_id,
+    batches.c.ended_at,
+    sqlite_where=batches.c.ended_at.is_not(None),
+    postgresql_where=batches.c.ended_at.is_not(None),
+)
+# one compact row per batch that retention purged (0014): GET /v1/batches/{id} answers 410
+# Gone, not 404. Kept a year, as purged_jobs
+purged_batches = sa.Table(
+    "purged_batches",
+    metadata,
+    sa.Column("batch_id", sa.String(40), primary_key=True),
+    sa.Column("service_id", sa.String(40), sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("ended_at", Time, nullable=True),
+    sa.Column("purged_at", Time, nullable=False, index=True),
+)
 sa.Index(
     "ix_jobs_batch",
     jobs.c.batch_id,
