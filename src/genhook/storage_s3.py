@@ -24,26 +24,31 @@ failures (5xx, connection errors, timeouts) with exponential backoff, up to
 * ``redirect``: genhook's own ``/assets/<job_id>/<filename>``, which answers with a redirect
   to a fresh presigned URL (so ``asset_url`` never expires while the job is kept).
 
+A payload made long before it is delivered (a job held for review, then approved) has its
+presigned URLs signed again when it is delivered: :func:`url_refresher`.
+
 The client is obstore (chosen by measurement: docs/dependencies.md), imported on first use so
 that an install without the ``s3`` extra runs on local files.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import re
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-from urllib.parse import quote, urlsplit
+from urllib.parse import quote, unquote, urlsplit
 
 from genhook.api.assets import CACHE_CONTROL
 from genhook.config import ConfigError, S3Settings
+from genhook.contract.completion import zulu
 from genhook.errors import ErrorCode, GenhookError
 from genhook.paths import private_dir
-from genhook.storage import media_type
+from genhook.storage import media_type, url_expires_at
 from genhook.workflow.result import Asset
 
 if TYPE_CHECKING:
@@ -169,6 +174,30 @@ class S3Storage:
         """A presigned GET URL of ``key``, valid for ``GENHOOK_S3_URL_EXPIRY``."""
         expiry = timedelta(seconds=int(self.settings.url_expiry))
         return str(self._obstore.sign(self.store, "GET", key, expiry))
+
+    def fresh_urls(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """A copy of a completion ``payload`` whose outputs' presigned URLs (``asset_url``,
+        ``poster_url``) are signed again now, for ``GENHOOK_S3_URL_EXPIRY`` from now, with
+        their ``url_expires_at`` and ``poster_url_expires_at`` to match; other URLs, and any
+        URL of another mode, are left as they are."""
+        fresh = copy.deepcopy(dict(payload))
+        job_id = str(fresh.get("job_id") or "")
+        for output in fresh.get("outputs") or ():
+            for url_field, expiry_field in (
+                ("asset_url", "url_expires_at"),
+                ("poster_url", "poster_url_expires_at"),
+            ):
+                url = output.get(url_field)
+                if not isinstance(url, str) or url_expires_at(url) is None:
+                    continue
+                filename = unquote(urlsplit(url).path.rsplit("/", 1)[-1])
+                if not (_SAFE.match(job_id) and _SAFE.match(filename)):
+                    continue
+                signed = self.presign(self.key(job_id, filename))
+                expires = url_expires_at(signed)
+                output[url_field] = signed
+                output[expiry_field] = None if expires is None else zulu(expires)
+        return fresh
 
     def public_object_url(self, key: str) -> str:
         """``GENHOOK_S3_PUBLIC_URL/<key>``, or the bucket's own URL of ``key``."""
@@ -330,6 +359,14 @@ class S3Attempt:
         except GenhookError as exc:  # never raised past the attempt: a purge removes them
             log.warning("%s: staged objects of %s kept: %s", storage.bucket, self.job_id, exc)
         self.staged.clear()
+
+
+def url_refresher(storage: Any) -> Callable[[Mapping[str, Any]], dict[str, Any]] | None:
+    """What signs a payload's presigned URLs again (:meth:`S3Storage.fresh_urls`) where the
+    storage makes presigned URLs; None for any other storage (its URLs do not expire)."""
+    if isinstance(storage, S3Storage) and storage.mode == "presigned":
+        return storage.fresh_urls
+    return None
 
 
 def _check_name(job_id: str, filename: str) -> None:

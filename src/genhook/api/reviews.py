@@ -22,6 +22,7 @@ from genhook.dashboard import pages
 from genhook.errors import ErrorCode, GenhookError
 from genhook.review import FIELDS, ReviewBody, check_review, parse_review
 from genhook.runtime import Runtime
+from genhook.storage_s3 import url_refresher
 from genhook.store.ops import DEFAULT_WINDOW
 from genhook.store.reviews import Decided, HeldReview
 
@@ -109,7 +110,9 @@ def decided_view(done: Decided) -> dict[str, Any]:
 
 async def _decide(request: Request, job_id: str, review: ReviewBody, by: str) -> Decided:
     runtime = runtime_of(request)
-    done = await run_in_threadpool(api_store(runtime).decide_review, job_id, review, by=by)
+    urls = url_refresher(runtime.storage)  # presigned URLs signed at hold time, signed again
+    store = api_store(runtime)
+    done = await run_in_threadpool(store.decide_review, job_id, review, by=by, urls=urls)
     if done.status == "succeeded":
         runtime.deliveries_signal.notify()
     else:

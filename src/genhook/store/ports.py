@@ -35,7 +35,7 @@ from genhook.store.records import (
     StoredJob,
 )
 from genhook.store.retention import PurgedBatch, PurgedJob
-from genhook.store.reviews import Decided, HeldReview
+from genhook.store.reviews import Decided, HeldReview, PayloadUrls
 
 __all__ = ["ApiStore", "OutboxStore", "WorkerStore"]
 
@@ -284,7 +284,14 @@ class ApiStore(Protocol):
     # the review queue (store/reviews.py): /v1/reviews, /v1/ops/reviews and the dashboard
     def held_reviews(self, service_id: str | None = None, limit: int = 100) -> list[HeldReview]: ...
 
-    def decide_review(self, job_id: str, review: ReviewBody, *, by: str) -> Decided: ...
+    def decide_review(
+        self,
+        job_id: str,
+        review: ReviewBody,
+        *,
+        by: str,
+        urls: PayloadUrls | None = None,
+    ) -> Decided: ...
 
     def cancel_held(
         self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]

@@ -26,6 +26,9 @@ from genhook.store.jobs import _CANCELLED, _REQUEUE, Encoded, JobStore
 from genhook.store.records import StoredJob
 from genhook.store.schema import job_reviews, jobs, services
 
+PayloadUrls = Callable[[Mapping[str, Any]], dict[str, Any]]
+"""Makes a payload's asset URLs afresh (presigned URLs signed again), as approving applies."""
+
 
 @dataclass(frozen=True, slots=True)
 class HeldReview:
@@ -194,9 +197,18 @@ class ReviewStore(JobStore):
             for r in rows
         ]
 
-    def decide_review(self, job_id: str, review: ReviewBody, *, by: str) -> Decided:
+    def decide_review(
+        self,
+        job_id: str,
+        review: ReviewBody,
+        *,
+        by: str,
+        urls: PayloadUrls | None = None,
+    ) -> Decided:
         """Carry out a review of a held job in one transaction: approve ends it ``succeeded``
-        with the held payload as edited (outboxed to its callback); reject puts it back in the
+        with the held payload as edited (outboxed to its callback), its asset URLs made afresh
+        by ``urls`` where given (presigned S3 URLs signed at hold time may have expired while
+        it was held: :func:`genhook.storage_s3.url_refresher`); reject puts it back in the
         queue now (its retry schedule afresh: the attempts so far are spared), the note kept
         for its next attempt's prompts. ``not_awaiting_review`` (nothing changed) when the job
         is not held now (never was, or another decision came first); ``not_found`` for no
@@ -220,7 +232,8 @@ class ReviewStore(JobStore):
             held = jobs.c.status == JobStatus.AWAITING_REVIEW
             if review.decision == "approve":
                 when = datetime.fromtimestamp(now, UTC)
-                encoded = Encoded.of(approved_payload(pending.payload, review, when=when))
+                approved = approved_payload(pending.payload, review, when=when)
+                encoded = Encoded.of(approved if urls is None else urls(approved))
                 done = conn.execute(
                     jobs.update()
                     .where(jobs.c.id == job_id, held)
