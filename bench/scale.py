@@ -453,9 +453,9 @@ def claim_latency(
 # main ---------------------------------------------------------------------------------------
 
 
-def growth(runs: dict[int, Run]) -> str:
+def growth(runs: dict[int, Run], processes: Sequence[int]) -> str:
     steps = []
-    for a, b in itertools.pairwise(PROCESSES):
+    for a, b in itertools.pairwise(processes):
         steps.append(f"{a}->{b}: x{runs[b].rate / runs[a].rate:.2f}")
     return ", ".join(steps)
 
@@ -474,15 +474,21 @@ def main() -> int:
     parser.add_argument("--clients", type=int, default=32, help="POSTs in flight")
     parser.add_argument("--latency", type=int, default=100, help="triggers for the latency")
     parser.add_argument("--systems", default=",".join(SYSTEMS))
+    parser.add_argument(
+        "--processes",
+        default=",".join(map(str, PROCESSES)),
+        help="worker process counts, comma-separated (e.g. 1 with --systems genhook to profile)",
+    )
     parser.add_argument("--skip-accept", action="store_true")
     parser.add_argument("--skip-latency", action="store_true")
     args = parser.parse_args()
     systems = [s for s in args.systems.split(",") if s]
+    counts = [int(w) for w in args.processes.split(",") if w]
     rivals = rivals_python() if any(s != "genhook" for s in systems) else None
     print(machine_line())
     print(server_line(args.server))
     started = time.monotonic()
-    runs: dict[str, dict[int, list[Run]]] = {s: {w: [] for w in PROCESSES} for s in systems}
+    runs: dict[str, dict[int, list[Run]]] = {s: {w: [] for w in counts} for s in systems}
     with temp_root("genhook-scale-") as folder, Children() as children:
         root = Path(folder)
         flows = root / "workflows"
@@ -490,7 +496,7 @@ def main() -> int:
         (flows / "noop.yaml").write_text(NOOP_FLOW, encoding="utf-8")
         print(f"\nthroughput: no-op jobs, --concurrency {args.concurrency} per process")
         for r in range(args.rounds):
-            for w in PROCESSES:
+            for w in counts:
                 order = systems if (r + w) % 2 == 0 else list(reversed(systems))
                 for system in order:
                     run = throughput(children, system, w, args, root, flows, rivals)
@@ -525,8 +531,8 @@ def main() -> int:
             latencies = claim_latency(children, args, root, flows)
     print("\nsummary")
     for system in systems:
-        rates = ", ".join(f"{w}: {median[system][w]:.1f}" for w in PROCESSES)
-        print(f"  {system:13} jobs/s by processes {rates}; {growth(best[system])}")
+        rates = ", ".join(f"{w}: {median[system][w]:.1f}" for w in counts)
+        print(f"  {system:13} jobs/s by processes {rates}; {growth(best[system], counts)}")
     ok = True
     if "genhook" in systems:
         peak = {s: max(median[s].values()) for s in systems}
@@ -538,7 +544,7 @@ def main() -> int:
                 continue
             ratio = peak["genhook"] / peak[rival]
             per_w = ", ".join(
-                f"{w}: {median['genhook'][w] / median[rival][w]:.2f}x" for w in PROCESSES
+                f"{w}: {median['genhook'][w] / median[rival][w]:.2f}x" for w in counts
             )
             verdict = "ok" if ratio >= target else "MISSED"
             print(

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import socket
 import threading
 import time
@@ -47,6 +48,7 @@ from genhook.storage import AssetStorage, Staging
 from genhook.store.callbacks import announces_start, asked
 from genhook.store.db import describe
 from genhook.store.expiry import SWEEP_SECONDS
+from genhook.store.jobs import Finish
 from genhook.store.ports import WorkerStore
 from genhook.store.records import Job
 from genhook.workflow.template import Workflow
@@ -83,6 +85,10 @@ GATHER_SECONDS = 0.005
 """After a claim that filled every free slot (more jobs are likely waiting), how long the
 claiming loop waits for half its slots to be free before it claims again, so that one
 transaction claims several jobs rather than one whenever a job ends."""
+
+
+FINISH_BATCH = 64
+"""Most job ends one finishing transaction commits (see :class:`Finisher`)."""
 
 
 LeaseStore = WorkerStore
@@ -250,6 +256,93 @@ class LeaseKeeper:
             self._write_progress(due)
 
 
+@dataclass
+class _Ending:
+    """A job's end waiting in the :class:`Finisher` for its transaction."""
+
+    ending: Finish
+    done: bool = False
+    status: JobStatus | None = None
+    error: Exception | None = None
+
+
+class Finisher:
+    """Group commit of a worker's job ends: the job threads that end at about the same time
+    share one finishing transaction (:meth:`~genhook.store.jobs.JobStore.finish_many`), one
+    commit for all, rather than one each.
+
+    No thread of its own and no wait for company: a job thread that finds no transaction
+    under way commits everything waiting, its own end included (at most :data:`FINISH_BATCH`);
+    the ones that end while it commits wait for it and go in the next. Each end is as
+    :meth:`~genhook.store.jobs.JobStore.finish` makes it alone (its own lease checked: a job
+    whose lease was lost is skipped, and gets None). When a shared transaction fails, nothing
+    of it was kept and each end is tried again alone, so one job's failure costs the others
+    nothing; a job whose end still fails stays running until its lease runs out, and is
+    retried (its thread gets the error). ``on_batch`` hears the statuses of each batch (the
+    worker's wake-ups)."""
+
+    def __init__(
+        self,
+        store: LeaseStore,
+        on_batch: Callable[[list[JobStatus | None]], None] = lambda _: None,
+    ) -> None:
+        self.store = store
+        self.on_batch = on_batch
+        self._cond = threading.Condition()
+        self._waiting: list[_Ending] = []
+        self._busy = False
+        self.batches = 0  # transactions so far (tests and the bench read them)
+        self.ended = 0  # ends recorded in them
+
+    def finish(self, ending: Finish) -> JobStatus | None:
+        """Record ``ending`` (with the others waiting); its status, as ``finish`` returns it."""
+        mine = _Ending(ending)
+        with self._cond:
+            self._waiting.append(mine)
+            while not mine.done:
+                if self._busy:
+                    self._cond.wait()
+                    continue
+                batch = self._waiting[:FINISH_BATCH]
+                del self._waiting[:FINISH_BATCH]
+                self._busy = True
+                self._cond.release()
+                try:
+                    self._commit(batch)
+                finally:
+                    self._cond.acquire()
+                    self._busy = False
+                    for item in batch:
+                        item.done = True
+                    self._cond.notify_all()
+        if mine.error is not None:
+            raise mine.error
+        return mine.status
+
+    def _commit(self, batch: list[_Ending]) -> None:
+        try:
+            statuses = self.store.finish_many([item.ending for item in batch])
+        except Exception as exc:
+            if len(batch) == 1:
+                batch[0].error = exc
+                return
+            statuses = []
+            for item in batch:  # each alone: one job's failure is not the others'
+                try:
+                    statuses.append(self.store.finish_many([item.ending])[0])
+                except Exception as alone:
+                    item.error = alone
+                    statuses.append(None)
+        for item, status in zip(batch, statuses, strict=True):
+            item.status = status
+        self.batches += 1
+        self.ended += sum(status is not None for status in statuses)
+        try:
+            self.on_batch(statuses)
+        except Exception as exc:  # a wake-up is advisory
+            _log_failure("wake-ups after finishing", exc)
+
+
 class Worker:
     """One claiming loop running up to ``concurrency`` jobs at once, each in a thread of its
     own; its leases kept by one :class:`LeaseKeeper`. Run one per process."""
@@ -280,8 +373,13 @@ class Worker:
         self.leases = LeaseKeeper(store, self.name, settings, self.events_signal)
         self.leases.deliveries_signal = self.deliveries_signal
         self._swept_at = float("-inf")  # time.monotonic() of the last deadline sweep
-        self._running: set[threading.Thread] = set()
+        self.finisher = Finisher(store, self._finished)
+        # the job threads: a pool of at most ``concurrency``, each one job at a time
         self._room = threading.Condition()
+        self._in_flight = 0  # jobs started and not ended
+        self._idle = 0  # pool threads waiting for a job
+        self._threads = 0
+        self._work: queue.SimpleQueue[tuple[Job, _Running] | None] = queue.SimpleQueue()
 
     def run(self, stop: threading.Event) -> None:
         """Claim and run jobs, up to ``concurrency`` at once, until ``stop`` is set; then wait
@@ -293,20 +391,21 @@ class Worker:
         while not stop.is_set():
             self._sweep_deadlines()
             with self._room:
-                free = self.concurrency - len(self._running)
+                free = self.concurrency - self._in_flight
                 if free <= 0:
                     self._room.wait(poll)
                     continue
                 if full and free < half:  # gather slots for a batch, briefly
                     self._room.wait_for(
-                        lambda: self.concurrency - len(self._running) >= half, GATHER_SECONDS
+                        lambda: self.concurrency - self._in_flight >= half, GATHER_SECONDS
                     )
-                    free = self.concurrency - len(self._running)
+                    free = self.concurrency - self._in_flight
             if not gate.wait_room(poll):  # CPU-bound steps queue: claim nothing more now
                 continue
             seen = self.jobs_signal.generation
             try:  # as many jobs as it has free slots, in one transaction
                 claimed = self.store.claim_many(self.name, self.settings.lease_seconds, free)
+                states = self._first_checks(claimed)
             except Exception as exc:  # keep the loop alive
                 _log_failure(f"worker {self.name}", exc)
                 stop.wait(poll)
@@ -318,32 +417,69 @@ class Worker:
                 continue
             if any(announces_start(job) for job in claimed):
                 self.deliveries_signal.notify()  # its job.started is in the outbox
-            for job in claimed:
-                self._start(job)
+            self.events_signal.notify()  # their running events
+            for job, state in zip(claimed, states, strict=True):
+                self._start(job, state)
         with self._room:
-            running = list(self._running)
-        for thread in running:
-            thread.join()
+            self._room.wait_for(lambda: self._in_flight == 0)
+            threads, self._threads, self._idle = self._threads, 0, 0
+        for _ in range(threads):
+            self._work.put(None)  # each pool thread ends at its next get
 
-    def _start(self, job: Job) -> None:
-        """Run a claimed job in a thread of its own."""
-        thread = threading.Thread(target=self._run_claimed, args=(job,), daemon=True)
-        thread.name = f"genhook-job-{job.id}"
+    def _first_checks(self, claimed: Sequence[Job]) -> list[_Running]:
+        """The claimed jobs' states, each with its first cancel check done by the claim's own
+        read of the flag: a cancel recorded before the claim either ended the job in the queue
+        or flagged it running (a job handed back or taken over carries the flag), so it stops
+        the job before any step. One recorded after the claim is seen by the lease keeper's
+        next read (every :data:`CANCEL_POLL_SECONDS`), as during any later step."""
+        states = [self._state(job) for job in claimed]
+        for state in states:
+            state.asked = True
+        return states
+
+    @staticmethod
+    def _state(job: Job) -> _Running:
+        return _Running(
+            job.id,
+            cancel=job.cancel_requested,
+            calls_back=job.callback_url is not None and asked(job.envelope, PROGRESS),
+        )
+
+    def _start(self, job: Job, state: _Running) -> None:
+        """Run a claimed job in a thread of the pool (a new one when none is idle)."""
         with self._room:
-            self._running.add(thread)
-        thread.start()
+            self._in_flight += 1
+            spawn = self._idle == 0
+            if spawn:
+                self._threads += 1
+            else:
+                self._idle -= 1  # the job is that thread's
+        self._work.put((job, state))
+        if spawn:
+            threading.Thread(target=self._serve, name="genhook-job", daemon=True).start()
 
-    def _run_claimed(self, job: Job) -> None:
+    def _serve(self) -> None:
+        """A pool thread: run the jobs it is given, one after another, until told to end."""
+        while (item := self._work.get()) is not None:
+            self._run_claimed(*item)
+
+    def _run_claimed(self, job: Job, state: _Running) -> None:
         try:
-            self.events_signal.notify()
-            self.process(job)
+            self.process(job, state)
         except Exception as exc:  # the job's lease will run out and another worker retries
             _log_failure(f"job {job.id} on {self.name}", exc)
         finally:
-            self.events_signal.notify()
             with self._room:
-                self._running.discard(threading.current_thread())
+                self._in_flight -= 1
+                self._idle += 1
                 self._room.notify_all()
+
+    def _finished(self, statuses: list[JobStatus | None]) -> None:
+        """After a finishing transaction: the jobs' end events, and their payloads in the
+        outbox (one wake-up each for the whole batch)."""
+        self.events_signal.notify()
+        if any(status is not None for status in statuses):
+            self.deliveries_signal.notify()
 
     def hand_back(self) -> list[str]:
         """Give back every job still running here (a shutdown past its bound): another worker
@@ -367,7 +503,7 @@ class Worker:
     def in_flight(self) -> int:
         """Jobs running now in this worker's threads."""
         with self._room:
-            return len(self._running)
+            return self._in_flight
 
     def _sweep_deadlines(self) -> None:
         """Every :data:`~genhook.store.expiry.SWEEP_SECONDS`, end the waiting jobs past their
@@ -414,17 +550,16 @@ class Worker:
             self.events_signal.notify()
         return True
 
-    def process(self, job: Job) -> None:
-        """Run a claimed job to its next state: succeeded, failed, cancelled or retrying.
+    def process(self, job: Job, state: _Running | None = None) -> None:
+        """Run a claimed job to its next state: succeeded, failed, cancelled or retrying
+        (``state``: its first cancel check done already, by the claiming loop).
 
         Working time is measured on the store's clock from the claim (``job.claimed_at``)
         to the end. The attempt's assets are staged under its own name and published only in
         the finishing transaction, so a worker that lost its lease never touches what the
         lease holder delivered.
         """
-        state = _Running(
-            job.id, calls_back=job.callback_url is not None and asked(job.envelope, PROGRESS)
-        )
+        state = state or self._state(job)
         clock = self.store.clock
         claimed_at = job.claimed_at
 
@@ -501,6 +636,7 @@ class Worker:
                 metrics.retry(job.service_id, job.workflow_id)
             if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
+            self.events_signal.notify()
             return
         result = outcome.result
         if error is None and result is not None and needs_review(result):
@@ -518,6 +654,7 @@ class Worker:
             )
             if held is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
+            self.events_signal.notify()
             return
         if error is None:
             status = JobStatus.SUCCEEDED
@@ -525,19 +662,21 @@ class Worker:
             status = JobStatus.CANCELLED
         else:
             status = JobStatus.FAILED
-        if self.store.finish(
-            job.id,
-            self.name,
-            status=status,
-            payload=outcome.payload.to_json(),
-            error=error,
-            credit_cost=outcome.credit_cost,
-            work_seconds=work,
-            cancelled=cancelled,
-            publish=assets.publish if status is JobStatus.SUCCEEDED else None,
-            made=made,
-        ):
-            self.deliveries_signal.notify()
+        # with the other jobs ending now, in one transaction (its wake-ups: Worker._finished)
+        self.finisher.finish(
+            Finish(
+                job.id,
+                self.name,
+                status=status,
+                payload=outcome.payload.to_json(),
+                error=error,
+                credit_cost=outcome.credit_cost,
+                work_seconds=work,
+                cancelled=cancelled,
+                publish=assets.publish if status is JobStatus.SUCCEEDED else None,
+                made=made,
+            )
+        )
 
     def _execute(
         self,

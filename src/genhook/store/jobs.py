@@ -5,7 +5,9 @@ transaction."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Mapping, Sequence
+import json
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -328,6 +330,120 @@ def _attempt_end(
     }
 
 
+# PostgreSQL: a batch of the claim's usual case in one statement. Unless a lease ran out (that
+# job is taken first, by the one-job claim), the service whose turn it is (as _TURN), when it
+# has no rate limit and no daily budget: its next due jobs in the fair order
+# (as _FIRST_IN_TURN), ``:most`` of them when it is the only service with jobs waiting (each
+# claim in turn would pick it again), else one (the next claim's turn is another's); the run of
+# them before the first whose backend has a limit (``:limited``; that one goes through the
+# limit's checks). Each is leased as _TAKE_QUEUED leases one, the service's turn taken once for
+# all (``waiting`` less as many), each one's attempt opened and its ``running`` event written,
+# as data-modifying CTEs (one round trip for the batch). Fewer rows than asked: the caller goes
+# on with the one-job claim, which handles what this does not.
+_CLAIMABLE_SQL = "status IN ('queued', 'retrying')"
+_TAKE_BATCH = sa.text(
+    f"""
+WITH waiting AS (
+    SELECT id, rate_limit, daily_budget FROM services
+    WHERE paused_at IS NULL AND waiting > 0
+      AND NOT EXISTS (
+          SELECT 1 FROM jobs WHERE status = 'running' AND lease_expires < :now)
+    ORDER BY last_served_at, id
+    LIMIT 2
+), turn AS (
+    SELECT id FROM waiting
+    WHERE rate_limit IS NULL AND daily_budget IS NULL
+      AND id = (SELECT id FROM waiting LIMIT 1)
+), candidates AS (
+    SELECT j.id, j.backend, j.priority, j.run_after
+    FROM jobs AS j
+    WHERE j.service_id = (SELECT id FROM turn)
+      AND j.{_CLAIMABLE_SQL} AND j.run_after <= :now
+      AND (j.deadline IS NULL OR j.deadline > :now OR j.first_claimed_at IS NOT NULL)
+      AND (j.backend IS NULL OR j.backend NOT IN (
+          SELECT backend FROM backend_state WHERE state = 'open'))
+    ORDER BY j.priority DESC, j.run_after, j.id
+    LIMIT CASE WHEN (SELECT count(*) FROM waiting) > 1 THEN 1 ELSE :most END
+    FOR UPDATE OF j SKIP LOCKED
+), ranked AS (
+    SELECT id, backend = ANY(CAST(:limited AS text[])) AS limited,
+           row_number() OVER (ORDER BY priority DESC, run_after, id) AS place
+    FROM candidates
+), picked AS (
+    SELECT id FROM ranked
+    WHERE place < coalesce((SELECT min(place) FROM ranked WHERE limited), 2147483647)
+), taken AS (
+    UPDATE jobs SET status = 'running', lease_owner = :worker, lease_expires = :until,
+        attempts = jobs.attempts + 1, first_claimed_at = coalesce(jobs.first_claimed_at, :now),
+        updated_at = :now, hold_reason = NULL
+    FROM picked
+    WHERE jobs.id = picked.id AND jobs.{_CLAIMABLE_SQL}
+    RETURNING jobs.*
+), served AS (
+    UPDATE services SET last_served_at = :now, waiting = waiting - (SELECT count(*) FROM taken)
+    WHERE id = (SELECT id FROM turn) AND EXISTS (SELECT 1 FROM taken)
+), started AS (
+    INSERT INTO job_attempts (job_id, number, worker, started_at, backend)
+    SELECT id, attempts, :worker, :now, backend FROM taken
+), running AS (
+    INSERT INTO job_events (job_id, at, status, detail)
+    SELECT id, :now, 'running', json_build_object('attempt', attempts) FROM taken
+)
+SELECT * FROM taken ORDER BY priority DESC, run_after, id
+"""
+)
+
+
+# PostgreSQL: the common part of several jobs' ends in one statement (JobStore._finish_batch):
+# each job that ``:worker`` still holds, running, with no cancel asked, released as
+# _releasing releases one (its status, result, error code, credits and time), its attempt
+# closed and its end's event written, as data-modifying CTEs. What is left (a reservation or
+# spent credits to settle, assets to publish, a breaker to heal, the roll-up, the outbox, the
+# batch) the caller does for the rows it returns, in the order a single finish takes them.
+_FINISH_BATCH = sa.text(
+    """
+WITH v AS (
+    SELECT * FROM unnest(
+        CAST(:ids AS text[]), CAST(:workers AS text[]), CAST(:statuses AS text[]),
+        CAST(:results AS text[]), CAST(:codes AS text[]), CAST(:descriptions AS text[]),
+        CAST(:credits AS float8[]), CAST(:works AS float8[]), CAST(:made AS text[])
+    ) AS v(id, worker, status, result, code, description, credits, work, made)
+), released AS (
+    UPDATE jobs SET lease_owner = NULL, lease_expires = NULL,
+        credit_cost = jobs.credit_cost + v.credits,
+        processing_seconds = jobs.processing_seconds + v.work,
+        status = v.status, result = CAST(v.result AS json), error_code = v.code,
+        finished_at = :now, updated_at = :now
+    FROM v
+    WHERE jobs.id = v.id AND jobs.lease_owner = v.worker AND jobs.status = 'running'
+      AND jobs.cancel_requested IS false
+    RETURNING jobs.id, jobs.callback_url, jobs.service_id, jobs.workflow_id, jobs.backend,
+        jobs.processing_seconds, jobs.credit_cost, jobs.reserved, jobs.reserved_day,
+        jobs.envelope, jobs.batch_id, v.status AS ended, v.result, v.code, v.description,
+        v.credits, v.made
+), closed AS (
+    UPDATE job_attempts SET ended_at = :now, outcome = r.ended, error_code = r.code,
+        error_description = r.description, credit_cost = r.credits, made = CAST(r.made AS json)
+    FROM released AS r
+    WHERE job_attempts.job_id = r.id AND job_attempts.ended_at IS NULL
+), logged AS (
+    INSERT INTO job_events (job_id, at, status, detail)
+    SELECT id, :now, ended, CAST(result AS json) FROM released
+)
+SELECT id, callback_url, service_id, workflow_id, backend, processing_seconds, credit_cost,
+    reserved, reserved_day, envelope, batch_id, ended
+FROM released ORDER BY id
+"""
+)
+_ROLLUP_FIGURES = ("completed", "credits", "failed", "cancelled", "generation_seconds")
+_ROLLUP_QC = ("qc_checked", "qc_passed")
+_ENDED_FIGURE = {
+    JobStatus.SUCCEEDED: "completed",
+    JobStatus.FAILED: "failed",
+    JobStatus.CANCELLED: "cancelled",
+}
+
+
 # the first key of the claim's two-key advisory locks (beside accounting's LEDGER_LOCK and
 # BREAKER_LOCK): a capped backend's count of running jobs and recent starts, and a rate-limited
 # service's window of real starts, each checked and used under its lock (see _claim_lock)
@@ -386,6 +502,22 @@ class Encoded:
     def of(cls, payload: Mapping[str, Any]) -> Encoded:
         body = encode_payload(payload)
         return cls(body, decode_payload(body))
+
+
+@dataclass(frozen=True)
+class Finish:
+    """One job's end, as :meth:`JobStore.finish` takes it (for :meth:`JobStore.finish_many`)."""
+
+    job_id: str
+    worker: str
+    status: JobStatus
+    payload: Mapping[str, Any]
+    error: GenhookError | None
+    credit_cost: float
+    work_seconds: float
+    cancelled: Mapping[str, Any] | None = None
+    publish: Callable[[], None] | None = None
+    made: Mapping[str, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -625,10 +757,20 @@ class JobStore(StoreBase):
         now = self.clock.now()
         if self.engine.dialect.name == "postgresql":
             with self._write() as conn:
+                # the usual case first, without the look: a backlog of one service, no lease
+                # run out; anything else, the look and the claims one by one go on from there
+                taken = self._take_batch(conn, worker, lease_seconds, now, most)
+                for job in taken:
+                    announce_start(conn, job, now)  # job.started, when the trigger asked
+                if len(taken) == most:
+                    return taken
                 due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
                 if not (due or stalled):
-                    return []
-                return self._claim_some(conn, worker, lease_seconds, now, most, due, stalled)
+                    return taken
+                more = most - len(taken)
+                return taken + self._claim_some(
+                    conn, worker, lease_seconds, now, more, due, stalled, after=bool(taken)
+                )
         with self._read() as conn:
             due, stalled = conn.execute(_SOMETHING_TO_CLAIM, {"now": now}).one()
         if not (due or stalled):
@@ -645,13 +787,25 @@ class JobStore(StoreBase):
         most: int,
         due: bool,
         stalled: bool,
+        *,
+        after: bool = False,
     ) -> list[Job]:
         """:meth:`claim_many`'s claims in ``conn``'s transaction, one job each until ``most``
-        or none (``due``, ``stalled``: what the look found)."""
+        or none (``due``, ``stalled``: what the look found; ``after``: the batch statement
+        took jobs before these, in this transaction). On PostgreSQL the usual case goes on in
+        batches (:data:`_TAKE_BATCH`) between the one-job claims."""
         taken: list[Job] = []
         held: set[tuple[int, str]] = set()  # the batch's advisory locks (see _claim_lock)
+        fast = conn.dialect.name == "postgresql" and due
         while len(taken) < most:
-            more = bool(taken)  # a lease that ran out is looked for first, once, as by claim
+            more = after or bool(taken)  # a lease that ran out is looked for first, once
+            if fast and more:
+                batch = self._take_batch(conn, worker, lease_seconds, now, most - len(taken))
+                for one in batch:
+                    announce_start(conn, one, now)  # job.started, when the trigger asked
+                taken.extend(batch)
+                if len(taken) == most:
+                    break
             job = self._claim(
                 conn, worker, lease_seconds, now, stalled=stalled and not more, held=held, more=more
             )
@@ -662,6 +816,20 @@ class JobStore(StoreBase):
             if not due:
                 break
         return taken
+
+    def _take_batch(
+        self, conn: sa.Connection, worker: str, lease_seconds: float, now: float, most: int
+    ) -> list[Job]:
+        """Up to ``most`` jobs of the claim's usual case in one statement (:data:`_TAKE_BATCH`)."""
+        params = {
+            "now": now,
+            "until": now + lease_seconds,
+            "worker": worker,
+            "most": most,
+            "limited": sorted(self._backend_limits),
+        }
+        rows = conn.execute(_TAKE_BATCH, params).mappings().all()
+        return [Job.from_row(row, claimed_at=now) for row in rows]
 
     def _claim(
         self,
@@ -1005,11 +1173,29 @@ class JobStore(StoreBase):
         asked: set[str] = set()
         if not job_ids:
             return asked
-        with self._read() as conn:
+        with self._autocommit_read() as conn:
             for start in range(0, len(job_ids), LEASE_BATCH):
                 ids = list(job_ids[start : start + LEASE_BATCH])
                 asked.update(conn.execute(_CANCELS_ASKED, {"ids": ids}).scalars())
         return asked
+
+    @contextmanager
+    def _autocommit_read(self) -> Iterator[sa.Connection]:
+        """A connection for reads that need no snapshot of their own: on PostgreSQL each
+        statement alone, outside a transaction (one round trip instead of BEGIN, the read and
+        COMMIT); on SQLite a read transaction. Failures are ``store_unavailable``."""
+        if self.engine.dialect.name != "postgresql":
+            with self._read() as conn:
+                yield conn
+            return
+        try:
+            with self.engine.connect() as conn:
+                yield conn.execution_options(isolation_level="AUTOCOMMIT")
+        except sa.exc.SQLAlchemyError as exc:
+            error = unavailable(exc)
+            if error is None:
+                raise
+            raise error from exc
 
     def record_progress(
         self, worker: str, progress: Sequence[tuple[str, Mapping[str, Any]]]
@@ -1048,18 +1234,8 @@ class JobStore(StoreBase):
         """Has cancellation been asked for this job? (A worker asks once for each job before
         its first step: on PostgreSQL one statement outside a transaction, one round trip
         instead of BEGIN, the read and COMMIT.)"""
-        if self.engine.dialect.name != "postgresql":
-            with self._read() as conn:
-                return bool(conn.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
-        try:
-            with self.engine.connect() as conn:
-                alone = conn.execution_options(isolation_level="AUTOCOMMIT")
-                return bool(alone.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
-        except sa.exc.SQLAlchemyError as exc:
-            error = unavailable(exc)
-            if error is None:
-                raise
-            raise error from exc
+        with self._autocommit_read() as conn:
+            return bool(conn.execute(_CANCEL_ASKED, {"jid": job_id}).scalar())
 
     def finish(
         self,
@@ -1082,35 +1258,162 @@ class JobStore(StoreBase):
         makes the attempt's assets the job's) is not called. Returns the status the job ended
         with, or None when ``worker`` no longer held its lease (nothing changed).
         """
+        ending = Finish(
+            job_id,
+            worker,
+            status=status,
+            payload=payload,
+            error=error,
+            credit_cost=credit_cost,
+            work_seconds=work_seconds,
+            cancelled=cancelled,
+            publish=publish,
+            made=made,
+        )
         now = self.clock.now()
-        encoded = Encoded.of(payload)
         with self._write() as conn:
+            return self._finish(conn, ending, now)
+
+    def finish_many(self, endings: Sequence[Finish]) -> list[JobStatus | None]:
+        """:meth:`finish` of several jobs in one transaction (one commit for all), each as
+        :meth:`finish` ends it alone: its own lease checked (a job whose lease its worker lost
+        is skipped: None, nothing written for it), a cancel recorded first winning, its
+        payload outboxed. The statuses, in the order of ``endings``.
+
+        All or nothing: when it raises, nothing of the transaction was kept (every job still
+        runs, on its worker's lease); the caller may end each again alone (a ``publish`` that
+        ran already is a no-op the second time), see :class:`genhook.worker.Finisher`."""
+        if not endings:
+            return []
+        now = self.clock.now()
+        with self._write() as conn:
+            if conn.dialect.name != "postgresql":
+                return [self._finish(conn, ending, now) for ending in endings]
+            return self._finish_batch(conn, endings, now)
+
+    def _finish_batch(
+        self, conn: sa.Connection, endings: Sequence[Finish], now: float
+    ) -> list[JobStatus | None]:
+        """PostgreSQL: :meth:`finish_many` with the common part of every end in one statement
+        (:data:`_FINISH_BATCH`), the rest per job in the order :meth:`_finish` takes it (its
+        ledger, its assets published, its backend's breaker; then the roll-ups, one statement
+        per service and workflow; then its outbox and its batch). A job the statement did not
+        release (a cancel asked, or its lease lost) is then ended as :meth:`_finish` ends it."""
+        order = sorted(range(len(endings)), key=lambda i: endings[i].job_id)
+        mine = [endings[i] for i in order]  # row locks taken in one order (no deadlocks)
+        bodies = [encode_payload(ending.payload) for ending in mine]
+        params = {
+            "now": now,
+            "ids": [e.job_id for e in mine],
+            "workers": [e.worker for e in mine],
+            "statuses": [str(e.status) for e in mine],
+            "results": [body.decode("utf-8") for body in bodies],
+            "codes": [e.error.code.value if e.error else None for e in mine],
+            "descriptions": [e.error.description if e.error else None for e in mine],
+            "credits": [float(e.credit_cost) for e in mine],
+            "works": [float(e.work_seconds) for e in mine],
+            "made": [None if e.made is None else json.dumps(dict(e.made)) for e in mine],
+        }
+        done = {row.id: row for row in conn.execute(_FINISH_BATCH, params)}
+        by_id = {e.job_id: (e, body) for e, body in zip(mine, bodies, strict=True)}
+        rollups: dict[tuple[str, str], dict[str, float]] = {}
+        for job_id, row in done.items():
+            ending = by_id[job_id][0]
+            self._settle(conn, job_id, row, ending.credit_cost)
+            succeeded = ending.status is JobStatus.SUCCEEDED
+            if succeeded and ending.publish is not None:
+                ending.publish()  # inside the transaction: the files go live only if it commits
+            if succeeded and row.backend is not None:
+                conn.execute(_BREAKER_HEALED, {"name": row.backend, "now": now})
+            figures = rollups.setdefault((row.service_id, row.workflow_id), {})
+            add = {
+                _ENDED_FIGURE[ending.status]: 1.0,
+                "generation_seconds": float(row.processing_seconds),
+                "credits": float(row.credit_cost),
+            }
+            if succeeded:
+                add["qc_checked"] = 1.0
+                add["qc_passed"] = float(ending.payload.get("quality_warning") is None)
+            for name, value in add.items():
+                figures[name] = figures.get(name, 0.0) + value
+        for (service_id, workflow_id), figures in sorted(rollups.items()):
+            bump_rollup(conn, service_id, workflow_id, now, **figures)
+        for job_id, row in done.items():
+            if row.callback_url and asks_any(row.envelope):
+                drop_pending_events(conn, job_id)  # no job.started/progress after the end
+            if row.callback_url:
+                body = by_id[job_id][1]
+                encoded = Encoded(body, decode_payload(body))
+                self._outbox(conn, job_id, row.service_id, row.callback_url, encoded, now)
+            if row.batch_id is not None:  # the batch's last job outboxes the batch callback
+                batch_job_ended(conn, row.batch_id, now)
+        statuses: dict[str, JobStatus | None] = {}
+        for ending in mine:
+            if ending.job_id in done:
+                statuses[ending.job_id] = ending.status
+            else:  # a cancel asked first, or the lease lost: as a single finish ends it
+                statuses[ending.job_id] = self._finish(conn, ending, now)
+        return [statuses[ending.job_id] for ending in endings]
+
+    def _settle(self, conn: sa.Connection, job_id: str, done: Any, credit_cost: float) -> None:
+        """A released job's reservation released and its real cost booked (see
+        :meth:`_release`)."""
+        if done.reserved or done.reserved_day is not None:
+            conn.execute(_UNRESERVE, {"jid": job_id})
+        settle(
+            conn,
+            done.service_id,
+            done.reserved,
+            done.reserved_day,
+            credit_cost,
+            self.clock.now(),
+            self.alert_url,
+        )
+
+    def _finish(self, conn: sa.Connection, ending: Finish, now: float) -> JobStatus | None:
+        """:meth:`finish`'s work in ``conn``'s transaction."""
+        job_id, worker = ending.job_id, ending.worker
+        status, error, credit_cost = ending.status, ending.error, ending.credit_cost
+        encoded = Encoded.of(ending.payload)
+        done = self._release(
+            conn,
+            job_id,
+            worker,
+            credit_cost,
+            ending.work_seconds,
+            cancel_requested=False,
+            status=status,
+            result=encoded.parsed,
+            error_code=error.code.value if error else None,
+            finished_at=now,
+            updated_at=now,
+        )
+        if done is not None and ending.publish is not None:
+            ending.publish()  # inside the transaction: the files go live only if this commits
+        if done is None:
+            status, error = JobStatus.CANCELLED, _CANCELLED
+            encoded = Encoded.of(ending.cancelled) if ending.cancelled else encoded
             done = self._release(
                 conn,
                 job_id,
                 worker,
                 credit_cost,
-                work_seconds,
-                cancel_requested=False,
-                status=status,
-                result=encoded.parsed,
-                error_code=error.code.value if error else None,
-                finished_at=now,
-                updated_at=now,
+                ending.work_seconds,
+                **self._cancelled(encoded, now),
             )
-            if done is not None and publish is not None:
-                publish()  # inside the transaction: the files go live only if this commits
             if done is None:
-                status, error = JobStatus.CANCELLED, _CANCELLED
-                encoded = Encoded.of(cancelled) if cancelled else encoded
-                done = self._release(
-                    conn, job_id, worker, credit_cost, work_seconds, **self._cancelled(encoded, now)
-                )
-                if done is None:
-                    return None
-            self._ended(
-                conn, job_id, done, status, encoded, error, now, credit_cost=credit_cost, made=made
-            )
+                return None
+        self._ended(
+            conn,
+            job_id,
+            done,
+            status,
+            encoded,
+            error,
+            now,
+            credit_cost=credit_cost,
+            made=ending.made,
+        )
         return status
 
     def retry(
@@ -1348,17 +1651,7 @@ class JobStore(StoreBase):
         done = conn.execute(statement, params).first()
         if done is None:
             return None
-        if done.reserved or done.reserved_day is not None:
-            conn.execute(_UNRESERVE, {"jid": job_id})
-        settle(
-            conn,
-            done.service_id,
-            done.reserved,
-            done.reserved_day,
-            credit_cost,
-            self.clock.now(),
-            self.alert_url,
-        )
+        self._settle(conn, job_id, done, credit_cost)
         return done
 
     def cancel(self, job_id: str, payload: Callable[[StoredJob], Mapping[str, Any]]) -> JobStatus:

@@ -22,7 +22,7 @@ from genhook.store.admit import Admission, Submission
 from genhook.store.base import Health, Row
 from genhook.store.batches import StoredBatch
 from genhook.store.deliveries import DeliveryResult
-from genhook.store.jobs import Lease
+from genhook.store.jobs import Finish, Lease
 from genhook.store.listing import Cursor, JobFilter, Page
 from genhook.store.ops import FailedDelivery, HeldJob, Resumed, Series, Summary
 from genhook.store.records import (
@@ -68,6 +68,8 @@ class WorkerStore(Protocol):
         publish: Callable[[], None] | None = None,
         made: Mapping[str, float] | None = None,
     ) -> JobStatus | None: ...
+
+    def finish_many(self, endings: Sequence[Finish]) -> list[JobStatus | None]: ...
 
     def retry(
         self,

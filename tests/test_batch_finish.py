@@ -1,0 +1,215 @@
+"""Several jobs ended in one transaction (``Store.finish_many``, what the worker's
+:class:`~genhook.worker.Finisher` calls) and the one-statement batch claim, on SQLite and
+PostgreSQL: each job ends as a single ``finish`` would end it (its own lease checked, a cancel
+asked first winning, its payload outboxed once, its attempt, event and roll-up); a job whose lease
+was lost is skipped; a batch whose transaction fails keeps nothing, and the Finisher then ends
+each job alone; a batch claim writes each job's attempt and ``running`` event."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from genhook.errors import ErrorCode, GenhookError
+from genhook.status import JobStatus
+from genhook.store.admit import Admission
+from genhook.store.jobs import Finish
+from genhook.store.schema import attempts, deliveries, events, job_rollups, jobs
+from genhook.store.store import Store
+from genhook.worker import Finisher
+from tests.conftest import new_service
+
+HOOK = "http://127.0.0.1:9/hook"
+
+
+def _submit(store: Store, service_id: str, n: int, callback_url: str | None = HOOK) -> list[str]:
+    return [
+        str(
+            store.submit(
+                service_id=service_id,
+                workflow_id="product-image",
+                workflow_version=1,
+                trigger={"product_name": f"x{i}"},
+                external_id=None,
+                callback_url=callback_url,
+                admission=Admission(),
+            )[0].id
+        )
+        for i in range(n)
+    ]
+
+
+def _ending(job_id: str, status: JobStatus = JobStatus.SUCCEEDED, **kw: Any) -> Finish:
+    error = None if status is JobStatus.SUCCEEDED else GenhookError(ErrorCode.BACKEND_ERROR)
+    return Finish(
+        job_id,
+        kw.pop("worker", "w1"),
+        status=status,
+        payload={"job_id": job_id, "status": "success" if error is None else "failed"},
+        error=error,
+        credit_cost=0.0,
+        work_seconds=0.5,
+        cancelled={"job_id": job_id, "status": "failed", "error_code": "cancelled"},
+        **kw,
+    )
+
+
+def _rows(store: Store, table: sa.Table, *where: Any) -> list[dict[str, Any]]:
+    with store._read() as conn:
+        return [dict(r) for r in conn.execute(sa.select(table).where(*where)).mappings()]
+
+
+def _job(store: Store, job_id: str) -> dict[str, Any]:
+    return _rows(store, jobs, jobs.c.id == job_id)[0]
+
+
+def test_each_job_of_a_batch_ends_as_a_single_finish_ends_it(store: Store) -> None:
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 5)
+    claimed = store.claim_many("w1", 30, 5)
+    assert sorted(j.id for j in claimed) == sorted(ids)
+    statuses = store.finish_many(
+        [_ending(ids[0]), _ending(ids[1], JobStatus.FAILED), *(_ending(i) for i in ids[2:])]
+    )
+    assert statuses == [
+        JobStatus.SUCCEEDED,
+        JobStatus.FAILED,
+        JobStatus.SUCCEEDED,
+        JobStatus.SUCCEEDED,
+        JobStatus.SUCCEEDED,
+    ]
+    for job_id, status in zip(ids, statuses, strict=True):
+        row = _job(store, job_id)
+        assert row["status"] == status and row["lease_owner"] is None
+        assert row["result"]["job_id"] == job_id and row["processing_seconds"] == 0.5
+        assert row["finished_at"] is not None
+        (attempt,) = _rows(store, attempts, attempts.c.job_id == job_id)
+        assert attempt["outcome"] == status and attempt["ended_at"] is not None
+        logged = _rows(store, events, events.c.job_id == job_id)
+        ended = [e for e in logged if e["status"] == status]
+        assert len(ended) == 1 and ended[0]["detail"]["job_id"] == job_id
+        (outbox,) = _rows(store, deliveries, deliveries.c.job_id == job_id)
+        assert outbox["url"] == HOOK and f'"job_id":"{job_id}"'.encode() in outbox["body"]
+    assert ErrorCode.BACKEND_ERROR.value == _job(store, ids[1])["error_code"]
+    (rollup,) = _rows(store, job_rollups, job_rollups.c.service_id == svc)
+    assert (rollup["completed"], rollup["failed"]) == (4, 1)
+    assert rollup["generation_seconds"] == pytest.approx(2.5)
+    assert (rollup["qc_checked"], rollup["qc_passed"]) == (4, 4)
+
+
+def test_a_lost_lease_is_skipped_and_a_cancel_asked_first_wins(store: Store) -> None:
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 3)
+    store.claim_many("w1", 30, 3)
+    with store._write() as conn:  # another worker took the first over
+        conn.execute(jobs.update().where(jobs.c.id == ids[0]).values(lease_owner="w2"))
+    store.cancel(ids[1], lambda job: {"job_id": job.id, "status": "failed"})
+    statuses = store.finish_many([_ending(i) for i in ids])
+    assert statuses == [None, JobStatus.CANCELLED, JobStatus.SUCCEEDED]
+    lost = _job(store, ids[0])
+    assert lost["status"] == JobStatus.RUNNING and lost["lease_owner"] == "w2"
+    assert lost["result"] is None
+    assert _rows(store, deliveries, deliveries.c.job_id == ids[0]) == []
+    (attempt,) = _rows(store, attempts, attempts.c.job_id == ids[0])
+    assert attempt["ended_at"] is None  # the new holder's to close
+    cancelled = _job(store, ids[1])
+    assert cancelled["status"] == JobStatus.CANCELLED
+    assert cancelled["result"]["error_code"] == "cancelled"  # the cancelled payload
+    (outbox,) = _rows(store, deliveries, deliveries.c.job_id == ids[1])
+    assert b'"error_code":"cancelled"' in outbox["body"]
+    assert _job(store, ids[2])["status"] == JobStatus.SUCCEEDED
+    (rollup,) = _rows(store, job_rollups, job_rollups.c.service_id == svc)
+    assert (rollup["completed"], rollup["cancelled"]) == (1, 1)
+
+
+def _raising() -> Callable[[], None]:
+    def publish() -> None:
+        raise OSError("disk full")
+
+    return publish
+
+
+def test_a_failed_batch_keeps_nothing_and_the_finisher_ends_each_alone(store: Store) -> None:
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 3)
+    store.claim_many("w1", 30, 3)
+    published: list[str] = []
+    endings = [
+        _ending(ids[0], publish=lambda: published.append(ids[0])),
+        _ending(ids[1], publish=_raising()),
+        _ending(ids[2]),
+    ]
+    with pytest.raises(OSError):
+        store.finish_many(endings)
+    for job_id in ids:  # all or nothing: every job still runs on w1's lease
+        row = _job(store, job_id)
+        assert row["status"] == JobStatus.RUNNING and row["lease_owner"] == "w1"
+        assert _rows(store, deliveries, deliveries.c.job_id == job_id) == []
+    assert _rows(store, job_rollups, job_rollups.c.completed > 0) == []
+
+    finisher = Finisher(store)
+    batches: list[list[JobStatus | None]] = []
+    finisher.on_batch = batches.append
+    finisher._commit(batch := [finisher_item(e) for e in endings])
+    assert [item.status for item in batch] == [JobStatus.SUCCEEDED, None, JobStatus.SUCCEEDED]
+    assert isinstance(batch[1].error, OSError)
+    assert _job(store, ids[1])["status"] == JobStatus.RUNNING  # its lease runs out: retried
+    assert {_job(store, i)["status"] for i in (ids[0], ids[2])} == {JobStatus.SUCCEEDED}
+    # published in each failed batch too (the test's, the Finisher's): a no-op after a rollback
+    assert published.count(ids[0]) == 3
+    assert finisher.ended == 2 and batches == [[JobStatus.SUCCEEDED, None, JobStatus.SUCCEEDED]]
+
+
+def finisher_item(ending: Finish) -> Any:
+    from genhook.worker import _Ending
+
+    return _Ending(ending)
+
+
+def test_threads_ending_at_once_share_transactions(store: Store) -> None:
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 12, callback_url=None)
+    store.claim_many("w1", 30, 12)
+    finisher = Finisher(store)
+    results: dict[str, JobStatus | None] = {}
+    go = threading.Barrier(len(ids))
+
+    def end(job_id: str) -> None:
+        go.wait()
+        results[job_id] = finisher.finish(_ending(job_id))
+
+    threads = [threading.Thread(target=end, args=(i,)) for i in ids]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert results == {i: JobStatus.SUCCEEDED for i in ids}
+    assert finisher.ended == 12 and 1 <= finisher.batches <= 12
+    (rollup,) = _rows(store, job_rollups, job_rollups.c.service_id == svc)
+    assert rollup["completed"] == 12
+
+
+def test_a_batch_claim_opens_each_attempt_and_its_running_event(store: Store) -> None:
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 6, callback_url=None)
+    claimed = store.claim_many("w1", 30, 4)
+    assert [j.id for j in claimed] == ids[:4]  # the fair order: by eligible_at, then id
+    for job in claimed:
+        assert job.attempts == 1 and not job.cancel_requested
+        (attempt,) = _rows(store, attempts, attempts.c.job_id == job.id)
+        assert attempt["number"] == 1 and attempt["worker"] == "w1"
+        running = [
+            e for e in _rows(store, events, events.c.job_id == job.id) if e["status"] == "running"
+        ]
+        assert [e["detail"] for e in running] == [{"attempt": 1}]
+        row = _job(store, job.id)
+        assert row["status"] == JobStatus.RUNNING and row["lease_owner"] == "w1"
+    with store._read() as conn:
+        waiting = conn.execute(sa.text("SELECT waiting FROM services WHERE id = :s"), {"s": svc})
+        assert waiting.scalar_one() == 2
+    assert [j.id for j in store.claim_many("w2", 30, 8)] == ids[4:]
+    assert store.claim_many("w3", 30, 8) == []
