@@ -26,6 +26,7 @@ from genhook.status import JobStatus
 from genhook.store.schema import services
 from genhook.store.store import Store
 from tests.acceptance.harness import ROOT, Genhook, Receiver, wait_for
+from tests.test_ops_expired import expiring, held_for_review
 from tests.test_ops_summary import give_up, refuse, retry, run, submit
 
 CHROMIUM = Path(os.environ.get("GENHOOK_TEST_CHROMIUM", "/usr/bin/chromium"))
@@ -83,6 +84,7 @@ def expected(figures: dict[str, Any]) -> dict[str, str]:
         "credits_per_job": money(figures["credits_per_job"]),
         "retry_rate": pct(figures["retry_rate"]),
         "failure_rate": pct(figures["failure_rate"]),
+        "expired": f"{figures['expired']:,}",
     }
 
 
@@ -118,11 +120,15 @@ def fill(store: Store, shop: str, receiver: Receiver) -> dict[str, Any]:
         if hour >= HOURS - 6:
             submit(store, cms, "product-video")
             run(store, JobStatus.SUCCEEDED, seconds=rng.uniform(6, 9), cost=4.0)
+        if hour % 4 == 1 or hour == HOURS - 1:  # its deadline passes before anything claims it
+            expiring(store, shop)
         clock.advance(3600.0)
+        store.sweep_deadlines()
     clock.advance(max(0.0, time.time() - clock.now()))
     submit(store, shop, callback_url=receiver.url, callback_private=True)
     failed_job = run(store, JobStatus.SUCCEEDED, seconds=3.2, cost=1.0)
     (delivery,) = give_up(store, 503, "HTTP 503")
+    reviewed = held_for_review(store, shop)
     submit(store, storm, "tiny")
     run(store, JobStatus.SUCCEEDED, seconds=0.4, cost=0.0)
     with store._write() as conn:
@@ -145,7 +151,7 @@ def fill(store: Store, shop: str, receiver: Receiver) -> dict[str, Any]:
         )[0].id
         for i in range(3)
     ]
-    return {"delivery": delivery.id, "failed_job": failed_job, "held": held}
+    return {"delivery": delivery.id, "failed_job": failed_job, "held": held, "review": reviewed}
 
 
 def test_dashboard_in_chromium(browser: Any, tmp_path: Path, db_kind: str) -> None:
@@ -186,6 +192,11 @@ def test_dashboard_in_chromium(browser: Any, tmp_path: Path, db_kind: str) -> No
             page.goto(f"{g.base}/dashboard?window={window}")
             summary = ops.get("/v1/ops/summary", params={"window": window}).json()
             assert [s["service"] for s in summary["services"]] == ["cms", "shop", "storm"]
+            shop_totals = summary["services"][1]["totals"]
+            assert shop_totals["expired"] >= (1 if window == "1h" else 2), window
+            assert [s["awaiting_review"] for s in summary["services"]] == [0, 1, 0]
+            review_total = page.locator('[data-total="awaiting_review"]').inner_text()
+            assert review_total == "1"
             for service in summary["services"]:
                 section = f'[data-service="{service["service"]}"]'
                 figures = shown(page, f"{section} dl.figures")
@@ -193,6 +204,7 @@ def test_dashboard_in_chromium(browser: Any, tmp_path: Path, db_kind: str) -> No
                 want.update(
                     queued=f"{service['queued']:,}",
                     running=f"{service['running']:,}",
+                    awaiting_review=f"{service['awaiting_review']:,}",
                     credits_today=money(service["credits_today"]),
                     rate_limit=service["rate_limit"] or "none",
                 )

@@ -53,6 +53,7 @@ def service_charts(name: str, series: Series, values: Sequence[Figures]) -> tupl
         ("completed", "bar-completed", [v.completed for v in values]),
         ("failed", "bar-failed", [v.failed for v in values]),
         ("cancelled", "bar-cancelled", [v.cancelled for v in values]),
+        ("expired", "bar-expired", [v.expired for v in values]),
     )
     rates = (
         ("completion", "line-completion", [v.completion_rate for v in values]),
@@ -131,6 +132,7 @@ def overview(
             summary=summary,
             views=_views(summary, series),
             held_total=sum(sum(s.held.values()) for s in summary.services),
+            review_total=sum(s.awaiting_review for s in summary.services),
             failed_total=sum(s.failed_deliveries for s in summary.services),
             chart_caption=_caption(series),
             notice=notice,

@@ -5,7 +5,9 @@ Every figure is read from the hourly roll-ups (``job_rollups``), which the job s
 transactions that accept, retry and end jobs, and from the small per-service tables (the credit
 ledger, breakers, endpoints): no figure scans the jobs table. Only ``queued`` and ``running``
 count live jobs, through the partial indexes the claim uses (``ix_jobs_service_claimable``,
-``ix_jobs_leased``), so they cost what the queue holds, never what the table has ever held.
+``ix_jobs_leased``), and ``awaiting_review`` the undecided review rounds
+(``ix_job_reviews_pending``), so they cost what the queue holds, never what the table has ever
+held.
 
 A window (``1h``, ``24h``, ``7d``) covers whole hours: the hour buckets that overlap the last
 ``window`` before now, so at least the window and at most an hour more (``since`` says where it
@@ -31,6 +33,7 @@ from genhook.store.schema import (
     credit_ledger,
     deliveries,
     endpoints,
+    job_reviews,
     job_rollups,
     jobs,
     services,
@@ -61,14 +64,16 @@ class Figures:
     """Sums of roll-up rows (one service and workflow, or more), and the rates they give.
 
     ``triggers`` counts every trigger, refused ones (422) included; a job that ended counts in
-    exactly one of ``completed`` (succeeded), ``failed`` and ``cancelled``. Rates are over the
-    jobs that ended in the window (None when none did)."""
+    exactly one of ``completed`` (succeeded), ``failed``, ``cancelled`` and ``expired`` (its
+    trigger's deadline passed before it started), as ``genhook_jobs_ended`` counts them. Rates
+    are over the jobs that ended in the window (None when none did)."""
 
     triggers: int = 0
     refused: int = 0
     completed: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
     retries: int = 0
     generation_seconds: float = 0.0
     qc_checked: int = 0
@@ -84,7 +89,7 @@ class Figures:
 
     @property
     def ended(self) -> int:
-        return self.completed + self.failed + self.cancelled
+        return self.completed + self.failed + self.cancelled + self.expired
 
     @property
     def completion_rate(self) -> float | None:
@@ -128,6 +133,7 @@ class Figures:
             "credits_per_job": self.credits_per_job,
             "refused": self.refused,
             "cancelled": self.cancelled,
+            "expired": self.expired,
             "retries": self.retries,
             "retry_rate": self.retry_rate,
             "failure_rate": self.failure_rate,
@@ -169,6 +175,7 @@ class ServiceSummary:
     disabled_endpoints: tuple[str, ...]
     workflows: tuple[WorkflowSummary, ...]
     retention: str | None = None  # its own retention (None: GENHOOK_RETENTION)
+    awaiting_review: int = 0  # jobs held for a person's review now (the review queue)
 
     @property
     def paused(self) -> bool:
@@ -208,6 +215,7 @@ class ServiceSummary:
             "budget_used": self.budget_used,
             "credits_reserved": self.credits_reserved,
             "held": dict(self.held),
+            "awaiting_review": self.awaiting_review,
             "failed_deliveries": self.failed_deliveries,
             "disabled_endpoints": list(self.disabled_endpoints),
             "totals": self.totals.as_dict(),
@@ -381,6 +389,15 @@ class OpsStore(StoreBase):
                 sa.select(jobs.c.service_id).where(jobs.c.status == JobStatus.RUNNING)
             ).scalars():
                 running[sid] = running.get(sid, 0) + 1
+            # the review queue: a held job has exactly one undecided round, and the partial
+            # index of undecided rounds (ix_job_reviews_pending) holds only those
+            reviewing: dict[str, int] = dict(
+                conn.execute(
+                    sa.select(job_reviews.c.service_id, sa.func.count())
+                    .where(job_reviews.c.decided_at.is_(None))
+                    .group_by(job_reviews.c.service_id)
+                ).all()
+            )
             failed: dict[str | None, int] = dict(
                 conn.execute(
                     sa.select(deliveries.c.service_id, sa.func.count())
@@ -416,6 +433,7 @@ class OpsStore(StoreBase):
                 credits_reserved=ledgers.get(s["id"], (0.0, 0.0))[1],
                 queued=int(queued.get(s["id"], 0)),
                 running=int(running.get(s["id"], 0)),
+                awaiting_review=int(reviewing.get(s["id"], 0)),
                 held={r: held.get(s["id"], {}).get(r, 0) for r in HOLD_REASONS},
                 failed_deliveries=int(failed.get(s["id"], 0)),
                 disabled_endpoints=tuple(disabled.get(s["id"], ())),
