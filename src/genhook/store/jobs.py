@@ -1827,6 +1827,9 @@ class JobStore(StoreBase):
                 )
                 return
             save_breaker(conn, backend, before.succeeded(), now)
+            # the breaker's hold lifts, no other: a retry's wait or a rate slot still ahead
+            # (opening kept the later of it and the probe in run_after) is waited out
+            later = jobs.c.run_after > now
             conn.execute(
                 jobs.update()
                 .where(
@@ -1834,7 +1837,21 @@ class JobStore(StoreBase):
                     claimable(),
                     jobs.c.hold_reason == HoldReason.BACKEND_UNAVAILABLE,
                 )
-                .values(hold_reason=None, run_after=now, updated_at=now)
+                .values(
+                    hold_reason=sa.case(
+                        (
+                            sa.and_(
+                                later,
+                                jobs.c.first_claimed_at.is_(None),
+                                jobs.c.rate_slot > now,
+                            ),
+                            HoldReason.RATE_LIMIT.value,
+                        ),
+                        else_=None,
+                    ),
+                    run_after=sa.case((later, jobs.c.run_after), else_=now),
+                    updated_at=now,
+                )
             )
             record_event(
                 conn,

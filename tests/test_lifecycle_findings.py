@@ -1,0 +1,96 @@
+"""What the lifecycle model (tests/test_lifecycle_model.py) found, each reduced to a focused
+test on the real store (SQLite and PostgreSQL, an injected clock)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genhook.clock import ManualClock
+from genhook.errors import ErrorCode, GenhookError
+from genhook.flow import BreakerState
+from genhook.status import JobStatus
+from genhook.store.admit import Admission
+from genhook.store.records import StoredJob
+from genhook.store.store import Store
+from tests.conftest import new_service
+
+
+def _submit(store: Store, service_id: str, callback: bool = False, **admission: Any) -> StoredJob:
+    job, _created = store.submit(
+        service_id=service_id,
+        workflow_id="product-image",
+        workflow_version=1,
+        trigger={"product_name": "x"},
+        external_id=None,
+        callback_url="https://hooks.example.com/genhook" if callback else None,
+        admission=Admission(**admission),
+    )
+    return job
+
+
+def _clock(store: Store) -> ManualClock:
+    assert isinstance(store.clock, ManualClock)
+    return store.clock
+
+
+def _open_breaker(store: Store, backend: str) -> float:
+    """Open ``backend``'s breaker now; its probe is due in 30 s."""
+    store.backend_breaker_failures = 1
+    store.backend_probe_seconds = 30.0
+    state = store.backend_failed(backend, GenhookError(ErrorCode.BACKEND_ERROR))
+    assert state.state is BreakerState.OPEN and state.probe_at is not None
+    return state.probe_at
+
+
+def _probe_succeeds(store: Store, backend: str, probe_at: float) -> None:
+    _clock(store).advance(probe_at - store.clock.now())
+    assert store.take_probe() == backend
+    store.probe_result(backend, True)
+
+
+def test_a_retry_waiting_out_its_back_off_still_waits_when_the_breaker_closes(flow: Store) -> None:
+    """A job put back to retry in 120 s (say an engine's Retry-After) whose backend's breaker
+    opens and closes meanwhile starts after its 120 s, not at the probe 30 s later: the probe
+    lifts the breaker's hold only."""
+    svc = new_service(flow, "retrier")
+    job = _submit(flow, svc, backend="engine")
+    assert flow.claim("w", 60) is not None
+    assert (
+        flow.retry(
+            job.id,
+            "w",
+            error=GenhookError(ErrorCode.BACKEND_ERROR),
+            delay=120.0,
+            credit_cost=0.0,
+            work_seconds=1.0,
+            cancelled={"event": "job.failed"},
+        )
+        is JobStatus.RETRYING
+    )
+    retry_at = flow.clock.now() + 120.0
+    _probe_succeeds(flow, "engine", _open_breaker(flow, "engine"))
+    assert flow.claim("w", 60) is None, "the probe's success cut the retry's wait short"
+    stored = flow.job(job.id)
+    assert stored is not None and stored.run_after == retry_at
+    _clock(flow).advance(retry_at - flow.clock.now())
+    claimed = flow.claim("w", 60)
+    assert claimed is not None and claimed.id == job.id
+
+
+def test_a_rate_slot_still_holds_when_the_breaker_closes(flow: Store) -> None:
+    """Under 1/m, the second of two triggers has its slot a minute on; when the first is
+    cancelled and the backend's breaker opens and closes within that minute, the second still
+    starts at its slot (its eligible_at), not at the probe."""
+    svc = new_service(flow, "paced", rate_limit="1/m")
+    first = _submit(flow, svc, backend="engine")
+    second = _submit(flow, svc, backend="engine")
+    slot = flow.job(second.id).run_after  # type: ignore[union-attr]
+    assert slot == flow.clock.now() + 60.0
+    assert flow.cancel(first.id, lambda j: {"event": "job.failed"}) is JobStatus.CANCELLED
+    _probe_succeeds(flow, "engine", _open_breaker(flow, "engine"))
+    assert flow.claim("w", 60) is None, "the probe's success cut the rate slot short"
+    held = flow.job(second.id)
+    assert held is not None and (held.hold_reason, held.run_after) == ("rate_limit", slot)
+    _clock(flow).advance(slot - flow.clock.now())
+    claimed = flow.claim("w", 60)
+    assert claimed is not None and claimed.id == second.id
