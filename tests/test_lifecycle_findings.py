@@ -8,7 +8,7 @@ from typing import Any
 from genhook.clock import ManualClock
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import BreakerState
-from genhook.status import JobStatus
+from genhook.status import DeliveryOutcome, JobStatus
 from genhook.store.admit import Admission
 from genhook.store.records import StoredJob
 from genhook.store.store import Store
@@ -92,5 +92,53 @@ def test_a_rate_slot_still_holds_when_the_breaker_closes(flow: Store) -> None:
     held = flow.job(second.id)
     assert held is not None and (held.hold_reason, held.run_after) == ("rate_limit", slot)
     _clock(flow).advance(slot - flow.clock.now())
+    claimed = flow.claim("w", 60)
+    assert claimed is not None and claimed.id == second.id
+
+
+def _succeed(store: Store, job_id: str) -> None:
+    """Worker ``w`` ends ``job_id`` succeeded (its callback outboxed)."""
+    store.finish(
+        job_id,
+        "w",
+        status=JobStatus.SUCCEEDED,
+        payload={"event": "job.completed"},
+        error=None,
+        credit_cost=0.0,
+        work_seconds=1.0,
+    )
+
+
+def _deliver_all(store: Store) -> None:
+    for d in store.claim_deliveries(10, 30.0, "o"):
+        assert store.record_delivery(
+            d.id,
+            number=d.attempt,
+            status_code=204,
+            error=None,
+            duration_ms=1.0,
+            outcome=DeliveryOutcome.DELIVERED,
+            next_attempt_at=None,
+            owner="o",
+        )
+
+
+def test_a_purge_does_not_make_the_rate_window_forget_its_starts(flow: Store) -> None:
+    """1/h with a retention of a minute: a job that started, ended and was purged within the
+    hour still counts in the window, so the next trigger waits for the window (at most N
+    starts in any window, whatever the retention)."""
+    svc = new_service(flow, "hourly", rate_limit="1/h")
+    started_at = flow.clock.now()
+    first = _submit(flow, svc, callback=True)
+    assert flow.claim("w", 60) is not None
+    _succeed(flow, first.id)
+    _deliver_all(flow)
+    _clock(flow).advance(120.0)
+    flow.purge_batch(svc, flow.clock.now() - 60.0, 10)  # what a purge may take, it takes
+    second = _submit(flow, svc)
+    assert flow.claim("w", 60) is None, "two starts within an hour under 1/h"
+    held = flow.job(second.id)
+    assert held is not None and held.run_after == started_at + 3600.0
+    _clock(flow).advance(started_at + 3600.0 - flow.clock.now())
     claimed = flow.claim("w", 60)
     assert claimed is not None and claimed.id == second.id

@@ -32,6 +32,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from genhook.flow import RateLimit
 from genhook.status import TERMINAL, DeliveryStatus
 from genhook.store.base import StoreBase
 from genhook.store.schema import (
@@ -87,12 +88,25 @@ class Policy:
     own: bool  # the service's own setting (False: the default)
 
 
-def _ended_before(service_id: str, cutoff: float) -> sa.ColumnElement[bool]:
-    """The service's ended jobs that finished before ``cutoff`` and owe no callback."""
+def _ended_before(
+    service_id: str, cutoff: float, window_since: float | None = None
+) -> sa.ColumnElement[bool]:
+    """The service's ended jobs that finished before ``cutoff`` and owe no callback, and (with
+    ``window_since``) whose rate slot and first start are both before it: the rate window reads
+    the slots and starts of its last period (:func:`rate_window_since`), so a job in it stays
+    until it has left, whatever the retention."""
     unsent = (
         sa.select(deliveries.c.id)
         .where(deliveries.c.job_id == jobs.c.id, deliveries.c.status.in_(list(UNSENT)))
         .exists()
+    )
+    outside = (
+        sa.true()
+        if window_since is None
+        else sa.and_(
+            sa.or_(jobs.c.rate_slot.is_(None), jobs.c.rate_slot <= window_since),
+            sa.or_(jobs.c.first_claimed_at.is_(None), jobs.c.first_claimed_at <= window_since),
+        )
     )
     return sa.and_(
         jobs.c.service_id == service_id,
@@ -100,7 +114,16 @@ def _ended_before(service_id: str, cutoff: float) -> sa.ColumnElement[bool]:
         jobs.c.finished_at < cutoff,
         jobs.c.status.in_(sorted(str(s) for s in TERMINAL)),
         ~unsent,
+        outside,
     )
+
+
+def rate_window_since(conn: sa.Connection, service_id: str, now: float) -> float | None:
+    """Where the service's rate window begins now (None: it has no rate limit)."""
+    limit = RateLimit.parse(
+        conn.execute(sa.select(services.c.rate_limit).where(services.c.id == service_id)).scalar()
+    )
+    return None if limit is None else now - limit.period
 
 
 def _batch_callback() -> sa.ColumnElement[bool]:
@@ -159,10 +182,11 @@ class RetentionStore(StoreBase):
         the purged ids (``job_ids``) and the rows removed per table (``PURGED_TABLES``)."""
         now = self.clock.now()
         with self._write() as conn:
+            since = rate_window_since(conn, service_id, now)
             chosen = list(
                 conn.execute(
                     sa.select(jobs.c.id, jobs.c.finished_at)
-                    .where(_ended_before(service_id, cutoff))
+                    .where(_ended_before(service_id, cutoff, since))
                     .order_by(jobs.c.finished_at, jobs.c.id)
                     .limit(limit)
                     .with_for_update(of=jobs, skip_locked=True)
@@ -313,11 +337,12 @@ class RetentionStore(StoreBase):
     def count_expired(self, service_id: str, cutoff: float) -> dict[str, int]:
         """What :meth:`purge_batch` would remove of the service now, over every batch, per
         table (``genhook purge --dry-run``); nothing is changed."""
-        chosen = sa.select(jobs.c.id).where(_ended_before(service_id, cutoff)).subquery()
-        their_deliveries = sa.select(deliveries.c.id).where(
-            deliveries.c.job_id.in_(sa.select(chosen.c.id))
-        )
         with self._read() as conn:
+            since = rate_window_since(conn, service_id, self.clock.now())
+            chosen = sa.select(jobs.c.id).where(_ended_before(service_id, cutoff, since)).subquery()
+            their_deliveries = sa.select(deliveries.c.id).where(
+                deliveries.c.job_id.in_(sa.select(chosen.c.id))
+            )
             return {
                 "jobs": conn.execute(sa.select(sa.func.count()).select_from(chosen)).scalar_one(),
                 "job_attempts": _count(
