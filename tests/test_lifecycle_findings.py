@@ -8,7 +8,7 @@ from typing import Any
 from genhook.clock import ManualClock
 from genhook.errors import ErrorCode, GenhookError
 from genhook.flow import BreakerState
-from genhook.status import DeliveryOutcome, JobStatus
+from genhook.status import DeliveryOutcome, DeliveryStatus, JobStatus
 from genhook.store.admit import Admission
 from genhook.store.records import StoredJob
 from genhook.store.store import Store
@@ -142,3 +142,43 @@ def test_a_purge_does_not_make_the_rate_window_forget_its_starts(flow: Store) ->
     _clock(flow).advance(started_at + 3600.0 - flow.clock.now())
     claimed = flow.claim("w", 60)
     assert claimed is not None and claimed.id == second.id
+
+
+def test_a_late_answer_of_an_attempt_the_same_outbox_took_over_moves_nothing(
+    flow: Store,
+) -> None:
+    """An outbox whose lease ran out and that took its own delivery over (attempt 2 in flight)
+    then records attempt 1's late answer: the delivery stays with attempt 2."""
+    svc = new_service(flow, "hooks")
+    job = _submit(flow, svc, callback=True)
+    assert flow.claim("w", 60) is not None
+    _succeed(flow, job.id)
+    [one] = flow.claim_deliveries(1, 30.0, "o")
+    _clock(flow).advance(31.0)
+    [two] = flow.claim_deliveries(1, 30.0, "o")
+    assert (one.id, one.attempt, two.attempt) == (two.id, 1, 2)
+    moved = flow.record_delivery(
+        one.id,
+        number=1,
+        status_code=500,
+        error="HTTP 500",
+        duration_ms=1.0,
+        outcome=DeliveryOutcome.RETRY,
+        next_attempt_at=flow.clock.now() + 5.0,
+        owner="o",
+    )
+    assert not moved, "attempt 1's answer moved the delivery while attempt 2 is in flight"
+    record = flow.delivery(one.id)
+    assert record is not None and (record.status, record.attempts) == (DeliveryStatus.SENDING, 2)
+    assert flow.record_delivery(
+        two.id,
+        number=2,
+        status_code=204,
+        error=None,
+        duration_ms=1.0,
+        outcome=DeliveryOutcome.DELIVERED,
+        next_attempt_at=None,
+        owner="o",
+    )
+    record = flow.delivery(one.id)
+    assert record is not None and record.status is DeliveryStatus.DELIVERED

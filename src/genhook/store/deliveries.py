@@ -766,7 +766,8 @@ class DeliveryStore(StoreBase):
         """Record ``results`` in ``conn``'s write transaction, in order.
 
         Every attempt row is completed; the deliveries ``owner`` still holds (read, and locked
-        on PostgreSQL, with what the breaker and the exhausted event need) move on; then each
+        on PostgreSQL, with what the breaker and the exhausted event need) for the attempt
+        recorded (their latest) move on; then each
         callback that moved feeds its endpoint's breaker and may report itself exhausted. A
         success at an endpoint that is not failing writes nothing to the breaker.
         """
@@ -792,7 +793,13 @@ class DeliveryStore(StoreBase):
                 {"ids": _ids(conn, [r.delivery_id for r in results]), "owner": owner},
             )
         }
-        moving = [r for r in results if r.delivery_id in held]
+        # only the attempt the lease is for moves it on: the late answer of an attempt this
+        # outbox itself took over (its lease had run out) leaves the newer attempt in flight
+        moving = [
+            r
+            for r in results
+            if r.delivery_id in held and int(held[r.delivery_id]["attempts"]) == r.number
+        ]
         if moving:
             _run_many(
                 conn,
@@ -815,7 +822,8 @@ class DeliveryStore(StoreBase):
             if row["kind"] == ALERT or row["service_id"] is None:
                 continue  # an operator event's delivery: no breaker, no event about itself
             self._after_attempt(conn, r, row, failing, now)
-        return [r.delivery_id in held for r in results]
+        moved = {r.delivery_id for r in moving}
+        return [r.delivery_id in moved for r in results]
 
     def _after_attempt(
         self,
