@@ -3,24 +3,31 @@
 PostgreSQL: each job ends as a single ``finish`` would end it (its own lease checked, a cancel
 asked first winning, its payload outboxed once, its attempt, event and roll-up); a job whose lease
 was lost is skipped; a batch whose transaction fails keeps nothing, and the Finisher then ends
-each job alone; a batch claim writes each job's attempt and ``running`` event."""
+each job alone; a batch claim writes each job's attempt and ``running`` event; a worker runs a
+metadata-only workflow's jobs in its claiming loop and ends them together."""
 
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
 
+from genhook.config import Settings
+from genhook.engine import Engine
 from genhook.errors import ErrorCode, GenhookError
+from genhook.presets import Presets
 from genhook.status import JobStatus
+from genhook.storage import LocalStorage
 from genhook.store.admit import Admission
 from genhook.store.jobs import Finish
 from genhook.store.schema import attempts, deliveries, events, job_rollups, jobs
 from genhook.store.store import Store
-from genhook.worker import Finisher
+from genhook.worker import Finisher, Worker
 from tests.conftest import new_service
 
 HOOK = "http://127.0.0.1:9/hook"
@@ -213,3 +220,94 @@ def test_a_batch_claim_opens_each_attempt_and_its_running_event(store: Store) ->
         assert waiting.scalar_one() == 2
     assert [j.id for j in store.claim_many("w2", 30, 8)] == ids[4:]
     assert store.claim_many("w3", 30, 8) == []
+
+
+NOOP = """\
+id: noop
+description: one metadata node, no generation
+input:
+  required: [n]
+  properties:
+    n: {type: string}
+nodes:
+  meta:
+    kind: metadata
+    with:
+      alt_text: "item {{ input.n }}"
+      caption: "item {{ input.n }}"
+      filename: "item-{{ input.n }}"
+outputs:
+  assets: []
+  seo: ${meta.seo}
+"""
+
+
+def _noop_worker(store: Store, tmp_path: Path, presets: Presets, concurrency: int) -> Worker:
+    (tmp_path / "flows").mkdir()
+    (tmp_path / "flows" / "noop.yaml").write_text(NOOP, encoding="utf-8")
+    engine = Engine.load(tmp_path / "flows", presets=presets)
+    settings = Settings(data_dir=tmp_path).resolved()
+    storage = LocalStorage(tmp_path / "assets", "http://genhook.test")
+    return Worker(store, engine, storage, settings, name="w1", concurrency=concurrency)
+
+
+def test_quick_jobs_run_in_the_claiming_loop_and_end_together(
+    store: Store, tmp_path: Path, presets: Presets
+) -> None:
+    """A metadata-only workflow runs inline (no job thread): a batch of 8 claimed at once ends
+    in one finishing transaction, each job with its payload, attempt and callback; a job
+    handed back with a cancel asked stops before its first step, cancelled."""
+    worker = _noop_worker(store, tmp_path, presets, concurrency=8)
+    assert worker.engine.runs_inline(worker.engine.workflows["noop"])
+    svc = new_service(store, "shop")
+
+    def submit(n: int) -> str:
+        job, _ = store.submit(
+            service_id=svc,
+            workflow_id="noop",
+            workflow_version=1,
+            trigger={"n": str(n)},
+            external_id=None,
+            callback_url=HOOK,
+        )
+        return str(job.id)
+
+    ids = [submit(n) for n in range(8)]
+    cancelled = ids[3]
+    store.claim_many("w0", 30, 8)  # w0 claims them all, then shuts down: a cancel comes first
+    store.cancel(cancelled, lambda job: {"job_id": job.id, "status": "failed"})
+    assert store.hand_back("w0", ids) == ids
+    threads = threading.active_count()
+    stop = threading.Event()
+    loop = threading.Thread(target=worker.run, args=(stop,))
+    loop.start()
+    try:
+        deadline = time.monotonic() + 60
+        while any(store.job(i).status not in ("succeeded", "cancelled") for i in ids):  # type: ignore[union-attr]
+            assert time.monotonic() < deadline, "the jobs did not end"
+            time.sleep(0.02)
+        # the loop and the lease keeper, no job thread
+        assert threading.active_count() <= threads + 2
+    finally:
+        stop.set()
+        loop.join()
+    assert worker._threads == 0
+    assert worker.finisher.batches == 1 and worker.finisher.ended == 8
+    for job_id in ids:
+        job = store.job(job_id)
+        assert job is not None
+        if job_id == cancelled:
+            assert job.status == "cancelled" and job.result is not None
+            assert job.result["error"]["error_code"] == "cancelled"
+        else:
+            assert job.status == "succeeded" and job.result is not None
+            assert job.result["seo"]["alt_text"].startswith("item ")
+        (outbox,) = _rows(store, deliveries, deliveries.c.job_id == job_id)
+        assert outbox["status"] == "pending"
+        tries = store.attempts(job_id)
+        assert [a.outcome for a in tries] == ["handed_back", job.status]
+
+
+def test_a_workflow_that_generates_is_not_run_inline(presets: Presets) -> None:
+    engine = Engine.load(None, presets=presets)
+    assert not engine.runs_inline(engine.workflows["product-image"])

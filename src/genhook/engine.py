@@ -48,6 +48,10 @@ LOCAL_BACKENDS = frozenset({"procedural", "diffusers"})
 shipped remote ones in :data:`REMOTE_BACKENDS` (a wrong guess costs concurrency, not cores)."""
 REMOTE_BACKENDS = frozenset({"openai", "comfyui", "replicate", "fal"})
 """Backends whose generation waits on a remote engine (outside the CPU gate)."""
+INLINE_NODES = frozenset({"metadata", "prompt_builder", "style_preset"})
+"""Node kinds whose run is quick work on the trigger's text, with no generation, no file and
+no wait: a workflow of these alone runs in the worker's claiming loop (see
+:meth:`Engine.runs_inline`)."""
 
 
 def node_cpu_bound(node: Node) -> bool:
@@ -112,6 +116,7 @@ class Engine:
         self.gate = gate or process_gate()
         self._gated_backends = _GatedBackends(backends, self.gate)
         self._gated_nodes = _GatedNodes(catalog.nodes, self.gate)
+        self._inline: dict[str, tuple[Workflow, bool]] = {}
 
     @classmethod
     def load(
@@ -146,6 +151,21 @@ class Engine:
     def workflow(self, workflow_id: str) -> Workflow:
         """The workflow of this id, or ``unknown_workflow`` (with the nearest ids)."""
         return self.catalog.workflow(workflow_id)
+
+    def runs_inline(self, workflow: Workflow) -> bool:
+        """Is every node of ``workflow`` of a kind in :data:`INLINE_NODES` (the shipped kind
+        itself, not a plugin's of the same name)? Such a job waits on nothing: the worker runs
+        it in its claiming loop, with the others of its batch, rather than in a thread."""
+        known = self._inline.get(workflow.id)
+        if known is None or known[0] is not workflow:
+            ok = all(
+                spec.kind in INLINE_NODES
+                and type(self.nodes.find(spec.kind)).__module__.startswith("genhook.nodes.")
+                for spec in workflow.nodes.values()
+            )
+            known = (workflow, ok)
+            self._inline[workflow.id] = known
+        return known[1]
 
     def context(
         self,

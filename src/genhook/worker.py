@@ -266,6 +266,17 @@ class _Ending:
     error: Exception | None = None
 
 
+@dataclass
+class _Attempted:
+    """A job's attempt that ran with its lease kept, to be recorded."""
+
+    job: Job
+    outcome: Outcome
+    work: float  # this attempt's working time
+    total: float  # every attempt's
+    assets: Staging
+
+
 class Finisher:
     """Group commit of a worker's job ends: the job threads that end at about the same time
     share one finishing transaction (:meth:`~genhook.store.jobs.JobStore.finish_many`), one
@@ -296,10 +307,18 @@ class Finisher:
 
     def finish(self, ending: Finish) -> JobStatus | None:
         """Record ``ending`` (with the others waiting); its status, as ``finish`` returns it."""
-        mine = _Ending(ending)
+        (mine,) = self.finish_all([ending])
+        if mine.error is not None:
+            raise mine.error
+        return mine.status
+
+    def finish_all(self, endings: Sequence[Finish]) -> list[_Ending]:
+        """Record ``endings`` (with the others waiting, in as few transactions as fit); each
+        one's status, or the error that kept it from being recorded."""
+        items = [_Ending(ending) for ending in endings]
         with self._cond:
-            self._waiting.append(mine)
-            while not mine.done:
+            self._waiting.extend(items)
+            while not all(item.done for item in items):
                 if self._busy:
                     self._cond.wait()
                     continue
@@ -315,9 +334,7 @@ class Finisher:
                     for item in batch:
                         item.done = True
                     self._cond.notify_all()
-        if mine.error is not None:
-            raise mine.error
-        return mine.status
+        return items
 
     def _commit(self, batch: list[_Ending]) -> None:
         try:
@@ -418,8 +435,14 @@ class Worker:
             if any(announces_start(job) for job in claimed):
                 self.deliveries_signal.notify()  # its job.started is in the outbox
             self.events_signal.notify()  # their running events
+            inline: list[tuple[Job, _Running]] = []
             for job, state in zip(claimed, states, strict=True):
-                self._start(job, state)
+                if self._inline(job):
+                    inline.append((job, state))
+                else:
+                    self._start(job, state)
+            if inline:
+                self._run_inline(inline)
         with self._room:
             self._room.wait_for(lambda: self._in_flight == 0)
             threads, self._threads, self._idle = self._threads, 0, 0
@@ -444,6 +467,34 @@ class Worker:
             cancel=job.cancel_requested,
             calls_back=job.callback_url is not None and asked(job.envelope, PROGRESS),
         )
+
+    def _inline(self, job: Job) -> bool:
+        """Does ``job`` run in the claiming loop itself: a workflow whose every step is quick
+        local work (:meth:`~genhook.engine.Engine.runs_inline`), not refused at once?"""
+        workflow = self.engine.workflows.get(job.workflow_id)
+        return job.refusal is None and workflow is not None and self.engine.runs_inline(workflow)
+
+    def _run_inline(self, claimed: Sequence[tuple[Job, _Running]]) -> None:
+        """Run quick jobs one after another in this thread (no thread hop for a job that waits
+        on nothing), then record them together: their ends in one finishing transaction."""
+        with self._room:
+            self._in_flight += len(claimed)
+        attempted: list[_Attempted] = []
+        try:
+            for job, state in claimed:
+                try:
+                    if (done := self._attempt(job, state)) is not None:
+                        attempted.append(done)
+                except Exception as exc:  # its lease runs out and another worker retries it
+                    _log_failure(f"job {job.id} on {self.name}", exc)
+            if attempted:
+                self._conclude(attempted)
+        except Exception as exc:
+            _log_failure(f"jobs on {self.name}", exc)
+        finally:
+            with self._room:
+                self._in_flight -= len(claimed)
+                self._room.notify_all()
 
     def _start(self, job: Job, state: _Running) -> None:
         """Run a claimed job in a thread of the pool (a new one when none is idle)."""
@@ -559,6 +610,13 @@ class Worker:
         the finishing transaction, so a worker that lost its lease never touches what the
         lease holder delivered.
         """
+        attempted = self._attempt(job, state)
+        if attempted is not None:
+            self._conclude([attempted])
+
+    def _attempt(self, job: Job, state: _Running | None) -> _Attempted | None:
+        """:meth:`process` up to the record: the run, with the job's lease kept; None when
+        the lease was lost meanwhile (its result dropped, its assets discarded)."""
         state = state or self._state(job)
         clock = self.store.clock
         claimed_at = job.claimed_at
@@ -571,18 +629,45 @@ class Worker:
         try:
             outcome = self._execute(job, state, assets, worked)
             self.leases.flush(state)
+        except BaseException:
+            assets.discard()
+            raise
         finally:
             self.leases.remove(state)
-        work = clock.now() - claimed_at
+        if state.lost:
+            log.warning("worker %s lost the lease on %s; dropping its result", self.name, job.id)
+            assets.discard()
+            return None
+        return _Attempted(job, outcome, clock.now() - claimed_at, worked(), assets)
+
+    def _conclude(self, attempted: Sequence[_Attempted]) -> None:
+        """Record the attempts' outcomes: the retries and holds each in its transaction, the
+        ends all together through the :class:`Finisher`; then discard what each staged and
+        did not publish. One job's failure is logged (its lease runs out and it is retried)
+        and is not the others'; a single attempt's failure is raised."""
+        ends: list[tuple[_Attempted, Finish]] = []
+        failures: list[tuple[Job, Exception]] = []
         try:
-            if state.lost:
-                log.warning(
-                    "worker %s lost the lease on %s; dropping its result", self.name, job.id
-                )
-                return
-            self._record(job, outcome, work, worked(), assets)
+            for a in attempted:
+                try:
+                    ending = self._record(a.job, a.outcome, a.work, a.total, a.assets)
+                except Exception as exc:
+                    failures.append((a.job, exc))
+                    continue
+                if ending is not None:
+                    ends.append((a, ending))
+            if ends:
+                done = self.finisher.finish_all([ending for _, ending in ends])
+                for (a, _), item in zip(ends, done, strict=True):
+                    if item.error is not None:
+                        failures.append((a.job, item.error))
         finally:
-            assets.discard()  # whatever was not published (a no-op after publishing)
+            for a in attempted:
+                a.assets.discard()  # whatever was not published (a no-op after publishing)
+        if len(attempted) == 1 and failures:
+            raise failures[0][1]
+        for job, failure in failures:
+            _log_failure(f"job {job.id} on {self.name}", failure)
 
     def _record(
         self,
@@ -591,9 +676,10 @@ class Worker:
         work: float,
         total: float,
         assets: Staging,
-    ) -> None:
+    ) -> Finish | None:
         """Store the attempt's outcome; if a cancel was recorded first, the job ends cancelled
-        with the credits spent and the time worked, and its assets are not published."""
+        with the credits spent and the time worked, and its assets are not published. A retry
+        or a hold is recorded here; an end is returned, for the :class:`Finisher`."""
         cancelled = _failure(
             replace(
                 job,
@@ -637,7 +723,7 @@ class Worker:
             if ended is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
             self.events_signal.notify()
-            return
+            return None
         result = outcome.result
         if error is None and result is not None and needs_review(result):
             # a QC policy of on_fail: review: held for a person, not delivered (genhook.review)
@@ -655,7 +741,7 @@ class Worker:
             if held is JobStatus.CANCELLED:
                 self.deliveries_signal.notify()
             self.events_signal.notify()
-            return
+            return None
         if error is None:
             status = JobStatus.SUCCEEDED
         elif error.code is ErrorCode.CANCELLED:
@@ -663,19 +749,17 @@ class Worker:
         else:
             status = JobStatus.FAILED
         # with the other jobs ending now, in one transaction (its wake-ups: Worker._finished)
-        self.finisher.finish(
-            Finish(
-                job.id,
-                self.name,
-                status=status,
-                payload=outcome.payload.to_json(),
-                error=error,
-                credit_cost=outcome.credit_cost,
-                work_seconds=work,
-                cancelled=cancelled,
-                publish=assets.publish if status is JobStatus.SUCCEEDED else None,
-                made=made,
-            )
+        return Finish(
+            job.id,
+            self.name,
+            status=status,
+            payload=outcome.payload.to_json(),
+            error=error,
+            credit_cost=outcome.credit_cost,
+            work_seconds=work,
+            cancelled=cancelled,
+            publish=assets.publish if status is JobStatus.SUCCEEDED else None,
+            made=made,
         )
 
     def _execute(

@@ -403,16 +403,14 @@ SELECT * FROM taken ORDER BY priority DESC, run_after, id
 _FINISH_BATCH = sa.text(
     """
 WITH v AS (
-    SELECT * FROM unnest(
-        CAST(:ids AS text[]), CAST(:workers AS text[]), CAST(:statuses AS text[]),
-        CAST(:results AS text[]), CAST(:codes AS text[]), CAST(:descriptions AS text[]),
-        CAST(:credits AS float8[]), CAST(:works AS float8[]), CAST(:made AS text[])
-    ) AS v(id, worker, status, result, code, description, credits, work, made)
+    SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v(
+        id text, worker text, status text, result json, code text, description text,
+        credits float8, work float8, made json)
 ), released AS (
     UPDATE jobs SET lease_owner = NULL, lease_expires = NULL,
         credit_cost = jobs.credit_cost + v.credits,
         processing_seconds = jobs.processing_seconds + v.work,
-        status = v.status, result = CAST(v.result AS json), error_code = v.code,
+        status = v.status, result = v.result, error_code = v.code,
         finished_at = :now, updated_at = :now
     FROM v
     WHERE jobs.id = v.id AND jobs.lease_owner = v.worker AND jobs.status = 'running'
@@ -423,12 +421,12 @@ WITH v AS (
         v.credits, v.made
 ), closed AS (
     UPDATE job_attempts SET ended_at = :now, outcome = r.ended, error_code = r.code,
-        error_description = r.description, credit_cost = r.credits, made = CAST(r.made AS json)
+        error_description = r.description, credit_cost = r.credits, made = r.made
     FROM released AS r
     WHERE job_attempts.job_id = r.id AND job_attempts.ended_at IS NULL
 ), logged AS (
     INSERT INTO job_events (job_id, at, status, detail)
-    SELECT id, :now, ended, CAST(result AS json) FROM released
+    SELECT id, :now, ended, result FROM released
 )
 SELECT id, callback_url, service_id, workflow_id, backend, processing_seconds, credit_cost,
     reserved, reserved_day, envelope, batch_id, ended
@@ -1301,24 +1299,27 @@ class JobStore(StoreBase):
         release (a cancel asked, or its lease lost) is then ended as :meth:`_finish` ends it."""
         order = sorted(range(len(endings)), key=lambda i: endings[i].job_id)
         mine = [endings[i] for i in order]  # row locks taken in one order (no deadlocks)
-        bodies = [encode_payload(ending.payload) for ending in mine]
-        params = {
-            "now": now,
-            "ids": [e.job_id for e in mine],
-            "workers": [e.worker for e in mine],
-            "statuses": [str(e.status) for e in mine],
-            "results": [body.decode("utf-8") for body in bodies],
-            "codes": [e.error.code.value if e.error else None for e in mine],
-            "descriptions": [e.error.description if e.error else None for e in mine],
-            "credits": [float(e.credit_cost) for e in mine],
-            "works": [float(e.work_seconds) for e in mine],
-            "made": [None if e.made is None else json.dumps(dict(e.made)) for e in mine],
-        }
+        rows = [
+            {
+                "id": e.job_id,
+                "worker": e.worker,
+                "status": str(e.status),
+                "result": e.payload,
+                "code": e.error.code.value if e.error else None,
+                "description": e.error.description if e.error else None,
+                "credits": float(e.credit_cost),
+                "work": float(e.work_seconds),
+                "made": None if e.made is None else dict(e.made),
+            }
+            for e in mine
+        ]
+        # the payloads as JSON, NaN and infinities refused as encode_payload refuses them
+        params = {"now": now, "rows": json.dumps(rows, allow_nan=False, ensure_ascii=False)}
         done = {row.id: row for row in conn.execute(_FINISH_BATCH, params)}
-        by_id = {e.job_id: (e, body) for e, body in zip(mine, bodies, strict=True)}
+        by_id = {e.job_id: e for e in mine}
         rollups: dict[tuple[str, str], dict[str, float]] = {}
         for job_id, row in done.items():
-            ending = by_id[job_id][0]
+            ending = by_id[job_id]
             self._settle(conn, job_id, row, ending.credit_cost)
             succeeded = ending.status is JobStatus.SUCCEEDED
             if succeeded and ending.publish is not None:
@@ -1341,9 +1342,8 @@ class JobStore(StoreBase):
         for job_id, row in done.items():
             if row.callback_url and asks_any(row.envelope):
                 drop_pending_events(conn, job_id)  # no job.started/progress after the end
-            if row.callback_url:
-                body = by_id[job_id][1]
-                encoded = Encoded(body, decode_payload(body))
+            if row.callback_url:  # the canonical bytes every attempt signs and POSTs
+                encoded = Encoded.of(by_id[job_id].payload)
                 self._outbox(conn, job_id, row.service_id, row.callback_url, encoded, now)
             if row.batch_id is not None:  # the batch's last job outboxes the batch callback
                 batch_job_ended(conn, row.batch_id, now)
