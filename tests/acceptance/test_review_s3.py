@@ -1,8 +1,9 @@
 """Acceptance: approving a held job re-signs its presigned S3 URLs. A real `genhook serve`
 (SQLite and PostgreSQL) with its assets on a moto server behind tests/s3server.py's gateway
 (which refuses an expired presigned URL as S3 does), ``GENHOOK_S3_URL_MODE=presigned`` and a
-presign expiry of 2 s: a job held for review waits past its URLs' expiry, is approved, and the
-delivered payload's ``asset_url`` serves the bytes, its ``url_expires_at`` after the approval."""
+presign expiry of 5 s: a job held for review waits past its URLs' expiry; ``GET /v1/reviews``
+lists it with URLs signed again; it is approved, and the delivered payload's ``asset_url``
+serves the bytes, its ``url_expires_at`` after the approval."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def test_approving_after_the_urls_expired_delivers_fresh_ones(
 ) -> None:
     g = reviewing(genhook_factory)
     g.env.update(s3.env(PREFIX))
-    g.env.update(GENHOOK_S3_URL_MODE="presigned", GENHOOK_S3_URL_EXPIRY="2s")
+    g.env.update(GENHOOK_S3_URL_MODE="presigned", GENHOOK_S3_URL_EXPIRY="5s")
     g.serve(workers=1)
     accepted = g.trigger("review-tiny", {"item_id": "SKU-S3", "callback_url": receiver.url})
     assert accepted.status_code == 202, accepted.text
@@ -44,6 +45,11 @@ def test_approving_after_the_urls_expired_delivers_fresh_ones(
     left = datetime.fromisoformat(stale["url_expires_at"]) - datetime.now(UTC)
     time.sleep(max(0.0, left.total_seconds()) + 1.5)
     assert httpx.get(stale["asset_url"], timeout=30).status_code == 403
+    # the review queue lists it with URLs signed now, for the reviewer
+    [listed] = held(g, job_id, 1)["outputs"]
+    assert listed["asset_url"] != stale["asset_url"]
+    assert datetime.fromisoformat(listed["url_expires_at"]) > datetime.now(UTC)
+    assert httpx.get(listed["asset_url"], timeout=30).status_code == 200
     approved_at = datetime.now(UTC)
     answer = review(g, job_id, {"decision": "approve"})
     assert answer.status_code == 200, answer.text

@@ -130,7 +130,8 @@ def list_reviews(
     alt text, caption), `seo`, `metadata` (`prompt_used`, ...), `quality_warning` (what failed,
     by how much), every quality check's report, and its earlier review rounds."""
     service = service_of(request)
-    held = api_store(runtime_of(request)).held_reviews(service.id, limit)
+    runtime = runtime_of(request)  # presigned URLs signed at hold time, signed again
+    held = api_store(runtime).held_reviews(service.id, limit, url_refresher(runtime.storage))
     return {"reviews": [held_view(h) for h in held]}
 
 
@@ -160,7 +161,8 @@ def ops_reviews(
 ) -> dict[str, Any]:
     """Operator key: what `GET /v1/reviews` answers, for every service (each with `service`)."""
     require_operator(request)
-    held = api_store(runtime_of(request)).held_reviews(None, limit)
+    runtime = runtime_of(request)
+    held = api_store(runtime).held_reviews(None, limit, url_refresher(runtime.storage))
     return {"reviews": [held_view(h, operator=True) for h in held]}
 
 

@@ -284,7 +284,9 @@ class ApiStore(Protocol):
     def resume_service(self, service: str) -> Resumed | None: ...
 
     # the review queue (store/reviews.py): /v1/reviews, /v1/ops/reviews and the dashboard
-    def held_reviews(self, service_id: str | None = None, limit: int = 100) -> list[HeldReview]: ...
+    def held_reviews(
+        self, service_id: str | None = None, limit: int = 100, urls: PayloadUrls | None = None
+    ) -> list[HeldReview]: ...
 
     def decide_review(
         self,

@@ -143,9 +143,12 @@ class ReviewStore(JobStore):
             ).scalars()
             return [n for n in notes if n]
 
-    def held_reviews(self, service_id: str | None = None, limit: int = 100) -> list[HeldReview]:
+    def held_reviews(
+        self, service_id: str | None = None, limit: int = 100, urls: PayloadUrls | None = None
+    ) -> list[HeldReview]:
         """The jobs held for review now (of one service, or of all), longest held first, each
-        with its earlier rounds."""
+        with its earlier rounds; each candidate payload's asset URLs made afresh by ``urls``
+        where given (presigned URLs signed at hold time expire while a job waits)."""
         pending = (
             sa.select(
                 job_reviews,
@@ -190,7 +193,7 @@ class ReviewStore(JobStore):
                 external_id=r.external_id,
                 round=int(r.round),
                 held_at=float(r.held_at),
-                payload=dict(r.payload),
+                payload=dict(r.payload) if urls is None else urls(r.payload),
                 quality=list(r.quality or ()),
                 history=tuple(earlier.get(r.job_id, ())),
             )
