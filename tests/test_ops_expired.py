@@ -6,6 +6,7 @@ clock; the dashboard's HTML from the app in process (the browser test checks it 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ from genhook.runtime import Runtime
 from genhook.status import JobStatus
 from genhook.store.ops import FIGURES, Figures
 from genhook.store.store import Store
+from tests.conftest import CliResult
 from tests.test_ops_summary import run, submit
 
 ADMIN = "operator-key-for-expired-tests"
@@ -134,3 +136,28 @@ def test_the_dashboard_shows_expired_jobs_and_the_review_queue(
 
 def _figure(html: str, name: str) -> list[Any]:
     return re.findall(rf'data-figure="{name}"[^>]*>(?:<a [^>]*>)?([^<]*)<', html)
+
+
+@pytest.mark.parametrize("store", ["sqlite"], indirect=True)
+def test_genhook_ops_prints_the_expired_and_review_columns(
+    store: Store, genhook: Callable[..., CliResult], tmp_path: Path
+) -> None:
+    """``genhook ops``'s tables: the services' ``review`` column (jobs awaiting review) and the
+    workflows' ``expired`` column, with the summary's figures."""
+    env = {"GENHOOK_DATA_DIR": str(tmp_path / "data"), "GENHOOK_DATABASE_URL": store.url}
+    store.clock = ManualClock()
+    fill(store)
+    done = genhook("ops", env=env)
+    assert done.code == 0, done.stderr
+    lines = done.stdout.splitlines()
+    services, workflows = (
+        next(i for i, line in enumerate(lines) if line.startswith(title))
+        for title in ("Services", "Workflows")
+    )
+    header = " ".join(lines[services : services + 4])
+    assert "review" in header
+    [shop] = [line for line in lines[services:workflows] if "shop" in line]
+    assert re.search(r"│\s+1\s+│\s+0\s+│", shop), shop  # awaiting review 1, held 0
+    [product] = [line for line in lines[workflows:] if "product-image" in line]
+    # triggers 4, completed 1, failed 1, expired 2
+    assert re.search(r"│\s+4\s+│\s+1\s+│\s+1\s+│\s+2\s+│", product), product

@@ -73,7 +73,7 @@ def print_tables(summary: Summary) -> None:
     services = Table(title="Services", title_justify="left")
     for name in ("service", "state", "rate limit", "credits today", "budget", "used"):
         services.add_column(name, justify="right" if name in ("credits today", "used") else "left")
-    for name in ("queued", "running", "held", "failed deliveries"):
+    for name in ("queued", "running", "review", "held", "failed deliveries"):
         services.add_column(name, justify="right")
     for s in summary.services:
         held = ", ".join(f"{r} {n}" for r, n in s.held.items() if n) or "0"
@@ -86,6 +86,7 @@ def print_tables(summary: Summary) -> None:
             pct(s.budget_used),
             count(s.queued),
             count(s.running),
+            count(s.awaiting_review),
             held,
             count(s.failed_deliveries),
         )
@@ -97,6 +98,7 @@ def print_tables(summary: Summary) -> None:
         "triggers",
         "completed",
         "failed",
+        "expired",
         "completion",
         "avg generation",
         "QC pass",
@@ -114,6 +116,7 @@ def print_tables(summary: Summary) -> None:
                 count(f.triggers),
                 count(f.completed),
                 count(f.failed),
+                count(f.expired),
                 pct(f.completion_rate),
                 seconds(f.avg_generation_seconds),
                 pct(f.qc_pass_rate),
