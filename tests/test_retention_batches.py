@@ -6,6 +6,7 @@ callback), a batch callback still owed, or a batch not old enough stays."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from genhook.status import JobStatus
 from genhook.store.batches import callback_id
 from genhook.store.schema import batches, deliveries, delivery_attempts, purged_batches
 from genhook.store.store import Store
+from tests.databases import database_url
 from tests.test_admit import _item
 from tests.test_retention import DAY, Files, deliver, purger, service
 
@@ -233,3 +235,49 @@ def test_a_purged_batch_answers_410_batch_expired(runtime: Runtime) -> None:
     assert theirs.status_code == 403
     assert client.get("/v1/batches/bat_never", headers=auth).status_code == 404
     assert not GenhookError(ErrorCode.BATCH_EXPIRED).retryable
+
+
+def test_concurrent_purgers_remove_each_batch_once(tmp_path: Path, files: Files) -> None:
+    """PostgreSQL: four stores' purgers at once (batches of 7) over 40 expired batches, some
+    with jobs and delivered callbacks: each batch is removed by exactly one of them."""
+    with database_url("postgresql", tmp_path) as url:
+        setup = Store(url, ManualClock())
+        setup.migrate()
+        setup.delivery_per_endpoint = setup.delivery_per_service = 10_000
+        sid = service(setup, "1h")
+        for n in range(40):
+            batch_of(setup, sid, f"bat_{n:02d}", n % 3, callback=HOOK if n % 4 == 0 else None)
+        end_all(setup)
+        leased = setup.claim_deliveries(100, 30, "o")
+        assert len(leased) == 10  # the callbacks of the batches with a URL
+        for delivery in leased:
+            deliver(setup, delivery)
+        setup.close()
+        clock = ManualClock(1_800_000_000.0 + 7200)
+        stores = [Store(url, clock) for _ in range(4)]
+        reports: list[Any] = []
+        errors: list[BaseException] = []
+        barrier = threading.Barrier(len(stores))
+
+        def run(store: Store) -> None:
+            try:
+                barrier.wait()
+                reports.append(purger(store, files, batch=7).run_once())
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=run, args=(s,)) for s in stores]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        try:
+            assert not errors, errors
+            assert sum(r.batches_removed for r in reports) == 40
+            with stores[0]._read() as conn:
+                count = sa.select(sa.func.count())
+                assert conn.execute(count.select_from(batches)).scalar_one() == 0
+                assert conn.execute(count.select_from(purged_batches)).scalar_one() == 40
+        finally:
+            for s in stores:
+                s.close()
