@@ -21,6 +21,9 @@ from typing import Any
 
 def main() -> None:
     ready_file, *args = sys.argv[1:]
+    # blocked before any thread starts, so every thread the start-up makes inherits the block
+    # and the start signal can only be taken by the sigwait below (not kill a thread by default)
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
     import genhook.cli
     import genhook.service
 
@@ -28,7 +31,6 @@ def main() -> None:
 
     def at_the_barrier(runtime: Any, *a: Any, **kw: Any) -> None:
         assert runtime.engine is not None  # the backends, built on first use
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
         Path(ready_file).touch()
         signal.sigwait({signal.SIGUSR1})
         signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGUSR1})

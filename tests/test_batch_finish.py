@@ -20,9 +20,11 @@ import sqlalchemy as sa
 from genhook.config import Settings
 from genhook.engine import Engine
 from genhook.errors import ErrorCode, GenhookError
+from genhook.flow import utc_day
 from genhook.presets import Presets
 from genhook.status import JobStatus
 from genhook.storage import LocalStorage
+from genhook.store.accounting import ledger
 from genhook.store.admit import Admission
 from genhook.store.jobs import Finish
 from genhook.store.schema import attempts, deliveries, events, job_rollups, jobs
@@ -106,6 +108,23 @@ def test_each_job_of_a_batch_ends_as_a_single_finish_ends_it(store: Store) -> No
     assert (rollup["completed"], rollup["failed"]) == (4, 1)
     assert rollup["generation_seconds"] == pytest.approx(2.5)
     assert (rollup["qc_checked"], rollup["qc_passed"]) == (4, 4)
+
+
+def test_a_batch_with_credits_to_book_adds_its_roll_up_after_the_ledger(store: Store) -> None:
+    """One job spent credits (its ledger is booked first, as by a single finish): the roll-up
+    of the whole batch is added after it, once."""
+    svc = new_service(store, "shop")
+    ids = _submit(store, svc, 3, callback_url=None)
+    store.claim_many("w1", 30, 3)
+    spent = _ending(ids[1])
+    spent = Finish(**{**spent.__dict__, "credit_cost": 1.5})
+    assert store.finish_many([_ending(ids[0]), spent, _ending(ids[2])]) == [JobStatus.SUCCEEDED] * 3
+    (rollup,) = _rows(store, job_rollups, job_rollups.c.service_id == svc)
+    assert (rollup["completed"], rollup["credits"]) == (3, pytest.approx(1.5))
+    assert _job(store, ids[1])["credit_cost"] == pytest.approx(1.5)
+    with store._read() as conn:
+        booked = ledger(conn, svc, utc_day(store.clock.now()))
+    assert booked is not None and booked.spent == pytest.approx(1.5)
 
 
 def test_a_lost_lease_is_skipped_and_a_cancel_asked_first_wins(store: Store) -> None:

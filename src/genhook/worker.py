@@ -434,14 +434,15 @@ class Worker:
                 continue
             if any(announces_start(job) for job in claimed):
                 self.deliveries_signal.notify()  # its job.started is in the outbox
-            self.events_signal.notify()  # their running events
             inline: list[tuple[Job, _Running]] = []
             for job, state in zip(claimed, states, strict=True):
                 if self._inline(job):
                     inline.append((job, state))
                 else:
                     self._start(job, state)
-            if inline:
+            if len(inline) < len(claimed):
+                self.events_signal.notify()  # their running events
+            if inline:  # a millisecond or two: one wake-up after, for their running and end events
                 self._run_inline(inline)
         with self._room:
             self._room.wait_for(lambda: self._in_flight == 0)
@@ -680,14 +681,17 @@ class Worker:
         """Store the attempt's outcome; if a cancel was recorded first, the job ends cancelled
         with the credits spent and the time worked, and its assets are not published. A retry
         or a hold is recorded here; an end is returned, for the :class:`Finisher`."""
-        cancelled = _failure(
-            replace(
-                job,
-                processing_seconds=total,
-                credit_cost=round(job.credit_cost + outcome.credit_cost, 6),
-            ),
-            GenhookError(ErrorCode.CANCELLED),
-        ).to_json()
+
+        def cancelled_payload() -> dict[str, Any]:
+            return _failure(
+                replace(
+                    job,
+                    processing_seconds=total,
+                    credit_cost=round(job.credit_cost + outcome.credit_cost, 6),
+                ),
+                GenhookError(ErrorCode.CANCELLED),
+            ).to_json()
+
         error = outcome.error
         made = getattr(outcome, "made", None)
         delay = None
@@ -714,7 +718,7 @@ class Worker:
                 delay=delay,
                 credit_cost=outcome.credit_cost,
                 work_seconds=work,
-                cancelled=cancelled,
+                cancelled=cancelled_payload(),
                 made=made,
                 spared=spared,
             )
@@ -734,7 +738,7 @@ class Worker:
                 quality=quality_reports(result),
                 credit_cost=outcome.credit_cost,
                 work_seconds=work,
-                cancelled=cancelled,
+                cancelled=cancelled_payload(),
                 publish=assets.publish,
                 made=made,
             )
@@ -757,7 +761,7 @@ class Worker:
             error=error,
             credit_cost=outcome.credit_cost,
             work_seconds=work,
-            cancelled=cancelled,
+            cancelled=cancelled_payload,  # built only if a cancel was asked first
             publish=assets.publish if status is JobStatus.SUCCEEDED else None,
             made=made,
         )

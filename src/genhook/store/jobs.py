@@ -397,15 +397,17 @@ SELECT * FROM taken ORDER BY priority DESC, run_after, id
 # PostgreSQL: the common part of several jobs' ends in one statement (JobStore._finish_batch):
 # each job that ``:worker`` still holds, running, with no cancel asked, released as
 # _releasing releases one (its status, result, error code, credits and time), its attempt
-# closed and its end's event written, as data-modifying CTEs. What is left (a reservation or
-# spent credits to settle, assets to publish, a breaker to heal, the roll-up, the outbox, the
-# batch) the caller does for the rows it returns, in the order a single finish takes them.
+# closed and its end's event written, and, when none of them has a ledger to settle or a
+# breaker to heal (which a single finish does before the roll-up), the hour's roll-ups (one
+# row per service and workflow, in key order), as data-modifying CTEs. What is left (that
+# ledger, the assets to publish, that breaker, then those roll-ups, the outbox, the batch) the
+# caller does for the rows it returns, in the order a single finish takes them.
 _FINISH_BATCH = sa.text(
     """
 WITH v AS (
     SELECT * FROM json_to_recordset(CAST(:rows AS json)) AS v(
         id text, worker text, status text, result json, code text, description text,
-        credits float8, work float8, made json)
+        credits float8, work float8, made json, passed int)
 ), released AS (
     UPDATE jobs SET lease_owner = NULL, lease_expires = NULL,
         credit_cost = jobs.credit_cost + v.credits,
@@ -418,7 +420,7 @@ WITH v AS (
     RETURNING jobs.id, jobs.callback_url, jobs.service_id, jobs.workflow_id, jobs.backend,
         jobs.processing_seconds, jobs.credit_cost, jobs.reserved, jobs.reserved_day,
         jobs.envelope, jobs.batch_id, v.status AS ended, v.result, v.code, v.description,
-        v.credits, v.made
+        v.credits, v.made, v.passed
 ), closed AS (
     UPDATE job_attempts SET ended_at = :now, outcome = r.ended, error_code = r.code,
         error_description = r.description, credit_cost = r.credits, made = r.made
@@ -427,9 +429,30 @@ WITH v AS (
 ), logged AS (
     INSERT INTO job_events (job_id, at, status, detail)
     SELECT id, :now, ended, result FROM released
+), rolled AS (
+    INSERT INTO job_rollups AS t (service_id, workflow_id, bucket, completed, failed, cancelled,
+        generation_seconds, credits, qc_checked, qc_passed)
+    SELECT service_id, workflow_id, :bucket,
+        count(*) FILTER (WHERE ended = 'succeeded'), count(*) FILTER (WHERE ended = 'failed'),
+        count(*) FILTER (WHERE ended = 'cancelled'), sum(processing_seconds), sum(credit_cost),
+        count(*) FILTER (WHERE ended = 'succeeded'), sum(passed)
+    FROM released
+    WHERE NOT EXISTS (
+        SELECT 1 FROM released
+        WHERE reserved <> 0 OR reserved_day IS NOT NULL OR credits <> 0
+           OR (backend IS NOT NULL AND ended = 'succeeded'))
+    GROUP BY service_id, workflow_id
+    ORDER BY service_id, workflow_id
+    ON CONFLICT (service_id, workflow_id, bucket) DO UPDATE SET
+        completed = t.completed + excluded.completed, failed = t.failed + excluded.failed,
+        cancelled = t.cancelled + excluded.cancelled,
+        generation_seconds = t.generation_seconds + excluded.generation_seconds,
+        credits = t.credits + excluded.credits, qc_checked = t.qc_checked + excluded.qc_checked,
+        qc_passed = t.qc_passed + excluded.qc_passed
+    RETURNING 1
 )
 SELECT id, callback_url, service_id, workflow_id, backend, processing_seconds, credit_cost,
-    reserved, reserved_day, envelope, batch_id, ended
+    reserved, reserved_day, envelope, batch_id, ended, (SELECT count(*) FROM rolled) AS rolled
 FROM released ORDER BY id
 """
 )
@@ -513,7 +536,8 @@ class Finish:
     error: GenhookError | None
     credit_cost: float
     work_seconds: float
-    cancelled: Mapping[str, Any] | None = None
+    # the payload if a cancel was asked first (or what builds it, called only then)
+    cancelled: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None
     publish: Callable[[], None] | None = None
     made: Mapping[str, float] | None = None
 
@@ -1310,11 +1334,15 @@ class JobStore(StoreBase):
                 "credits": float(e.credit_cost),
                 "work": float(e.work_seconds),
                 "made": None if e.made is None else dict(e.made),
+                "passed": int(
+                    e.status is JobStatus.SUCCEEDED and e.payload.get("quality_warning") is None
+                ),
             }
             for e in mine
         ]
         # the payloads as JSON, NaN and infinities refused as encode_payload refuses them
-        params = {"now": now, "rows": json.dumps(rows, allow_nan=False, ensure_ascii=False)}
+        rows_json = json.dumps(rows, allow_nan=False, ensure_ascii=False)
+        params = {"now": now, "bucket": hour_of(now), "rows": rows_json}
         done = {row.id: row for row in conn.execute(_FINISH_BATCH, params)}
         by_id = {e.job_id: e for e in mine}
         rollups: dict[tuple[str, str], dict[str, float]] = {}
@@ -1337,8 +1365,10 @@ class JobStore(StoreBase):
                 add["qc_passed"] = float(ending.payload.get("quality_warning") is None)
             for name, value in add.items():
                 figures[name] = figures.get(name, 0.0) + value
+        rolled = any(row.rolled for row in done.values())  # the statement did them
         for (service_id, workflow_id), figures in sorted(rollups.items()):
-            bump_rollup(conn, service_id, workflow_id, now, **figures)
+            if not rolled:
+                bump_rollup(conn, service_id, workflow_id, now, **figures)
         for job_id, row in done.items():
             if row.callback_url and asks_any(row.envelope):
                 drop_pending_events(conn, job_id)  # no job.started/progress after the end
@@ -1392,7 +1422,8 @@ class JobStore(StoreBase):
             ending.publish()  # inside the transaction: the files go live only if this commits
         if done is None:
             status, error = JobStatus.CANCELLED, _CANCELLED
-            encoded = Encoded.of(ending.cancelled) if ending.cancelled else encoded
+            cancelled = ending.cancelled() if callable(ending.cancelled) else ending.cancelled
+            encoded = Encoded.of(cancelled) if cancelled else encoded
             done = self._release(
                 conn,
                 job_id,
