@@ -281,3 +281,25 @@ def test_concurrent_purgers_remove_each_batch_once(tmp_path: Path, files: Files)
         finally:
             for s in stores:
                 s.close()
+
+
+def test_the_dry_run_counts_a_batch_only_when_its_jobs_would_go(
+    clocked: Store, files: Files
+) -> None:
+    """A rate-limited service's job that the rate window still reads is kept by the pass (its
+    retention a minute, its window an hour), so its batch is kept too, and the dry run says
+    so; once the job has left the window both go, and the dry run counted them first."""
+    sid = clocked.create_service("hourly", retention="1m", rate_limit="2/h")["service_id"]
+    batch_of(clocked, sid, "bat_window", 1, callback=None)
+    end_all(clocked)
+    assert clocked.batch("bat_window").ended_at is not None  # type: ignore[union-attr]
+    clocked.clock.advance(61)  # type: ignore[attr-defined]
+    dry = purger(clocked, files).run_once(dry_run=True).as_dict()
+    assert (dry["removed"]["jobs"], dry["removed"]["batches"]) == (0, 0)
+    report = purger(clocked, files).run_once().as_dict()
+    assert (report["removed"]["jobs"], report["removed"]["batches"]) == (0, 0)
+    clocked.clock.advance(3600)  # type: ignore[attr-defined]
+    dry = purger(clocked, files).run_once(dry_run=True).as_dict()
+    assert (dry["removed"]["jobs"], dry["removed"]["batches"]) == (1, 1)
+    report = purger(clocked, files).run_once().as_dict()
+    assert (report["removed"]["jobs"], report["removed"]["batches"]) == (1, 1)

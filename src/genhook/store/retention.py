@@ -315,15 +315,17 @@ class RetentionStore(StoreBase):
     def count_expired_batches(self, service_id: str, cutoff: float) -> dict[str, int]:
         """What a pass would remove of the service's batches now (``batches``, their callbacks'
         ``deliveries`` and ``delivery_attempts``), counting the jobs the same pass would purge
-        first as gone (``genhook purge --dry-run``); nothing is changed."""
-        kept = ~_ended_before(service_id, cutoff)
-        chosen = (
-            sa.select(batches.c.id)
-            .where(_batch_ended_before(service_id, cutoff, kept_job=kept))
-            .subquery()
-        )
-        sent = sa.select(sa.literal("msg_", sa.String) + chosen.c.id)
+        first as gone (``genhook purge --dry-run``): a job the rate window keeps keeps its
+        batch; nothing is changed."""
         with self._read() as conn:
+            since = rate_window_since(conn, service_id, self.clock.now())
+            kept = ~_ended_before(service_id, cutoff, since)
+            chosen = (
+                sa.select(batches.c.id)
+                .where(_batch_ended_before(service_id, cutoff, kept_job=kept))
+                .subquery()
+            )
+            sent = sa.select(sa.literal("msg_", sa.String) + chosen.c.id)
             return {
                 "batches": conn.execute(
                     sa.select(sa.func.count()).select_from(chosen)
