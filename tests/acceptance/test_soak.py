@@ -145,9 +145,19 @@ def test_soak(genhook_factory: Callable[..., Genhook], receiver: Receiver, db_ki
     figures["rss_growth_after_warm_up"] = {str(p): round(v, 4) for p, v in growth.items()}
     figures["most_late_jobs"] = max(s["late_jobs"] for s in samples)
     figures["most_late_callbacks"] = max(s["late_callbacks"] for s in samples)
+    late = [s for s in samples if s["late_jobs"] or s["late_callbacks"]]
+    figures["samples_late"] = len(late)
+    if late:  # when, into the run, and how busy the machine was then
+        figures["late_from_to_seconds"] = [
+            round(late[0]["at"] - samples[0]["at"]),
+            round(late[-1]["at"] - samples[0]["at"]),
+        ]
+    figures["load_average_at_end"] = os.getloadavg()[0]
     print(json.dumps(figures))
-    if report := os.environ.get("GENHOOK_SOAK_REPORT"):
-        Path(report).write_text(json.dumps(figures, indent=2), encoding="utf-8")
+    if report := os.environ.get("GENHOOK_SOAK_REPORT"):  # var/soak.json -> var/soak-sqlite.json
+        path = Path(report)
+        path = path.with_name(f"{path.stem}-{db_kind}{path.suffix}")
+        path.write_text(json.dumps(figures, indent=2), encoding="utf-8")
     assert len(growth) >= 3, first  # the server and its two workers
     assert all(v < 0.10 for v in growth.values()), figures
     assert figures["most_late_jobs"] == 0 and figures["most_late_callbacks"] == 0, figures
