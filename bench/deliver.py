@@ -10,12 +10,14 @@ The receiver (both sides post to it): a bare aiohttp server in its own process o
   library (pre-signed: no signing, no database, no bookkeeping while timed).
 * **genhook**: one process running genhook's real :class:`~genhook.delivery.outbox.Outbox` and
   :class:`~genhook.delivery.sender.DeliverySender` (uvloop, as under ``genhook serve``) on a
-  real store: a SQLite file in WAL mode with ``synchronous=FULL``, as genhook configures it.
+  real store: a SQLite file in WAL mode with ``synchronous=FULL``, as genhook configures it, or
+  with ``--database-url postgresql://...`` a fresh database ``<name>_deliver`` on that server.
   Before each round the bench puts the round's messages into that outbox the way genhook does
   (``Store.reject``: a refused trigger's failure payload, outboxed to the receiver, accepted
   with private callbacks allowed since the receiver is on loopback), with the outbox stopped;
   the timed round starts the outbox (``Outbox.run``) and ends when no delivery is left pending
-  or sending (polled from this process every 5 ms with plain sqlite3, a read beside the WAL).
+  or sending (polled from this process every 5 ms with plain sqlite3, a read beside the WAL, or
+  a plain psycopg connection).
   Each attempt is claimed (logged ``sending`` before its POST), signed at send time, sent
   through the SSRF guard, and its answer recorded, exactly as in production. The outbox's
   concurrency is CONCURRENCY: its lanes, so at most CONCURRENCY requests in flight, as on the
@@ -33,7 +35,8 @@ per webhook-id on each side, and at most CONCURRENCY connections per side in any
 without pipelining: one request per connection at a time, so no side ever had more requests in
 flight). Exits 1 when genhook / raw < TARGET or any of these fails.
 
-Run: ``.venv/bin/python bench/deliver.py [--rounds N] [--count N] [--concurrency N]``.
+Run: ``.venv/bin/python bench/deliver.py [--rounds N] [--count N] [--concurrency N]
+[--database-url postgresql://postgres@127.0.0.1:5432/genhook_bench]``.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ import urllib.request
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import sqlalchemy as sa
@@ -70,6 +74,7 @@ from _common import (
     run_async,
     temp_root,
 )
+from claim import variant_url
 from genhook.contract.completion import failure_payload
 from genhook.errors import ErrorCode, InvalidInput
 from genhook.ids import new_job_id
@@ -302,13 +307,23 @@ def seed(store: Store, service: dict[str, str], url: str, count: int, out: Path)
     return size
 
 
-def outstanding(db: sqlite3.Connection) -> int:
+def outstanding(db: Any) -> int:
     """Deliveries not yet recorded done (pending or sending), each state through its partial
     index, on a plain read connection (polled every 5 ms: it shares the cores with genhook)."""
     return sum(
         int(db.execute(f"SELECT count(*) FROM deliveries WHERE status = '{s}'").fetchone()[0])
         for s in ("pending", "sending")
     )
+
+
+def poll_connection(database_url: str) -> Any:
+    """A plain read connection to the bench's store: sqlite3 beside the WAL, or psycopg in
+    autocommit (both have ``execute(sql).fetchone()``)."""
+    if database_url.startswith("sqlite"):
+        return sqlite3.connect(sa.make_url(database_url).database or "", isolation_level=None)
+    import psycopg
+
+    return psycopg.connect(database_url.replace("+psycopg", "", 1), autocommit=True)
 
 
 def new_round(base: str) -> None:
@@ -336,6 +351,7 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--count", type=int, default=COUNT, help="messages per round")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
+    parser.add_argument("--database-url", default=None, help="postgresql://... (else SQLite)")
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -351,7 +367,11 @@ def main() -> int:
     sides: list[Side] = []
     with temp_root("genhook-bench-deliver-") as tmp, Children() as children:
         root = Path(tmp)
-        database_url = f"sqlite:///{root / 'genhook.db'}"
+        database_url = (
+            f"sqlite:///{root / 'genhook.db'}"
+            if args.database_url is None
+            else variant_url(args.database_url, root, "deliver")
+        )
         store = Store(database_url)
         store.migrate()
         service = store.create_service("bench")
@@ -380,7 +400,7 @@ def main() -> int:
             sides.append(genhook)
             sent = size = 0
             messages = root / "messages.jsonl"
-            poll = sqlite3.connect(root / "genhook.db", isolation_level=None)
+            poll = poll_connection(database_url)
 
             def one_round(count: int, timed: bool, genhook_first: bool) -> None:
                 nonlocal sent, size
@@ -430,7 +450,9 @@ def main() -> int:
         f" {args.concurrency} in flight, {WARMUP} warm-up then {args.rounds} interleaved rounds"
         f" of {args.count}; medians"
     )
+    store_name = "SQLite" if database_url.startswith("sqlite") else "PostgreSQL"
     print(machine_line() + "; the receiver, both sides and this bench share the cores")
+    print(f"genhook's store: {store_name}")
     print(f"{'side':<10}{'deliveries/s':>14}{'min':>9}{'max':>9}{'CPU ms/delivery':>17}")
     for side in sides:
         print(
