@@ -180,11 +180,17 @@ def render_generated(doc: dict[str, Any]) -> list[str]:
             "### Components",
             "",
             "Schemas the document refers to: " + ", ".join(f"`{n}`" for n in sorted(schemas)) + ".",
-            'FastAPI declares `HTTPValidationError` (`{"detail": [...]}`) for 422 on every',
-            "route; genhook never answers with it: every error, 422 included, has the error",
-            "shape in [Errors](#errors) below.",
+            "Each describes an answer exactly as it is sent (required fields, null where a field",
+            "may be null; fields that only some answers carry are optional), and every error,",
+            "from any route, has the `ErrorBody` shape in [Errors](#errors) below;",
+            "`/openapi.json` has them in full (the fuzz test checks real answers against them).",
             "",
         ]
+        if "HTTPValidationError" in schemas:
+            lines[-1:-1] = [
+                'FastAPI declares `HTTPValidationError` (`{"detail": [...]}`) for 422 on some',
+                "routes; genhook never answers with it.",
+            ]
     return lines
 
 

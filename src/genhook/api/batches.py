@@ -29,7 +29,8 @@ from fastapi.responses import JSONResponse
 
 from genhook import metrics
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
-from genhook.api.errors import RESPONSES
+from genhook.api.errors import RESPONSES, ErrorBody, error_doc
+from genhook.api.models import BATCH_LINKS, BatchAccepted, BatchView
 from genhook.api.triggers import (
     _check_media_type,
     _check_target_async,
@@ -136,12 +137,19 @@ def _item_key(item: Any, index: int, header: str | None) -> tuple[Any, str | Non
     openapi_extra=BATCH_BODY,
     summary="Trigger a workflow for many items",
     responses={
-        413: {"description": "`payload_too_large`: the body is over 16 MiB."},
-        415: {"description": "`unsupported_media_type`: the body is not JSON."},
+        202: {
+            "model": BatchAccepted,
+            "description": "One entry per item, in order.",
+            "links": BATCH_LINKS,
+        },
+        404: error_doc("`unknown_workflow`: no workflow has this id."),
+        413: error_doc("`payload_too_large`: the body is over 16 MiB."),
+        415: error_doc("`unsupported_media_type`: the body is not JSON."),
         422: {
+            "model": ErrorBody,
             "description": "`invalid_batch`, `batch_too_large`, `unknown_field`, "
             "`invalid_callback_url`: the batch itself is refused (nothing is stored). An "
-            "invalid item is no 422: its error is its entry of the 202."
+            "invalid item is no 422: its error is its entry of the 202.",
         },
     },
 )
@@ -212,7 +220,15 @@ async def create_batch(
     )
 
 
-@router.get("/v1/batches/{batch_id}", summary="Get a batch")
+@router.get(
+    "/v1/batches/{batch_id}",
+    summary="Get a batch",
+    response_model=None,
+    responses={
+        200: {"model": BatchView, "description": "The batch."},
+        410: error_doc("`batch_expired`: the batch was purged by retention."),
+    },
+)
 def get_batch(batch_id: str, request: Request) -> dict[str, Any]:
     """The batch: ``counts`` by outcome (``refused``, and each job status), ``status`` (``open``
     until every job it created has ended, then ``ended``), its items in order, each with its

@@ -25,6 +25,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 
 from genhook.api.auth import api_store, runtime_of
+from genhook.api.errors import json_errors
 from genhook.api.ops import (
     OPERATOR_RESPONSES,
     admin_key,
@@ -152,6 +153,10 @@ def _window(window: str) -> str:
     summary="The operations dashboard (HTML)",
     response_class=HTMLResponse,
     dependencies=[Security(operator_bearer)],
+    responses={
+        303: {"description": "No operator key or session: to the log-in form."},
+        **json_errors(OPERATOR_RESPONSES),
+    },
 )
 def dashboard(
     request: Request,

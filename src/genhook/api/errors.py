@@ -54,12 +54,12 @@ STATUS: dict[ErrorCode, int] = {
 
 
 class ErrorBody(BaseModel):
-    """The shape of every error answer."""
+    """The shape of every error answer: a stable ``error_code`` (error-codes.md), its text, and
+    the input field at fault (null where none is)."""
 
-    error_code: str
+    error_code: ErrorCode
     error_description: str
     field: str | None
-    job_id: str | None = None
 
 
 def _doc(description: str) -> dict[str, Any]:
@@ -71,7 +71,25 @@ RESPONSES: dict[int | str, dict[str, Any]] = {
     403: _doc("Another service's resource (`forbidden`)."),
     404: _doc("No such workflow, job, delivery or asset."),
     422: _doc("Invalid input: `error_code`, `error_description`, `field` (and `job_id`)."),
+    503: _doc("`store_unavailable`: the database does not answer or cannot write now."),
 }
+
+
+def json_errors(responses: dict[int | str, dict[str, Any]]) -> dict[int | str, dict[str, Any]]:
+    """``responses`` for a route whose own answer is not JSON (HTML, a schema, a file): FastAPI
+    files error answers under the route's media type, and they are ``application/json``."""
+    return {
+        status: {
+            "description": doc["description"],
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
+        }
+        for status, doc in responses.items()
+    }
+
+
+def error_doc(description: str) -> dict[str, Any]:
+    """A ``responses=`` entry of an error answer (the error shape) with ``description``."""
+    return _doc(description)
 
 
 def error_response(error: GenhookError, **extra: Any) -> JSONResponse:
@@ -140,6 +158,9 @@ _HTTP_CODES = {
 }
 
 
+_NOT_JSON = "the request body is not valid JSON (RFC 8259, UTF-8)"
+
+
 def install(app: FastAPI) -> None:
     """Register the handlers that turn every failure into the error shape."""
 
@@ -153,6 +174,8 @@ def install(app: FastAPI) -> None:
 
     @app.exception_handler(HTTPException)
     async def _http(_: Request, exc: HTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI could not read a JSON body (not UTF-8, say)
+            return error_response(GenhookError(ErrorCode.INVALID_JSON, _NOT_JSON))
         code = _HTTP_CODES.get(exc.status_code, ErrorCode.INVALID_VALUE)
         response = error_response(GenhookError(code, str(exc.detail)))
         response.status_code = exc.status_code
@@ -162,6 +185,8 @@ def install(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": (), "msg": "invalid request"}
+        if first.get("type") == "json_invalid":  # as the trigger routes answer it
+            return error_response(GenhookError(ErrorCode.INVALID_JSON, _NOT_JSON))
         loc = [str(p) for p in first.get("loc", ()) if p not in ("query", "path", "body", "header")]
         return error_response(
             GenhookError(

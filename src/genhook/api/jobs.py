@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse, Response, StreamingResponse
 
 from genhook import metrics
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
-from genhook.api.errors import RESPONSES, ErrorBody, error_response
+from genhook.api.errors import RESPONSES, ErrorBody, error_doc, error_response, json_errors
+from genhook.api.models import JOB_LINKS, CancelAnswer, JobEvent, JobPage, JobView, RetryAccepted
 from genhook.api.reviews import cancel_held
 from genhook.api.streams import RETRY_AFTER_SECONDS, EventStreamResponse, sse_event, stream_slots
 from genhook.api.triggers import _admission, _check_target_async, _idempotency_key
@@ -37,6 +38,9 @@ RetryKey = Annotated[
 ]
 
 router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
+EXPIRED: dict[int | str, dict[str, Any]] = {
+    410: error_doc("`job_expired`: the job ended longer ago than its retention.")
+}
 
 
 def owned_job(store: ApiStore, job_id: str, service: Service) -> StoredJob:
@@ -48,7 +52,12 @@ def owned_job(store: ApiStore, job_id: str, service: Service) -> StoredJob:
     return owned(found, service)
 
 
-@router.get("/v1/jobs/{job_id}", summary="Get a job")
+@router.get(
+    "/v1/jobs/{job_id}",
+    summary="Get a job",
+    response_model=None,
+    responses={200: {"model": JobView, "description": "The job."}, **EXPIRED},
+)
 def get_job(job_id: str, request: Request) -> dict[str, Any]:
     """Status, every attempt with its error reason, and the completion payload once ended."""
     service = service_of(request)
@@ -106,12 +115,14 @@ def _statuses(text: str | None) -> tuple[JobStatus, ...]:
 @router.get(
     "/v1/jobs",
     summary="List jobs",
+    response_model=None,
     responses={
+        200: {"model": JobPage, "description": "One page of the service's jobs."},
         422: {
             "model": ErrorBody,
             "description": "`invalid_value` naming the bad filter (`status`, `created_after`, "
             "`created_before`, `limit`, ...), or `invalid_cursor` (field `cursor`).",
-        }
+        },
     },
 )
 def list_jobs(
@@ -179,7 +190,16 @@ def list_jobs(
     }
 
 
-@router.post("/v1/jobs/{job_id}/cancel", summary="Cancel a job", status_code=202)
+@router.post(
+    "/v1/jobs/{job_id}/cancel",
+    summary="Cancel a job",
+    status_code=202,
+    responses={
+        202: {"model": CancelAnswer, "description": "Cancelled, or asked to stop."},
+        409: error_doc("`not_cancellable`: the job has already ended."),
+        **EXPIRED,
+    },
+)
 def cancel_job(job_id: str, request: Request) -> JSONResponse:
     """A queued job ends at once as cancelled; a running one stops before its next step, and
     ends cancelled unless its finishing transaction came first (then 409, as for any ended
@@ -211,7 +231,16 @@ def cancel_job(job_id: str, request: Request) -> JSONResponse:
     summary="Retry an ended job",
     status_code=202,
     responses={
-        200: {"description": "An Idempotency-Key replay: the job first created for it."},
+        202: {
+            "model": RetryAccepted,
+            "description": "The retry is queued as a new job.",
+            "links": JOB_LINKS,
+        },
+        200: {
+            "model": RetryAccepted,
+            "description": "An Idempotency-Key replay: the job first created for it.",
+        },
+        **EXPIRED,
         409: {
             "model": ErrorBody,
             "description": "`not_retryable`: the job has not ended yet, or was a trigger "
@@ -310,11 +339,20 @@ def _refused_at_the_edge(job: StoredJob) -> bool:
     summary="Follow a job (Server-Sent Events)",
     response_class=StreamingResponse,
     responses={
-        429: {
-            "model": ErrorBody,
-            "description": "`too_many_streams`: the service already has "
-            "`GENHOOK_MAX_STREAMS_PER_SERVICE` streams open (20 by default); `Retry-After`.",
-        }
+        200: {
+            "content": {"text/event-stream": {"schema": JobEvent.model_json_schema()}},
+            "description": "Server-Sent Events, one per state change, until the job ends.",
+        },
+        **json_errors(
+            {
+                **RESPONSES,
+                **EXPIRED,
+                429: error_doc(
+                    "`too_many_streams`: the service already has "
+                    "`GENHOOK_MAX_STREAMS_PER_SERVICE` streams open (20 by default); `Retry-After`."
+                ),
+            }
+        ),
     },
 )
 async def job_events(job_id: str, request: Request) -> Response:

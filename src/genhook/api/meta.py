@@ -10,14 +10,20 @@ from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Resp
 from genhook import health
 from genhook.api.assets import asset_response
 from genhook.api.auth import api_store, runtime_of, service_of
-from genhook.api.errors import RESPONSES
+from genhook.api.errors import RESPONSES, error_doc, json_errors
+from genhook.api.models import Health, Readiness, WorkflowList, WorkflowView
 from genhook.contract.schema import completion_schema
 from genhook.retention import expired_asset
 
 router = APIRouter(responses=RESPONSES)
 
 
-@router.get("/v1/workflows", summary="List workflows")
+@router.get(
+    "/v1/workflows",
+    summary="List workflows",
+    response_model=None,
+    responses={200: {"model": WorkflowList, "description": "Every installed workflow."}},
+)
 def list_workflows(request: Request) -> dict[str, Any]:
     """Every installed workflow with its input schema and error codes."""
     service_of(request)
@@ -25,7 +31,15 @@ def list_workflows(request: Request) -> dict[str, Any]:
     return {"workflows": [wf.describe() for wf in catalog.workflows.values()]}
 
 
-@router.get("/v1/workflows/{workflow_id}", summary="Get a workflow")
+@router.get(
+    "/v1/workflows/{workflow_id}",
+    summary="Get a workflow",
+    response_model=None,
+    responses={
+        200: {"model": WorkflowView, "description": "The workflow."},
+        404: error_doc("`unknown_workflow`: no workflow has this id."),
+    },
+)
 def get_workflow(workflow_id: str, request: Request) -> dict[str, Any]:
     """The integration contract of one workflow: input schema (with enums), error codes."""
     service_of(request)
@@ -38,14 +52,7 @@ class SchemaResponse(JSONResponse):
     media_type = "application/schema+json"
 
 
-# FastAPI files the error responses under a route's own media type; errors stay application/json
-_JSON_ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {
-        "description": doc["description"],
-        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}},
-    }
-    for status, doc in RESPONSES.items()
-}
+_JSON_ERRORS = json_errors(RESPONSES)
 
 
 @router.get(
@@ -60,8 +67,40 @@ def completion_schema_route() -> SchemaResponse:
     return SchemaResponse(completion_schema())
 
 
-@router.get("/assets/{job_id}/{filename}", summary="Asset bytes", response_class=FileResponse)
-@router.head("/assets/{job_id}/{filename}", summary="Asset headers", response_class=FileResponse)
+ASSET_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The bytes, with their own Content-Type (`image/jpeg`, `video/mp4`...).",
+    },
+    206: {
+        "content": {"*/*": {"schema": {"type": "string", "format": "binary"}}},
+        "description": "The range asked for (`Content-Range`).",
+    },
+    304: {"description": "`If-None-Match` names the `ETag`: no body."},
+    307: {"description": "S3 storage: to the object (`Location`)."},
+    404: _JSON_ERRORS[404],
+    **json_errors(
+        {
+            410: error_doc("`asset_expired`: its job was purged by retention."),
+            416: error_doc("`range_not_satisfiable`: the range starts past the end."),
+            503: error_doc("`storage_unavailable`: the asset storage does not answer now."),
+        }
+    ),
+}
+
+
+@router.get(
+    "/assets/{job_id}/{filename}",
+    summary="Asset bytes",
+    response_class=FileResponse,
+    responses=ASSET_RESPONSES,
+)
+@router.head(
+    "/assets/{job_id}/{filename}",
+    summary="Asset headers",
+    response_class=FileResponse,
+    responses=ASSET_RESPONSES,
+)
 def asset(job_id: str, filename: str, request: Request) -> Response:
     """The file behind an ``asset_url``, with its Content-Type, ``ETag`` (its SHA-256, as in the
     payload) and ``Cache-Control``; ``HEAD``, ``Range`` (206, 416) and ``If-None-Match`` (304)
@@ -77,7 +116,14 @@ def asset(job_id: str, filename: str, request: Request) -> Response:
     return asset_response(found, filename, request.headers.get("if-none-match"))
 
 
-@router.get("/healthz", summary="Health")
+@router.get(
+    "/healthz",
+    summary="Health",
+    responses={
+        200: {"model": Health, "description": "The store answers and can write."},
+        503: {"model": Health, "description": "It does not (`reason` says why)."},
+    },
+)
 def healthz(request: Request) -> JSONResponse:
     """200 when the database answers and can write now (a rolled-back probe write, and no
     recent failed write), else 503 with the reason: a full or read-only store is not healthy."""
@@ -85,7 +131,14 @@ def healthz(request: Request) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
-@router.get("/readyz", summary="Readiness")
+@router.get(
+    "/readyz",
+    summary="Readiness",
+    responses={
+        200: {"model": Readiness, "description": "Ready to take work."},
+        503: {"model": Readiness, "description": "Not ready (`reason` says why)."},
+    },
+)
 def readyz(request: Request) -> JSONResponse:
     """200 when this process can take work now; 503 with the reason when the store does not
     answer (or cannot write), no configured backend that a workflow uses is ready (not

@@ -15,6 +15,7 @@ from fastapi.security import HTTPBearer
 
 from genhook.api.auth import api_store, runtime_of
 from genhook.api.errors import RESPONSES
+from genhook.api.models import OpsSummary, Resumed
 from genhook.errors import ErrorCode, GenhookError
 from genhook.store.ops import DEFAULT_WINDOW, WINDOWS
 
@@ -80,7 +81,12 @@ def check_window(window: str) -> str:
     return window
 
 
-@router.get("/v1/ops/summary", summary="The operator's figures, per service and workflow")
+@router.get(
+    "/v1/ops/summary",
+    summary="The operator's figures, per service and workflow",
+    response_model=None,
+    responses={200: {"model": OpsSummary, "description": "The figures."}},
+)
 def ops_summary(
     request: Request,
     window: str = Query(
@@ -99,7 +105,11 @@ def ops_summary(
 @router.post(
     "/v1/ops/services/{service}/resume",
     summary="Resume a paused service",
-    responses={404: {**RESPONSES[404], "description": "No service has this name."}},
+    response_model=None,
+    responses={
+        200: {"model": Resumed, "description": "Resumed (or was not paused)."},
+        404: {**RESPONSES[404], "description": "No service has this name."},
+    },
 )
 def resume_service(service: str, request: Request) -> dict[str, Any]:
     """Clear the service's pause (its trigger-storm breaker), release the jobs it held

@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 
 from genhook.api.auth import api_store, runtime_of
 from genhook.api.errors import RESPONSES
+from genhook.api.models import Enabled, EndpointList
 from genhook.api.ops import OPERATOR_RESPONSES, operator_bearer, require_operator
 from genhook.api.views import iso
 from genhook.errors import ErrorCode, GenhookError
@@ -70,7 +71,12 @@ def endpoint_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-@router.get("/v1/ops/endpoints", summary="Callback endpoints and their breakers")
+@router.get(
+    "/v1/ops/endpoints",
+    summary="Callback endpoints and their breakers",
+    response_model=None,
+    responses={200: {"model": EndpointList, "description": "The endpoints."}},
+)
 def list_endpoints(
     request: Request,
     state: str | None = Query(None, description="`enabled` or `disabled`: only those."),
@@ -89,7 +95,11 @@ def list_endpoints(
 @router.post(
     "/v1/ops/endpoints/enable",
     summary="Enable a disabled callback endpoint and replay its waiting deliveries",
-    responses={404: {**RESPONSES[404], "description": "No service has this name."}},
+    response_model=None,
+    responses={
+        200: {"model": Enabled, "description": "Enabled."},
+        404: {**RESPONSES[404], "description": "No service has this name."},
+    },
 )
 def enable_endpoint(request: Request, body: EnableEndpoint) -> dict[str, Any]:
     """Enable the service's endpoint: its waiting deliveries are due now (the replay) and its

@@ -15,6 +15,8 @@ from fastapi.responses import Response
 from genhook.api.auth import api_store, bearer, owned, runtime_of, service_of
 from genhook.api.dashboard import back, checked, form_of, html, operator_of, to_login
 from genhook.api.errors import RESPONSES, ErrorBody
+from genhook.api.models import Decided as DecidedAnswer
+from genhook.api.models import ReviewList
 from genhook.api.ops import OPERATOR_RESPONSES, operator_bearer, require_operator
 from genhook.api.views import iso
 from genhook.contract.completion import job_failure_payload
@@ -30,6 +32,7 @@ router = APIRouter(responses=RESPONSES, dependencies=[Security(bearer)])
 ops_router = APIRouter(responses=OPERATOR_RESPONSES, dependencies=[Security(operator_bearer)])
 
 REVIEW_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": DecidedAnswer, "description": "Decided."},
     409: {
         "model": ErrorBody,
         "description": "`not_awaiting_review`: the job is not held for review now (never was, "
@@ -121,7 +124,12 @@ async def _decide(request: Request, job_id: str, review: ReviewBody, by: str) ->
     return done
 
 
-@router.get("/v1/reviews", summary="Jobs held for review")
+@router.get(
+    "/v1/reviews",
+    summary="Jobs held for review",
+    response_model=None,
+    responses={200: {"model": ReviewList, "description": "The held jobs."}},
+)
 def list_reviews(
     request: Request, limit: int = Query(100, ge=1, le=500, description="At most this many.")
 ) -> dict[str, Any]:
@@ -138,6 +146,7 @@ def list_reviews(
 @router.post(
     "/v1/jobs/{job_id}/review",
     summary="Approve or reject a held job",
+    response_model=None,
     responses=REVIEW_RESPONSES,
     openapi_extra=REVIEW_BODY,
 )
@@ -155,7 +164,12 @@ async def review_job(job_id: str, request: Request) -> dict[str, Any]:
     return decided_view(done)
 
 
-@ops_router.get("/v1/ops/reviews", summary="Every service's jobs held for review")
+@ops_router.get(
+    "/v1/ops/reviews",
+    summary="Every service's jobs held for review",
+    response_model=None,
+    responses={200: {"model": ReviewList, "description": "The held jobs."}},
+)
 def ops_reviews(
     request: Request, limit: int = Query(100, ge=1, le=500, description="At most this many.")
 ) -> dict[str, Any]:
@@ -169,6 +183,7 @@ def ops_reviews(
 @ops_router.post(
     "/v1/ops/jobs/{job_id}/review",
     summary="Approve or reject a held job (operator)",
+    response_model=None,
     responses=REVIEW_RESPONSES,
     openapi_extra=REVIEW_BODY,
 )

@@ -14,7 +14,8 @@ from fastapi import APIRouter, Request, Security
 from fastapi.concurrency import run_in_threadpool
 
 from genhook.api.auth import bearer, runtime_of, service_of
-from genhook.api.errors import RESPONSES
+from genhook.api.errors import RESPONSES, error_doc
+from genhook.api.models import ScheduleDetail, ScheduleList, ScheduleView
 from genhook.api.ops import bearer_token, is_operator_key, operator_bearer
 from genhook.errors import ErrorCode, GenhookError
 from genhook.scheduling.control import detail_view, find_spec, list_views, set_paused
@@ -23,7 +24,7 @@ from genhook.scheduling.spec import ScheduleSpec
 router = APIRouter(
     responses={
         **RESPONSES,
-        404: {"description": "`schedule_not_found`: no schedule has this `WORKFLOW:ID`."},
+        404: error_doc("`schedule_not_found`: no schedule has this `WORKFLOW:ID`."),
     },
     dependencies=[Security(bearer), Security(operator_bearer)],
 )
@@ -48,7 +49,12 @@ def _owned(request: Request, schedule_id: str) -> tuple[ScheduleSpec, str]:
     return spec, caller or "operator"
 
 
-@router.get("/v1/schedules", summary="List schedules")
+@router.get(
+    "/v1/schedules",
+    summary="List schedules",
+    response_model=None,
+    responses={200: {"model": ScheduleList, "description": "The schedules."}},
+)
 def list_schedules(request: Request) -> dict[str, Any]:
     """The template schedules: with a service's key those that fire as it, with the operator
     key all. Each: ``schedule_id`` (``WORKFLOW:ID``), ``cron``, ``timezone``, ``service``,
@@ -59,7 +65,12 @@ def list_schedules(request: Request) -> dict[str, Any]:
     return {"schedules": list_views(runtime_of(request), caller)}
 
 
-@router.get("/v1/schedules/{schedule_id}", summary="Get a schedule")
+@router.get(
+    "/v1/schedules/{schedule_id}",
+    summary="Get a schedule",
+    response_model=None,
+    responses={200: {"model": ScheduleDetail, "description": "The schedule."}},
+)
 def get_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
     """The schedule, with its latest 20 ``fires`` (newest due time first): each ``due_at``,
     ``outcome``, ``jobs_created``, ``items_refused`` (with their ``errors``), ``job_ids``."""
@@ -72,13 +83,23 @@ async def _set(request: Request, schedule_id: str, paused: bool) -> dict[str, An
     return await run_in_threadpool(set_paused, runtime_of(request), spec, paused, who)
 
 
-@router.post("/v1/schedules/{schedule_id}/pause", summary="Pause a schedule")
+@router.post(
+    "/v1/schedules/{schedule_id}/pause",
+    summary="Pause a schedule",
+    response_model=None,
+    responses={200: {"model": ScheduleView, "description": "Paused."}},
+)
 async def pause_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
     """No due time of the schedule fires until it is resumed (idempotent)."""
     return await _set(request, schedule_id, True)
 
 
-@router.post("/v1/schedules/{schedule_id}/resume", summary="Resume a schedule")
+@router.post(
+    "/v1/schedules/{schedule_id}/resume",
+    summary="Resume a schedule",
+    response_model=None,
+    responses={200: {"model": ScheduleView, "description": "Resumed."}},
+)
 async def resume_schedule(schedule_id: str, request: Request) -> dict[str, Any]:
     """The schedule fires again from its first due time after now; the due times of the pause
     are not fired, whatever its ``missed`` policy (idempotent)."""

@@ -30,7 +30,8 @@ from genhook.api.auth import (
     service_for,
     service_of,
 )
-from genhook.api.errors import RESPONSES, error_response
+from genhook.api.errors import RESPONSES, error_doc, error_response
+from genhook.api.models import JOB_LINKS, Accepted, DryRun, InvalidTrigger
 from genhook.api.views import accepted
 from genhook.catalog import external_id
 from genhook.contract.completion import failure_payload
@@ -357,11 +358,29 @@ async def _body(receive: Receive) -> bytes:
     status_code=202,
     openapi_extra=TRIGGER_BODY,
     summary="Trigger a workflow",
+    response_model=None,
     responses={
-        200: {"description": "An Idempotency-Key replay: the job first created for it."},
-        409: {"description": "`idempotency_conflict`: the key was used with another body."},
-        413: {"description": "`payload_too_large`."},
-        415: {"description": "`unsupported_media_type`: the body is not JSON."},
+        202: {
+            "model": Accepted,
+            "description": "Accepted: the job is durably queued.",
+            "links": JOB_LINKS,
+        },
+        200: {
+            "model": Accepted,
+            "links": JOB_LINKS,
+            "description": "An Idempotency-Key replay (the job first created for it), or a "
+            "dedup key's match (`deduplicated: true`).",
+        },
+        404: error_doc("`unknown_workflow`: no workflow has this id (nothing is recorded)."),
+        409: error_doc("`idempotency_conflict`: the key was used with another body."),
+        413: error_doc("`payload_too_large`."),
+        415: error_doc("`unsupported_media_type`: the body is not JSON."),
+        422: {
+            "model": InvalidTrigger,
+            "description": "Invalid input: the trigger is recorded as a failed job (`job_id`; "
+            "null for a body that is not strict JSON, which is not recorded).",
+        },
+        429: error_doc("`queue_full`: the service's queue limit; `Retry-After`."),
     },
 )
 async def trigger(
@@ -390,7 +409,17 @@ async def trigger(
 
 
 @router.post(
-    "/v1/workflows/{workflow_id}/dry-run", openapi_extra=TRIGGER_BODY, summary="Dry-run a trigger"
+    "/v1/workflows/{workflow_id}/dry-run",
+    openapi_extra=TRIGGER_BODY,
+    summary="Dry-run a trigger",
+    response_model=None,
+    responses={
+        200: {"model": DryRun, "description": "What the trigger would do."},
+        404: error_doc("`unknown_workflow`: no workflow has this id."),
+        413: error_doc("`payload_too_large`."),
+        415: error_doc("`unsupported_media_type`: the body is not JSON."),
+        422: error_doc("Invalid input (nothing is recorded or sent)."),
+    },
 )
 async def dry_run(workflow_id: str, request: Request) -> JSONResponse:
     """Validate and map the trigger without generating: prompt, style, outputs, credits."""
