@@ -50,10 +50,12 @@ test: $(TEST_STAMP)
 RELIABILITY := tests/test_properties.py tests/test_lifecycle_model.py tests/test_ssrf.py \
   tests/acceptance/test_kills.py tests/acceptance/test_database_down.py \
   tests/acceptance/test_hostile_receivers.py tests/acceptance/test_hostile_requests.py \
-  tests/acceptance/test_secrets.py tests/acceptance/test_soak.py
+  tests/acceptance/test_secrets.py tests/acceptance/test_soak.py \
+  tests/acceptance/test_fuzz_api.py
 reliability: $(TEST_STAMP)
 	mkdir -p var
 	GENHOOK_PROPERTY_EXAMPLES=5000 GENHOOK_MODEL_EXAMPLES=400 GENHOOK_SOAK_JOBS=10000 \
+	  GENHOOK_FUZZ_EXAMPLES=150 GENHOOK_FUZZ_REPORT=var/fuzz.json \
 	  GENHOOK_SOAK_REPORT=var/soak.json $(BIN)/pytest -n 2 -s --timeout 3600 $(RELIABILITY)
 
 lint: $(STAMP)
