@@ -62,6 +62,23 @@ def test_storm_counts_the_last_hour_across_two_buckets() -> None:
     assert not Storm(None, 0, 0).add(t).tripped(t, None)
 
 
+def test_a_limit_over_a_long_period_trips_only_past_three_times_its_own_count() -> None:
+    """1/d is 1/24 an hour: three times that is under one trigger, so the hourly figure alone
+    paused such a service at its first trigger. The rate limit itself lets a burst of its count
+    through, so the breaker waits for more than three times the count in an hour."""
+    t = 7200.0
+    for limit in (RateLimit(1, 86400.0), RateLimit(5, 7 * 86400.0)):
+        storm = Storm(None, 0, 0)
+        for _ in range(3 * limit.count):
+            storm = storm.add(t)
+            assert not storm.tripped(t, limit)
+        assert storm.add(t).tripped(t, limit)
+        assert limit.storm_threshold == 3 * limit.count
+    # limits of an hour or less keep the contract's "three times the hourly rate"
+    assert RateLimit(10, 60.0).storm_threshold == 3 * 600
+    assert RateLimit(10, 3600.0).storm_threshold == 30
+
+
 def test_budget_reserves_only_what_fits_and_holds_or_fails_past_it() -> None:
     assert budget_decision(None, 1e9, 0, 5, "hold") is BudgetDecision.RESERVE
     assert budget_decision(10, 4, 4, 2, "hold") is BudgetDecision.RESERVE

@@ -12,7 +12,9 @@ period (a full burst, then one per emission interval), which breaks the contract
 window"; a fixed window lets 2N through across its edge. The log costs one indexed read of the
 N-th latest slot per accepted job of a rate-limited service.
 
-Trigger storm: more than three times the hourly limit in the last hour pauses the service. The
+Trigger storm: more than three times the hourly limit in the last hour pauses the service (for a
+limit over a longer period, such as ``1/d``, more than three times its count: the window itself lets
+a burst of its count through, and 3 x 1/24 an hour would trip at the first trigger). The
 count is two hour buckets in the service's row (this hour's and the last one's, weighted by how
 much of the last hour is still in the window), one update per accepted trigger, not a scan.
 
@@ -62,6 +64,12 @@ class RateLimit:
     def per_hour(self) -> float:
         return self.count * HOUR / self.period
 
+    @property
+    def storm_threshold(self) -> float:
+        """Triggers in an hour past which the storm breaker pauses the service: three times the
+        hourly rate, and never under three times the limit's own count."""
+        return STORM_FACTOR * max(self.per_hour, float(self.count))
+
     def slot(self, now: float, nth_latest: float | None) -> float:
         """The start slot of a new job, given the slot of the job N places back (None when
         fewer than N jobs hold a slot)."""
@@ -96,8 +104,8 @@ class Storm:
         return self.count + self.previous * (1.0 - into)
 
     def tripped(self, now: float, limit: RateLimit | None) -> bool:
-        """More than three times the hourly limit in the last hour (never without a limit)."""
-        return limit is not None and self.last_hour(now) > STORM_FACTOR * limit.per_hour
+        """More than the limit's storm threshold in the last hour (never without a limit)."""
+        return limit is not None and self.last_hour(now) > limit.storm_threshold
 
 
 class BudgetDecision(StrEnum):

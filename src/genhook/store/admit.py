@@ -25,7 +25,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from genhook.errors import ErrorCode, GenhookError
-from genhook.flow import STORM_FACTOR, Breaker, BreakerState, HoldReason, RateLimit, Storm
+from genhook.flow import Breaker, BreakerState, HoldReason, RateLimit, Storm
 from genhook.status import JobStatus
 from genhook.store.accounting import breaker, bump_rollup, hour_of
 from genhook.store.base import Row
@@ -345,7 +345,7 @@ class Admitter:
         """Pause the service for a trigger storm and tell the operator (same transaction)."""
         reason = (
             f"trigger storm: {storm.last_hour(now):.0f} triggers in the last hour, "
-            f"more than {STORM_FACTOR:g} x the limit of {limit.per_hour:g}/h"
+            f"more than {limit.storm_threshold:g} in an hour (the limit is {state.rate_limit})"
         )
         conn.execute(
             services.update()
