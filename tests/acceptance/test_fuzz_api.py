@@ -16,6 +16,7 @@ derandomized, so that ``make test`` is deterministic); ``make reliability`` runs
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -165,10 +166,15 @@ def _report(db_kind: str, figures: dict[str, Any]) -> None:
     target = os.environ.get("GENHOOK_FUZZ_REPORT")
     if not target:
         return
-    path = Path(target)
-    found = json.loads(path.read_text()) if path.exists() else {}
-    found.setdefault(db_kind, {}).update(figures)
-    path.write_text(json.dumps(found, indent=2))
+    with open(target, "a+", encoding="utf-8") as file:  # xdist workers share the file
+        fcntl.flock(file, fcntl.LOCK_EX)
+        file.seek(0)
+        text = file.read()
+        found = json.loads(text) if text.strip() else {}
+        found.setdefault(db_kind, {}).update(figures)
+        file.seek(0)
+        file.truncate()
+        file.write(json.dumps(found, indent=2))
 
 
 def _fuzz(
