@@ -527,11 +527,10 @@ class Worker:
                 self._room.notify_all()
 
     def _finished(self, statuses: list[JobStatus | None]) -> None:
-        """After a finishing transaction: the jobs' end events, and their payloads in the
-        outbox (one wake-up each for the whole batch)."""
+        """After a finishing transaction: the jobs' end events (one wake-up for the whole
+        batch; the outbox's is :meth:`_conclude`'s, where something was outboxed)."""
+        del statuses
         self.events_signal.notify()
-        if any(status is not None for status in statuses):
-            self.deliveries_signal.notify()
 
     def hand_back(self) -> list[str]:
         """Give back every job still running here (a shutdown past its bound): another worker
@@ -659,6 +658,8 @@ class Worker:
                     ends.append((a, ending))
             if ends:
                 done = self.finisher.finish_all([ending for _, ending in ends])
+                if any(_outboxes(a, item.status) for (a, _), item in zip(ends, done, strict=True)):
+                    self.deliveries_signal.notify()  # a payload, a batch's or an alert waits
                 for (a, _), item in zip(ends, done, strict=True):
                     if item.error is not None:
                         failures.append((a.job, item.error))
@@ -847,6 +848,15 @@ class Worker:
     def _refuse(self, job: Job, worked: Callable[[], float], error: GenhookError) -> Outcome:
         """End a claimed job without running it."""
         return Outcome(_failure(replace(job, processing_seconds=worked()), error), None, error)
+
+
+def _outboxes(attempted: _Attempted, status: JobStatus | None) -> bool:
+    """Did recording this end put something in the outbox: its payload (a callback), its
+    batch's callback (its last job), an alert of its service's budget (credits booked)?"""
+    job = attempted.job
+    return status is not None and bool(
+        job.callback_url or job.batch_id or attempted.outcome.credit_cost
+    )
 
 
 def wants_recent_hashes(workflow: Workflow) -> bool:

@@ -92,6 +92,7 @@ class Job:
     sandbox: bool = False  # procedural at 0 credits, "test": true in its payloads
     envelope: dict[str, Any] | None = None  # the trigger envelope but callback_url
     callback_url: str | None = None
+    batch_id: str | None = None  # the batch that created it (its end may end the batch)
 
     @property
     def client_metadata(self) -> dict[str, Any] | None:
@@ -130,6 +131,7 @@ class Job:
             sandbox=bool(row["sandbox"]),
             envelope=None if row.get("envelope") is None else dict(row["envelope"]),
             callback_url=row.get("callback_url"),
+            batch_id=row.get("batch_id"),
         )
 
 
