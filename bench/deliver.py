@@ -23,8 +23,8 @@ The receiver (both sides post to it): a bare aiohttp server in its own process o
   concurrency is CONCURRENCY: its lanes, so at most CONCURRENCY requests in flight, as on the
   raw side. The service's in-flight caps (``GENHOOK_DELIVERY_PER_ENDPOINT`` and
   ``..._PER_SERVICE``) count leases, which include the deliveries the outbox leases ahead of a
-  free lane (``Outbox.lease_ahead``, CONCURRENCY by default): they are set to CONCURRENCY +
-  lease_ahead so that they do not bind before the lanes do.
+  free lane (``Outbox.lease_ahead``, 3 x CONCURRENCY by default, or ``--lease-ahead``): they
+  are set to CONCURRENCY + lease_ahead so that they do not bind before the lanes do.
 
 Both sides post the same bodies (the delivery rows' bytes, about 520 bytes of JSON). One
 warm-up round each, then ROUNDS rounds of COUNT messages, interleaved (the order alternates
@@ -191,7 +191,7 @@ def serve_raw(url: str, concurrency: int) -> None:
 # genhook: the durable outbox and its sender -------------------------------------------------
 
 
-def serve_genhook(database_url: str, concurrency: int) -> None:
+def serve_genhook(database_url: str, concurrency: int, lease_ahead: int | None) -> None:
     """Read commands on stdin: ``go`` starts genhook's outbox (answers ``started``), ``stop``
     stops it once its attempts in flight are done (answers ``stopped``)."""
     from genhook.delivery.outbox import Outbox
@@ -201,7 +201,9 @@ def serve_genhook(database_url: str, concurrency: int) -> None:
     async def main() -> None:
         store = Store(database_url)
         async with DeliverySender(allow_private=True) as sender:
-            outbox = Outbox(store, sender, SCHEDULE, concurrency=concurrency)
+            outbox = Outbox(
+                store, sender, SCHEDULE, concurrency=concurrency, lease_ahead=lease_ahead
+            )
             # the caps count leases (attempts logged and not yet recorded), which include those
             # leased ahead of a free lane: they must not bind before the outbox's lanes do
             caps = concurrency + outbox.lease_ahead
@@ -352,6 +354,9 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=COUNT, help="messages per round")
     parser.add_argument("--concurrency", type=int, default=CONCURRENCY)
     parser.add_argument("--database-url", default=None, help="postgresql://... (else SQLite)")
+    parser.add_argument(
+        "--lease-ahead", type=int, default=None, help="the outbox's lease_ahead (its default)"
+    )
     parser.add_argument("--serve", nargs=2, metavar=("KIND", "ARG"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
@@ -361,7 +366,7 @@ def main() -> int:
         elif kind == "raw":
             serve_raw(arg, args.concurrency)
         else:
-            serve_genhook(arg, args.concurrency)
+            serve_genhook(arg, args.concurrency, args.lease_ahead)
         return 0
 
     sides: list[Side] = []
@@ -385,6 +390,8 @@ def main() -> int:
         )
         wait_for_receiver(base, receiver)
         conc = ["--concurrency", str(args.concurrency)]
+        if args.lease_ahead is not None:
+            conc += ["--lease-ahead", str(args.lease_ahead)]
         try:
             raw = Side(
                 "raw",
