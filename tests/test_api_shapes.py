@@ -25,6 +25,7 @@ from genhook.clock import ManualClock
 from genhook.config import Settings
 from genhook.paths import shipped_dir
 from genhook.runtime import Runtime
+from tests.databases import database_url
 
 ADMIN = "gh-admin-shapes-0123456789abcdef"
 TRIGGER = {
@@ -55,10 +56,16 @@ class Walk:
         return answer
 
 
-@pytest.fixture
-def walk(tmp_path: Path) -> Iterator[Walk]:
+@pytest.fixture(params=["sqlite", "postgresql"])
+def walk(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Walk]:
+    with database_url(request.param, tmp_path) as url:
+        yield from _walk(tmp_path, url)
+
+
+def _walk(tmp_path: Path, url: str) -> Iterator[Walk]:
     settings = Settings(
         data_dir=tmp_path,
+        database_url=url,
         workflows_dir=shipped_dir("workflows"),
         admin_key=ADMIN,
         allow_private_callbacks=True,  # a callback URL on loopback is kept; nothing sends here
@@ -180,3 +187,21 @@ def test_a_body_that_is_not_utf8_is_invalid_json_on_every_route(walk: Walk) -> N
         )
         assert answer.status_code == 422, answer.text
         assert answer.json()["error_code"] == "invalid_json"
+
+
+def test_a_nul_in_the_path_or_a_query_value_is_refused_on_every_store(walk: Walk) -> None:
+    """Found by the fuzzer: GET /v1/deliveries?job_id= with a NUL answered 500 on PostgreSQL
+    (which cannot compare text holding one); a NUL names nothing and filters nothing."""
+    w = walk
+    answer = w.call("GET", "/v1/deliveries", params={"job_id": "job_\x00x"})
+    assert answer.status_code == 422 and answer.json()["field"] == "job_id", answer.text
+    answer = w.call("GET", "/v1/jobs", params={"external_id": "a\x00"})
+    assert answer.status_code == 422 and answer.json()["field"] == "external_id", answer.text
+    for path, template in (
+        ("/v1/jobs/job_%00x", JOB),
+        ("/v1/batches/bat_%00", "/v1/batches/{batch_id}"),
+        ("/v1/ops/services/a%00/resume", "/v1/ops/services/{service}/resume"),
+    ):
+        answer = w.call("POST" if "resume" in path else "GET", path, template)
+        assert answer.status_code == 404, (path, answer.text)
+        assert answer.json()["error_code"] == "not_found"

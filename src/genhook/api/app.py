@@ -29,7 +29,7 @@ from genhook.api import (
 )
 from genhook.api import metrics as metrics_routes
 from genhook.api import schedules as schedule_routes
-from genhook.api.limits import BodyLimit
+from genhook.api.limits import BodyLimit, NoNul
 from genhook.runtime import Runtime
 
 Lifespan = Callable[[Any], contextlib.AbstractAsyncContextManager[None]]
@@ -72,5 +72,6 @@ def create_app(
         # a batch (up to 1,000 triggers) has a limit of its own
         larger={"/batches": max(batches.MAX_BATCH_BYTES, runtime.settings.max_body_bytes)},
     )
+    app.add_middleware(NoNul)  # outside the trigger lane: no route sees a NUL in path or query
     errors.install(app)  # last: its catch-all middleware wraps every other one
     return app

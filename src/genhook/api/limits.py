@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from typing import Any
+from urllib.parse import parse_qsl
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from genhook.api.errors import error_response
 from genhook.errors import ErrorCode, GenhookError
 
 
@@ -75,3 +77,36 @@ class BodyLimit:
         ]
         await send({"type": "http.response.start", "status": 413, "headers": headers})
         await send({"type": "http.response.body", "body": body})
+
+
+class NoNul:
+    """A NUL character in the path or a query value is refused before any route sees it: it can
+    name nothing (404 ``not_found`` in the path), and it is no valid filter (422
+    ``invalid_value`` naming the query parameter). PostgreSQL cannot even compare text with a
+    NUL in it (a route asked it to answered 500 there); bodies are checked by their parser."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            error = _nul_error(scope)
+            if error is not None:
+                await error_response(error)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
+
+
+def _nul_error(scope: Scope) -> GenhookError | None:
+    if "\x00" in scope["path"]:
+        return GenhookError(ErrorCode.NOT_FOUND, "no such resource: the path holds a NUL character")
+    query: bytes = scope.get("query_string", b"")
+    if b"%00" not in query.lower():
+        return None
+    for name, value in parse_qsl(query.decode("latin-1"), keep_blank_values=True):
+        if "\x00" in value or "\x00" in name:
+            field = name.replace("\x00", "")[:40] or None
+            return GenhookError(
+                ErrorCode.INVALID_VALUE, f"{field}: a NUL character is no valid value", field=field
+            )
+    return None
