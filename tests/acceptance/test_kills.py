@@ -139,7 +139,10 @@ def test_workers_killed_at_random_moments_end_every_job_once(
         outcomes = [a["outcome"] for a in job["attempts"]]
         lost_any += "lost" in outcomes
         if job["status"] == "failed":  # only once its whole retry schedule was lost to kills
-            assert outcomes.count("lost") == 4 and set(outcomes) <= {"lost", "failed"}, outcomes
+            # four tries lost, then the attempt that ends it worker_lost; a kill can land on
+            # that short attempt too (it then counts as lost and the next one ends the job)
+            assert outcomes[-1] == "failed" and set(outcomes[:-1]) == {"lost"}, outcomes
+            assert outcomes.count("lost") >= 4, outcomes
             assert job["result"]["error"]["error_code"] == "worker_lost", job["result"]
         else:
             assert job["status"] == "succeeded", job
