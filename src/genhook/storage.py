@@ -38,7 +38,8 @@ class Staging(Protocol):
     finishing transaction), or removed by ``discard``; ``folder`` is the attempt's local
     scratch folder (its generations' work files)."""
 
-    folder: Path
+    @property
+    def folder(self) -> Path: ...
 
     def put(self, job_id: str, asset: Asset) -> str: ...
     def publish(self) -> None: ...
@@ -157,7 +158,17 @@ class AttemptAssets:
     def __init__(self, storage: LocalStorage, job_id: str, number: int) -> None:
         self.storage = storage
         self.job_id = job_id
-        self.folder = storage.root / job_id / f".attempt-{number}"
+        self.number = number
+        self._folder: Path | None = None
+
+    @property
+    def folder(self) -> Path:
+        """The attempt's staging folder (its path made on first use: an attempt that never
+        asks for it, such as a workflow of text nodes only, has nothing to publish or remove,
+        and ``publish`` and ``discard`` then touch no file)."""
+        if self._folder is None:
+            self._folder = self.storage.root / self.job_id / f".attempt-{self.number}"
+        return self._folder
 
     def put(self, job_id: str, asset: Asset) -> str:
         """Stage ``asset``; return the ``asset_url`` it will have once published."""
@@ -169,7 +180,7 @@ class AttemptAssets:
 
     def publish(self) -> None:
         """Move every staged file to its published name (each move atomic)."""
-        if not self.folder.is_dir():
+        if self._folder is None or not self.folder.is_dir():
             return
         target = self.storage._job_dir(self.job_id)
         for staged in sorted(self.folder.iterdir()):
@@ -179,7 +190,8 @@ class AttemptAssets:
 
     def discard(self) -> None:
         """Remove whatever this attempt staged and did not publish."""
-        shutil.rmtree(self.folder, ignore_errors=True)
+        if self._folder is not None:
+            shutil.rmtree(self._folder, ignore_errors=True)
 
 
 def _write(directory: Path, asset: Asset) -> None:

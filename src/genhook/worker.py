@@ -828,7 +828,9 @@ class Worker:
             credit_before=job.credit_cost,
             sandbox=job.sandbox,
             on_progress=lambda progress: self.leases.progress(state, progress),
-            workdir=assets.folder / WORKDIR,
+            # text nodes only (Engine.runs_inline) use no work folder: the staging folder is
+            # then never named, and the attempt's publish and discard touch no file
+            workdir=None if self.engine.runs_inline(workflow) else assets.folder / WORKDIR,
             recent_hashes=recent,
             review_notes=notes,
             client_metadata=job.client_metadata,
