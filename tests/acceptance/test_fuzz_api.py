@@ -45,7 +45,7 @@ from tests.acceptance.harness import GENHOOK, TINY_FLOW, Genhook, wait_for
 
 EXAMPLES = int(os.environ.get("GENHOOK_FUZZ_EXAMPLES", "12"))
 FULL = "GENHOOK_FUZZ_EXAMPLES" in os.environ
-STATEFUL_EXAMPLES = min(EXAMPLES, 12)  # sequences per stateful run (see the stateful test)
+STATEFUL_EXAMPLES = 12 if FULL else 4  # sequences per stateful run (see the stateful test)
 ADMIN = "gh-admin-fuzz-0123456789abcdef"
 TARGET = "fuzz-target"
 """The workflow the stateful sequences trigger: the tiny one, its input field named so that
@@ -278,7 +278,7 @@ def test_stateful_sequences_along_the_links(fuzzed: Genhook, db_kind: str) -> No
     # come from what the live server answered, so one long run's tree sees the same choices lead
     # to other values and stops with FlakyStrategyDefinition before any check fails; a short run
     # seldom does, and one that does is counted as abandoned (its calls were checked all the same)
-    rounds = max(1, EXAMPLES // STATEFUL_EXAMPLES) if FULL else 1
+    rounds = max(1, EXAMPLES // STATEFUL_EXAMPLES) if FULL else 3  # make test: 3 runs of 4
     abandoned = 0
     for _ in range(rounds):
         try:
@@ -294,8 +294,6 @@ def test_stateful_sequences_along_the_links(fuzzed: Genhook, db_kind: str) -> No
                 ),
             )
         except FlakyStrategyDefinition:
-            if not FULL:
-                raise
             abandoned += 1
     _report(
         db_kind,
@@ -306,6 +304,7 @@ def test_stateful_sequences_along_the_links(fuzzed: Genhook, db_kind: str) -> No
             "stateful_rounds_abandoned": abandoned,
         },
     )
-    assert abandoned <= rounds // 2, f"{abandoned} of {rounds} stateful rounds abandoned"
+    assert abandoned < rounds, f"every one of {rounds} stateful runs was abandoned"
+    assert abandoned <= rounds // 2 or not FULL, f"{abandoned} of {rounds} stateful runs abandoned"
     assert not failures, "\n\n".join(failures)
     assert calls["n"] > 0 and linked, (calls, linked)
