@@ -46,7 +46,7 @@ from genhook.signals import Signal
 from genhook.status import JobStatus
 from genhook.storage import AssetStorage, Staging
 from genhook.store.callbacks import announces_start, asked
-from genhook.store.db import describe
+from genhook.store.db import log_failure
 from genhook.store.expiry import SWEEP_SECONDS
 from genhook.store.jobs import Finish
 from genhook.store.ports import WorkerStore
@@ -198,7 +198,7 @@ class LeaseKeeper:
         try:
             self.store.record_progress(self.owner, [(s.job_id, d) for s, d in items])
         except Exception as exc:  # progress is advisory
-            _log_failure(f"progress of {len(items)} jobs", exc)
+            log_failure(log, f"progress of {len(items)} jobs", exc)
             return
         now = time.monotonic()
         with self._cond:
@@ -231,7 +231,7 @@ class LeaseKeeper:
                     for state in states:
                         state.cancel = state.cancel or state.job_id in asked
             except Exception as exc:  # keep going; the leases outlive a missed turn
-                _log_failure(f"leases of {self.owner}", exc)
+                log_failure(log, f"leases of {self.owner}", exc)
             self._due_progress(states, now)
 
     def _renew(self, states: list[_Running]) -> None:
@@ -357,7 +357,7 @@ class Finisher:
         try:
             self.on_batch(statuses)
         except Exception as exc:  # a wake-up is advisory
-            _log_failure("wake-ups after finishing", exc)
+            log_failure(log, "wake-ups after finishing", exc)
 
 
 class Worker:
@@ -424,7 +424,7 @@ class Worker:
                 claimed = self.store.claim_many(self.name, self.settings.lease_seconds, free)
                 states = self._first_checks(claimed)
             except Exception as exc:  # keep the loop alive
-                _log_failure(f"worker {self.name}", exc)
+                log_failure(log, f"worker {self.name}", exc)
                 stop.wait(poll)
                 continue
             full = len(claimed) == free
@@ -487,11 +487,11 @@ class Worker:
                     if (done := self._attempt(job, state)) is not None:
                         attempted.append(done)
                 except Exception as exc:  # its lease runs out and another worker retries it
-                    _log_failure(f"job {job.id} on {self.name}", exc)
+                    log_failure(log, f"job {job.id} on {self.name}", exc)
             if attempted:
                 self._conclude(attempted)
         except Exception as exc:
-            _log_failure(f"jobs on {self.name}", exc)
+            log_failure(log, f"jobs on {self.name}", exc)
         finally:
             with self._room:
                 self._in_flight -= len(claimed)
@@ -519,7 +519,7 @@ class Worker:
         try:
             self.process(job, state)
         except Exception as exc:  # the job's lease will run out and another worker retries
-            _log_failure(f"job {job.id} on {self.name}", exc)
+            log_failure(log, f"job {job.id} on {self.name}", exc)
         finally:
             with self._room:
                 self._in_flight -= 1
@@ -569,7 +569,7 @@ class Worker:
                 self.deliveries_signal.notify()
                 self.events_signal.notify()
         except Exception as exc:  # the next sweep tries again
-            _log_failure(f"deadline sweep by {self.name}", exc)
+            log_failure(log, f"deadline sweep by {self.name}", exc)
 
     def _probe_backends(self) -> None:
         """Probe a backend whose breaker is open when its probe is due (one worker of all
@@ -585,7 +585,7 @@ class Worker:
                 log.warning("backend %s answers its probe again: its jobs resume", name)
                 self.jobs_signal.notify()
         except Exception as exc:
-            _log_failure(f"probe by {self.name}", exc)
+            log_failure(log, f"probe by {self.name}", exc)
 
     def run_once(self) -> bool:
         """Claim and run one job; False when none was due."""
@@ -669,7 +669,7 @@ class Worker:
         if len(attempted) == 1 and failures:
             raise failures[0][1]
         for job, failure in failures:
-            _log_failure(f"job {job.id} on {self.name}", failure)
+            log_failure(log, f"job {job.id} on {self.name}", failure)
 
     def _record(
         self,
@@ -884,15 +884,6 @@ def output_hashes(payloads: Sequence[tuple[str, Mapping[str, Any]]]) -> list[Rec
 def _failure(job: Job, error: GenhookError) -> CompletionPayload:
     """The failed payload of a claimed job that ends without a result (refused, cancelled)."""
     return job_failure_payload(job, error)
-
-
-def _log_failure(what: str, exc: Exception) -> None:
-    """One line when the store is unavailable (an outage repeats it every poll), else the
-    traceback of an unexpected error."""
-    if isinstance(exc, GenhookError) and exc.code is ErrorCode.STORE_UNAVAILABLE:
-        log.warning("%s: store unavailable: %s", what, describe(exc.__cause__ or exc))
-    else:
-        log.exception("%s: unexpected error", what, exc_info=exc)
 
 
 def apply_backend_limits(store: Any, engine: Engine) -> dict[str, int]:

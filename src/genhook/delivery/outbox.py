@@ -36,12 +36,11 @@ from pathlib import Path
 from genhook import metrics
 from genhook.clock import Clock, SystemClock
 from genhook.delivery.sender import AttemptResult, DeliverySender, DueDelivery
-from genhook.errors import ErrorCode, GenhookError
 from genhook.ids import new_id
 from genhook.retry import RetryPolicy, decide, delivery_policy
 from genhook.signals import Signal
 from genhook.status import DeliveryOutcome
-from genhook.store.db import describe
+from genhook.store.db import log_failure
 from genhook.store.deliveries import DeliveryResult
 from genhook.store.ports import OutboxStore
 from genhook.store.records import Delivery
@@ -242,7 +241,7 @@ class Outbox:
                 self.store.record_and_claim, answered, room, self.lease_seconds, self.name
             )
         except Exception as exc:
-            _log_failure(f"recording {len(answered)} answers and claiming deliveries", exc)
+            log_failure(log, f"recording {len(answered)} answers and claiming deliveries", exc)
             moved = [await self._record_alone(result) for result in answered]
             batch = []
         for result, kept in zip(answered, moved, strict=True):
@@ -255,7 +254,9 @@ class Outbox:
         try:
             [moved] = await asyncio.to_thread(self.store.record_deliveries, [result], self.name)
         except Exception as exc:
-            _log_failure(f"recording delivery {result.delivery_id} (its lease will expire)", exc)
+            log_failure(
+                log, f"recording delivery {result.delivery_id} (its lease will expire)", exc
+            )
             return True  # nothing more to do here: not a take-over
         return moved
 
@@ -367,12 +368,3 @@ class Outbox:
                 next_at,
             )
         )
-
-
-def _log_failure(what: str, exc: Exception) -> None:
-    """One line when the store is unavailable (an outage repeats it every turn: the answers are
-    recorded again or their leases run out), else the traceback of an unexpected error."""
-    if isinstance(exc, GenhookError) and exc.code is ErrorCode.STORE_UNAVAILABLE:
-        log.warning("%s failed: store unavailable: %s", what, describe(exc.__cause__ or exc))
-    else:
-        log.exception("%s failed", what, exc_info=exc)

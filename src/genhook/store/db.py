@@ -4,6 +4,7 @@ mapping of their failures to genhook's error vocabulary."""
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import time
 from dataclasses import dataclass
@@ -297,3 +298,12 @@ def describe(exc: BaseException) -> str:
     orig = getattr(exc, "orig", None) or exc
     lines = str(orig).strip().splitlines()
     return f"{type(orig).__name__}: {lines[0] if lines else 'no message'}"[:300]
+
+
+def log_failure(logger: logging.Logger, what: str, exc: Exception) -> None:
+    """One line when the store is unavailable (an outage repeats it every poll or turn), else
+    the traceback of an unexpected error."""
+    if isinstance(exc, GenhookError) and exc.code is ErrorCode.STORE_UNAVAILABLE:
+        logger.warning("%s: store unavailable: %s", what, describe(exc.__cause__ or exc))
+    else:
+        logger.exception("%s: unexpected error", what, exc_info=exc)
