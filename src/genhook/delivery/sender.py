@@ -25,9 +25,7 @@ accepted without.
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
-import ssl
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -35,14 +33,14 @@ from types import TracebackType
 from typing import Self
 from urllib.parse import urlsplit
 
-import aiohttp
 from aiohttp.abc import AbstractResolver
 from yarl import URL
 
 from genhook.contract.envelope import check_callback_url
 from genhook.delivery import signing
 from genhook.delivery.addresses import literal_address, refusal
-from genhook.delivery.ssrf import CallbackBlocked, GuardedResolver, Resolver
+from genhook.delivery.http1 import Http1Client, HttpFailure, target_of
+from genhook.delivery.ssrf import GuardedResolver, Resolver
 from genhook.errors import InvalidInput
 from genhook.retry import parse_retry_after
 from genhook.status import DeliveryOutcome
@@ -110,22 +108,11 @@ def url_refusal(url: str, allow_private: bool) -> tuple[Outcome, None, str] | No
     blocked = blocked_literal(url, allow_private=allow_private)
     if blocked is not None:
         return DeliveryOutcome.BLOCKED, None, blocked
+    try:
+        target_of(url)
+    except ValueError as exc:
+        return DeliveryOutcome.RETRY, None, f"invalid callback URL: {exc}"
     return None
-
-
-def _connect_error(exc: aiohttp.ClientConnectorError) -> str:
-    os_error = exc.os_error
-    if isinstance(exc, aiohttp.ClientConnectorDNSError):
-        return f"DNS lookup of {exc.host} failed: {os_error.strerror or os_error}"
-    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
-        return f"TLS certificate error: {exc.certificate_error}"
-    if isinstance(exc, aiohttp.ClientConnectorSSLError):
-        return f"TLS error: {os_error}"
-    if isinstance(os_error, ConnectionRefusedError) or os_error.errno == errno.ECONNREFUSED:
-        return "connection refused"
-    if "refused" in str(os_error).lower():
-        return "connection refused"
-    return f"connection failed: {os_error.strerror or os_error}"
 
 
 class DeliverySender:
@@ -156,23 +143,17 @@ class DeliverySender:
         self._resolver = resolver
         self._limit = limit
         self._clock = clock
-        self._clients: dict[bool, tuple[aiohttp.ClientSession, GuardedResolver]] = {}
+        self._clients: dict[bool, Http1Client] = {}
 
-    def _client(self, allow_private: bool) -> tuple[aiohttp.ClientSession, GuardedResolver]:
+    def _client(self, allow_private: bool) -> Http1Client:
         guard = GuardedResolver(self._resolver, allow_private=allow_private)
-        connector = aiohttp.TCPConnector(resolver=guard, limit=self._limit)
-        session = aiohttp.ClientSession(
-            connector=connector,
-            timeout=aiohttp.ClientTimeout(
-                total=self._timeout,
-                connect=self._connect_timeout,
-                sock_connect=self._connect_timeout,
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            auto_decompress=False,
-            trust_env=False,
+        return Http1Client(
+            guard,
+            timeout=self._timeout,
+            connect_timeout=self._connect_timeout,
+            limit=self._limit,
+            max_body=MAX_RESPONSE_BYTES,
         )
-        return session, guard
 
     async def start(self) -> None:
         """Open the HTTP clients (idempotent)."""
@@ -184,9 +165,9 @@ class DeliverySender:
     async def close(self) -> None:
         """Close the HTTP clients and their resolvers (idempotent)."""
         clients, self._clients = self._clients, {}
-        for session, guard in clients.values():
-            await session.close()
-            await guard.close()
+        for client in clients.values():
+            await client.close()
+            await client.guard.close()
 
     async def __aenter__(self) -> Self:
         await self.start()
@@ -205,7 +186,7 @@ class DeliverySender:
         if not self._clients:
             raise RuntimeError("DeliverySender.start() was not called")
         allow_private = due.allow_private and self._allow_private
-        session = self._clients[allow_private][0]
+        client = self._clients[allow_private]
         started = time.perf_counter()
 
         def result(
@@ -225,58 +206,25 @@ class DeliverySender:
         headers = signing.headers(
             due.secret, due.delivery_id, timestamp, due.body, also=due.also_secrets
         )
-        status: int | None = None
-        retry_after: float | None = None
-        error: str | None = None
+        head = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
         try:
-            async with session.post(
-                due.url, data=due.body, headers=headers, allow_redirects=False
-            ) as response:
-                status = response.status
-                if status in (429, 503):
-                    retry_after = parse_retry_after(
-                        response.headers.get("Retry-After"), self._clock()
-                    )
-                await _drain(response)
-        except aiohttp.ConnectionTimeoutError:
-            error = f"connect timeout after {self._connect_timeout}s"
+            answer = await client.post(target_of(due.url), head.encode("latin-1"), due.body)
+        except HttpFailure as exc:
+            if exc.blocked:
+                return result(DeliveryOutcome.BLOCKED, None, exc.text)
+            return result(DeliveryOutcome.RETRY, None, exc.text)
         except TimeoutError:
-            error = f"timeout after {self._timeout}s"
-        except aiohttp.ClientConnectorError as exc:
-            if isinstance(exc.os_error, CallbackBlocked):
-                return result(DeliveryOutcome.BLOCKED, None, str(exc.os_error))
-            error = _connect_error(exc)
-        except aiohttp.ServerDisconnectedError:
-            error = "server disconnected without an answer"
-        except aiohttp.ClientResponseError as exc:
-            error = f"invalid HTTP answer: {exc.message}"
-        except aiohttp.ClientPayloadError as exc:
-            error = f"invalid HTTP answer body: {exc}"
-        except aiohttp.InvalidURL as exc:
-            error = f"invalid callback URL: {exc}"
-        except (aiohttp.ClientError, ssl.SSLError, OSError, ValueError) as exc:
-            error = f"{type(exc).__name__}: {exc}"
-
-        if status is None:
-            return result(DeliveryOutcome.RETRY, None, error or "no answer")
+            return result(DeliveryOutcome.RETRY, None, f"timeout after {self._timeout:g}s")
         # The status line arrived in time; a problem while reading the (discarded) body after it
         # does not change the answer.
+        status = answer.status
         if 200 <= status < 300:
             return result(DeliveryOutcome.DELIVERED, status, None)
         if status == 410:
             return result(DeliveryOutcome.GONE, status, "HTTP 410 (gone: no further attempts)")
         if 300 <= status < 400:
             return result(DeliveryOutcome.RETRY, status, f"redirect not followed (HTTP {status})")
+        retry_after = None
+        if status in (429, 503):
+            retry_after = parse_retry_after(answer.retry_after, self._clock())
         return result(DeliveryOutcome.RETRY, status, f"HTTP {status}", retry_after)
-
-
-async def _drain(response: aiohttp.ClientResponse) -> None:
-    """Read at most ``MAX_RESPONSE_BYTES`` of the answer and drop it; close if more is left."""
-    remaining = MAX_RESPONSE_BYTES
-    while remaining > 0:
-        chunk = await response.content.read(remaining)
-        if not chunk:
-            break
-        remaining -= len(chunk)
-    if not response.content.at_eof():
-        response.close()
