@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 import trustme
@@ -18,7 +19,8 @@ from genhook.delivery.ssrf import GuardedResolver
 HEAD = b"webhook-id: msg_1\r\ncontent-type: application/json\r\n"
 BODY = b'{"ok": true}'
 
-Script = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Script = Callable[["Server", asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+Result = Answer | HttpFailure | TimeoutError
 
 
 async def read_request(reader: asyncio.StreamReader) -> tuple[bytes, bytes]:
@@ -46,7 +48,7 @@ class Server:
         async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             self.connections += 1
             try:
-                await self.script(reader, writer)
+                await self.script(self, reader, writer)
             except (asyncio.IncompleteReadError, ConnectionError):
                 pass
             finally:
@@ -72,27 +74,53 @@ def client(**options: object) -> Http1Client:
     return Http1Client(GuardedResolver(allow_private=True), **kwargs)  # type: ignore[arg-type]
 
 
-def run(main: Callable[[], Awaitable[None]]) -> None:
+def run(main: Callable[[], Awaitable[Any]]) -> list[Any]:
     """On asyncio's own loop, then on uvloop's (the one ``genhook serve`` runs on)."""
-    asyncio.run(main())  # type: ignore[arg-type]
-    uvloop.run(main())  # type: ignore[arg-type]
+    return [asyncio.run(main()), uvloop.run(main())]  # type: ignore[arg-type]
+
+
+def posts(
+    script: Script, count: int = 1, pause: float = 0.0, **options: object
+) -> list[tuple[list[Result], Server]]:
+    """``count`` POSTs one after the other (``pause`` seconds apart) to a server running
+    ``script``, on each loop: what each came to, and the server."""
+
+    async def main() -> tuple[list[Result], Server]:
+        results: list[Result] = []
+        async with Server(script) as server:
+            http = client(**options)
+            for i in range(count):
+                if i and pause:
+                    await asyncio.sleep(pause)
+                try:
+                    results.append(await http.post(target_of(server.url()), HEAD, BODY))
+                except (HttpFailure, TimeoutError) as exc:
+                    results.append(exc)
+            await http.close()
+        return results, server
+
+    return run(main)
+
+
+def failed(result: Result, pattern: str) -> bool:
+    return isinstance(result, HttpFailure) and pattern in result.text
 
 
 NO_CONTENT = b"HTTP/1.1 204 No Content\r\n\r\n"
 
 
-def test_keep_alive_reuses_one_connection_and_frames_the_request() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await server.record(reader)
-                writer.write(NO_CONTENT)
+async def answer_each(
+    server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+) -> None:
+    """Keep the connection, answer 204 to every request."""
+    while True:
+        await server.record(reader)
+        writer.write(NO_CONTENT)
 
-        async with Server(script) as server:
-            http = client()
-            answers = [await http.post(target_of(server.url()), HEAD, BODY) for _ in range(3)]
-            await http.close()
-        assert answers == [Answer(204, None, True)] * 3
+
+def test_keep_alive_reuses_one_connection_and_frames_the_request() -> None:
+    for results, server in posts(answer_each, 3):
+        assert results == [Answer(204, None, True)] * 3
         assert server.connections == 1
         head, body = server.requests[0]
         assert head.startswith(b"POST /hook?x=1 HTTP/1.1\r\n")
@@ -100,188 +128,153 @@ def test_keep_alive_reuses_one_connection_and_frames_the_request() -> None:
         assert b"Content-Length: 12\r\n" in head and b"webhook-id: msg_1\r\n" in head
         assert body == BODY
 
-    run(main)
+
+CLOSING = [
+    b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
+    b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
+]
 
 
 def test_connection_close_and_http_1_0_are_not_reused() -> None:
-    async def main() -> None:
-        answers = iter(
-            [
-                b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok",
-                b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok",
-                b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
-            ]
-        )
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(CLOSING[len(server.requests) - 1])
+        await writer.drain()
+        await reader.read()  # the client closes (or keeps) it
 
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(next(answers))
-            await writer.drain()
-            await reader.read()  # the client closes (or keeps) it
-
-        async with Server(script) as server:
-            http = client()
-            for _ in range(3):
-                assert (await http.post(target_of(server.url()), HEAD, BODY)).status == 200
-            await http.close()
+    for results, server in posts(script, 3):
+        assert [getattr(r, "status", r) for r in results] == [200, 200, 200]
         assert server.connections == 3
-
-    run(main)
 
 
 def test_a_stale_kept_alive_connection_is_retried_once_on_a_new_one() -> None:
     """The server closes a kept-alive connection as the next request goes out: that request
     is sent again on a new connection, and answered there."""
 
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            if server.connections == 1:
-                writer.write(NO_CONTENT)
-                await writer.drain()
-                await reader.readuntil(b"\r\n\r\n")  # the second request: dropped unanswered
-                return
-            writer.write(NO_CONTENT)
-            await reader.read()
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(NO_CONTENT)
+        if server.connections == 1:
+            await writer.drain()
+            await reader.readuntil(b"\r\n\r\n")  # the second request: dropped unanswered
+            return
+        await reader.read()
 
-        async with Server(script) as server:
-            http = client()
-            first = await http.post(target_of(server.url()), HEAD, BODY)
-            second = await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-        assert (first.status, second.status) == (204, 204)
+    for results, server in posts(script, 2):
+        assert results == [Answer(204, None, True)] * 2
         assert server.connections == 2
         assert len(server.requests) == 2  # the first, and the second's resend
 
-    run(main)
-
 
 def test_a_new_connection_that_closes_unanswered_is_not_retried() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
 
-        async with Server(script) as server:
-            http = client()
-            with pytest.raises(HttpFailure, match="server disconnected without an answer"):
-                await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
+    for [result], server in posts(script):
+        assert failed(result, "server disconnected without an answer"), result
         assert server.connections == 1
-
-    run(main)
 
 
 def test_chunked_answer_interim_1xx_and_retry_after() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await server.record(reader)
-                writer.write(
-                    b"HTTP/1.1 100 Continue\r\n\r\n"
-                    b"HTTP/1.1 429 Too Many Requests\r\nretry-after:  7 \r\n"
-                    b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
-                )
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        while True:
+            await server.record(reader)
+            writer.write(
+                b"HTTP/1.1 100 Continue\r\n\r\n"
+                b"HTTP/1.1 429 Too Many Requests\r\nretry-after:  7 \r\n"
+                b"Transfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n"
+            )
 
-        async with Server(script) as server:
-            http = client()
-            first = await http.post(target_of(server.url()), HEAD, BODY)
-            second = await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-        assert first == second == Answer(429, "7", True)
+    for results, server in posts(script, 2):
+        assert results == [Answer(429, "7", True)] * 2
         assert server.connections == 1  # the chunked answer was read to its end: reusable
-
-    run(main)
 
 
 def test_headers_over_the_cap_fail_and_close() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\n")
-            for i in range(20_000):
-                writer.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 40))
-                await writer.drain()
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\n")
+        for i in range(20_000):
+            writer.write(b"x-filler-%d: %s\r\n" % (i, b"y" * 40))
+            await writer.drain()
 
-        async with Server(script) as server:
-            http = client()
-            with pytest.raises(HttpFailure, match="bytes of headers"):
-                await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-
-    run(main)
+    for [result], _ in posts(script):
+        assert failed(result, "bytes of headers"), result
 
 
 def test_a_body_over_the_cap_keeps_the_status_and_the_connection_is_dropped() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 30))
-            while True:
-                writer.write(b"\0" * 65536)
-                await writer.drain()
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % (1 << 30))
+        while True:
+            writer.write(b"\0" * 65536)
+            await writer.drain()
 
-        async with Server(script) as server:
-            http = client(max_body=100_000)
-            answer = await http.post(target_of(server.url()), HEAD, BODY)
-            again = await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-        assert answer == again == Answer(200, None, False)
+    for results, server in posts(script, 2, max_body=100_000):
+        assert results == [Answer(200, None, False)] * 2
         assert server.connections == 2
-
-    run(main)
 
 
 def test_garbage_is_an_invalid_answer() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
-            await reader.read()
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(b"SSH-2.0-OpenSSH_9.6\r\n\r\n")
+        await reader.read()
 
-        async with Server(script) as server:
-            http = client()
-            with pytest.raises(HttpFailure, match="invalid HTTP answer"):
-                await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-
-    run(main)
+    for [result], _ in posts(script):
+        assert failed(result, "invalid HTTP answer"), result
 
 
 def test_the_status_in_time_stands_when_the_body_is_late() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 10\r\n\r\nab")
-            await asyncio.sleep(5)
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(b"HTTP/1.1 503 Unavailable\r\nContent-Length: 10\r\n\r\nab")
+        await asyncio.sleep(5)
 
-        async with Server(script) as server:
-            http = client(timeout=0.3)
-            answer = await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-        assert answer == Answer(503, None, False)
-
-    run(main)
+    for results, _ in posts(script, timeout=0.3):
+        assert results == [Answer(503, None, False)]
 
 
 def test_no_status_in_time_is_a_timeout() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            await server.record(reader)
-            writer.write(b"HTTP/1.1 2")
-            await asyncio.sleep(5)
+    async def script(
+        server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+    ) -> None:
+        await server.record(reader)
+        writer.write(b"HTTP/1.1 2")
+        await asyncio.sleep(5)
 
-        async with Server(script) as server:
-            http = client(timeout=0.3)
-            with pytest.raises(TimeoutError):
-                await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
+    for [result], _ in posts(script, timeout=0.3):
+        assert isinstance(result, TimeoutError), result
 
-    run(main)
+
+def test_idle_connections_past_keepalive_are_not_reused() -> None:
+    for results, server in posts(answer_each, 2, pause=0.3, keepalive=0.2):
+        assert results == [Answer(204, None, True)] * 2
+        assert server.connections == 2
 
 
 def test_close_fails_the_requests_in_flight_at_once() -> None:
     async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def script(
+            server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
             await server.record(reader)
             await asyncio.sleep(10)
 
@@ -299,30 +292,14 @@ def test_close_fails_the_requests_in_flight_at_once() -> None:
     run(main)
 
 
-def test_idle_connections_past_keepalive_are_not_reused() -> None:
-    async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await server.record(reader)
-                writer.write(NO_CONTENT)
-
-        async with Server(script) as server:
-            http = client(keepalive=0.2)
-            await http.post(target_of(server.url()), HEAD, BODY)
-            await asyncio.sleep(0.3)
-            await http.post(target_of(server.url()), HEAD, BODY)
-            await http.close()
-        assert server.connections == 2
-
-    run(main)
-
-
 def test_the_limit_bounds_connections_in_use() -> None:
     async def main() -> None:
         in_flight = 0
         most = 0
 
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async def script(
+            server: Server, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        ) -> None:
             nonlocal in_flight, most
             while True:
                 await server.record(reader)
@@ -351,12 +328,7 @@ def test_tls_verifies_the_certificate_and_the_host_name() -> None:
     ca.configure_trust(trusting)
 
     async def main() -> None:
-        async def script(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            while True:
-                await server.record(reader)
-                writer.write(NO_CONTENT)
-
-        async with Server(script, tls=server_ctx) as server:
+        async with Server(answer_each, tls=server_ctx) as server:
             good = client(ssl_context=trusting)
             answer = await good.post(target_of(server.url("https", "localhost")), HEAD, BODY)
             await good.close()
