@@ -78,9 +78,10 @@ class AttemptResult:
 def blocked_literal(url: str, *, allow_private: bool = False) -> str | None:
     """Why ``url``'s host is an IP literal (in any spelling) the policy refuses, or None.
 
-    aiohttp connects to IP-literal hosts without asking its resolver, so the
-    :class:`~genhook.delivery.ssrf.GuardedResolver` never sees them; this check covers them.
-    Both the host as written and the host as aiohttp will use it (after IDNA folding) count.
+    Checked before any connection, for every spelling: the host as written and the host as
+    the client will use it (yarl's IDNA folding, which turns full-width digits into ASCII).
+    The :class:`~genhook.delivery.ssrf.GuardedResolver` checks the folded literal again at
+    connect time.
     """
     hosts: list[str] = []
     with contextlib.suppress(ValueError):

@@ -10,8 +10,9 @@ the default policy and under ``GENHOOK_ALLOW_PRIVATE_CALLBACKS``, is
   allowed, and a name must resolve, to allowed addresses only.
 * :class:`GuardedResolver`, inside the HTTP client at connect time: every address a name resolves
   to that is not allowed is dropped, so a name that was public when the trigger came and points
-  inside later (DNS rebinding) still cannot be reached. aiohttp does not consult its resolver for
-  hosts that look like IP literals, so the sender checks those itself with :func:`literal_address`.
+  inside later (DNS rebinding) still cannot be reached. A host that is an IP literal (in any
+  spelling) is also refused by the sender before any connection, with :func:`literal_address`
+  (the spellings a client might fold differently: see ``sender.blocked_literal``).
 
 ``allow_private=True`` opens loopback and the private ranges only; link-local and metadata
 addresses stay refused. The syntax check of :mod:`genhook.contract.envelope` always applies.
@@ -119,8 +120,9 @@ class GuardedResolver(AbstractResolver):
 
     Wraps ``inner``: an aiohttp resolver (default: a ``ThreadedResolver``, created on first use)
     or a blocking :class:`Resolver` (run in a thread). When no allowed address remains, or the
-    host is a metadata service's name, raises :class:`CallbackBlocked`, which aiohttp reports as a
-    connection (DNS) error. ``allow_private`` keeps loopback and private addresses too.
+    host is a metadata service's name, raises :class:`CallbackBlocked`, which the sender's
+    client (:mod:`genhook.delivery.http1`) records as ``blocked``. ``allow_private`` keeps
+    loopback and private addresses too.
     """
 
     def __init__(
